@@ -1,0 +1,451 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { Client } from 'pg';
+import pinoHttp from 'pino-http';
+import { createApp, shutdownApp, type AppHandle } from '../src/app';
+import { createAccessGuard } from '../src/auth/access-guard';
+import { createAuthRouter } from '../src/auth/auth-router';
+import { fhirAccessFilter } from '../src/auth/request-access';
+import { mintLocalToken } from '../src/auth/local-token';
+import { loadConfig } from '../src/config';
+import { createRenderedImageCache } from '../src/dicom/pixel-image-cache';
+import { createTranscodeHook } from '../src/dicom/transcode-hook';
+import { createDicomwebRouter } from '../src/dicomweb/routes';
+import { syncFhirFromIndex } from '../src/fhir/dicom/imaging-study-sync';
+import { createFhirRouter } from '../src/fhir/routes';
+import { createSyntheticInstance } from '../src/generate/synthetic-dicom';
+import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
+import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/report';
+
+/**
+ * What the access layer costs: token verification, the policy decision with
+ * its project row filter, and the durable AuditEvent written before every answer. One server
+ * process serves two compositions of the same pieces on two ports over the same database:
+ * the app as createApp builds it (guarded), and the protocol routers alone (bare: no auth
+ * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at
+ * concurrency 1 and 8; the table gives p50/p95 and throughput and their ratio.
+ *
+ *   npx tsx bench/auth.ts [--requests N] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--write]
+ *
+ * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
+ * flush; the run measures that floor (a one-row INSERT commit) and prints it next to the table.
+ * `--async-commit` (diagnostic only, never a deployment setting for the audit trail) runs the
+ * database with synchronous_commit=off to show what the access layer costs apart from it.
+ *
+ * Exit status: 0 every ratio under the target, 3 a target missed, 1 a request failed, 2 bad arguments.
+ */
+
+const TARGET_RATIO = 1.3;
+const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
+const ISSUER = 'http://bench.imaging-lake.invalid';
+const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--write]\n';
+
+interface Options {
+  requests: number;
+  db: 'postgres' | 'embedded';
+  adminUrl: string;
+  write: boolean;
+  /** Diagnostic: the bench database commits without waiting for the WAL flush (synchronous_commit=off). */
+  asyncCommit: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  let values;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        requests: { type: 'string', default: '2000' },
+        db: { type: 'string', default: 'postgres' },
+        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+        write: { type: 'boolean', default: false },
+        'async-commit': { type: 'boolean', default: false },
+        help: { type: 'boolean', default: false },
+      },
+    }).values;
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const requests = Number(values.requests);
+  if (!Number.isInteger(requests) || requests < 200) usage('--requests must be an integer of at least 200');
+  if (values.db !== 'postgres' && values.db !== 'embedded') usage('--db is postgres or embedded');
+  if (values['async-commit'] && values.db !== 'postgres') usage('--async-commit needs --db postgres');
+  return { requests, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']) };
+}
+
+function usage(message: string): never {
+  process.stderr.write(`${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server side (child process): both compositions over one AppHandle.
+
+/**
+ * The protocol routers exactly as app.ts mounts them, minus the access layer: request ids and
+ * logging, health, CORS, DICOMweb, FHIR, 404 and the error handler. With `guardWithoutAudit`,
+ * the token check, policy and row filters go back in but not the audit gate (diagnostic: it
+ * splits the guard's cost from the audit write's).
+ */
+function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean } = {}): Express {
+  const { config, db, blobs, logger } = handle;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(
+    pinoHttp({
+      logger,
+      genReqId: (req, res) => {
+        const given = req.headers['x-request-id'];
+        const id = typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+        res.setHeader('X-Request-Id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+    }),
+  );
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  if (options.guardWithoutAudit) {
+    app.use(createAuthRouter(handle.auth));
+    // The guard's chain without its first element, the audit gate.
+    app.use(createAccessGuard(handle.auth).slice(1));
+  }
+  app.use(
+    '/dicomweb',
+    createDicomwebRouter({
+      db,
+      blobs,
+      logger,
+      config,
+      publicBaseUrl: config.publicBaseUrl,
+      transcoder: createTranscodeHook({ db, blobs }),
+      thumbnailCache: createRenderedImageCache(),
+      onIndexChange: (trx, change, context) => syncFhirFromIndex(trx, change, context),
+    }),
+  );
+  app.use('/fhir', createFhirRouter({ db, logger, publicBaseUrl: config.publicBaseUrl, accessFilter: options.guardWithoutAudit ? fhirAccessFilter : undefined }));
+  app.use((req: Request, res: Response) => {
+    res.status(404).json({ error: 'not found', path: req.path });
+  });
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (res.headersSent) return res.destroy();
+    res.status(500).json({ error: 'internal error' });
+  });
+  return app;
+}
+
+function listen(app: Express): Promise<{ server: http.Server; port: number }> {
+  return new Promise((resolve, reject) => {
+    const server = http.createServer(app);
+    server.keepAliveTimeout = 60_000;
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as AddressInfo).port }));
+  });
+}
+
+async function serve(): Promise<void> {
+  const handle = await createApp(loadConfig(process.env));
+  const guarded = await listen(handle.express);
+  const bare = await listen(composeBare(handle));
+  const noAudit = await listen(composeBare(handle, { guardWithoutAudit: true }));
+  process.send?.({ guarded: guarded.port, bare: bare.port, noAudit: noAudit.port });
+  process.on('SIGTERM', () => {
+    guarded.server.close();
+    bare.server.close();
+    noAudit.server.close();
+    shutdownApp(handle).finally(() => process.exit(0));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side.
+
+async function sql(url: string, text: string): Promise<void> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(text);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Median latency of a one-row INSERT in its own transaction (the WAL flush every durable commit waits for). */
+async function commitFloor(url: string): Promise<number> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    // A logged table: temporary ones write no WAL, and their commits wait for nothing.
+    await c.query('CREATE TABLE bench_commit_floor (id serial primary key, body text)');
+    const ms: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const t0 = process.hrtime.bigint();
+      await c.query('INSERT INTO bench_commit_floor (body) VALUES ($1)', ['x'.repeat(1500)]);
+      ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    await c.query('DROP TABLE bench_commit_floor');
+    return percentile(ms.sort((a, b) => a - b), 50);
+  } finally {
+    await c.end();
+  }
+}
+
+interface Answer {
+  status: number;
+  body: Buffer;
+  ms: number;
+}
+
+function call(agent: http.Agent, port: number, method: string, pathAndQuery: string, headers: Record<string, string>, body?: Buffer): Promise<Answer> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: pathAndQuery, agent, headers: body ? { ...headers, 'Content-Length': String(body.length) } : headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** One measured call: a path per request index and the check of its answer. */
+interface Workload {
+  name: string;
+  path: (i: number) => string;
+  accept: string;
+  check: (a: Answer) => string | undefined;
+}
+
+interface Block {
+  latencies: number[];
+  seconds: number;
+}
+
+/** Sends `count` requests at `concurrency` over keep-alive connections; throws on any unexpected answer. */
+async function runBlock(port: number, headers: Record<string, string>, w: Workload, count: number, concurrency: number, offset: number): Promise<Block> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
+  const latencies: number[] = [];
+  let next = 0;
+  const started = process.hrtime.bigint();
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= count) return;
+      const a = await call(agent, port, 'GET', w.path(offset + i), { Accept: w.accept, ...headers });
+      const problem = a.status === 200 ? w.check(a) : `status ${a.status}: ${a.body.toString('utf8').slice(0, 200)}`;
+      if (problem) throw new Error(`${w.name} on port ${port}: ${problem}`);
+      latencies.push(a.ms);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  agent.destroy();
+  return { latencies, seconds };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+interface Figures {
+  p50: number;
+  p95: number;
+  rps: number;
+}
+
+function summarize(blocks: Block[]): Figures {
+  const all = blocks.flatMap((b) => b.latencies).sort((a, b) => a - b);
+  const seconds = blocks.reduce((s, b) => s + b.seconds, 0);
+  return { p50: percentile(all, 50), p95: percentile(all, 95), rps: all.length / seconds };
+}
+
+/** Seeds both projects: studies through STOW-RS, Patients through FHIR, all on the guarded port. */
+async function seed(port: number, admin: string, manager: string): Promise<{ patientIds: string[]; patientIdsFhir: string[] }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  const patientIds: string[] = [];
+  const patientIdsFhir: string[] = [];
+  for (const project of ['bench-a', 'bench-b']) {
+    for (let i = 0; i < 100; i++) {
+      const patientID = `AUTH-${project}-${i}`;
+      const inst = createSyntheticInstance({ patientID, patientName: `Bench^${project}${i}`, rows: 16, columns: 16, bitsAllocated: 8 });
+      const boundary = `b-${randomUUID()}`;
+      const body = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), inst.bytes, Buffer.from(`\r\n--${boundary}--\r\n`)]);
+      const a = await call(agent, port, 'POST', '/dicomweb/studies', { Authorization: `Bearer ${admin}`, 'X-Project': project, 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}` }, body);
+      if (a.status !== 200) throw new Error(`seeding STOW answered ${a.status}: ${a.body.toString('utf8').slice(0, 200)}`);
+      if (project === 'bench-a') patientIds.push(patientID);
+    }
+  }
+  for (let i = 0; i < 100; i++) {
+    const body = Buffer.from(JSON.stringify({ resourceType: 'Patient', name: [{ family: `Bench${i}` }] }));
+    const a = await call(agent, port, 'POST', '/fhir/Patient', { Authorization: `Bearer ${manager}`, 'Content-Type': 'application/fhir+json' }, body);
+    if (a.status !== 201) throw new Error(`seeding FHIR answered ${a.status}: ${a.body.toString('utf8').slice(0, 200)}`);
+    patientIdsFhir.push(JSON.parse(a.body.toString('utf8')).id);
+  }
+  agent.destroy();
+  return { patientIds, patientIdsFhir };
+}
+
+interface Row {
+  workload: string;
+  concurrency: number;
+  bare: Figures;
+  guarded: Figures;
+  noAudit: Figures;
+}
+
+type Variant = 'bare' | 'guarded' | 'noAudit';
+type Ports = Record<Variant, number>;
+
+async function measure(ports: Ports, token: string, workloads: Workload[], requests: number): Promise<Row[]> {
+  const rows: Row[] = [];
+  const rounds = 4;
+  for (const w of workloads) {
+    for (const concurrency of [1, 8]) {
+      const count = Math.round((requests * (concurrency === 1 ? 1 : 2)) / rounds);
+      // Warm both (JIT, pools, the token cache) before anything is kept.
+      const headers = (v: Variant): Record<string, string> => (v === 'bare' ? {} : { Authorization: `Bearer ${token}` });
+      for (const v of ['bare', 'guarded', 'noAudit'] as const) await runBlock(ports[v], headers(v), w, Math.min(200, count), concurrency, 0);
+      const blocks: Record<Variant, Block[]> = { bare: [], guarded: [], noAudit: [] };
+      for (let r = 0; r < rounds; r++) {
+        // Rotate which variant goes first, so drift (autovacuum, caches) hits all alike.
+        const order: Variant[] = (['bare', 'guarded', 'noAudit'] as const).map((_, k, all) => all[(k + r) % all.length]);
+        for (const v of order) blocks[v].push(await runBlock(ports[v], headers(v), w, count, concurrency, r * count));
+      }
+      rows.push({ workload: w.name, concurrency, bare: summarize(blocks.bare), guarded: summarize(blocks.guarded), noAudit: summarize(blocks.noAudit) });
+      process.stderr.write(`  ${w.name} at concurrency ${concurrency}: done\n`);
+    }
+  }
+  return rows;
+}
+
+function renderTable(rows: Row[]): string {
+  const ratio = (a: number, b: number) => `${fmt(a / b, 2)}x`;
+  return markdownTable(
+    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio'],
+    rows.map((r) => [
+      r.workload,
+      String(r.concurrency),
+      fmt(r.bare.p50, 2),
+      fmt(r.guarded.p50, 2),
+      ratio(r.guarded.p50, r.bare.p50),
+      fmt(r.bare.p95, 2),
+      fmt(r.guarded.p95, 2),
+      ratio(r.guarded.p95, r.bare.p95),
+      fmt(r.bare.rps, 0),
+      fmt(r.guarded.rps, 0),
+      ratio(r.bare.rps, r.guarded.rps),
+      ratio(r.noAudit.p50, r.bare.p50),
+      ratio(r.bare.rps, r.noAudit.rps),
+    ]),
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+  );
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'il-bench-auth-'));
+  let database: BenchDatabase | undefined;
+  let child: ChildProcess | undefined;
+  const loadAtStart = os.loadavg();
+  try {
+    if (options.db === 'postgres') database = await createBenchDatabase(options.adminUrl);
+    if (database && options.asyncCommit) await sql(options.adminUrl, `ALTER DATABASE ${database.name} SET synchronous_commit = off`);
+    const floor = database ? await commitFloor(database.url) : undefined;
+    const env: Record<string, string> = {
+      DATA_DIR: dataDir,
+      AUTH_ISSUER: ISSUER,
+      LOG_LEVEL: 'info',
+      SWEEP_INTERVAL_SECONDS: '0',
+      ...(database ? { DATABASE_URL: database.url } : {}),
+    };
+    // The servers run in their own process (logs to /dev/null), so the load generator does not share their event loop.
+    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const ports = await new Promise<Ports>((resolve, reject) => {
+      child!.once('message', (m) => resolve(m as Ports));
+      child!.once('exit', (code) => reject(new Error(`the server process exited with ${code}`)));
+    });
+    const auth = loadConfig(env).auth;
+    const admin = (await mintLocalToken({ role: 'admin', ttlSeconds: 3600 }, { config: auth })).accessToken;
+    const manager = (await mintLocalToken({ role: 'data-manager', projects: ['bench-a'], ttlSeconds: 3600 }, { config: auth })).accessToken;
+    process.stderr.write(`seeding 200 studies and 100 FHIR Patients (${options.db})\n`);
+    const { patientIds, patientIdsFhir } = await seed(ports.guarded, admin, manager);
+
+    const workloads: Workload[] = [
+      {
+        name: 'QIDO-RS /studies?PatientID=',
+        path: (i) => `/dicomweb/studies?PatientID=${patientIds[i % patientIds.length]}`,
+        accept: 'application/dicom+json',
+        check: (a) => ((JSON.parse(a.body.toString('utf8')) as unknown[]).length === 1 ? undefined : 'expected exactly one study'),
+      },
+      {
+        name: 'FHIR read Patient/{id}',
+        path: (i) => `/fhir/Patient/${patientIdsFhir[i % patientIdsFhir.length]}`,
+        accept: 'application/fhir+json',
+        check: (a) => (JSON.parse(a.body.toString('utf8')).resourceType === 'Patient' ? undefined : 'expected a Patient'),
+      },
+    ];
+    process.stderr.write(`measuring ${options.requests} requests per variant and call at concurrency 1, twice that at 8 (data manager of one project)\n`);
+    const rows = await measure(ports, manager, workloads, options.requests);
+    const table = renderTable(rows);
+    const worst = Math.max(...rows.flatMap((r) => [r.guarded.p50 / r.bare.p50, r.bare.rps / r.guarded.rps]));
+    const verdict = worst < TARGET_RATIO ? `met: every p50 and throughput ratio is under ${TARGET_RATIO}x (worst ${fmt(worst, 2)}x)` : `missed: worst p50/throughput ratio ${fmt(worst, 2)}x, target under ${TARGET_RATIO}x`;
+    const engine = database ? `PostgreSQL ${await database.serverVersion()}` : 'embedded PostgreSQL (PGlite)';
+    const floorLine = floor === undefined ? '' : `One-row INSERT commit on this database (the durable audit write's floor): ${fmt(floor, 2)} ms${options.asyncCommit ? ' (synchronous_commit=off: diagnostic run)' : ''}.`;
+    process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
+    if (options.write) {
+      const date = new Date().toISOString().slice(0, 10);
+      const section = [
+        `## Access-layer overhead, ${date}: ${engine}${options.asyncCommit ? ', synchronous_commit=off (diagnostic)' : ''}`,
+        '',
+        `\`npx tsx bench/auth.ts --requests ${options.requests}${options.db === 'embedded' ? ' --db embedded' : ''}${options.asyncCommit ? ' --async-commit' : ''} --write\`. One server process serves the app as \`createApp\` composes it (guarded: token verification, policy and project row filter, AuditEvent written before the answer) and the same DICOMweb and FHIR routers without the access layer (bare), over one database seeded with 200 studies in two projects and 100 FHIR Patients. Calls as a data manager of one project; blocks alternate between the variants. Throughput ratio is bare/guarded. The last two columns (diagnostic) put the token check, policy and row filters back without the audit gate: the rest of the overhead is the AuditEvent written before each answer.`,
+        '',
+        table,
+        '',
+        floorLine,
+        '',
+        `Target (< ${TARGET_RATIO}x): ${verdict}.`,
+        '',
+        ...describeMachine(dataDir, loadAtStart),
+      ].join('\n');
+      updateResultsFile(RESULTS_FILE, `auth-overhead-${options.db}${options.asyncCommit ? '-async-commit' : ''}-${date}`, section);
+      process.stdout.write(`written to ${RESULTS_FILE}\n`);
+    }
+    process.exitCode = worst < TARGET_RATIO ? 0 : 3;
+  } catch (err) {
+    process.stderr.write(`bench/auth.ts failed: ${(err as Error).stack ?? err}\n`);
+    process.exitCode = 1;
+  } finally {
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child!.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    await database?.drop().catch(() => undefined);
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv.includes('--serve')) {
+  serve().catch((err) => {
+    process.stderr.write(`${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  });
+} else {
+  void main();
+}

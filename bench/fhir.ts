@@ -1,0 +1,243 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from 'pg';
+import { startFhirBenchServer } from './lib/fhir-server';
+import { checkIndexConsistency, multiplySeed } from './lib/fhir-multiply';
+import { measureQuery, type QuerySpec } from './lib/fhir-queries';
+import { renderFhirRun, type FhirBenchRun } from './lib/fhir-report';
+import { buildSeedBundles, ICD10, PER_PATIENT, postBundles } from './lib/fhir-seed';
+import { createBenchDatabase } from './lib/postgres';
+import { updateResultsFile } from './lib/report';
+import { findFreePort, staleBuildWarning } from './lib/server-process';
+
+/**
+ * FHIR search latency and ingest benchmark (bench/README.md). On a fresh PostgreSQL database:
+ * writes a seed of Patients with ImagingStudy and Condition resources through the engine as
+ * transaction Bundles (the ingest figure), multiplies it in SQL to 1,000,000 ImagingStudy and
+ * 1,000,000 Condition resources (50,000 with --quick) with index rows consistent with the
+ * engine's, checks that consistency on a sample, then times the searches.
+ *
+ *   npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--admin-url URL]
+ *
+ * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed, an
+ * answer was wrong or the index was inconsistent, 2 bad arguments.
+ */
+
+const REPO_ROOT = path.resolve(__dirname, '..');
+const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
+const USAGE = 'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--admin-url URL]\n';
+const SEARCH_TARGET_MS = 30;
+const INGEST_TARGET = 2_000;
+const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+
+interface Options {
+  quick: boolean;
+  write: boolean;
+  server: 'source' | 'dist';
+  rows: number;
+  keep: boolean;
+  adminUrl: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  let values;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        quick: { type: 'boolean', default: false },
+        write: { type: 'boolean', default: false },
+        server: { type: 'string', default: 'source' },
+        rows: { type: 'string' },
+        keep: { type: 'boolean', default: false },
+        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+        help: { type: 'boolean', default: false },
+      },
+    }).values;
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const server = String(values.server);
+  if (server !== 'source' && server !== 'dist') usage(`--server must be source or dist, not ${server}`);
+  const rows = values.rows === undefined ? (values.quick ? 50_000 : 1_000_000) : Number(values.rows);
+  if (!Number.isInteger(rows) || rows < 2_000) usage('--rows must be an integer >= 2000');
+  return { quick: Boolean(values.quick), write: Boolean(values.write), server: server as Options['server'], rows, keep: Boolean(values.keep), adminUrl: String(values['admin-url']) };
+}
+
+function usage(message: string): never {
+  process.stderr.write(`bench/fhir.ts: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+/** Runs the benchmark; resolves with the exit status. */
+export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): Promise<number> {
+  const options = parseOptions(argv);
+  const command = ['npx tsx bench/fhir.ts', ...argv].join(' ');
+  const loadAtStart = os.loadavg();
+  if (options.server === 'dist') {
+    const stale = staleBuildWarning(REPO_ROOT);
+    if (stale) log(`warning: ${stale}`);
+  }
+  // The seed is the engine-written part: 1,000 patients (500 with --quick), fewer for small --rows.
+  const seedPatients = Math.min(options.quick ? 500 : 1_000, Math.floor(options.rows / PER_PATIENT));
+  const copies = Math.max(1, Math.round(options.rows / (seedPatients * PER_PATIENT)));
+  const workRoot = await mkdtemp(path.join(os.tmpdir(), 'imaging-lake-fhir-bench-'));
+  const db = await createBenchDatabase(options.adminUrl);
+  log(`work directory ${workRoot}, database ${db.name}`);
+  const port = await findFreePort();
+  const env = { DATA_DIR: workRoot, DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', SWEEP_INTERVAL_SECONDS: '0' };
+  const { server, authorization } = await startFhirBenchServer(REPO_ROOT, env, options.server);
+  try {
+    const bundles = buildSeedBundles(seedPatients, 0, `run${Date.now().toString(36)}`);
+    log(`seed: ${seedPatients} patients in ${bundles.length} transaction Bundles; ${copies} copies make ${(seedPatients * PER_PATIENT * copies).toLocaleString('en-US')} of each type`);
+    const warm = await postBundles(server.baseUrl, authorization, bundles.slice(0, 1), 1);
+    if (warm.failures.length) throw new Error(`warm-up Bundle failed: ${warm.failures[0]}`);
+    const half = 1 + Math.floor((bundles.length - 1) / 2);
+    const ingest = [
+      { label: 'seed, one Bundle at a time', concurrency: 1, result: await postBundles(server.baseUrl, authorization, bundles.slice(1, half), 1) },
+      { label: 'seed, two Bundles in flight', concurrency: 2, result: await postBundles(server.baseUrl, authorization, bundles.slice(half), 2) },
+    ];
+    for (const i of ingest) log(`ingest c${i.concurrency}: ${Math.round(i.result.resources / i.result.seconds)} resources/s (${i.result.failures.length} failures)`);
+
+    const multiply = await multiplySeed(db.url, copies, log);
+    const consistency = await checkIndexConsistency(db.url, 25);
+    log(`index consistency: ${consistency.checked} resources, ${consistency.mismatches.length} mismatches`);
+    const facts = await readFacts(db.url);
+    const queries = await runQueries(server.baseUrl, authorization, facts.patientIds, options.quick);
+
+    const run: FhirBenchRun = {
+      command,
+      stamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      quick: options.quick,
+      workRoot,
+      loadAtStart,
+      serverFrom: options.server,
+      pgVersion: await db.serverVersion(),
+      ingest,
+      multiply,
+      counts: facts.counts,
+      indexRows: facts.indexRows,
+      databaseBytes: facts.databaseBytes,
+      consistency,
+      queries,
+      ingestTarget: INGEST_TARGET,
+    };
+    const section = renderFhirRun(run);
+    process.stdout.write(`${section}\n`);
+    if (options.write) {
+      const key = `fhir-${options.quick ? 'quick' : 'full'}-postgres`;
+      updateResultsFile(RESULTS_FILE, key, section);
+      log(`updated ${path.relative(REPO_ROOT, RESULTS_FILE)} section ${key}`);
+    }
+    const broken = consistency.mismatches.length > 0 || ingest.some((i) => i.result.failures.length > 0) || queries.some((q) => q.result.failures.length > 0);
+    if (broken) return 1;
+    const fast = ingest[ingest.length - 1].result;
+    const missed = fast.resources / fast.seconds < INGEST_TARGET || queries.some((q) => q.spec.targetP95Ms !== undefined && q.result.p95 >= q.spec.targetP95Ms);
+    return missed ? 3 : 0;
+  } catch (err) {
+    log(`server ${server.exited() ? `exited (${server.exited()})` : 'still running'}; its last output:\n${server.outputTail()}`);
+    throw err;
+  } finally {
+    await server.stop();
+    if (options.keep) log(`kept ${workRoot} and database ${db.name}`);
+    else {
+      await db.drop();
+      await rm(workRoot, { recursive: true, force: true });
+    }
+  }
+}
+
+async function readFacts(url: string): Promise<{ counts: Record<string, number>; indexRows: number; databaseBytes: number; patientIds: string[] }> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    const counts: Record<string, number> = {};
+    for (const r of (await c.query(`SELECT resource_type, count(*)::bigint AS n FROM fhir_resource WHERE NOT deleted GROUP BY 1 ORDER BY 2 DESC`)).rows) counts[r.resource_type] = Number(r.n);
+    let indexRows = 0;
+    for (const t of ['fhir_token', 'fhir_string', 'fhir_date', 'fhir_number', 'fhir_reference', 'fhir_uri']) indexRows += Number((await c.query(`SELECT count(*)::bigint AS n FROM ${t}`)).rows[0].n);
+    const databaseBytes = Number((await c.query('SELECT pg_database_size(current_database()) AS n')).rows[0].n);
+    const patientIds = (await c.query(`SELECT id FROM fhir_resource TABLESAMPLE SYSTEM (5) WHERE resource_type = 'Patient' LIMIT 1000`)).rows.map((r) => r.id as string);
+    return { counts, indexRows, databaseBytes, patientIds };
+  } finally {
+    await c.end();
+  }
+}
+
+async function runQueries(baseUrl: string, authorization: string, patientIds: string[], quick: boolean) {
+  const n = quick ? 100 : 300;
+  const warmup = quick ? 10 : 20;
+  const patientAt = (i: number) => patientIds[(i * 7919) % patientIds.length];
+  const matchesOf = (b: { entry?: Array<{ search?: { mode?: string }; resource: Record<string, any> }> }) => (b.entry ?? []).filter((e) => e.search?.mode === 'match').map((e) => e.resource);
+  const specs: QuerySpec[] = [
+    {
+      name: 'ImagingStudy?patient=',
+      url: (i) => `/fhir/ImagingStudy?patient=Patient/${patientAt(i)}`,
+      check: (b) => {
+        const m = matchesOf(b);
+        return m.length === PER_PATIENT && m.every((r) => /^Patient\//.test(r.subject?.reference)) ? null : `expected ${PER_PATIENT} studies, got ${m.length}`;
+      },
+      targetP95Ms: SEARCH_TARGET_MS,
+    },
+    {
+      name: 'ImagingStudy?modality=OPT&laterality=right',
+      url: () => '/fhir/ImagingStudy?modality=OPT&laterality=right',
+      check: (b) => {
+        const m = matchesOf(b);
+        const ok = m.every((r) => r.series?.some((s: any) => s.modality?.code === 'OPT' && s.laterality?.code === '24028007'));
+        return m.length === 20 && ok ? null : `expected 20 right-eye OPT studies, got ${m.length} (${ok ? 'all right' : 'some wrong'})`;
+      },
+      targetP95Ms: SEARCH_TARGET_MS,
+    },
+    {
+      name: 'Condition?code:below=H47.01',
+      url: () => '/fhir/Condition?code:below=H47.01',
+      check: (b) => {
+        const m = matchesOf(b);
+        const ok = m.every((r) => r.code?.coding?.some((c: any) => c.system === ICD10 && String(c.code).startsWith('H47.01')));
+        return m.length === 20 && ok ? null : `expected 20 H47.01x conditions, got ${m.length} (${ok ? 'all H47.01x' : 'some not'})`;
+      },
+      targetP95Ms: SEARCH_TARGET_MS,
+    },
+    {
+      name: 'Patient?_revinclude=Condition:patient (a page)',
+      url: (i) => `/fhir/Patient?_revinclude=Condition:patient&_count=20&_offset=${(i % 50) * 20}`,
+      check: (b) => {
+        const patients = new Set(matchesOf(b).map((r) => `Patient/${r.id}`));
+        const included = (b.entry ?? []).filter((e) => e.search?.mode === 'include').map((e) => e.resource);
+        const ok = included.every((r) => r.resourceType === 'Condition' && patients.has(r.subject?.reference));
+        return patients.size === 20 && included.length === 20 * PER_PATIENT && ok ? null : `expected 20 patients with ${20 * PER_PATIENT} conditions, got ${patients.size} / ${included.length}`;
+      },
+      targetP95Ms: SEARCH_TARGET_MS,
+    },
+    {
+      name: 'ImagingStudy?patient=&_include=ImagingStudy:patient',
+      url: (i) => `/fhir/ImagingStudy?patient=Patient/${patientAt(i + 1)}&_include=ImagingStudy:patient`,
+      check: (b) => {
+        const included = (b.entry ?? []).filter((e) => e.search?.mode === 'include');
+        return matchesOf(b).length === PER_PATIENT && included.length === 1 ? null : `expected ${PER_PATIENT} studies and their patient`;
+      },
+    },
+  ];
+  const out = [];
+  for (const spec of specs) {
+    const result = await measureQuery(baseUrl, authorization, spec, n, warmup);
+    log(`${spec.name}: p50 ${result.p50.toFixed(1)} ms, p95 ${result.p95.toFixed(1)} ms, ${result.failures.length} failures`);
+    out.push({ spec, result });
+  }
+  return out;
+}
+
+if (require.main === module) {
+  runFhirBenchmark()
+    .then((code) => process.exit(code))
+    .catch((err) => {
+      process.stderr.write(`bench/fhir.ts: ${(err as Error)?.stack ?? err}\n`);
+      process.exit(1);
+    });
+}

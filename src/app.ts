@@ -1,0 +1,161 @@
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { randomUUID } from 'node:crypto';
+import pinoHttp from 'pino-http';
+import type { AppConfig } from './config';
+import { createDatabase, type Database } from './db/database';
+import { assertSchemaCurrent, runMigrations } from './db/migrate';
+import { createCorsMiddleware } from './dicomweb/cors';
+import { createDicomwebRouter } from './dicomweb/routes';
+import { createRenderedImageCache } from './dicom/pixel-image-cache';
+import { createTranscodeHook } from './dicom/transcode-hook';
+import { syncFhirFromIndex } from './fhir/dicom/imaging-study-sync';
+import { createFhirRouter } from './fhir/routes';
+import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
+import { createResourceRules } from './fhir/resources/resource-rules';
+import { createAccessGuard } from './auth/access-guard';
+import { createAuthRouter } from './auth/auth-router';
+import { createAuthServices, type AuthServices } from './auth/auth-services';
+import { startAuditPartitionMaintenance } from './audit/audit-store';
+import { createTransactionAuditor } from './audit/audit-response';
+import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker, linkStowToProjects } from './auth/request-access';
+import { createLogger, type Logger } from './logger';
+import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
+import type { BlobStore } from './storage/blob-store';
+import { createBlobStore } from './storage/create-blob-store';
+
+/** The composed server: the express app plus the subsystems it owns. */
+export interface AppHandle {
+  readonly express: Express;
+  readonly config: AppConfig;
+  readonly db: Database;
+  readonly blobs: BlobStore;
+  readonly logger: Logger;
+  readonly sweeper: OrphanSweeper;
+  readonly auth: AuthServices;
+  /** Stops background work owned by the app (audit partition maintenance). */
+  readonly stopBackground: () => void;
+}
+
+/**
+ * Composes the server from a validated config (STYLE 8: nothing happens at import).
+ * Migrates the schema when configured, and refuses to start on a schema it does not know.
+ */
+export async function createApp(config: AppConfig, options: { logger?: Logger } = {}): Promise<AppHandle> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const db = createDatabase(config.database, logger);
+  let blobs: BlobStore | undefined;
+  let auth: AuthServices;
+  try {
+    if (config.migrateOnStart) {
+      const applied = await runMigrations(db.knex);
+      if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+    }
+    await assertSchemaCurrent(db.knex);
+    blobs = createBlobStore(config.blobs);
+    auth = await createAuthServices({ knex: db.knex, config: config.auth, logger });
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    throw err;
+  }
+  const sweeper = startOrphanSweeper({ db, blobs, logger, graceSeconds: config.orphanGraceSeconds, intervalSeconds: config.sweepIntervalSeconds });
+  const partitions = startAuditPartitionMaintenance(db.knex, logger);
+  const app = buildExpress({ config, db, blobs, logger, auth });
+  return { express: app, config, db, blobs, logger, sweeper, auth, stopBackground: () => partitions.stop() };
+}
+
+/** Stops background work and releases the database and blob store. */
+export async function shutdownApp(app: AppHandle): Promise<void> {
+  app.stopBackground();
+  await app.sweeper.stop();
+  await app.blobs.close();
+  await app.db.close();
+}
+
+function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore; logger: Logger; auth: AuthServices }): Express {
+  const { config, db, blobs, logger, auth } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(
+    pinoHttp({
+      logger,
+      genReqId: (req, res) => {
+        const given = req.headers['x-request-id'];
+        const id = typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+        res.setHeader('X-Request-Id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+    }),
+  );
+
+  // Health answers never need a token.
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const checks: Record<string, string> = {};
+    await Promise.all([
+      db.checkHealth().then(() => (checks.database = 'ok'), (e) => (checks.database = `error: ${String(e?.message ?? e)}`)),
+      blobs.checkHealth().then(() => (checks.blobStore = 'ok'), (e) => (checks.blobStore = `error: ${String(e?.message ?? e)}`)),
+    ]);
+    const ready = Object.values(checks).every((v) => v === 'ok');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks });
+  });
+
+  // CORS answers preflights before any guard: browsers send them without credentials.
+  // Writes record their AuditEvent in their own transaction (the gate covers everything else).
+  const auditInTransaction = createTransactionAuditor(auth.audit);
+  const cors = createCorsMiddleware(config.corsOrigins);
+  app.use(['/dicomweb', '/fhir', '/oauth2'], cors);
+  // Token endpoint, JWKS, introspection, SMART discovery, SAML sign-in.
+  app.use(createAuthRouter(auth));
+  // The one access guard in front of every protocol router: audit gate, token, policy, row filters.
+  app.use(createAccessGuard(auth));
+  app.use(
+    '/dicomweb',
+    createDicomwebRouter({
+      db,
+      blobs,
+      logger,
+      config,
+      publicBaseUrl: config.publicBaseUrl,
+      transcoder: createTranscodeHook({ db, blobs }),
+      thumbnailCache: createRenderedImageCache(),
+      auditInTransaction,
+      // One truth: the FHIR ImagingStudy is written in the same transaction as the DICOM index rows.
+      onIndexChange: async (trx, change, context) => {
+        await syncFhirFromIndex(trx, change, context);
+        await linkStowToProjects(trx, change, context);
+      },
+    }),
+  );
+
+  app.use(
+    '/fhir',
+    createFhirRouter({
+      db,
+      logger,
+      publicBaseUrl: config.publicBaseUrl,
+      accessFilter: fhirAccessFilter,
+      onCreate: fhirCreateLinker,
+      authorizeBundleEntry: bundleEntryDenial,
+      auditInTransaction,
+      // AuditEvent is read from the append-only audit trail; clients cannot write it (405).
+      typeHandlers: { AuditEvent: createAuditEventTypeHandler({ knex: db.knex }) },
+      // Condition codes are checked against ICD-10-CM; Group members against the group type.
+      resourceRules: createResourceRules({ icd10cmCodesPath: config.icd10cmCodesPath }),
+    }),
+  );
+
+  app.use((req: Request, res: Response) => {
+    res.status(404).json({ error: 'not found', path: req.path });
+  });
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const status = typeof (err as { status?: number })?.status === 'number' ? (err as { status: number }).status : 500;
+    if (status >= 500) logger.error({ err, url: req.originalUrl }, 'unhandled error');
+    if (res.headersSent) return res.destroy();
+    res.status(status).json({ error: status >= 500 ? 'internal error' : String((err as Error)?.message ?? err) });
+  });
+  return app;
+}

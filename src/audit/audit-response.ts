@@ -1,0 +1,182 @@
+/**
+ * Audit before answer: an express middleware that holds back the first byte of every response
+ * (status line, headers, body) until the AuditEvent describing it is durably written. If the
+ * write fails, the prepared answer is discarded and the client gets 503 instead: no access is
+ * ever served unaudited. Routes only describe what they touched in `res.locals.audit`; writes
+ * that run in a transaction record the event in that transaction (`auditInTransaction`) and the
+ * gate then lets the response through untouched.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import { authErrorBody } from '../auth/auth-errors';
+import { buildAuditEvent, type AuditInput, type AuditSource } from './audit-event';
+import { writeAuditEvent } from './audit-store';
+
+/** What a route (or the access guard) records about the current request in `res.locals.audit`. */
+export interface AuditLocals extends Partial<Omit<AuditInput, 'agent' | 'status'>> {
+  /** Set once the event has been written and committed: the gate writes nothing more. */
+  written?: boolean;
+  /**
+   * Set by auditInTransaction: resolves true when the transaction holding the event committed,
+   * false when it rolled back (then the gate records the failed request itself).
+   */
+  committed?: Promise<boolean>;
+}
+
+/** Where audit events go and who records them. */
+export interface AuditRecorder {
+  knex: Knex;
+  source: AuditSource;
+  logger: Logger;
+}
+
+/** Builds the full audit input of a request from its principal, address, id and locals. */
+export function auditInputFromRequest(req: Request, res: Response, extra: Partial<AuditInput> = {}): AuditInput {
+  const locals = (res.locals.audit ?? {}) as AuditLocals;
+  const p = req.principal;
+  const requestId = (req as Request & { id?: unknown }).id ?? res.getHeader('X-Request-Id');
+  const { written: _written, committed: _committed, ...described } = locals;
+  return {
+    protocol: 'fhir',
+    action: 'read',
+    ...described,
+    ...extra,
+    status: extra.status ?? res.statusCode,
+    agent: {
+      subject: p?.subject,
+      issuer: p?.issuer,
+      clientId: p?.clientId,
+      role: p?.role,
+      displayName: p?.displayName,
+      tokenId: p?.tokenId,
+      address: req.ip ?? req.socket?.remoteAddress,
+      ...extra.agent,
+    },
+    requestId: requestId === undefined ? undefined : String(requestId),
+  };
+}
+
+/**
+ * Writes the request's AuditEvent in `trx` (the transaction of the change it records), so the
+ * change and its audit commit together. The gate then lets the answer through without a second
+ * event if the transaction committed, and records the failure itself if it rolled back.
+ */
+export async function auditInTransaction(trx: Knex.Transaction | Knex, recorder: Pick<AuditRecorder, 'source'>, req: Request, res: Response, extra: Partial<AuditInput> = {}): Promise<void> {
+  const input = auditInputFromRequest(req, res, { status: 200, ...extra });
+  await writeAuditEvent(trx, buildAuditEvent(input, recorder.source));
+  const execution = (trx as Knex.Transaction).executionPromise as Promise<unknown> | undefined;
+  const committed = execution ? execution.then(() => true, () => false) : Promise.resolve(true);
+  res.locals.audit = { ...(res.locals.audit ?? {}), committed };
+}
+
+/**
+ * auditInTransaction bound to a recorder, as the protocol routers receive it: writes run it in
+ * their transaction so that a change and its AuditEvent commit together or not at all.
+ */
+export type TransactionAuditor = (trx: Knex.Transaction, req: Request, res: Response, extra?: Partial<AuditInput>) => Promise<void>;
+
+/** Binds auditInTransaction to `recorder`. */
+export function createTransactionAuditor(recorder: Pick<AuditRecorder, 'source'>): TransactionAuditor {
+  return (trx, req, res, extra) => auditInTransaction(trx, recorder, req, res, extra);
+}
+
+type AnyFn = (...args: unknown[]) => unknown;
+
+/**
+ * The gate. Mount it before the access guard on /fhir and /dicomweb. For a request whose
+ * `res.locals.audit` is set (the guard sets it), the first `writeHead`/`write`/`end`/
+ * `flushHeaders` starts the audit write and every call is queued until it commits; writes return
+ * false meanwhile so streams pause (backpressure) and get 'drain' once the answer flows.
+ */
+export function createAuditGate(recorder: AuditRecorder): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const raw = res as unknown as Record<'writeHead' | 'write' | 'end' | 'flushHeaders', AnyFn>;
+    const original = { writeHead: raw.writeHead, write: raw.write, end: raw.end, flushHeaders: raw.flushHeaders };
+    let state: 'open' | 'pending' | 'done' = 'open';
+    let needDrain = false;
+    const queue: Array<() => void> = [];
+
+    const restore = () => {
+      raw.writeHead = original.writeHead;
+      raw.write = original.write;
+      raw.end = original.end;
+      raw.flushHeaders = original.flushHeaders;
+    };
+    const release = () => {
+      state = 'done';
+      restore();
+      for (const call of queue.splice(0)) call();
+      if (needDrain && !res.writableEnded) res.emit('drain');
+    };
+    const refuse = (err: unknown) => {
+      state = 'done';
+      restore();
+      queue.length = 0;
+      recorder.logger.error({ err, url: req.originalUrl }, 'audit write failed: answer withheld');
+      // Whatever the route still writes goes nowhere: the prepared answer is never sent.
+      raw.write = () => true;
+      raw.end = () => res;
+      raw.writeHead = () => res;
+      raw.flushHeaders = () => undefined;
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      for (const h of res.getHeaderNames()) if (h !== 'x-request-id') res.removeHeader(h);
+      const { contentType, body } = authErrorBody(req.originalUrl.split('?')[0], 503, 'audit trail unavailable: access refused');
+      res.statusCode = 503;
+      const closing = !req.complete;
+      original.writeHead.call(res, 503, {
+        'Content-Type': contentType,
+        'Content-Length': Buffer.byteLength(body),
+        'Retry-After': '5',
+        ...(closing ? { Connection: 'close' } : {}),
+      });
+      original.end.call(res, body);
+      if (closing) res.on('finish', () => req.socket?.destroySoon?.());
+    };
+    const record = (status: number) => {
+      let event;
+      try {
+        event = buildAuditEvent(auditInputFromRequest(req, res, { status }), recorder.source);
+      } catch (err) {
+        refuse(err);
+        return;
+      }
+      writeAuditEvent(recorder.knex, event).then(release, refuse);
+    };
+    const start = (statusFromArgs?: unknown) => {
+      state = 'pending';
+      const locals = res.locals.audit as AuditLocals | undefined;
+      const status = typeof statusFromArgs === 'number' ? statusFromArgs : res.statusCode;
+      if (!locals || locals.written) {
+        queueMicrotask(release);
+        return;
+      }
+      if (locals.committed) {
+        // Written in the route's transaction: nothing to add if it committed.
+        locals.committed.then((ok) => (ok ? release() : record(status)));
+        return;
+      }
+      record(status);
+    };
+    const hold = (name: keyof typeof original, result: (args: unknown[]) => unknown) =>
+      function held(this: unknown, ...args: unknown[]) {
+        if (state === 'done') return original[name].apply(res, args);
+        if (state === 'open') start(name === 'writeHead' ? args[0] : undefined);
+        queue.push(() => {
+          original[name].apply(res, args);
+        });
+        return result(args);
+      };
+    raw.writeHead = hold('writeHead', () => res);
+    raw.flushHeaders = hold('flushHeaders', () => undefined);
+    raw.end = hold('end', () => res);
+    raw.write = hold('write', () => {
+      needDrain = true;
+      return false;
+    });
+    next();
+  };
+}

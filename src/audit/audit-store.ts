@@ -1,0 +1,153 @@
+/**
+ * The durable audit trail: append-only rows in the partitioned `audit_events` table. There is
+ * deliberately no update or delete function here, and the table's triggers refuse both.
+ */
+import type { Knex } from 'knex';
+import { auditIndexColumns, type AuditEvent } from './audit-event';
+
+/** The audit trail could not be written: the access that caused it must fail. */
+export class AuditWriteError extends Error {
+  constructor(cause: unknown) {
+    super(`audit trail unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'AuditWriteError';
+  }
+}
+
+/**
+ * Appends one AuditEvent. Pass the transaction of the change it records so both commit or
+ * neither does; throws AuditWriteError (callers turn it into a failed request).
+ */
+export async function writeAuditEvent(knexOrTrx: Knex | Knex.Transaction, event: AuditEvent): Promise<void> {
+  try {
+    const cols = auditIndexColumns(event);
+    await knexOrTrx('audit_events').insert({ id: event.id, recorded: event.recorded, ...cols, resource: JSON.stringify(event) });
+  } catch (err) {
+    throw new AuditWriteError(err);
+  }
+}
+
+/** Search keys over the audit trail (FHIR R4 AuditEvent search parameters by the same names). */
+export interface AuditSearchParams {
+  /** recorded >= since (inclusive). */
+  since?: Date | string;
+  /** recorded < until (exclusive). */
+  until?: Date | string;
+  /** `Patient/123`. */
+  patient?: string;
+  /** The acting user or client (`sub`). */
+  agent?: string;
+  clientId?: string;
+  /** `rest`, `110104`, `110112`, `110105`, `110114`. */
+  type?: string;
+  /** `read`, `search-type`, `create`, ... or a DICOM subtype code. */
+  subtype?: string;
+  /** A resource reference (`ImagingStudy/abc`) or a Study Instance UID. */
+  entity?: string;
+  action?: 'C' | 'R' | 'U' | 'D' | 'E';
+  outcome?: string;
+  requestId?: string;
+  /** Page size (default 50, at most 1000). */
+  count?: number;
+  /** Continue after this cursor (from the previous page's `next`). */
+  cursor?: string;
+}
+
+/** One page of results, newest first. */
+export interface AuditSearchPage {
+  events: AuditEvent[];
+  /** Cursor for the next (older) page, absent on the last page. */
+  next?: string;
+}
+
+/** Reads AuditEvents (for `GET /fhir/AuditEvent`): indexed keys only, newest first, keyset paging. */
+export async function searchAuditEvents(knex: Knex, params: AuditSearchParams = {}): Promise<AuditSearchPage> {
+  const count = Math.min(Math.max(Math.trunc(params.count ?? 50), 1), 1000);
+  const q = knex('audit_events').select('id', 'recorded', 'resource');
+  if (params.since) q.where('recorded', '>=', toDate(params.since));
+  if (params.until) q.where('recorded', '<', toDate(params.until));
+  if (params.patient) q.where('patient', params.patient);
+  if (params.agent) q.where('agent_subject', params.agent);
+  if (params.clientId) q.where('agent_client_id', params.clientId);
+  if (params.type) q.where('type_code', params.type);
+  if (params.subtype) q.where('subtype_code', params.subtype);
+  if (params.entity) q.whereRaw('entity @> ARRAY[?]::text[]', [params.entity]);
+  if (params.action) q.where('action', params.action);
+  if (params.outcome) q.where('outcome', params.outcome);
+  if (params.requestId) q.where('request_id', params.requestId);
+  if (params.cursor) {
+    const c = decodeCursor(params.cursor);
+    q.whereRaw('(recorded, id) < (?::timestamptz, ?::uuid)', [c.recorded, c.id]);
+  }
+  const rows = (await q.orderBy([{ column: 'recorded', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(count + 1)) as Array<{
+    id: string;
+    recorded: Date | string;
+    resource: AuditEvent | string;
+  }>;
+  const page = rows.slice(0, count);
+  const events = page.map((r) => (typeof r.resource === 'string' ? (JSON.parse(r.resource) as AuditEvent) : r.resource));
+  const last = page[page.length - 1];
+  return { events, next: rows.length > count && last ? encodeCursor(toDate(last.recorded).toISOString(), last.id) : undefined };
+}
+
+/** Reads one AuditEvent by id (undefined when unknown). */
+export async function readAuditEvent(knex: Knex, id: string): Promise<AuditEvent | undefined> {
+  if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined;
+  const row = await knex('audit_events').where({ id }).first('resource');
+  if (!row) return undefined;
+  return typeof row.resource === 'string' ? JSON.parse(row.resource) : row.resource;
+}
+
+/**
+ * Creates the monthly partitions for this month and the next `monthsAhead` (idempotent; a
+ * no-op on an unpartitioned table). Call at start-up and daily.
+ */
+export async function ensureAuditPartitions(knex: Knex, monthsAhead = 2, now: Date = new Date()): Promise<string[]> {
+  const created: string[] = [];
+  for (let i = 0; i <= monthsAhead; i++) {
+    const day = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1));
+    const iso = day.toISOString().slice(0, 10);
+    const result = await knex.raw('SELECT audit_events_ensure_partition(?::date) AS created', [iso]);
+    const row = (Array.isArray(result) ? result : result.rows)[0];
+    if (row?.created) created.push(`audit_events_${iso.slice(0, 7).replace('-', '_')}`);
+  }
+  return created;
+}
+
+function toDate(v: Date | string): Date {
+  const d = v instanceof Date ? v : new Date(v);
+  if (Number.isNaN(d.getTime())) throw new Error(`not a date: ${String(v)}`);
+  return d;
+}
+
+function encodeCursor(recorded: string, id: string): string {
+  return Buffer.from(`${recorded}|${id}`, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): { recorded: string; id: string } {
+  const [recorded, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  if (!recorded || !id || Number.isNaN(Date.parse(recorded)) || !/^[0-9a-f-]{36}$/i.test(id)) throw new Error('invalid audit cursor');
+  return { recorded, id };
+}
+
+/** A running partition maintainer. */
+export interface AuditPartitionMaintainer {
+  stop(): void;
+}
+
+/**
+ * Creates upcoming monthly partitions now and then every `intervalMs` (default 6 h), logging
+ * failures without throwing: rows still land in the DEFAULT partition meanwhile.
+ */
+export function startAuditPartitionMaintenance(knex: Knex, logger: { info: (o: object, m: string) => void; error: (o: object, m: string) => void }, intervalMs = 6 * 3600_000): AuditPartitionMaintainer {
+  const run = () =>
+    ensureAuditPartitions(knex).then(
+      (created) => {
+        if (created.length > 0) logger.info({ created }, 'audit partitions created');
+      },
+      (err: unknown) => logger.error({ err }, 'audit partition maintenance failed'),
+    );
+  void run();
+  const timer = setInterval(() => void run(), intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}

@@ -1,0 +1,121 @@
+/**
+ * The access guard: the one middleware chain in front of every protocol router.
+ *   1. audit gate   - no answer leaves before its AuditEvent is written (src/audit)
+ *   2. describe     - what the request is (FHIR interaction / DICOMweb service) -> res.locals.audit
+ *   3. authenticate - bearer token -> req.principal (401 otherwise)
+ *   4. authorize    - policy decision -> 403, or res.locals.access + row filters for the routes
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Knex } from 'knex';
+import { createAuditGate, type AuditLocals, type AuditRecorder } from '../audit/audit-response';
+import type { AuthConfig } from './auth-config';
+import { createAuthenticator, sendAuthError, type AuthenticatorOptions } from './authenticator';
+import type { BearerVerifier } from './bearer-verifier';
+import { decide, type AccessDecision } from './policy';
+import { restrictResourcesToProjects, studyRestrictionFor, type StudyRestriction } from './project-filters';
+import { classifyRequest, type RouteAccess } from './policy-routes';
+import type { Principal } from './principal';
+
+/** What the guard leaves in `res.locals.access` for the routes. */
+export interface AccessLocals {
+  principal: Principal;
+  route: RouteAccess;
+  decision: AccessDecision;
+  /** Projects a create (STOW, FHIR create) must link the new rows to. */
+  targetProjects: string[];
+  /**
+   * Which existing studies a STOW may add to: any (admin), or only those already linked to one
+   * of `targetProjects` (everyone else), so a known Study Instance UID opens no other project.
+   */
+  studyScope: 'all' | 'projects';
+  /** Row filter for FHIR resources of `resourceType` whose logical id is in `idColumn`; undefined = all rows. */
+  restrictResources(resourceType: string, idColumn: string): ((qb: Knex.QueryBuilder) => void) | undefined;
+}
+
+/** Reads the target projects of a request: `X-Project` header(s) and `project` query parameter(s). */
+export function requestedProjects(req: Request): string[] {
+  const out: string[] = [];
+  const header = req.headers['x-project'];
+  for (const h of Array.isArray(header) ? header : header ? [header] : []) out.push(...h.split(','));
+  const q = req.query.project;
+  for (const v of Array.isArray(q) ? q : q !== undefined ? [q] : []) if (typeof v === 'string') out.push(...v.split(','));
+  return [...new Set(out.map((p) => p.trim()).filter(Boolean))];
+}
+
+/** Builds the policy middleware (step 4 alone), for routers that authenticate elsewhere. */
+export function createAuthorizer(): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const path = req.originalUrl.split('?')[0];
+    const route = (res.locals.route as RouteAccess | undefined) ?? classifyRequest(req.method, path);
+    if (!route) return next();
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) return next();
+    const principal = req.principal;
+    if (!principal) return sendAuthError(req, res, 401, 'authentication required: send Authorization: Bearer <token>');
+    const projectIds = requestedProjects(req);
+    const decision = decide(principal, { resourceType: route.resourceType, interaction: route.interaction, projectIds });
+    if (!decision.allow) {
+      const scopeProblem = /scope/.test(decision.reason);
+      return sendAuthError(req, res, 403, `access denied: ${decision.reason}`, scopeProblem ? 'insufficient_scope' : undefined);
+    }
+    const access: AccessLocals = {
+      principal,
+      route,
+      decision,
+      targetProjects: decision.rowFilter.projects === 'all' ? projectIds : decision.rowFilter.projects,
+      studyScope: principal.role === 'admin' ? 'all' : 'projects',
+      restrictResources: (resourceType, idColumn) =>
+        decision.rowFilter.projects === 'all'
+          ? undefined
+          : restrictResourcesToProjects(resourceType, decision.rowFilter.projects, { idColumn, facility: decision.rowFilter.facility }),
+    };
+    res.locals.access = access;
+    // The DICOMweb routes read this hook (src/dicomweb/wado-routes.ts, qido-rs.ts).
+    const restrict: StudyRestriction | undefined = studyRestrictionFor(decision);
+    res.locals.restrictStudies = restrict;
+    next();
+  };
+}
+
+/** Step 2: classify the request and describe it for the audit trail. */
+function describeRequest(): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const path = req.originalUrl.split('?')[0];
+    const route = classifyRequest(req.method, path);
+    res.locals.route = route ?? undefined;
+    const preflight = req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined;
+    if (route?.audited && !preflight) {
+      const audit: AuditLocals = {
+        protocol: route.protocol === 'dicomweb' ? 'dicomweb' : 'fhir',
+        action: route.auditAction,
+        resourceType: route.resourceType === '*' ? undefined : route.resourceType,
+        resourceId: route.resourceId,
+        studyUids: route.studyUids,
+        query: route.isSearch ? `${req.method} ${req.originalUrl}` : undefined,
+      };
+      res.locals.audit = audit;
+    }
+    next();
+  };
+}
+
+/** Everything the guard needs. */
+export interface AccessGuardDeps {
+  verifier: BearerVerifier;
+  config: AuthConfig;
+  audit: AuditRecorder;
+}
+
+/**
+ * The guard chain to mount once, before the protocol routers: `app.use(createAccessGuard(auth))`.
+ * Public paths (health, discovery, JWKS, token endpoint, SAML sign-in, /fhir/metadata) pass.
+ */
+export function createAccessGuard(deps: AccessGuardDeps, options: AuthenticatorOptions = {}): RequestHandler[] {
+  const authorize = createAuthorizer();
+  const extraPublic = new Set(options.publicPaths ?? []);
+  return [
+    createAuditGate(deps.audit),
+    describeRequest(),
+    createAuthenticator(deps, options),
+    (req, res, next) => (extraPublic.has(req.originalUrl.split('?')[0]) ? next() : authorize(req, res, next)),
+  ];
+}

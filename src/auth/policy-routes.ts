@@ -1,0 +1,141 @@
+/**
+ * How HTTP requests map onto policy questions: FHIR R4 RESTful interactions (FHIR R4 3.1.0)
+ * and DICOMweb services (PS3.18: QIDO-RS = ImagingStudy search, WADO-RS = ImagingStudy read,
+ * STOW-RS = ImagingStudy create, delete = ImagingStudy delete). Pure, no express.
+ */
+import type { AuditAction } from '../audit/audit-event';
+import type { Interaction } from './policy';
+
+/** Paths anyone may call without a token. */
+export const PUBLIC_PATHS: ReadonlySet<string> = new Set([
+  '/healthz',
+  '/readyz',
+  '/fhir/metadata',
+  '/.well-known/smart-configuration',
+  '/fhir/.well-known/smart-configuration',
+  '/oauth2/jwks',
+  '/oauth2/token',
+  // The sign-in flow itself (the IdP's answer authenticates the user).
+  '/auth/saml/login',
+  '/auth/saml/callback',
+  '/auth/saml/metadata',
+]);
+
+/** True for a path that needs no token (exact match, trailing slash ignored). */
+export function isPublicPath(path: string): boolean {
+  const p = path.length > 1 ? path.replace(/\/+$/, '') : path;
+  return PUBLIC_PATHS.has(p);
+}
+
+/** A request seen by the policy: what it asks, and what its audit record says. */
+export interface RouteAccess {
+  protocol: 'fhir' | 'dicomweb' | 'other';
+  resourceType: string;
+  interaction: Interaction;
+  auditAction: AuditAction;
+  resourceId?: string;
+  studyUids?: string[];
+  /** Searches record their query (BALP Query entity). */
+  isSearch: boolean;
+  /** Whether an AuditEvent must be written (patient data may be touched). */
+  audited: boolean;
+  /** FHIR batch/transaction: entries must be decided one by one by the FHIR engine. */
+  batch?: boolean;
+}
+
+const TYPE_RE = /^[A-Z][A-Za-z]{1,63}$/;
+
+function fhirInteraction(interaction: Interaction, auditAction: AuditAction, resourceType: string, extra?: { resourceId?: string; batch?: boolean }): RouteAccess {
+  // Plain literals, no object spread: this runs on every request and V8 clones slowly.
+  const r: RouteAccess = { protocol: 'fhir', resourceType, interaction, auditAction, isSearch: interaction === 'search', audited: true };
+  if (extra?.resourceId !== undefined) r.resourceId = extra.resourceId;
+  if (extra?.batch) r.batch = true;
+  return r;
+}
+
+/** Classifies a FHIR request (`path` relative to /fhir, no query string). */
+export function classifyFhirRequest(method: string, path: string): RouteAccess {
+  const m = method.toUpperCase();
+  const seg = path.split('/').filter(Boolean).map(safeDecode);
+  const read = m === 'GET' || m === 'HEAD';
+  if (seg.length === 0) {
+    if (m === 'POST') return fhirInteraction('create', 'operation', 'Bundle', { batch: true });
+    return fhirInteraction('search', 'search', '*');
+  }
+  const [first, second, third, fourth] = seg;
+  if (first === '_history') return fhirInteraction('history', 'history', '*');
+  if (first === '_search') return fhirInteraction('search', 'search', '*');
+  if (first.startsWith('$')) return operation(m, first, '*');
+  const type = TYPE_RE.test(first) ? first : 'Unknown';
+  if (seg.length === 1) {
+    if (m === 'POST') return fhirInteraction('create', 'create', type);
+    if (m === 'DELETE') return fhirInteraction('delete', 'delete', type); // conditional delete
+    if (m === 'PUT' || m === 'PATCH') return fhirInteraction('update', 'update', type); // conditional update
+    return fhirInteraction('search', 'search', type);
+  }
+  if (second === '_search') return fhirInteraction('search', 'search', type);
+  if (second === '_history') return fhirInteraction('history', 'history', type);
+  if (second.startsWith('$')) return operation(m, second, type);
+  const id = second;
+  if (seg.length === 2) {
+    if (m === 'PUT') return fhirInteraction('update', 'update', type, { resourceId: id });
+    if (m === 'PATCH') return fhirInteraction('patch', 'patch', type, { resourceId: id });
+    if (m === 'DELETE') return fhirInteraction('delete', 'delete', type, { resourceId: id });
+    if (read) return fhirInteraction('read', 'read', type, { resourceId: id });
+    return fhirInteraction('update', 'update', type, { resourceId: id });
+  }
+  if (third === '_history') {
+    if (fourth) return fhirInteraction('vread', 'vread', type, { resourceId: id });
+    return fhirInteraction('history', 'history', type, { resourceId: id });
+  }
+  if (third.startsWith('$')) return operation(m, third, type, id);
+  return fhirInteraction(read ? 'read' : 'update', read ? 'read' : 'update', type, { resourceId: id });
+}
+
+function operation(method: string, name: string, type: string, id?: string): RouteAccess {
+  if (name === '$export') return fhirInteraction('export', 'operation', type, { resourceId: id });
+  // Other operations: reads for GET, writes for anything else; the FHIR engine may decide finer.
+  const read = method === 'GET' || method === 'HEAD';
+  return fhirInteraction(read ? (id ? 'read' : 'search') : 'update', 'operation', type, { resourceId: id });
+}
+
+/** Classifies a DICOMweb request (`path` relative to /dicomweb, no query string). */
+export function classifyDicomwebRequest(method: string, path: string): RouteAccess {
+  const m = method.toUpperCase();
+  const seg = path.split('/').filter(Boolean).map(safeDecode);
+  const dicom = (interaction: Interaction, auditAction: AuditAction, studyUids: string[] | undefined): RouteAccess => {
+    const r: RouteAccess = { protocol: 'dicomweb', resourceType: 'ImagingStudy', interaction, auditAction, isSearch: interaction === 'search', audited: true };
+    if (studyUids) r.studyUids = studyUids;
+    return r;
+  };
+  if (seg.length === 0) {
+    // The capabilities document: server description, no patient data.
+    return { protocol: 'dicomweb', resourceType: 'CapabilityStatement', interaction: 'read', auditAction: 'read', isSearch: false, audited: false };
+  }
+  const study = seg[0] === 'studies' && seg[1] ? [seg[1]] : undefined;
+  if (m === 'POST' || m === 'PUT') return dicom('create', 'create', study);
+  if (m === 'DELETE') return dicom('delete', 'delete', study);
+  const last = seg[seg.length - 1];
+  const qido = seg.length === 1 || ((last === 'series' || last === 'instances') && seg.length % 2 === 1);
+  return qido ? dicom('search', 'search', study) : dicom('read', 'read', study);
+}
+
+/** Classifies any request by its full path; null for public paths. */
+export function classifyRequest(method: string, fullPath: string): RouteAccess | null {
+  if (isPublicPath(fullPath)) return null;
+  // Authenticates its own caller (RFC 7662 2.1); see introspection.ts.
+  if (fullPath === '/oauth2/introspect') return null;
+  if (fullPath === '/fhir' || fullPath.startsWith('/fhir/')) return classifyFhirRequest(method, fullPath.slice(5));
+  if (fullPath === '/dicomweb' || fullPath.startsWith('/dicomweb/')) return classifyDicomwebRequest(method, fullPath.slice(9));
+  // Anything else (future admin routes): administration, admin only, safe by default.
+  return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: false };
+}
+
+function safeDecode(s: string): string {
+  if (!s.includes('%')) return s;
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}

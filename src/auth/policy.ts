@@ -1,0 +1,213 @@
+/**
+ * THE access policy: one pure function that FHIR, DICOMweb and the admin routes all ask.
+ * A request is allowed only when the role permits the interaction on the resource type, the
+ * token's SMART scopes permit it too, and the projects it touches are the principal's.
+ * No express, no database: callers turn the answer into SQL (project-filters.ts) and views.
+ */
+import type { Principal } from './principal';
+import type { Role } from './roles';
+import type { ResourceScope, ScopePermission } from './scopes';
+
+/** What a request wants to do. REST interactions follow FHIR R4 3.1.0; the rest are ours. */
+export type Interaction =
+  | 'read'
+  | 'vread'
+  | 'search'
+  | 'history'
+  | 'create'
+  | 'update'
+  | 'patch'
+  | 'delete'
+  /** Bulk or cohort export ($export). */
+  | 'export'
+  /** Move a study into or out of quarantine. */
+  | 'quarantine'
+  /** Approve a project member, a cohort export or a re-identification request. */
+  | 'approve'
+  /** See identified data for de-identified records (re-identification). */
+  | 'reidentify'
+  /** Server administration: client registrations, keys, projects. */
+  | 'administer';
+
+/** The question asked of the policy. */
+export interface AccessRequest {
+  /** FHIR resource type; DICOMweb requests are asked as `ImagingStudy`. */
+  resourceType: string;
+  interaction: Interaction;
+  /** Projects the request targets explicitly (a create's projects, a search's `_project` filter). */
+  projectIds?: readonly string[];
+}
+
+/** The policy's answer. */
+export interface AccessDecision {
+  allow: boolean;
+  /** Why: a short, stable, loggable sentence (never PHI). */
+  reason: string;
+  /** Row-level security: which projects' rows the request may touch. */
+  rowFilter: { projects: string[] | 'all'; facility?: string };
+  /**
+   * Granular SMART scopes (search-parameter restrictions), OR-ed (SMART 2.2: scopes on one type
+   * combine as a union). Empty means no narrowing.
+   */
+  granularFilters: Array<Record<string, string>>;
+  view: 'identified' | 'deidentified';
+}
+
+/** Resource types that describe the server itself: readable by every role. */
+const CONFORMANCE_TYPES = new Set(['CapabilityStatement', 'StructureDefinition', 'SearchParameter', 'ValueSet', 'CodeSystem', 'OperationDefinition']);
+/** Research artefacts researchers may create within their projects. */
+const COHORT_TYPES = new Set(['Group']);
+/** Our administrative pseudo-resources. */
+const ADMIN_TYPES = new Set(['Project', 'ProjectMember', 'Client', 'SigningKey', 'Server']);
+
+type TypeClass = 'clinical' | 'conformance' | 'cohort' | 'admin' | 'audit';
+
+function classify(resourceType: string): TypeClass {
+  if (resourceType === 'AuditEvent') return 'audit';
+  if (CONFORMANCE_TYPES.has(resourceType)) return 'conformance';
+  if (COHORT_TYPES.has(resourceType)) return 'cohort';
+  if (ADMIN_TYPES.has(resourceType)) return 'admin';
+  return 'clinical';
+}
+
+const READS: Interaction[] = ['read', 'vread', 'search', 'history'];
+const EDITS: Interaction[] = ['create', 'update', 'patch'];
+
+/** The role matrix: which interactions a role may perform on each class of resource. */
+const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
+  admin: {
+    clinical: [...READS, ...EDITS, 'delete', 'export', 'quarantine', 'approve', 'reidentify'],
+    conformance: [...READS, ...EDITS, 'delete'],
+    cohort: [...READS, ...EDITS, 'delete', 'export', 'approve'],
+    admin: [...READS, ...EDITS, 'delete', 'administer', 'approve'],
+    // Append-only: nobody, not even admin, changes an AuditEvent through any API.
+    audit: READS,
+  },
+  'data-manager': {
+    clinical: [...READS, ...EDITS, 'quarantine'],
+    conformance: READS,
+    cohort: READS,
+    admin: ['read', 'search', 'update'],
+    audit: [],
+  },
+  pi: {
+    clinical: [...READS, 'export'],
+    conformance: READS,
+    cohort: [...READS, ...EDITS, 'export', 'approve'],
+    admin: ['read', 'search', 'approve'],
+    audit: [],
+  },
+  researcher: {
+    clinical: [...READS, 'export'],
+    conformance: READS,
+    cohort: [...READS, ...EDITS, 'export'],
+    admin: ['read', 'search'],
+    audit: [],
+  },
+};
+
+/** Which SMART permission letters an interaction needs (SMART 2.2 scopes: c r u d s). */
+const SCOPE_LETTERS: Record<Interaction, ScopePermission[] | null> = {
+  read: ['r'],
+  vread: ['r'],
+  history: ['r'],
+  search: ['s'],
+  create: ['c'],
+  update: ['u'],
+  patch: ['u'],
+  delete: ['d'],
+  export: ['r', 's'],
+  quarantine: ['u'],
+  // Governed by role (and project) only: no FHIR scope expresses them.
+  approve: null,
+  reidentify: null,
+  administer: null,
+};
+
+/** The views each role sees: researchers never see identified data. */
+const VIEW: Record<Role, AccessDecision['view']> = {
+  admin: 'identified',
+  'data-manager': 'identified',
+  pi: 'deidentified',
+  researcher: 'deidentified',
+};
+
+function deny(principal: Principal, reason: string): AccessDecision {
+  return { allow: false, reason, rowFilter: { projects: [] }, granularFilters: [], view: VIEW[principal.role] ?? 'deidentified' };
+}
+
+/**
+ * Decides one access request (the single enforcement point for FHIR and DICOMweb).
+ * Pure and synchronous; a few microseconds per call.
+ */
+export function decide(principal: Principal, request: AccessRequest): AccessDecision {
+  const role = principal.role;
+  const matrix = ROLE_MATRIX[role];
+  if (!matrix) return deny(principal, `unknown role`);
+  const klass = classify(request.resourceType);
+  if (!matrix[klass].includes(request.interaction)) {
+    return deny(principal, `role ${role} may not ${request.interaction} ${request.resourceType}`);
+  }
+
+  // Scopes: at least one scope must give every letter the interaction needs.
+  let granularFilters: Array<Record<string, string>> = [];
+  const letters = SCOPE_LETTERS[request.interaction];
+  if (letters && klass !== 'conformance') {
+    const matching = principal.scopes.filter(
+      (s) => s.context !== 'patient' && (s.resourceType === '*' || s.resourceType === request.resourceType) && letters.every((l) => s.permissions.has(l)),
+    );
+    if (matching.length === 0) {
+      const patientOnly = principal.scopes.some((s) => s.context === 'patient');
+      return deny(
+        principal,
+        patientOnly
+          ? 'patient/ scopes need a patient launch context, which this server does not offer'
+          : `no scope grants ${letters.join('')} on ${request.resourceType}`,
+      );
+    }
+    // Union of granular scopes: one unrestricted scope lifts every restriction.
+    if (!matching.some((s) => Object.keys(s.params).length === 0)) {
+      granularFilters = uniqueFilters(matching);
+    }
+  }
+
+  // Rows: admin sees everything; the others only their projects.
+  const own = principal.projects;
+  let projects: string[] | 'all';
+  if (role === 'admin') {
+    projects = request.projectIds && request.projectIds.length > 0 ? [...new Set(request.projectIds)] : 'all';
+  } else {
+    if (klass !== 'conformance' && own.length === 0) return deny(principal, `${role} belongs to no project`);
+    if (request.projectIds && request.projectIds.length > 0) {
+      const outside = request.projectIds.filter((p) => !own.includes(p));
+      if (outside.length > 0) return deny(principal, `not a member of project ${outside.join(', ')}`);
+      projects = [...new Set(request.projectIds)];
+    } else if (['create', 'approve', 'administer'].includes(request.interaction) && klass !== 'conformance') {
+      // Writes must name their project (or the principal must have exactly one to default to).
+      if (own.length !== 1) return deny(principal, `${request.interaction} needs a target project`);
+      projects = [own[0]];
+    } else {
+      projects = klass === 'conformance' ? 'all' : [...own];
+    }
+  }
+  const rowFilter: AccessDecision['rowFilter'] = { projects };
+  if (principal.facility && role !== 'admin') rowFilter.facility = principal.facility;
+  return { allow: true, reason: `role ${role} may ${request.interaction} ${request.resourceType}`, rowFilter, granularFilters, view: VIEW[role] };
+}
+
+function uniqueFilters(scopes: readonly ResourceScope[]): Array<Record<string, string>> {
+  const seen = new Set<string>();
+  const out: Array<Record<string, string>> = [];
+  for (const s of scopes) {
+    const key = JSON.stringify(Object.entries(s.params).sort());
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ ...s.params });
+  }
+  return out;
+}
+
+/** The interactions of the role matrix, for tests and documentation. */
+export function roleMayPerform(role: Role, resourceType: string, interaction: Interaction): boolean {
+  return ROLE_MATRIX[role][classify(resourceType)].includes(interaction);
+}

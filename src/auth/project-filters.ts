@@ -1,0 +1,76 @@
+/**
+ * Row-level security as knex builders: the studies and FHIR resources a decision's rowFilter
+ * lets a request touch. The DICOMweb code already accepts such a builder as `restrictStudies`
+ * (applied over the unaliased `studies` table).
+ */
+import type { Knex } from 'knex';
+import type { AccessDecision } from './policy';
+
+/** A narrowing applied to a query over the unaliased `studies` table. */
+export type StudyRestriction = (qb: Knex.QueryBuilder) => void;
+
+/**
+ * `EXISTS (SELECT 1 FROM project_studies WHERE study_pk = studies.id AND project_id IN (...))`,
+ * optionally also requiring the project's facility. An empty list matches nothing.
+ */
+export function restrictStudiesToProjects(projectIds: readonly string[], options: { facility?: string } = {}): StudyRestriction {
+  const ids = [...new Set(projectIds)];
+  return (qb) => {
+    if (ids.length === 0) {
+      qb.whereRaw('false');
+      return;
+    }
+    qb.whereExists(function projectStudies(this: Knex.QueryBuilder) {
+      this.select(this.client.raw('1'))
+        .from('project_studies as ps')
+        .whereRaw('ps.study_pk = studies.id')
+        .whereIn('ps.project_id', ids);
+      if (options.facility !== undefined) {
+        this.join('projects as p', 'p.id', 'ps.project_id').where('p.facility', options.facility);
+      }
+    });
+  };
+}
+
+/**
+ * The same for FHIR resources linked through project_resources: `idColumn` is the column of
+ * the outer query holding the resource's logical id (e.g. `r.id`).
+ */
+export function restrictResourcesToProjects(
+  resourceType: string,
+  projectIds: readonly string[],
+  options: { idColumn: string; facility?: string },
+): (qb: Knex.QueryBuilder) => void {
+  const ids = [...new Set(projectIds)];
+  if (!/^[A-Za-z_][\w.]*$/.test(options.idColumn)) throw new Error(`unsafe column name ${options.idColumn}`);
+  return (qb) => {
+    if (ids.length === 0) {
+      qb.whereRaw('false');
+      return;
+    }
+    qb.whereExists(function projectResources(this: Knex.QueryBuilder) {
+      this.select(this.client.raw('1'))
+        .from('project_resources as pr')
+        .where('pr.resource_type', resourceType)
+        .whereRaw(`pr.resource_id = ${quoteColumn(options.idColumn)}`)
+        .whereIn('pr.project_id', ids);
+      if (options.facility !== undefined) {
+        this.join('projects as p', 'p.id', 'pr.project_id').where('p.facility', options.facility);
+      }
+    });
+  };
+}
+
+/** The study restriction a decision implies: undefined when it may see every row. */
+export function studyRestrictionFor(decision: Pick<AccessDecision, 'rowFilter'>): StudyRestriction | undefined {
+  const { projects, facility } = decision.rowFilter;
+  if (projects === 'all') return undefined;
+  return restrictStudiesToProjects(projects, { facility });
+}
+
+function quoteColumn(column: string): string {
+  return column
+    .split('.')
+    .map((part) => `"${part}"`)
+    .join('.');
+}

@@ -1,0 +1,115 @@
+import type { Request } from 'express';
+import type { Knex } from 'knex';
+import type { IndexChange } from '../db/instance-index';
+import { DicomInstanceError, StatusCode } from '../dicom/types';
+import type { IndexChangeContext } from '../dicomweb/index-change-hook';
+import type { AccessFilter } from '../fhir/store/access';
+import { requestedProjects, type AccessLocals } from './access-guard';
+import { decide } from './policy';
+import { classifyFhirRequest } from './policy-routes';
+import { linkResourceToProjects, linkStudyToProjects } from './project-store';
+
+/**
+ * Glue between the access guard's decision (res.locals.access) and the protocol services:
+ * the FHIR row filter, the project links a STOW or a FHIR create writes in its transaction,
+ * and the per-entry decision for Bundles.
+ */
+
+/** The FHIR row filter of a request: resources linked to one of the caller's projects, or none for 'all'. */
+export function fhirAccessFilter(req: Request): AccessFilter | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  if (!access) return undefined;
+  const projects = access.decision.rowFilter.projects;
+  if (projects === 'all') return undefined;
+  return (alias) => ({
+    sql: `EXISTS (SELECT 1 FROM project_resources pr WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[]))`,
+    bindings: [[...projects]],
+  });
+}
+
+/**
+ * What a FHIR create must do in its transaction: link the new resource to the request's target
+ * projects (the ones the policy allowed), so its creator's project can read it. Undefined when
+ * there is nothing to link (no decision, or an admin naming no project).
+ */
+export function fhirCreateLinker(req: Request): ((trx: Knex.Transaction, resourceType: string, id: string) => Promise<void>) | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  const projects = access?.targetProjects ?? [];
+  if (projects.length === 0) return undefined;
+  return async (trx, resourceType, id) => {
+    await ensureProjects(trx, projects);
+    await linkResourceToProjects(trx, resourceType, id, projects);
+  };
+}
+
+/**
+ * The policy's answer for one entry of a batch or transaction Bundle (FHIR R4 3.1.0.11): the
+ * guard decided on the Bundle as a whole, so each entry is asked again as the request it
+ * stands for. Returns the reason of a denial, or undefined when the entry is allowed.
+ */
+export function bundleEntryDenial(req: Request, method: string, url: string): string | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  if (!access) return undefined;
+  const path = url.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]+/i, '').replace(/^\/?fhir(?=\/|$|\?)/, '').split('?')[0];
+  const route = classifyFhirRequest(method, path.startsWith('/') ? path : `/${path}`);
+  const decision = decide(access.principal, { resourceType: route.resourceType, interaction: route.interaction, projectIds: requestedProjects(req) });
+  return decision.allow ? undefined : decision.reason;
+}
+
+/**
+ * Links the studies a STOW touched, and the ImagingStudy and Patient derived from them, to
+ * the request's target projects, in the ingest transaction. Projects named by a token that
+ * are not registered yet are created (the identity provider is their source).
+ *
+ * A caller limited to its projects (`studyScope: 'projects'`) may add to a study only when it
+ * is new or already in one of them: otherwise storing one instance under a known Study
+ * Instance UID (or SOP Instance UID) would hand over another project's study. Such a change is
+ * refused (FailureReason 0124H, Refused: Not Authorized) and rolls back. A Patient that another
+ * project already holds is not linked: the same patient id must not open that project's record.
+ */
+export async function linkStowToProjects(trx: Knex.Transaction, change: IndexChange, context: IndexChangeContext): Promise<void> {
+  const projects = [...new Set(context.projects ?? [])];
+  if (context.studyScope === 'projects') await assertStudiesWithin(trx, change, projects);
+  if (projects.length === 0 || change.studyPks.length === 0) return;
+  await ensureProjects(trx, projects);
+  for (const pk of change.studyPks) {
+    await linkStudyToProjects(trx, pk, projects);
+    const row = await trx('studies as st').join('patients as p', 'p.id', 'st.patient_pk').where('st.id', pk).first('st.fhir_id as study', 'p.fhir_id as patient');
+    if (row?.study) await linkResourceToProjects(trx, 'ImagingStudy', row.study, projects);
+    if (row?.patient && (context.studyScope !== 'projects' || !(await heldElsewhere(trx, 'Patient', row.patient, projects)))) {
+      await linkResourceToProjects(trx, 'Patient', row.patient, projects);
+    }
+  }
+}
+
+async function ensureProjects(trx: Knex.Transaction, projects: string[]): Promise<void> {
+  await trx('projects')
+    .insert(projects.map((id) => ({ id, name: id })))
+    .onConflict('id')
+    .ignore();
+}
+
+/** Refuses a change that touched a study existing before this transaction outside `projects`, or emptied one. */
+async function assertStudiesWithin(trx: Knex.Transaction, change: IndexChange, projects: string[]): Promise<void> {
+  const refuse = () => {
+    throw new DicomInstanceError('refused: the study is held by a project this request does not target', StatusCode.NotAuthorized);
+  };
+  // Emptying a study means every instance moved to another Study Instance UID: its links are gone already.
+  if (change.removedStudies.length > 0) refuse();
+  if (change.studyPks.length === 0) return;
+  // created_at defaults to now(), the start of this transaction: older rows existed before it.
+  const foreign = await trx('studies as st')
+    .whereIn('st.id', change.studyPks)
+    .whereRaw('st.created_at < now()')
+    .whereNotExists(function linked(this: Knex.QueryBuilder) {
+      this.select(trx.raw('1')).from('project_studies as ps').whereRaw('ps.study_pk = st.id').whereIn('ps.project_id', projects);
+    })
+    .first('st.id');
+  if (foreign) refuse();
+}
+
+/** True when the resource is linked to some project, none of them in `projects`. */
+async function heldElsewhere(trx: Knex.Transaction, resourceType: string, id: string, projects: string[]): Promise<boolean> {
+  const links = (await trx('project_resources').where({ resource_type: resourceType, resource_id: id }).pluck('project_id')) as string[];
+  return links.length > 0 && !links.some((p) => projects.includes(p));
+}

@@ -1,0 +1,143 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { AuthConfigError, loadAuthConfig, type AuthConfig } from './auth/auth-config';
+
+/**
+ * Typed, validated configuration. This is the only module that looks at the environment:
+ * `loadConfig(process.env)` is called once by the CLI and the result is passed in everywhere.
+ */
+
+const booleanString = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const byteSize = z
+  .string()
+  .regex(/^\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]?)?$/, 'a byte size such as 4294967296, 512MB or 4GiB')
+  .transform(parseByteSize);
+
+const EnvSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'a postgres:// or postgresql:// URL')
+    .optional(),
+  DB_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
+  S3_BUCKET: z.string().min(3).optional(),
+  S3_PREFIX: z.string().default(''),
+  S3_ENDPOINT: z.string().url().optional(),
+  S3_REGION: z.string().min(1).default('us-east-1'),
+  S3_FORCE_PATH_STYLE: booleanString.default(false),
+  MAX_REQUEST_BYTES: byteSize.prefault('4GiB'),
+  MAX_HEADER_BYTES: byteSize.prefault('64MiB'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PUBLIC_BASE_URL: z.string().url().optional(),
+  ORPHAN_GRACE_SECONDS: z.coerce.number().int().min(0).default(3600),
+  SWEEP_INTERVAL_SECONDS: z.coerce.number().int().min(0).default(600),
+  MIGRATE_ON_START: booleanString.default(true),
+  CORS_ORIGINS: z.string().default(''),
+  ICD10CM_CODES_PATH: z.string().min(1).optional(),
+});
+
+export interface AppConfig {
+  port: number;
+  host: string;
+  dataDir: string;
+  database: { kind: 'postgres'; url: string; poolMax: number } | { kind: 'embedded'; dir: string };
+  blobs:
+    | { kind: 'fs'; root: string }
+    | {
+        kind: 's3';
+        bucket: string;
+        prefix: string;
+        endpoint?: string;
+        region: string;
+        forcePathStyle: boolean;
+        stagingDir: string;
+      };
+  /** Largest request body accepted (413 beyond). */
+  maxRequestBytes: number;
+  /** Largest DICOM header (bytes before Pixel Data) held in memory per instance. */
+  maxHeaderBytes: number;
+  logLevel: string;
+  /** Base URL used in RetrieveURL and BulkDataURI when set; otherwise derived from the request. */
+  publicBaseUrl?: string;
+  /** Unreferenced blobs younger than this are never swept. */
+  orphanGraceSeconds: number;
+  /** 0 disables the periodic sweeper. */
+  sweepIntervalSeconds: number;
+  migrateOnStart: boolean;
+  /** Origins allowed to call the API from a browser (CORS); empty = CORS off, `*` = any. */
+  corsOrigins: string[];
+  /** ICD-10-CM code list (one code a line, optionally gzip); unset = the list shipped in fhir-profiles/terminology. */
+  icd10cmCodesPath?: string;
+  /** Tokens, keys, SAML/OIDC sign-in and audit source (src/auth/auth-config.ts lists the AUTH_* variables). */
+  auth: AuthConfig;
+}
+
+/** Thrown when the environment does not describe a valid configuration. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses and validates the environment into an AppConfig; throws ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined>): AppConfig {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  const dataDir = path.resolve(e.DATA_DIR);
+  let auth: AuthConfig;
+  try {
+    auth = loadAuthConfig({ ...cleaned, DATA_DIR: dataDir });
+  } catch (err) {
+    if (err instanceof AuthConfigError) throw new ConfigError(`invalid configuration: ${err.message}`);
+    throw err;
+  }
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    dataDir,
+    database: e.DATABASE_URL
+      ? { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DB_POOL_MAX }
+      : { kind: 'embedded', dir: path.join(dataDir, 'pg') },
+    blobs: e.S3_BUCKET
+      ? {
+          kind: 's3',
+          bucket: e.S3_BUCKET,
+          prefix: e.S3_PREFIX,
+          endpoint: e.S3_ENDPOINT,
+          region: e.S3_REGION,
+          forcePathStyle: e.S3_FORCE_PATH_STYLE,
+          stagingDir: path.join(dataDir, 'staging'),
+        }
+      : { kind: 'fs', root: path.join(dataDir, 'store') },
+    maxRequestBytes: e.MAX_REQUEST_BYTES,
+    maxHeaderBytes: e.MAX_HEADER_BYTES,
+    logLevel: e.LOG_LEVEL,
+    publicBaseUrl: e.PUBLIC_BASE_URL?.replace(/\/+$/, ''),
+    orphanGraceSeconds: e.ORPHAN_GRACE_SECONDS,
+    sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
+    migrateOnStart: e.MIGRATE_ON_START,
+    auth,
+    icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
+    corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
+  };
+}
+
+/** Parses `4294967296`, `512MB`, `4GiB` (binary multiples for both spellings). */
+export function parseByteSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kKmMgGtT])?/.exec(text.trim());
+  if (!m) throw new ConfigError(`not a byte size: ${text}`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const power = { '': 0, k: 1, m: 2, g: 3, t: 4 }[unit] ?? 0;
+  return Math.floor(Number(m[1]) * 1024 ** power);
+}

@@ -1,0 +1,271 @@
+/**
+ * QIDO-RS searches as SQL (PS3.18 10.6): one query per request over studies, series and
+ * instances, every match key on an indexed column, relational matching across levels
+ * (PS3.4 C.4.1.2.1), paging in a unique indexed order, and only the requested attributes
+ * cut out of the JSONB datasets (blobs are never read).
+ */
+import type { Knex } from 'knex';
+
+export type QidoLevel = 'study' | 'series' | 'instance';
+
+/** How a column is compared (see dicomweb/query-keys.json). */
+export type ColumnKind = 'text' | 'text-lower' | 'person-name' | 'date' | 'time' | 'datetime' | 'integer' | 'text-array';
+
+/** An indexed column of one level's table. */
+export interface QidoColumn {
+  level: QidoLevel;
+  column: string;
+  kind: ColumnKind;
+  /** tsvector column with the words of a person name, for fuzzy matching. */
+  words?: string;
+}
+
+/** One way a value can match; the values of a condition are OR-ed (PS3.4 C.2.2.2.1 list matching). */
+export type QidoMatch =
+  | { type: 'equal'; value: string | number }
+  /** A LIKE pattern with `%`, `_` and `\` already escaped (PS3.4 C.2.2.2.4). */
+  | { type: 'wildcard'; pattern: string }
+  /** Inclusive range; either end may be open (PS3.4 C.2.2.2.5). Dates are YYYY-MM-DD, times and datetimes DICOM strings. */
+  | { type: 'range'; from?: string; to?: string }
+  /** Every word must be the prefix of some word of the name (fuzzy matching, PS3.4 C.2.2.2.1). */
+  | { type: 'words'; words: string[] };
+
+/** A match key: the column and its values (OR-ed). Conditions are AND-ed. */
+export interface QidoCondition {
+  column: QidoColumn;
+  anyOf: QidoMatch[];
+}
+
+/** Which JSONB keys to cut out of each level's dataset: a list, or 'all'. */
+export type DatasetSelection = string[] | 'all';
+
+/** A whole search, transport-neutral. */
+export interface QidoSearch {
+  level: QidoLevel;
+  /** Which resource the request targets: all, one study's, or one series' children. */
+  scope: 'all' | 'study' | 'series';
+  conditions: QidoCondition[];
+  limit: number;
+  offset: number;
+  datasets: Partial<Record<QidoLevel, DatasetSelection>>;
+  /**
+   * Narrows the studies a caller may see (row-level security). Called with a builder over the
+   * unaliased `studies` table; it is applied at every level as `studies.id IN (...)`.
+   */
+  restrictStudies?: (qb: Knex.QueryBuilder) => void;
+}
+
+/** One result row: keys, aggregates and the selected dataset subsets. */
+export interface QidoRow {
+  study_uid: string;
+  study_num_series: number;
+  study_num_instances: number;
+  modalities: string[];
+  sop_classes: string[];
+  series_uid?: string;
+  series_num_instances?: number;
+  sop_instance_uid?: string;
+  study_dataset?: Record<string, unknown>;
+  series_dataset?: Record<string, unknown>;
+  instance_dataset?: Record<string, unknown>;
+}
+
+const ALIAS: Record<QidoLevel, string> = { study: 'st', series: 'se', instance: 'i' };
+const TABLE: Record<QidoLevel, string> = { study: 'studies', series: 'series', instance: 'instances' };
+const DEPTH: Record<QidoLevel, number> = { study: 0, series: 1, instance: 2 };
+
+/** Runs a search; fetches one row more than the limit to tell whether more results exist. */
+export async function findQidoRows(knex: Knex, search: QidoSearch): Promise<{ rows: QidoRow[]; more: boolean }> {
+  const raw = (await buildQidoQuery(knex, search)) as Array<Record<string, unknown>>;
+  const rows = raw.map(flattenRow);
+  const more = rows.length > search.limit;
+  return { rows: more ? rows.slice(0, search.limit) : rows, more };
+}
+
+/** Merges the packed parent rows into one flat result row. */
+function flattenRow(raw: Record<string, unknown>): QidoRow {
+  const { study_row: study, series_row: series, ...own } = raw;
+  return { ...(own as object), ...(study as object | undefined), ...(series as object | undefined) } as QidoRow;
+}
+
+/**
+ * The SQL of a search (exported so tests can EXPLAIN it): one query on the resource level's
+ * table (parents joined only when their keys are matched), sorted and limited there; parent
+ * rows and dataset subsets are correlated primary-key look-ups in the select list, which
+ * PostgreSQL evaluates after the sort and limit, i.e. for the returned page only.
+ */
+export function buildQidoQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
+  const { level } = search;
+  const alias = ALIAS[level];
+  const q = knex(`${TABLE[level]} as ${alias}`);
+  const byLevel = groupByLevel(search.conditions);
+  if (level === 'instance' && byLevel.series.length > 0) q.join('series as se', 'se.id', 'i.series_pk');
+  if (level !== 'study' && byLevel.study.length > 0) q.join('studies as st', 'st.id', `${alias}.study_pk`);
+  for (const l of ['study', 'series', 'instance'] as const) {
+    if (DEPTH[l] <= DEPTH[level]) for (const c of byLevel[l]) applyCondition(knex, q, c);
+  }
+  // Conditions below the resource level: the row matches when some child matches (relational query).
+  if (level === 'study' && byLevel.instance.length > 0) {
+    q.whereExists((sub) => {
+      sub.select(knex.raw('1')).from('instances as i').whereRaw('i.study_pk = st.id');
+      if (byLevel.series.length > 0) sub.join('series as se', 'se.id', 'i.series_pk');
+      for (const c of [...byLevel.series, ...byLevel.instance]) applyCondition(knex, sub, c);
+    });
+  } else if (level === 'study' && byLevel.series.length > 0) {
+    q.whereExists((sub) => {
+      sub.select(knex.raw('1')).from('series as se').whereRaw('se.study_pk = st.id');
+      for (const c of byLevel.series) applyCondition(knex, sub, c);
+    });
+  } else if (level === 'series' && byLevel.instance.length > 0) {
+    q.whereExists((sub) => {
+      sub.select(knex.raw('1')).from('instances as i').whereRaw('i.series_pk = se.id');
+      for (const c of byLevel.instance) applyCondition(knex, sub, c);
+    });
+  }
+  const restrict = search.restrictStudies;
+  if (restrict) {
+    q.whereIn(level === 'study' ? 'st.id' : `${alias}.study_pk`, (sub: Knex.QueryBuilder) => {
+      sub.select('studies.id').from('studies');
+      restrict(sub);
+    });
+  }
+  selectColumns(knex, q, search);
+  orderRows(q, search);
+  return q.limit(search.limit + 1).offset(search.offset);
+}
+
+function groupByLevel(conditions: QidoCondition[]): Record<QidoLevel, QidoCondition[]> {
+  const out: Record<QidoLevel, QidoCondition[]> = { study: [], series: [], instance: [] };
+  for (const c of conditions) out[c.column.level].push(c);
+  return out;
+}
+
+function selectColumns(knex: Knex, q: Knex.QueryBuilder, search: QidoSearch): void {
+  const { level } = search;
+  const studyFields = (a: string) =>
+    `'study_uid', ${a}.study_uid, 'study_num_series', ${a}.num_series, 'study_num_instances', ${a}.num_instances, ` +
+    `'modalities', to_jsonb(${a}.modalities), 'sop_classes', to_jsonb(${a}.sop_classes)`;
+  if (level === 'study') {
+    q.select('st.study_uid', 'st.num_series as study_num_series', 'st.num_instances as study_num_instances', 'st.modalities', 'st.sop_classes');
+    selectDataset(knex, q, 'st.dataset', 'study_dataset', search.datasets.study);
+    return;
+  }
+  // Parent rows: one primary-key look-up per returned row, packed as JSON.
+  const parent = (table: string, a: string, fk: string, fields: string, selection: DatasetSelection | undefined, name: string) => {
+    const [datasetSql, bindings] = datasetExpression(`${a}.dataset`, selection);
+    const withDataset = datasetSql ? `${fields}, '${name}_dataset', ${datasetSql}` : fields;
+    q.select(knex.raw(`(SELECT jsonb_build_object(${withDataset}) FROM ${table} ${a} WHERE ${a}.id = ${fk}) AS ${name}_row`, bindings));
+  };
+  parent('studies', 'pst', `${ALIAS[level]}.study_pk`, studyFields('pst'), search.datasets.study, 'study');
+  if (level === 'series') {
+    q.select('se.series_uid', 'se.num_instances as series_num_instances');
+    selectDataset(knex, q, 'se.dataset', 'series_dataset', search.datasets.series);
+  } else {
+    parent('series', 'pse', 'i.series_pk', `'series_uid', pse.series_uid, 'series_num_instances', pse.num_instances`, search.datasets.series, 'series');
+    q.select('i.sop_instance_uid');
+    selectDataset(knex, q, 'i.dataset', 'instance_dataset', search.datasets.instance);
+  }
+}
+
+function selectDataset(knex: Knex, q: Knex.QueryBuilder, source: string, name: string, selection: DatasetSelection | undefined): void {
+  const [sql, bindings] = datasetExpression(source, selection);
+  if (sql) q.select(knex.raw(`${sql} AS ${name}`, bindings));
+}
+
+/** The JSONB to return for a dataset: all of it, or only the wanted keys (a full header can be tens of kilobytes). */
+function datasetExpression(source: string, selection: DatasetSelection | undefined): [string | null, Knex.RawBinding[]] {
+  if (!selection) return [null, []];
+  if (selection === 'all') return [source, []];
+  if (selection.length === 0) return [null, []];
+  return [`(SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) FROM jsonb_each(${source}) e WHERE e.key = ANY(?::text[]))`, [selection]];
+}
+
+/**
+ * Unique orders that indexes serve: newest studies first; a study's series and a series'
+ * instances in their natural numbering; otherwise newest rows first (by primary key).
+ */
+function orderRows(q: Knex.QueryBuilder, search: QidoSearch): void {
+  if (search.level === 'study') {
+    q.orderByRaw('st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.id DESC');
+  } else if (search.level === 'series') {
+    if (search.scope === 'study') q.orderByRaw('se.series_number ASC NULLS LAST, se.id ASC');
+    else q.orderByRaw('se.id DESC');
+  } else if (search.scope === 'series') {
+    q.orderByRaw('i.instance_number ASC NULLS LAST, i.id ASC');
+  } else if (search.scope === 'study') {
+    q.orderByRaw('i.series_pk ASC, i.instance_number ASC NULLS LAST, i.id ASC');
+  } else {
+    q.orderByRaw('i.id DESC');
+  }
+}
+
+/** Adds one condition (its values OR-ed) to a builder where the level tables carry their aliases. */
+function applyCondition(knex: Knex, q: Knex.QueryBuilder, condition: QidoCondition): void {
+  const { column } = condition;
+  const col = `${ALIAS[column.level]}.${column.column}`;
+  q.where((group) => {
+    const equals = condition.anyOf.filter((m): m is Extract<QidoMatch, { type: 'equal' }> => m.type === 'equal').map((m) => m.value);
+    if (equals.length > 0) orEquals(knex, group, col, column, equals);
+    for (const m of condition.anyOf) {
+      if (m.type === 'equal') continue;
+      group.orWhere((one) => applyMatch(knex, one, col, column, m));
+    }
+  });
+}
+
+function orEquals(knex: Knex, q: Knex.QueryBuilder, col: string, column: QidoColumn, values: Array<string | number>): void {
+  switch (column.kind) {
+    case 'text-array':
+      // `&&` (overlap) is served by the column's GIN index.
+      q.orWhereRaw('?? && ?::text[]', [col, values.map(String)]);
+      return;
+    case 'text-lower':
+      q.orWhereRaw('lower(??) = ANY(?::text[])', [col, values.map((v) => String(v).toLowerCase())]);
+      return;
+    case 'time':
+    case 'datetime':
+      // A time is a range at its own precision: 1015 covers 10:15:00 to 10:15:59.999999.
+      for (const v of values) q.orWhere((one) => applyMatch(knex, one, col, column, { type: 'range', from: String(v), to: String(v) }));
+      return;
+    default:
+      q.orWhereIn(col, values);
+  }
+}
+
+function applyMatch(knex: Knex, q: Knex.QueryBuilder, col: string, column: QidoColumn, m: QidoMatch): void {
+  switch (m.type) {
+    case 'equal':
+      orEquals(knex, q, col, column, [m.value]);
+      return;
+    case 'wildcard':
+      if (column.kind === 'text-array') {
+        q.whereRaw('EXISTS (SELECT 1 FROM unnest(??) AS v(x) WHERE v.x LIKE ?)', [col, m.pattern]);
+      } else if (column.kind === 'text-lower') {
+        q.whereRaw('lower(??) LIKE ?', [col, m.pattern.toLowerCase()]);
+      } else {
+        q.whereRaw('?? LIKE ?', [col, m.pattern]);
+      }
+      return;
+    case 'range':
+      applyRange(q, col, column, m);
+      return;
+    case 'words': {
+      if (!column.words) throw new Error(`column ${column.column} has no words column`);
+      const tsquery = m.words.map((w) => `${w}:*`).join(' & ');
+      q.whereRaw(`??.?? @@ to_tsquery('simple', ?)`, [ALIAS[column.level], column.words, tsquery]);
+      return;
+    }
+  }
+}
+
+function applyRange(q: Knex.QueryBuilder, col: string, column: QidoColumn, m: { from?: string; to?: string }): void {
+  if (column.kind === 'date') {
+    if (m.from) q.where(col, '>=', m.from);
+    if (m.to) q.where(col, '<=', m.to);
+    return;
+  }
+  // Times and datetimes are kept as DICOM strings: compare byte-wise (COLLATE "C", as indexed).
+  // The upper end covers every finer value it is a prefix of ('~' sorts after digits and '.').
+  if (m.from) q.whereRaw('?? COLLATE "C" >= ?', [col, m.from]);
+  if (m.to) q.whereRaw('?? COLLATE "C" <= ?', [col, `${m.to}~`]);
+}

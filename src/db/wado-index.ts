@@ -1,0 +1,248 @@
+import type { Knex } from 'knex';
+import type { ByteRange, FrameLocation } from '../dicom/types';
+
+/**
+ * Index look-ups for WADO-RS: which instances a target names, where their bytes are, and their
+ * metadata as stored. Nothing here reads a blob.
+ */
+
+/** The studies a caller may see: called on a query builder over `studies` (unaliased), it adds where-clauses. */
+export type StudyRestriction = (qb: Knex.QueryBuilder) => void;
+
+/** A study, series or instance (PS3.18 10.4.1: the target resource of a retrieve). */
+export interface RetrieveTarget {
+  studyInstanceUID: string;
+  seriesInstanceUID?: string;
+  sopInstanceUID?: string;
+}
+
+/** Where an instance's bytes are and how they are encoded. */
+export interface StoredInstance {
+  studyInstanceUID: string;
+  seriesInstanceUID: string;
+  sopInstanceUID: string;
+  sopClassUID: string;
+  transferSyntaxUID: string;
+  blobKey: string;
+  size: number;
+  hasFileMeta: boolean;
+  headerLength: number;
+  pixelDataOffset: number | null;
+}
+
+/** The pixel description a frame answer (and a transcoder) needs. */
+export interface PixelDescription {
+  rows: number | null;
+  columns: number | null;
+  bitsAllocated: number | null;
+  bitsStored: number | null;
+  samplesPerPixel: number | null;
+  photometricInterpretation: string | null;
+  pixelRepresentation: number | null;
+  planarConfiguration: number | null;
+  numberOfFrames: number | null;
+}
+
+/** An instance with the locations of the requested frames only. */
+export interface StoredFrames extends StoredInstance {
+  pixel: PixelDescription;
+  /** Number of frame locations recorded at ingest (0: no pixel data). */
+  frameCount: number;
+  /** Locations of the requested frames, in request order (only valid where the number is in range). */
+  locations: FrameLocation[];
+}
+
+/** Instance rows (aliased i, se, st) of a study, series or instance target, within the restriction. */
+export function baseQuery(knex: Knex, target: RetrieveTarget, restrict?: StudyRestriction): Knex.QueryBuilder {
+  const qb = knex('instances as i')
+    .join('series as se', 'se.id', 'i.series_pk')
+    .join('studies as st', 'st.id', 'i.study_pk')
+    .where('st.study_uid', target.studyInstanceUID);
+  if (target.seriesInstanceUID !== undefined) qb.where('se.series_uid', target.seriesInstanceUID);
+  if (target.sopInstanceUID !== undefined) qb.where('i.sop_instance_uid', target.sopInstanceUID);
+  if (restrict) qb.whereIn('st.id', restrictedStudies(knex, restrict));
+  return qb;
+}
+
+/** `SELECT studies.id FROM studies WHERE <restriction>`, for `whereIn`. */
+export function restrictedStudies(knex: Knex, restrict: StudyRestriction): Knex.QueryBuilder {
+  const sub = knex('studies').select('studies.id');
+  restrict(sub);
+  return sub;
+}
+
+/** The columns `toStoredInstance` reads. */
+export const LOCATION_COLUMNS = [
+  'st.study_uid',
+  'se.series_uid',
+  'i.sop_instance_uid',
+  'i.sop_class_uid',
+  'i.transfer_syntax_uid',
+  'i.blob_key',
+  'i.size',
+  'i.has_file_meta',
+  'i.header_length',
+  'i.pixel_data_offset',
+];
+
+/** An index row (LOCATION_COLUMNS) as a StoredInstance. */
+export function toStoredInstance(r: Record<string, unknown>): StoredInstance {
+  return {
+    studyInstanceUID: String(r.study_uid),
+    seriesInstanceUID: String(r.series_uid),
+    sopInstanceUID: String(r.sop_instance_uid),
+    sopClassUID: String(r.sop_class_uid),
+    transferSyntaxUID: String(r.transfer_syntax_uid),
+    blobKey: String(r.blob_key),
+    size: Number(r.size),
+    hasFileMeta: Boolean(r.has_file_meta),
+    headerLength: Number(r.header_length),
+    pixelDataOffset: r.pixel_data_offset === null || r.pixel_data_offset === undefined ? null : Number(r.pixel_data_offset),
+  };
+}
+
+/** The instances a target names, in series then instance number order. */
+export async function findStoredInstances(knex: Knex, target: RetrieveTarget, restrict?: StudyRestriction): Promise<StoredInstance[]> {
+  const rows = await baseQuery(knex, target, restrict)
+    .select(LOCATION_COLUMNS)
+    .orderBy([{ column: 'se.series_number', nulls: 'last' }, 'se.id', { column: 'i.instance_number', nulls: 'last' }, 'i.id']);
+  return rows.map(toStoredInstance);
+}
+
+/**
+ * One instance with the locations of `frameNumbers` (1-based) only, so that a single frame of a
+ * long volume transfers one small JSON value from the database, not the whole frame table.
+ */
+export async function findStoredFrames(
+  knex: Knex,
+  target: Required<RetrieveTarget>,
+  frameNumbers: number[],
+  restrict?: StudyRestriction,
+): Promise<StoredFrames | null> {
+  const row = await baseQuery(knex, target, restrict)
+    .first([
+      ...LOCATION_COLUMNS,
+      'i.rows',
+      'i.columns',
+      'i.bits_allocated',
+      'i.bits_stored',
+      'i.samples_per_pixel',
+      'i.photometric_interpretation',
+      'i.number_of_frames',
+      knex.raw(`jsonb_array_length(i.frames) AS frame_count`),
+      knex.raw(`i.dataset #>> '{00280103,Value,0}' AS pixel_representation`),
+      knex.raw(`i.dataset #>> '{00280006,Value,0}' AS planar_configuration`),
+      knex.raw(
+        `(SELECT coalesce(jsonb_agg(i.frames -> (u.n - 1) ORDER BY u.ord), '[]'::jsonb)
+            FROM unnest(?::int[]) WITH ORDINALITY AS u(n, ord)) AS locations`,
+        [frameNumbers],
+      ),
+    ]);
+  if (!row) return null;
+  const num = (v: unknown) => (v === null || v === undefined || v === '' || !Number.isFinite(Number(v)) ? null : Number(v));
+  const locations = typeof row.locations === 'string' ? JSON.parse(row.locations) : row.locations;
+  return {
+    ...toStoredInstance(row),
+    frameCount: Number(row.frame_count),
+    locations: (locations as Array<ByteRange[] | null>).map((l) => l?.map((r) => ({ offset: Number(r.offset), length: Number(r.length) })) ?? null),
+    pixel: {
+      rows: num(row.rows),
+      columns: num(row.columns),
+      bitsAllocated: num(row.bits_allocated),
+      bitsStored: num(row.bits_stored),
+      samplesPerPixel: num(row.samples_per_pixel),
+      photometricInterpretation: row.photometric_interpretation ?? null,
+      pixelRepresentation: num(row.pixel_representation),
+      planarConfiguration: num(row.planar_configuration),
+      numberOfFrames: num(row.number_of_frames),
+    },
+  };
+}
+
+/** Where one instance's bytes are. */
+export async function findStoredInstance(knex: Knex, target: Required<RetrieveTarget>, restrict?: StudyRestriction): Promise<StoredInstance | null> {
+  const row = await baseQuery(knex, target, restrict).first(LOCATION_COLUMNS);
+  return row ? toStoredInstance(row) : null;
+}
+
+/** Which level of a target is missing, for a 404 that says so; null when the target exists. */
+export async function findMissingLevel(
+  knex: Knex,
+  target: RetrieveTarget,
+  restrict?: StudyRestriction,
+): Promise<'study' | 'series' | 'instance' | null> {
+  const study = knex('studies as st').where('st.study_uid', target.studyInstanceUID);
+  if (restrict) study.whereIn('st.id', restrictedStudies(knex, restrict));
+  if (!(await study.first('st.id'))) return 'study';
+  if (target.seriesInstanceUID !== undefined) {
+    const series = await knex('series as se')
+      .join('studies as st', 'st.id', 'se.study_pk')
+      .where({ 'st.study_uid': target.studyInstanceUID, 'se.series_uid': target.seriesInstanceUID })
+      .first('se.id');
+    if (!series) return 'series';
+  }
+  if (target.sopInstanceUID !== undefined) {
+    if (!(await baseQuery(knex, target, restrict).first('i.id'))) return 'instance';
+  }
+  return null;
+}
+
+/** A page of instance metadata: the stored header with the Transfer Syntax and Pixel Data reference added, as JSON text. */
+export interface MetadataRow {
+  studyInstanceUID: string;
+  seriesInstanceUID: string;
+  sopInstanceUID: string;
+  json: string;
+  cursor: MetadataCursor;
+}
+
+/** Keyset position: (series number, series id, instance number, instance id). */
+export type MetadataCursor = [number, number, number, number];
+
+const NATIVE_SYNTAXES = ['1.2.840.10008.1.2', '1.2.840.10008.1.2.1', '1.2.840.10008.1.2.2', '1.2.840.10008.1.2.1.99'];
+const NO_NUMBER = 2147483647;
+
+/**
+ * Up to `limit` instances' metadata after `after`, ordered by series then instance number. The
+ * database adds AvailableTransferSyntaxUID (0008,3002) and, when the header as stored has no
+ * Pixel Data element, a relative BulkDataURI for it; keys stay in tag order (jsonb sorts them).
+ */
+export async function findMetadataPage(
+  knex: Knex,
+  target: RetrieveTarget,
+  after: MetadataCursor | null,
+  limit: number,
+  restrict?: StudyRestriction,
+): Promise<MetadataRow[]> {
+  const order = `coalesce(se.series_number, ${NO_NUMBER}), se.id, coalesce(i.instance_number, ${NO_NUMBER}), i.id`;
+  const qb = baseQuery(knex, target, restrict).select(
+    'st.study_uid',
+    'se.series_uid',
+    'i.sop_instance_uid',
+    knex.raw(`coalesce(se.series_number, ${NO_NUMBER}) AS series_order`),
+    knex.raw(`se.id AS series_id`),
+    knex.raw(`coalesce(i.instance_number, ${NO_NUMBER}) AS instance_order`),
+    knex.raw(`i.id AS instance_id`),
+    knex.raw(
+      `(i.dataset
+          || jsonb_build_object('00083002', jsonb_build_object('vr', 'UI', 'Value', jsonb_build_array(i.transfer_syntax_uid)))
+          || CASE WHEN i.pixel_data_offset IS NOT NULL
+                   AND i.dataset -> '7FE00010' IS NULL AND i.dataset -> '7FE00008' IS NULL AND i.dataset -> '7FE00009' IS NULL
+              THEN jsonb_build_object('7FE00010', jsonb_build_object(
+                     'vr', CASE WHEN i.transfer_syntax_uid = ANY(?::text[]) AND coalesce(i.bits_allocated, 8) > 8 THEN 'OW' ELSE 'OB' END,
+                     'BulkDataURI', 'bulkdata/7FE00010'))
+              ELSE '{}'::jsonb END
+        )::text AS json`,
+      [NATIVE_SYNTAXES],
+    ),
+  );
+  if (after) qb.whereRaw(`(${order}) > (?, ?, ?, ?)`, after);
+  const rows = await qb.orderByRaw(order).limit(limit);
+  return rows.map((r: Record<string, unknown>) => ({
+    studyInstanceUID: String(r.study_uid),
+    seriesInstanceUID: String(r.series_uid),
+    sopInstanceUID: String(r.sop_instance_uid),
+    json: String(r.json),
+    cursor: [Number(r.series_order), Number(r.series_id), Number(r.instance_order), Number(r.instance_id)],
+  }));
+}

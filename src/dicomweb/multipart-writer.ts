@@ -1,0 +1,110 @@
+import { randomBytes } from 'node:crypto';
+import type { Writable } from 'node:stream';
+
+/**
+ * Writes a `multipart/related` body (RFC 2387, RFC 2046 5.1.1) as WADO-RS answers it
+ * (PS3.18 8.7.1.2): parts are streamed one after another straight into the response, honouring
+ * backpressure, and writing stops as soon as the client goes away.
+ */
+
+/** The client closed the connection before the answer was complete: stop quietly. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super('the client closed the connection');
+    this.name = 'ClientGoneError';
+  }
+}
+
+/** A fresh boundary: only characters that need no quoting (RFC 2046 bchars). */
+export function createBoundary(): string {
+  return `imaging-lake-${randomBytes(12).toString('hex')}`;
+}
+
+/** The Content-Type of a multipart/related answer whose parts are `partType`. */
+export function multipartContentType(partType: string, boundary: string, transferSyntax?: string): string {
+  const ts = transferSyntax ? `; transfer-syntax=${transferSyntax}` : '';
+  return `multipart/related; type="${partType}"; boundary=${boundary}${ts}`;
+}
+
+function partHead(boundary: string, headers: Record<string, string>): Buffer {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return Buffer.from(`--${boundary}\r\n${lines}\r\n`, 'latin1');
+}
+
+const CRLF = Buffer.from('\r\n');
+
+/** Bytes a part adds around its body: delimiter, headers, blank line and trailing CRLF. */
+export function partOverhead(boundary: string, headers: Record<string, string>): number {
+  return partHead(boundary, headers).length + CRLF.length;
+}
+
+/** Bytes of the closing delimiter. */
+export function closingLength(boundary: string): number {
+  return Buffer.byteLength(`--${boundary}--\r\n`);
+}
+
+/**
+ * Writes bytes to `out`, waiting for 'drain' when its buffer is full; throws ClientGoneError
+ * once the connection is closed, so callers stop reading their sources.
+ */
+export async function writeWithBackpressure(out: Writable, chunk: Buffer): Promise<void> {
+  if (out.destroyed || out.writableEnded) throw new ClientGoneError();
+  if (out.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('close', gone);
+      resolve();
+    };
+    const gone = () => {
+      out.off('drain', done);
+      out.off('close', gone);
+      reject(new ClientGoneError());
+    };
+    out.on('drain', done);
+    out.on('close', gone);
+  });
+}
+
+/** Streams parts into `out`. Call `writePart` for each part in order, then `end`. */
+export class MultipartWriter {
+  private written = 0;
+
+  constructor(
+    private readonly out: Writable,
+    readonly boundary: string = createBoundary(),
+  ) {}
+
+  /** Writes one part. The body is consumed fully; a source error or a client abort rejects. Returns the body length. */
+  async writePart(headers: Record<string, string>, body: Buffer | AsyncIterable<Buffer>): Promise<number> {
+    await this.write(partHead(this.boundary, headers));
+    let length = 0;
+    if (Buffer.isBuffer(body)) {
+      await this.write(body);
+      length = body.length;
+    } else {
+      for await (const chunk of body) {
+        length += chunk.length;
+        await this.write(chunk);
+      }
+    }
+    await this.write(CRLF);
+    return length;
+  }
+
+  /** Writes the closing delimiter and ends the response. */
+  async end(): Promise<void> {
+    await this.write(Buffer.from(`--${this.boundary}--\r\n`));
+    await new Promise<void>((resolve) => this.out.end(resolve));
+  }
+
+  /** Bytes written so far. */
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  private async write(chunk: Buffer): Promise<void> {
+    this.written += chunk.length;
+    await writeWithBackpressure(this.out, chunk);
+  }
+}

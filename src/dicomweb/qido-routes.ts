@@ -1,0 +1,60 @@
+import type { Request, Response, Router } from 'express';
+import { requestBaseUrl } from '../http/base-url';
+import { HttpError } from '../http/errors';
+import { searchForInstances, searchForSeries, searchForStudies, type SearchRequest, type SearchResponse } from './qido-rs';
+import type { DicomwebServices } from './routes';
+
+const DICOM_JSON = 'application/dicom+json';
+/** Media ranges answered with DICOM JSON (PS3.18 8.7.3: application/json is accepted as an alias). */
+const JSON_RANGES = new Set([DICOM_JSON, 'application/json', 'application/*', '*/*']);
+
+type Search = typeof searchForStudies;
+
+/**
+ * Mounts the QIDO-RS resources (PS3.18 10.6, Table 10.6.1-1) on a DICOMweb router. Call it
+ * before the router's error handler so that 400/406/503 answers get the DICOM JSON error body.
+ */
+export function registerQidoRoutes(router: Router, services: DicomwebServices): void {
+  const handle = (search: Search) => async (req: Request, res: Response) => {
+    assertAcceptsJson(req.headers.accept);
+    const request: SearchRequest = {
+      query: req.query as Record<string, unknown>,
+      studyInstanceUID: param(req, 'study'),
+      seriesInstanceUID: param(req, 'series'),
+      dicomwebBaseUrl: `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`,
+    };
+    send(res, await search(services, request, { restrictStudies: res.locals.restrictStudies }));
+  };
+  router.get('/studies', handle(searchForStudies));
+  router.get('/series', handle(searchForSeries));
+  router.get('/instances', handle(searchForInstances));
+  router.get('/studies/:study/series', handle(searchForSeries));
+  router.get('/studies/:study/instances', handle(searchForInstances));
+  router.get('/studies/:study/series/:series/instances', handle(searchForInstances));
+}
+
+function param(req: Request, name: string): string | undefined {
+  const v = req.params[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function send(res: Response, result: SearchResponse): void {
+  for (const w of result.warnings.slice(0, 20)) res.append('Warning', `299 imaging-lake ${quoteWarning(w)}`);
+  res.status(result.status).type(DICOM_JSON).send(JSON.stringify(result.body));
+}
+
+/** 406 unless the Accept header allows DICOM JSON; XML (multipart/related; type=application/dicom+xml) is not offered. */
+export function assertAcceptsJson(accept: string | undefined): void {
+  if (!accept || accept.trim() === '') return;
+  for (const range of accept.split(',')) {
+    const [type, ...params] = range.split(';').map((s) => s.trim().toLowerCase());
+    const q = params.find((p) => p.startsWith('q='));
+    if (q && Number(q.slice(2)) === 0) continue;
+    if (JSON_RANGES.has(type)) return;
+  }
+  throw new HttpError(406, `QIDO-RS answers ${DICOM_JSON} only (or application/json); the Accept header "${accept.slice(0, 200)}" does not allow it`);
+}
+
+function quoteWarning(text: string): string {
+  return `"${text.replace(/[\r\n]+/g, ' ').replace(/["\\]/g, "'").slice(0, 500)}"`;
+}

@@ -1,0 +1,110 @@
+/**
+ * Search Transaction, QIDO-RS (PS3.18 10.6): SearchForStudies, SearchForSeries and
+ * SearchForInstances over the index. Answers come from indexed columns and the stored JSONB
+ * datasets only; blobs are never read.
+ */
+import type { Knex } from 'knex';
+import type { Database } from '../db/database';
+import { isRetryableDbError } from '../db/database';
+import { findQidoRows, type QidoCondition, type QidoLevel, type QidoSearch } from '../db/qido-search';
+import type { DicomJson } from '../dicom/types';
+import { ServiceUnavailableError } from '../http/errors';
+import { findMatchKey } from './query-keys';
+import { parseQidoQuery, type QidoQuery } from './query-params';
+import { buildResult, datasetSelections, planReturn, type ReturnPlan } from './query-results';
+
+/** What QIDO-RS needs from the rest of the server. */
+export interface SearchServices {
+  db: Database;
+}
+
+/** One search request, transport-neutral. */
+export interface SearchRequest {
+  /** Query parameters; a repeated parameter has an array of values. */
+  query: Record<string, unknown>;
+  /** Target resource `/studies/{study}/...`, if any. */
+  studyInstanceUID?: string;
+  /** Target resource `/studies/{study}/series/{series}/instances`, if any. */
+  seriesInstanceUID?: string;
+  /** Base of RetrieveURLs, e.g. `http://host:8080/dicomweb`. */
+  dicomwebBaseUrl: string;
+}
+
+/** Options a caller (e.g. the access policy) adds to any search. */
+export interface SearchOptions {
+  /** Narrows the visible studies; called with a builder over the unaliased `studies` table. */
+  restrictStudies?: (qb: Knex.QueryBuilder) => void;
+}
+
+/** The search response: always 200 with a (possibly empty) array, plus Warning texts. */
+export interface SearchResponse {
+  status: 200;
+  body: DicomJson[];
+  warnings: string[];
+}
+
+/** The text PS3.18 8.3.4.4 gives for a response cut short by the server's limit. */
+export const MORE_RESULTS_WARNING = 'There are additional results that can be requested';
+
+/** Search for Studies (PS3.18 10.6, `/studies`). */
+export function searchForStudies(services: SearchServices, req: SearchRequest, options: SearchOptions = {}): Promise<SearchResponse> {
+  return search(services, 'study', req, options);
+}
+
+/** Search for Series (`/series`, `/studies/{study}/series`). */
+export function searchForSeries(services: SearchServices, req: SearchRequest, options: SearchOptions = {}): Promise<SearchResponse> {
+  return search(services, 'series', req, options);
+}
+
+/** Search for Instances (`/instances`, `/studies/{study}/instances`, `/studies/{study}/series/{series}/instances`). */
+export function searchForInstances(services: SearchServices, req: SearchRequest, options: SearchOptions = {}): Promise<SearchResponse> {
+  return search(services, 'instance', req, options);
+}
+
+/** A request turned into a database search and a return plan, before anything runs. */
+export interface PreparedSearch {
+  search: QidoSearch;
+  plan: ReturnPlan;
+  query: QidoQuery;
+}
+
+/** Parses a request into the search the database will run (exported for EXPLAIN checks). */
+export function prepareSearch(level: QidoLevel, req: SearchRequest, options: SearchOptions = {}): PreparedSearch {
+  const query = parseQidoQuery(req.query, level);
+  const scope = req.seriesInstanceUID !== undefined ? 'series' : req.studyInstanceUID !== undefined ? 'study' : 'all';
+  const conditions: QidoCondition[] = [...query.conditions];
+  if (req.studyInstanceUID !== undefined) conditions.push(pathCondition('0020000D', req.studyInstanceUID));
+  if (req.seriesInstanceUID !== undefined) conditions.push(pathCondition('0020000E', req.seriesInstanceUID));
+  const plan = planReturn(level, scope, query.returnTags, query.includeAll);
+  const search: QidoSearch = {
+    level,
+    scope,
+    conditions,
+    limit: query.limit,
+    offset: query.offset,
+    datasets: datasetSelections(plan),
+    restrictStudies: options.restrictStudies,
+  };
+  return { search, plan, query };
+}
+
+async function search(services: SearchServices, level: QidoLevel, req: SearchRequest, options: SearchOptions): Promise<SearchResponse> {
+  const { search: spec, plan, query } = prepareSearch(level, req, options);
+  let found;
+  try {
+    found = await findQidoRows(services.db.knex, spec);
+  } catch (err) {
+    if (isRetryableDbError(err)) throw new ServiceUnavailableError('the index database is unavailable');
+    throw err;
+  }
+  const warnings = [...query.warnings];
+  if (found.more && query.serverLimited) warnings.push(`${MORE_RESULTS_WARNING} (offset=${query.offset + found.rows.length})`);
+  const body = found.rows.map((row) => buildResult(row, plan, req.dicomwebBaseUrl));
+  return { status: 200, body, warnings };
+}
+
+function pathCondition(tag: string, uid: string): QidoCondition {
+  const key = findMatchKey(tag);
+  if (!key) throw new Error(`no match key for ${tag}`);
+  return { column: key.column, anyOf: [{ type: 'equal', value: uid }] };
+}

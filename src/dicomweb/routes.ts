@@ -1,0 +1,95 @@
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import type { TransactionAuditor } from '../audit/audit-response';
+import { requestBaseUrl } from '../http/base-url';
+import { isRetryableDbError } from '../db/database';
+import { HttpError, ServiceUnavailableError } from '../http/errors';
+import type { RenderedImageCache } from '../dicom/pixel-image-cache';
+import { registerQidoRoutes } from './qido-routes';
+import { registerRenderedRoutes } from './rendered-routes';
+import { storeInstances, type StoreServices } from './stow-rs';
+import { registerWadoRoutes } from './wado-routes';
+import type { TranscodeHook } from './wado-rs';
+
+/** Services the DICOMweb routes call. */
+export interface DicomwebServices extends StoreServices {
+  publicBaseUrl?: string;
+  /** Converts stored pixel data to another transfer syntax on retrieve (406 when absent). */
+  transcoder?: TranscodeHook;
+  /** Cache of rendered thumbnails (content-addressed keys, never stale). */
+  thumbnailCache?: RenderedImageCache;
+  /** Writes a request's AuditEvent in a write's transaction (src/audit); absent: the audit gate alone. */
+  auditInTransaction?: TransactionAuditor;
+}
+
+const DICOM_JSON = 'application/dicom+json';
+
+/** Mounts the DICOMweb (PS3.18) routes; each parses the request, calls one service, responds. */
+export function createDicomwebRouter(services: DicomwebServices): Router {
+  const router = express.Router();
+
+  const auditor = services.auditInTransaction;
+  const store = async (req: Request, res: Response) => {
+    // The request's own logger carries the request id onto every line the service writes.
+    const result = await storeInstances({ ...services, logger: req.log ?? services.logger }, {
+      contentType: req.headers['content-type'],
+      contentLength: req.headers['content-length'] ? Number(req.headers['content-length']) : undefined,
+      body: req,
+      studyInstanceUID: typeof req.params.study === 'string' ? req.params.study : undefined,
+      dicomwebBaseUrl: `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`,
+      projects: (res.locals.access as { targetProjects?: string[] } | undefined)?.targetProjects,
+      studyScope: (res.locals.access as { studyScope?: 'all' | 'projects' } | undefined)?.studyScope,
+      audit: auditor && res.locals.audit ? (trx, studies) => auditor(trx, req, res, { studyUids: mergeUids(res, studies) }) : undefined,
+    });
+    // The audit record names the studies stored (when the gate writes it, after a failure).
+    if (res.locals.audit) res.locals.audit = { ...res.locals.audit, studyUids: mergeUids(res, result.studies) };
+    for (const w of result.warnings.slice(0, 20)) res.append('Warning', `299 imaging-lake ${quoteWarning(w)}`);
+    res.status(result.status).type(DICOM_JSON).send(JSON.stringify(result.body));
+  };
+  router.post('/studies', store);
+  router.post('/studies/:study', store);
+
+  registerQidoRoutes(router, services);
+  registerWadoRoutes(router, services);
+  registerRenderedRoutes(router, services);
+
+  router.use(dicomwebErrorHandler(services));
+  return router;
+}
+
+/**
+ * DICOMweb error answers: the status, a Warning header (PS3.18 8.3.5.1 style) and a small
+ * DICOM JSON body carrying the message in ErrorComment (0000,0902).
+ */
+export function dicomwebErrorHandler(services: Pick<DicomwebServices, 'logger'>) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    // A dropped or restarting index database is a 503 the client may retry, on every DICOMweb path.
+    const httpError = err instanceof HttpError ? err : isRetryableDbError(err) ? new ServiceUnavailableError('the index database is unavailable') : null;
+    const status = httpError?.status ?? 500;
+    const message = httpError?.message ?? 'internal error';
+    if (!httpError) services.logger.error({ err, url: req.originalUrl }, 'unhandled DICOMweb error');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    for (const [k, v] of Object.entries(httpError?.headers ?? {})) res.setHeader(k, v);
+    res.append('Warning', `299 imaging-lake ${quoteWarning(message)}`);
+    if (!req.complete) res.setHeader('Connection', 'close');
+    res.status(status).type(DICOM_JSON).send(JSON.stringify({ '00000902': { vr: 'LO', Value: [message.slice(0, 1024)] } }));
+    // An unread request body (e.g. 413, 415) is not drained: say so and close. A bodiless request
+    // (GET) is complete and its connection stays usable.
+    if (!req.complete) {
+      res.setHeader('Connection', 'close');
+      res.on('finish', () => req.socket?.destroySoon?.());
+    }
+  };
+}
+
+/** The request's audited study UIDs (from the path) plus `more`. */
+function mergeUids(res: Response, more: string[]): string[] {
+  const described = (res.locals.audit as { studyUids?: string[] } | undefined)?.studyUids ?? [];
+  return [...new Set([...described, ...more])];
+}
+
+function quoteWarning(text: string): string {
+  return `"${text.replace(/[\r\n]+/g, ' ').replace(/["\\]/g, "'").slice(0, 500)}"`;
+}

@@ -1,0 +1,305 @@
+import { Readable } from 'node:stream';
+import type { Knex } from 'knex';
+import { AuditWriteError } from '../audit/audit-store';
+import type { AppConfig } from '../config';
+import type { Database } from '../db/database';
+import { isRetryableDbError } from '../db/database';
+import { claimBlob } from '../db/blob-ledger';
+import { indexInstances, type IndexOutcome, type InstanceToIndex } from '../db/instance-index';
+import { createInstanceScanner } from '../dicom/instance-scanner';
+import { validateInstance } from '../dicom/validate-instance';
+import { DicomInstanceError, StatusCode, type ScannedInstance } from '../dicom/types';
+import { HttpError, ServiceUnavailableError } from '../http/errors';
+import type { Logger } from '../logger';
+import { BlobStoreFullError, BlobStoreUnavailableError, type BlobStore, type CommittedBlob } from '../storage/blob-store';
+import { teeInto } from '../stream-tee';
+import type { IndexChangeContext, IndexChangeHook } from './index-change-hook';
+import { parseMediaType } from './media-type';
+import { MultipartError, readMultipart, type MultipartPart } from './multipart';
+import { buildStoreResponse, type PartOutcome } from './store-response';
+
+/** What STOW-RS needs from the rest of the server. */
+export interface StoreServices {
+  db: Database;
+  blobs: BlobStore;
+  config: Pick<AppConfig, 'maxRequestBytes' | 'maxHeaderBytes'>;
+  logger: Logger;
+  /** Work done in the same transaction as the index rows (the FHIR ImagingStudy view, project links). */
+  onIndexChange?: IndexChangeHook;
+}
+
+/** One Store Instances request (PS3.18 10.5), transport-neutral. */
+export interface StoreRequest {
+  contentType: string | undefined;
+  contentLength: number | undefined;
+  body: Readable;
+  /** The StudyInstanceUID of the target resource (`/studies/{study}`), if any. */
+  studyInstanceUID?: string;
+  /** Base of RetrieveURLs, e.g. `http://host:8080/dicomweb`. */
+  dicomwebBaseUrl: string;
+  /** Projects the stored studies are linked to (from the access decision). */
+  projects?: string[];
+  /** Which existing studies this request may add to (from the access decision); default any. */
+  studyScope?: 'all' | 'projects';
+  /**
+   * Writes the request's AuditEvent in the index transaction (naming the studies stored), so
+   * nothing is kept when the audit trail cannot be written.
+   */
+  audit?: (trx: Knex.Transaction, studyInstanceUIDs: string[]) => Promise<void>;
+}
+
+/** The PS3.18 store response: HTTP status, DICOM JSON body, Warning header texts. */
+export interface StoreResponse {
+  status: number;
+  body: Record<string, unknown>;
+  warnings: string[];
+  /** Study Instance UIDs of the instances stored (for the audit trail's entities). */
+  studies: string[];
+}
+
+/** Media types of parts this server can store (PS3.18 8.6.1.2: DICOM Part 10 instances). */
+const DICOM_TYPES = new Set(['application/dicom']);
+
+/**
+ * Store Instances (PS3.18 10.5): streams each part to a staged blob while its header is
+ * scanned, commits the blob (content addressed, durable), then indexes every stored
+ * instance in one transaction and answers with the store response dataset.
+ */
+export async function storeInstances(services: StoreServices, req: StoreRequest): Promise<StoreResponse> {
+  const mediaType = parseMediaType(req.contentType);
+  if (!mediaType) throw refused(415, 'Content-Type is required: multipart/related; type="application/dicom"');
+  if (req.contentLength !== undefined && req.contentLength > services.config.maxRequestBytes) {
+    throw refused(413, `request body of ${req.contentLength} bytes exceeds the limit of ${services.config.maxRequestBytes} bytes`);
+  }
+  const limiter = { limit: services.config.maxRequestBytes, exceeded: false };
+  const body = limitBytes(req.body, limiter);
+  const pending: Array<Promise<PartResult>> = [];
+  if (mediaType.type === 'multipart/related') {
+    const partType = (mediaType.params.type ?? 'application/dicom').toLowerCase();
+    if (!DICOM_TYPES.has(partType)) {
+      throw refused(415, `multipart/related type "${partType}" is not supported; use type="application/dicom"`);
+    }
+    const boundary = mediaType.params.boundary;
+    if (!boundary) throw refused(400, 'multipart/related Content-Type has no boundary parameter');
+    try {
+      await readMultipart(body, boundary, (part) => pending.push(processPart(services, part, req.studyInstanceUID)));
+    } catch (err) {
+      await abandon(services, pending);
+      if (limiter.exceeded) throw tooLarge(limiter.limit);
+      if (err instanceof MultipartError) throw refused(400, `malformed multipart body: ${err.message}`);
+      // The client went away mid-body: nothing was stored, and it is not a server fault (no 500, no error log).
+      if (req.body.readableAborted) throw refused(400, 'the request body ended before it was complete');
+      throw err;
+    }
+  } else if (DICOM_TYPES.has(mediaType.type)) {
+    const single = Readable.from(body, { objectMode: false });
+    pending.push(processPart(services, { headers: { 'content-type': mediaType.type }, body: single, index: 0 }, req.studyInstanceUID));
+  } else {
+    throw refused(415, `Content-Type ${mediaType.type} is not supported; use multipart/related; type="application/dicom"`);
+  }
+  const parts = await Promise.all(pending);
+  if (limiter.exceeded) throw tooLarge(limiter.limit);
+  if (parts.length === 0) throw new HttpError(400, 'the request contains no instances');
+  const unavailable = parts.find((p) => p.unavailable);
+  if (unavailable) throw new ServiceUnavailableError(unavailable.unavailable!);
+
+  const outcomes = await indexStored(services, parts, { dicomwebBaseUrl: req.dicomwebBaseUrl, projects: req.projects, studyScope: req.studyScope }, req.audit);
+  const response = buildStoreResponse(outcomes, req.dicomwebBaseUrl, req.studyInstanceUID);
+  // Failure messages quote values from the data set (a UID with a DEL byte, say); Node refuses
+  // such bytes in a header, which would turn a per-part failure into a 500.
+  const studies = [...new Set(outcomes.flatMap((o) => (o.kind === 'stored' ? [o.studyInstanceUID] : [])))];
+  return { ...response, warnings: response.warnings.map(headerSafe), studies };
+}
+
+/** Keeps only visible ASCII and spaces, so the text can go into a Warning header (RFC 9110 5.5). */
+function headerSafe(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?');
+}
+
+interface PartResult {
+  index: number;
+  scanned?: ScannedInstance;
+  blob?: CommittedBlob;
+  failure?: { reason: number; message: string };
+  /** Set when a backing service failed: the whole request answers 503. */
+  unavailable?: string;
+}
+
+async function processPart(services: StoreServices, part: MultipartPart, targetStudy?: string): Promise<PartResult> {
+  const { blobs, db } = services;
+  const partType = parseMediaType(part.headers['content-type'])?.type ?? 'application/dicom';
+  if (!DICOM_TYPES.has(partType)) {
+    part.body.resume();
+    return { index: part.index, failure: { reason: StatusCode.CannotUnderstand, message: `part ${part.index + 1} has media type ${partType}, not application/dicom` } };
+  }
+  const staged = blobs.stage();
+  const scanner = createInstanceScanner({ maxHeaderBytes: services.config.maxHeaderBytes });
+  let teeError: unknown;
+  await teeInto(part.body, [staged.writable, scanner.writable]).catch((err) => (teeError = err));
+  const [spooled, scan] = await Promise.allSettled([staged.done, scanner.result]);
+  const fail = async (reason: number, message: string): Promise<PartResult> => {
+    await blobs.discard(staged);
+    return { index: part.index, failure: { reason, message }, scanned: scan.status === 'fulfilled' ? scan.value : undefined };
+  };
+  if (teeError) return fail(StatusCode.ProcessingFailure, `part ${part.index + 1} was not received completely`);
+  if (spooled.status === 'rejected') return storageFailure(services, part.index, spooled.reason, () => blobs.discard(staged));
+  if (scan.status === 'rejected') {
+    const err = scan.reason;
+    if (err instanceof DicomInstanceError) return fail(err.failureReason, `part ${part.index + 1}: ${err.message}`);
+    services.logger.warn({ err, part: part.index }, 'scanner failed unexpectedly');
+    return fail(StatusCode.CannotUnderstand, `part ${part.index + 1} could not be parsed as DICOM`);
+  }
+  const scanned = scan.value;
+  try {
+    validateInstance(scanned);
+  } catch (err) {
+    if (err instanceof DicomInstanceError) return fail(err.failureReason, `part ${part.index + 1}: ${err.message}`);
+    throw err;
+  }
+  if (targetStudy && scanned.attributes.studyInstanceUID !== targetStudy) {
+    // PS3.18 10.5.3: an instance outside the target study is refused (data set does not match).
+    return fail(
+      StatusCode.DataSetDoesNotMatchSopClass,
+      `part ${part.index + 1}: StudyInstanceUID ${scanned.attributes.studyInstanceUID} does not match the target study ${targetStudy}`,
+    );
+  }
+  try {
+    // Claim before commit: the orphan sweeper can then never delete these bytes under us.
+    await claimBlob(db.knex, spooled.value.sha256, spooled.value.size);
+  } catch (err) {
+    await blobs.discard(staged);
+    services.logger.error({ err }, 'blob ledger claim failed');
+    return { index: part.index, scanned, unavailable: 'the index database is unavailable' };
+  }
+  try {
+    const blob = await blobs.commit(staged);
+    return { index: part.index, scanned, blob };
+  } catch (err) {
+    return storageFailure(services, part.index, err, () => blobs.discard(staged), scanned);
+  }
+}
+
+async function storageFailure(
+  services: StoreServices,
+  index: number,
+  err: unknown,
+  cleanup: () => Promise<void>,
+  scanned?: ScannedInstance,
+): Promise<PartResult> {
+  await cleanup();
+  if (err instanceof BlobStoreFullError) {
+    services.logger.error({ err }, 'blob store is full');
+    return { index, scanned, failure: { reason: StatusCode.OutOfResources, message: `part ${index + 1}: storage is full` } };
+  }
+  if (err instanceof BlobStoreUnavailableError) {
+    services.logger.error({ err }, 'blob store unavailable');
+    return { index, scanned, unavailable: 'the blob store is unavailable' };
+  }
+  services.logger.error({ err }, 'blob store write failed');
+  return { index, scanned, failure: { reason: StatusCode.ProcessingFailure, message: `part ${index + 1}: storage failed` } };
+}
+
+async function indexStored(services: StoreServices, parts: PartResult[], context: IndexChangeContext, audit?: StoreRequest['audit']): Promise<PartOutcome[]> {
+  const stored = parts.filter((p) => p.blob && p.scanned);
+  const items: InstanceToIndex[] = stored.map((p) => ({
+    scanned: p.scanned!,
+    blobKey: p.blob!.key,
+    size: p.blob!.size,
+    order: p.index,
+  }));
+  let results: Array<IndexOutcome | { status: 'failed'; reason?: number; message?: string }> = [];
+  if (items.length > 0) {
+    try {
+      const hook = services.onIndexChange;
+      const studies = [...new Set(items.map((i) => i.scanned.attributes.studyInstanceUID))];
+      results = await indexInstances(
+        services.db.knex,
+        items,
+        hook || audit
+          ? async (trx, change) => {
+              if (hook) await hook(trx, change, context);
+              if (audit) await audit(trx, studies);
+            }
+          : undefined,
+      );
+    } catch (err) {
+      if (err instanceof DicomInstanceError) {
+        // The index-change hook refused the change (e.g. a study of another project): a client fault.
+        services.logger.warn({ err: err.message }, 'index change refused');
+        results = items.map(() => ({ status: 'failed' as const, reason: err.failureReason, message: err.message }));
+      } else {
+        // Nothing is kept that the audit trail could not record (the whole change rolled back).
+        if (err instanceof AuditWriteError) throw new ServiceUnavailableError('the audit trail is unavailable');
+        services.logger.error({ err }, 'indexing failed');
+        if (isRetryableDbError(err)) throw new ServiceUnavailableError('the index database is unavailable');
+        results = items.map(() => ({ status: 'failed' as const }));
+      }
+    }
+  }
+  const byIndex = new Map(stored.map((p, i) => [p.index, results[i]]));
+  return parts.map((p): PartOutcome => {
+    const sopClassUID = p.scanned?.attributes.sopClassUID;
+    const sopInstanceUID = p.scanned?.attributes.sopInstanceUID;
+    const studyInstanceUID = p.scanned?.attributes.studyInstanceUID;
+    const seriesInstanceUID = p.scanned?.attributes.seriesInstanceUID;
+    if (p.failure) return { kind: 'failed', sopClassUID, sopInstanceUID, reason: p.failure.reason, message: p.failure.message };
+    const r = byIndex.get(p.index);
+    if (!r || r.status === 'failed') {
+      const refused = r && 'reason' in r && r.reason !== undefined ? { reason: r.reason, message: `part ${p.index + 1}: ${r.message}` } : undefined;
+      return { kind: 'failed', sopClassUID, sopInstanceUID, reason: refused?.reason ?? StatusCode.ProcessingFailure, message: refused?.message ?? `part ${p.index + 1}: indexing failed` };
+    }
+    const ids = { sopClassUID: sopClassUID!, sopInstanceUID: sopInstanceUID!, studyInstanceUID: studyInstanceUID!, seriesInstanceUID: seriesInstanceUID! };
+    if (r.status === 'replaced') {
+      return {
+        kind: 'stored',
+        ...ids,
+        warning: {
+          reason: StatusCode.CoercionOfDataElements,
+          message: `instance ${sopInstanceUID} was stored before with different content; kept as version ${r.version} (version ${r.previousVersion} retained)`,
+        },
+      };
+    }
+    return { kind: 'stored', ...ids };
+  });
+}
+
+/** Waits for parts already started when the request failed, dropping what they staged. */
+async function abandon(services: StoreServices, pending: Array<Promise<PartResult>>): Promise<void> {
+  const results = await Promise.allSettled(pending);
+  for (const r of results) {
+    if (r.status === 'fulfilled' && r.value.blob) {
+      // Committed bytes stay in the ledger unreferenced; the sweeper removes them after the grace period.
+      services.logger.debug({ key: r.value.blob.key }, 'abandoned blob left for the sweeper');
+    }
+  }
+}
+
+/** Passes the body through, failing once more than `limit` bytes have arrived (answered as 413). */
+async function* limitBytes(source: Readable, limiter: { limit: number; exceeded: boolean }): AsyncGenerator<Buffer> {
+  let total = 0;
+  // Leaving the loop early (a refusal mid-body) must not destroy the request: that would take
+  // the socket, and the answer with it, before the refusal is sent. The unread rest is dropped
+  // with the connection after the answer (`Connection: close`).
+  for await (const chunk of source.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > limiter.limit) {
+      limiter.exceeded = true;
+      throw tooLarge(limiter.limit);
+    }
+    yield chunk;
+  }
+}
+
+function tooLarge(limit: number): HttpError {
+  return refused(413, `request body exceeds the limit of ${limit} bytes`);
+}
+
+/**
+ * An error answered before the body was read to its end. The rest of the body is not drained,
+ * so the connection is closed, and `Connection: close` tells the client not to reuse it (the
+ * error handler closes it either way; without the header a keep-alive client sends its next
+ * request into a closing socket).
+ */
+function refused(status: number, message: string): HttpError {
+  return new HttpError(status, message, { Connection: 'close' });
+}

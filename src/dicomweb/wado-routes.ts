@@ -1,0 +1,117 @@
+/**
+ * WADO-RS (PS3.18 10.4), delete and capabilities routes. Each route parses the request, calls
+ * one service function, and writes the answer; errors go to the DICOMweb error handler.
+ */
+import type { Request, Response, Router } from 'express';
+import type { Knex } from 'knex';
+import type { TransactionAuditor } from '../audit/audit-response';
+import { requestBaseUrl } from '../http/base-url';
+import type { StudyRestriction } from '../db/wado-index';
+import { registerCapabilitiesRoutes } from './capabilities';
+import { deleteInstance, deleteSeries, deleteStudy } from './delete-rs';
+import { ClientGoneError } from './multipart-writer';
+import {
+  retrieveBulkdata,
+  retrieveInstance,
+  retrieveInstanceFrames,
+  retrieveInstanceMetadata,
+  retrieveSeries,
+  retrieveSeriesMetadata,
+  retrieveStudy,
+  retrieveStudyMetadata,
+  type WadoAnswer,
+  type WadoServices,
+} from './wado-rs';
+
+/**
+ * Hook for the access guard (a later auth issue): the studies a request may see. Attach it as
+ * `res.locals.restrictStudies` in a middleware before these routes; absent means unrestricted.
+ */
+export type RestrictStudiesLocal = StudyRestriction | undefined;
+
+const STUDY = '/studies/:study';
+const SERIES = `${STUDY}/series/:series`;
+const INSTANCE = `${SERIES}/instances/:instance`;
+
+/** Registers WADO-RS retrieve, delete and capabilities routes on the DICOMweb router. */
+export function registerWadoRoutes(router: Router, services: WadoServices & { auditInTransaction?: TransactionAuditor }): void {
+  const dicomwebBase = (req: Request) => `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`;
+  const common = (req: Request, res: Response) => ({
+    accept: req.headers.accept,
+    acceptQuery: req.query.accept,
+    restrictStudies: res.locals.restrictStudies as RestrictStudiesLocal,
+  });
+  const ids = (req: Request) => ({
+    studyInstanceUID: param(req, 'study'),
+    seriesInstanceUID: param(req, 'series'),
+    sopInstanceUID: param(req, 'instance'),
+  });
+  const baseUrl = (req: Request) => requestBaseUrl(req, services.publicBaseUrl);
+
+  router.get(STUDY, answer((req, res) => retrieveStudy(services, { ...common(req, res), studyInstanceUID: param(req, 'study') })));
+  router.get(SERIES, answer((req, res) => retrieveSeries(services, { ...common(req, res), ...ids(req) })));
+  router.get(INSTANCE, answer((req, res) => retrieveInstance(services, { ...common(req, res), ...ids(req) })));
+
+  router.get(`${STUDY}/metadata`, answer((req, res) => retrieveStudyMetadata(services, { ...common(req, res), studyInstanceUID: param(req, 'study'), baseUrl: baseUrl(req) })));
+  router.get(`${SERIES}/metadata`, answer((req, res) => retrieveSeriesMetadata(services, { ...common(req, res), ...ids(req), baseUrl: baseUrl(req) })));
+  router.get(`${INSTANCE}/metadata`, answer((req, res) => retrieveInstanceMetadata(services, { ...common(req, res), ...ids(req), baseUrl: baseUrl(req) })));
+
+  router.get(`${INSTANCE}/frames/:frames`, answer((req, res) => retrieveInstanceFrames(services, { ...common(req, res), ...ids(req), frameList: param(req, 'frames') })));
+  router.get(
+    `${INSTANCE}/bulkdata/*path`,
+    answer((req, res) => {
+      const path = (req.params as Record<string, string | string[]>).path;
+      return retrieveBulkdata(services, { ...common(req, res), ...ids(req), path: Array.isArray(path) ? path : [path], range: req.headers.range });
+    }),
+  );
+
+  const restrict = (res: Response) => res.locals.restrictStudies as RestrictStudiesLocal;
+  // The delete and its AuditEvent commit together (services.auditInTransaction, src/audit).
+  const audit = (req: Request, res: Response) => {
+    const auditor = services.auditInTransaction;
+    return auditor && res.locals.audit ? (trx: Knex.Transaction) => auditor(trx, req, res, { status: 204 }) : undefined;
+  };
+  router.delete(STUDY, async (req, res) => {
+    await deleteStudy(services, { studyInstanceUID: param(req, 'study'), restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    res.status(204).end();
+  });
+  router.delete(SERIES, async (req, res) => {
+    const { studyInstanceUID, seriesInstanceUID } = ids(req);
+    await deleteSeries(services, { studyInstanceUID, seriesInstanceUID, restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    res.status(204).end();
+  });
+  router.delete(INSTANCE, async (req, res) => {
+    await deleteInstance(services, { ...ids(req), restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    res.status(204).end();
+  });
+
+  registerCapabilitiesRoutes(router, services);
+}
+
+function param(req: Request, name: string): string {
+  const v = (req.params as Record<string, string | undefined>)[name];
+  return v ?? '';
+}
+
+/** Sends a prepared answer: headers, then the body (nothing for HEAD); a client that leaves ends it quietly. */
+function answer(prepare: (req: Request, res: Response) => Promise<WadoAnswer>) {
+  return async (req: Request, res: Response) => {
+    const a = await prepare(req, res);
+    res.status(a.status);
+    for (const [k, v] of Object.entries(a.headers)) res.setHeader(k, v);
+    if (req.method === 'HEAD') {
+      a.discard();
+      res.end();
+      return;
+    }
+    try {
+      await a.send(res);
+    } catch (err) {
+      a.discard();
+      if (err instanceof ClientGoneError) return;
+      // Nothing sent yet: the error answer must not inherit this answer's headers.
+      if (!res.headersSent) for (const k of Object.keys(a.headers)) res.removeHeader(k);
+      throw err;
+    }
+  };
+}

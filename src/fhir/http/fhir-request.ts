@@ -1,0 +1,92 @@
+import type { Knex } from 'knex';
+import type { Resource } from '@medplum/fhirtypes';
+import type { FhirDefinitions } from '../definitions';
+import type { ResourceRules } from '../resources/resource-rules';
+import type { AccessFilter } from '../store/access';
+
+/** A FHIR HTTP request with nothing of express in it (STYLE 3). */
+export interface FhirRequest {
+  method: string;
+  /** Path below the FHIR base, starting with '/': '/Patient/123/_history/2'. */
+  path: string;
+  /** Query parameters; a repeated key keeps every value in order. */
+  query: Record<string, string[]>;
+  /** Header values by lower-case name. */
+  headers: Record<string, string | undefined>;
+  /** Parsed JSON body, or form fields for POST _search. */
+  body?: unknown;
+}
+
+/** The answer: status, headers and an optional resource body. */
+export interface FhirResponse {
+  status: number;
+  headers: Record<string, string>;
+  body?: Resource;
+}
+
+/** What every handler runs with. */
+export interface FhirContext {
+  /** Root knex, for starting transactions. */
+  knex: Knex;
+  /** Where reads and searches run: the root knex, or the enclosing transaction of a transaction Bundle. */
+  db: Knex | Knex.Transaction;
+  /** Set inside a transaction Bundle: writes join it instead of opening their own. */
+  trx?: Knex.Transaction;
+  defs: FhirDefinitions;
+  /** The externally visible FHIR base URL, e.g. https://host/fhir. */
+  baseUrl: string;
+  /** Row-level security filter for reads and searches (seam for projects). */
+  access?: AccessFilter;
+  /**
+   * Called in the write's transaction for each resource a client request creates (a new id),
+   * e.g. to link it to the caller's projects so the row filter lets its creator read it.
+   */
+  onCreate?: (trx: Knex.Transaction, resourceType: string, id: string) => Promise<void>;
+  /** Clock (tests may pin it). */
+  now(): Date;
+  /**
+   * Resource types served by another store (e.g. AuditEvent from the audit trail): every
+   * request on `/<Type>...` goes to that handler instead of the generic store.
+   */
+  typeHandlers?: Readonly<Record<string, FhirTypeHandler>>;
+  /** Per-type rules checked on every client write and by $validate (ICD-10-CM codes, Group members); default: the shipped code lists. */
+  resourceRules?: ResourceRules;
+}
+
+/** Serves every interaction on one resource type from elsewhere (see FhirContext.typeHandlers). */
+export type FhirTypeHandler = (ctx: FhirContext, req: FhirRequest) => Promise<FhirResponse>;
+
+/** Parses a query string ('a=1&a=2&b=x') into repeatable parameters. */
+export function parseQueryString(text: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  const params = new URLSearchParams(text.startsWith('?') ? text.slice(1) : text);
+  for (const [k, v] of params) (out[k] ??= []).push(v);
+  return out;
+}
+
+/** The Prefer header preferences we honour (FHIR R4 http 3.1.0.4.4, search 3.1.1.5.9). */
+export interface Preferences {
+  return?: 'minimal' | 'representation' | 'OperationOutcome';
+  handling?: 'strict' | 'lenient';
+}
+
+/** Parses `Prefer: return=minimal, handling=strict`. */
+export function parsePrefer(header: string | undefined): Preferences {
+  const prefs: Preferences = {};
+  for (const part of (header ?? '').split(/[,;]/)) {
+    const [k, v] = part.split('=').map((s) => s?.trim().replace(/^"|"$/g, ''));
+    if (k === 'return' && (v === 'minimal' || v === 'representation' || v === 'OperationOutcome')) prefs.return = v;
+    if (k === 'handling' && (v === 'strict' || v === 'lenient')) prefs.handling = v;
+  }
+  return prefs;
+}
+
+/** The version in an ETag or If-Match value: W/"3", "3" or 3. */
+export function parseETagVersion(value: string | undefined): number | undefined {
+  if (!value) return undefined;
+  const m = /^(?:W\/)?"?(\d+)"?$/.exec(value.trim());
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+/** The weak ETag of a version. */
+export const etagOf = (versionId: number) => `W/"${versionId}"`;

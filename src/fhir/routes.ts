@@ -1,0 +1,173 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Knex } from 'knex';
+import type { Resource } from '@medplum/fhirtypes';
+import type { TransactionAuditor } from '../audit/audit-response';
+import type { Database } from '../db/database';
+import { isRetryableDbError, withTransaction } from '../db/database';
+import { requestBaseUrl } from '../http/base-url';
+import type { Logger } from '../logger';
+import { loadFhirDefinitions } from './definitions';
+import { handleFhirRequest } from './fhir-router';
+import { checkRequestContentType, isJsonContentType, negotiateResponseType } from './http/format';
+import { parseQueryString, type FhirContext, type FhirRequest, type FhirTypeHandler } from './http/fhir-request';
+import { fhirError, OperationOutcomeError } from './outcome';
+import type { ResourceRules } from './resources/resource-rules';
+import type { AccessFilter } from './store/access';
+
+/** Methods that may change resources: run in one transaction with their AuditEvent. */
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** Largest FHIR JSON body accepted (a big transaction Bundle). */
+const MAX_JSON_BYTES = '64mb';
+
+/** What the FHIR router is composed from. */
+export interface FhirRouterDeps {
+  db: Database;
+  logger: Logger;
+  publicBaseUrl?: string;
+  /** Row-level security, later: derives an access filter from the request (token, project). */
+  accessFilter?: (req: Request) => AccessFilter | undefined;
+  /** Work to do in the transaction of each resource the request creates (project links). */
+  onCreate?: (req: Request) => FhirContext['onCreate'];
+  /**
+   * Asks the access policy about one entry of a batch or transaction Bundle: the reason it is
+   * denied, or undefined. Any denied entry refuses the whole Bundle (403) before anything runs.
+   */
+  authorizeBundleEntry?: (req: Request, method: string, url: string) => string | undefined;
+  /**
+   * Writes the request's AuditEvent in the transaction of a write (src/audit), so a change that
+   * cannot be audited is not kept. Absent: the audit gate alone (after the change committed).
+   */
+  auditInTransaction?: TransactionAuditor;
+  /** Resource types served by another store (e.g. AuditEvent by the audit trail). */
+  typeHandlers?: Readonly<Record<string, FhirTypeHandler>>;
+  /** Per-type write rules (createResourceRules({ icd10cmCodesPath })); default: the shipped code lists. */
+  resourceRules?: ResourceRules;
+}
+
+/**
+ * The express adapter of the FHIR core (STYLE 3): turns an express request into a FhirRequest,
+ * calls `handleFhirRequest`, writes the FhirResponse; every failure becomes an OperationOutcome
+ * with its status, never a stack trace. Mounted by the app at `/fhir`.
+ */
+export function createFhirRouter(deps: FhirRouterDeps): express.Router {
+  const defs = loadFhirDefinitions();
+  deps.logger.info({ fhirDefinitions: defs.stats }, 'FHIR R4 definitions loaded');
+  const router = express.Router();
+
+  router.use((req: Request, _res: Response, next: NextFunction) => {
+    if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
+      const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+      if (hasBody) checkRequestContentType(req.headers['content-type'], /\/_search$/.test(req.path));
+    }
+    next();
+  });
+  router.use(express.json({ type: (req) => isJsonContentType(req.headers['content-type'] as string | undefined), limit: MAX_JSON_BYTES, strict: false }));
+  router.use(express.urlencoded({ extended: false, limit: '1mb' }));
+
+  router.use(async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      const query = parseQueryString(req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?') + 1) : '');
+      const format = query._format?.[0];
+      const contentType = negotiateResponseType(format, req.headers.accept);
+      const pretty = query._pretty?.[0] === 'true';
+      const fhirReq: FhirRequest = {
+        method: req.method,
+        path: req.path,
+        query,
+        headers: Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v])),
+        body: req.body,
+      };
+      const baseUrl = `${requestBaseUrl(req, deps.publicBaseUrl)}${req.baseUrl}`;
+      if (deps.authorizeBundleEntry) authorizeBundle(req, fhirReq, deps.authorizeBundleEntry);
+      const run = (knex: Knex | Knex.Transaction) =>
+        handleFhirRequest(
+          {
+            knex: knex as Knex,
+            db: knex,
+            defs,
+            baseUrl,
+            access: deps.accessFilter?.(req),
+            onCreate: deps.onCreate?.(req),
+            now: () => new Date(),
+            typeHandlers: deps.typeHandlers,
+            resourceRules: deps.resourceRules,
+          },
+          fhirReq,
+        );
+      const auditor = deps.auditInTransaction;
+      let result: Awaited<ReturnType<typeof run>>;
+      if (auditor && res.locals.audit && WRITE_METHODS.has(req.method)) {
+        // One transaction for the whole write (the interactions' own become savepoints): the
+        // change and its AuditEvent commit together, or neither does.
+        result = await withTransaction(deps.db.knex, async (trx) => {
+          const r = await run(trx);
+          noteCreated(res, r.status, r.headers);
+          if (r.status < 400) await auditor(trx, req, res, { status: r.status });
+          return r;
+        });
+      } else {
+        result = await run(deps.db.knex);
+        noteCreated(res, result.status, result.headers);
+      }
+      send(res, result.status, result.headers, result.body, contentType, pretty);
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  router.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = toOutcomeError(err);
+    if (e.status >= 500) deps.logger.error({ err, url: req.originalUrl }, 'FHIR request failed');
+    if (res.headersSent) return void res.destroy();
+    send(res, e.status, e.headers, e.outcome, 'application/fhir+json; charset=utf-8', false);
+  });
+  return router;
+}
+
+/** A create's audit record (written before the answer leaves) names the resource it created (BALP Create). */
+function noteCreated(res: Response, status: number, headers: Record<string, string>): void {
+  const audit = res.locals.audit as { resourceType?: string; resourceId?: string } | undefined;
+  const m = status === 201 ? /\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})\/_history\//.exec(headers.Location ?? '') : null;
+  if (audit && m && !audit.resourceId) res.locals.audit = { ...audit, resourceType: m[1], resourceId: m[2] };
+}
+
+/** Refuses a Bundle POSTed to the base when the policy denies any of its entries (FHIR R4 3.1.0.11). */
+function authorizeBundle(req: Request, fhirReq: FhirRequest, ask: NonNullable<FhirRouterDeps['authorizeBundleEntry']>): void {
+  const bundle = fhirReq.body as { resourceType?: unknown; entry?: unknown } | undefined;
+  if (fhirReq.method !== 'POST' || fhirReq.path.replace(/\/+$/, '') !== '' || bundle?.resourceType !== 'Bundle' || !Array.isArray(bundle.entry)) return;
+  bundle.entry.forEach((entry: { request?: { method?: unknown; url?: unknown } } | undefined, i) => {
+    const method = entry?.request?.method;
+    const url = entry?.request?.url;
+    if (typeof method !== 'string' || typeof url !== 'string') return; // malformed: the Bundle service answers 400
+    const denial = ask(req, method, url);
+    if (denial) throw fhirError(403, 'forbidden', `Bundle.entry[${i}] (${method} ${url.slice(0, 200)}): access denied: ${denial}`);
+  });
+}
+
+function send(res: Response, status: number, headers: Record<string, string>, body: Resource | undefined, contentType: string, pretty: boolean): void {
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) res.setHeader(k, v);
+  res.status(status);
+  if (body === undefined || status === 304) {
+    res.end();
+    return;
+  }
+  res.setHeader('Content-Type', contentType);
+  res.send(pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body));
+}
+
+/** Maps any failure to an OperationOutcomeError: body-parser and PostgreSQL errors get their proper 4xx/503. */
+export function toOutcomeError(err: unknown): OperationOutcomeError {
+  if (err instanceof OperationOutcomeError) return err;
+  const e = err as { type?: string; status?: number; code?: string; message?: string };
+  if (e?.type === 'entity.parse.failed') return fhirError(400, 'structure', `The body is not valid JSON: ${e.message ?? ''}`);
+  if (e?.type === 'entity.too.large') return fhirError(413, 'too-costly', `The body is larger than ${MAX_JSON_BYTES}`);
+  if (e?.type === 'charset.unsupported' || e?.type === 'encoding.unsupported') return fhirError(415, 'not-supported', e.message ?? 'Unsupported encoding');
+  if (typeof e?.code === 'string') {
+    if (/^22/.test(e.code) || e.code === '54000') return fhirError(400, 'invalid', 'A value in the request cannot be stored or searched (out of range or malformed)');
+    if (e.code === '23505') return fhirError(409, 'conflict', 'A concurrent write created the same resource; retry');
+    if (isRetryableDbError(err)) return new OperationOutcomeError(503, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'The database is unavailable; retry' }] }, { 'Retry-After': '5' });
+  }
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return fhirError(e.status, 'invalid', e.message ?? 'Bad request');
+  return fhirError(500, 'exception', 'Internal server error');
+}

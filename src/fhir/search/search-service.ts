@@ -1,0 +1,79 @@
+import type { Knex } from 'knex';
+import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
+import type { FhirDefinitions } from '../definitions';
+import { outcome } from '../outcome';
+import { accessSql, type AccessFilter } from '../store/access';
+import { toStored, type StoredResource } from '../store/resource-store';
+import { resolveIncludes } from './includes';
+import { buildSearchSql } from './search-sql';
+import { parseSearchRequest, type SearchRequest } from './search-request';
+import { applyElements, applySummary } from './subset';
+import { queryRows } from '../store/raw';
+
+/** What a search needs from its caller. */
+export interface SearchContext {
+  db: Knex | Knex.Transaction;
+  defs: FhirDefinitions;
+  baseUrl: string;
+  access?: AccessFilter;
+}
+
+/** Runs the page query (one row past the page, to know whether there is a next page) and the count when asked. */
+export async function findMatches(ctx: SearchContext, req: SearchRequest): Promise<{ matches: StoredResource[]; more: boolean; total?: number }> {
+  const sql = buildSearchSql(req, accessSql(ctx.access, 'r'), { baseUrl: ctx.baseUrl });
+  const wantsTotal = req.total === 'accurate' || req.summary === 'count';
+  const total = wantsTotal ? Number((await queryRows(ctx.db, sql.count.sql, sql.count.bindings))[0].total) : undefined;
+  if (req.summary === 'count' || req.count === 0) return { matches: [], more: false, total };
+  const rows = await queryRows(ctx.db, sql.page.sql, sql.page.bindings);
+  const more = rows.length > req.count;
+  return { matches: rows.slice(0, req.count).map(toStored), more, total };
+}
+
+/** Ids of the resources a conditional interaction's query selects (at most `limit`). */
+export async function findConditionalMatches(
+  ctx: SearchContext,
+  resourceType: string,
+  query: Record<string, string[]>,
+  limit = 2,
+): Promise<StoredResource[]> {
+  // Conditional interactions must not silently drop criteria: unknown parameters are errors here.
+  const req = parseSearchRequest(ctx.defs, resourceType, query, { strict: true });
+  req.count = limit;
+  req.offset = 0;
+  req.sort = [];
+  return (await findMatches(ctx, req)).matches;
+}
+
+function searchUrl(baseUrl: string, req: SearchRequest, offset: number): string {
+  const params = new URLSearchParams();
+  for (const [k, v] of req.applied) params.append(k, v);
+  params.set('_count', String(req.count));
+  if (offset > 0) params.set('_offset', String(offset));
+  return `${baseUrl}/${req.resourceType}?${params.toString()}`;
+}
+
+/** A search as a searchset Bundle with self/next/previous links (FHIR R4 3.1.1.5.6 paging). */
+export async function searchToBundle(ctx: SearchContext, req: SearchRequest): Promise<Bundle> {
+  const { matches, more, total } = await findMatches(ctx, req);
+  const included = await resolveIncludes(ctx.db, ctx.defs, matches, req.includes, req.revincludes, ctx.access);
+  const shape = (r: Resource): Resource => {
+    if (req.elements?.length) return applyElements(r, req.elements);
+    if (req.summary === 'true' || req.summary === 'text' || req.summary === 'data') return applySummary(ctx.defs, r, req.summary);
+    return r;
+  };
+  const entry: BundleEntry[] = [];
+  for (const m of matches) entry.push({ fullUrl: `${ctx.baseUrl}/${m.resourceType}/${m.id}`, resource: shape(m.content as Resource), search: { mode: 'match' } });
+  for (const m of included) entry.push({ fullUrl: `${ctx.baseUrl}/${m.resourceType}/${m.id}`, resource: shape(m.content as Resource), search: { mode: 'include' } });
+  if (req.ignored.length > 0) {
+    const oo = outcome('warning', 'not-supported', `Ignored search parameters: ${req.ignored.map((i) => `${i.name} (${i.reason})`).join('; ')}`);
+    entry.push({ resource: oo, search: { mode: 'outcome' } });
+  }
+  const link: BundleLink[] = [{ relation: 'self', url: searchUrl(ctx.baseUrl, req, req.offset) }];
+  if (req.summary !== 'count') {
+    if (req.offset > 0) link.push({ relation: 'previous', url: searchUrl(ctx.baseUrl, req, Math.max(0, req.offset - req.count)) });
+    if (more) link.push({ relation: 'next', url: searchUrl(ctx.baseUrl, req, req.offset + req.count) });
+  }
+  const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link, entry };
+  if (total !== undefined) bundle.total = total;
+  return bundle;
+}

@@ -1,0 +1,69 @@
+import { OperationOutcomeError as MedplumOutcomeError, validateResource } from '@medplum/core';
+import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+import type { FhirDefinitions } from './definitions';
+import { badRequest, OperationOutcomeError } from './outcome';
+
+/** Logical id syntax (FHIR R4 datatypes 2.24.0.1 id). */
+export const ID_PATTERN = /^[A-Za-z0-9\-.]{1,64}$/;
+
+/**
+ * Checks the basic shape every write needs: a JSON object with a known resourceType (400 when
+ * not: the body cannot be a resource at all).
+ */
+export function assertResourceShape(defs: FhirDefinitions, body: unknown, expectedType?: string): Resource {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('The request body must be a FHIR resource (a JSON object)');
+  const rt = (body as { resourceType?: unknown }).resourceType;
+  if (typeof rt !== 'string') throw badRequest('The resource has no resourceType', ['resourceType']);
+  if (expectedType && rt !== expectedType) throw badRequest(`resourceType ${rt} does not match the URL (${expectedType})`, ['resourceType']);
+  if (!defs.resourceTypes.has(rt)) throw badRequest(`Unknown resource type ${rt}`, ['resourceType']);
+  const id = (body as { id?: unknown }).id;
+  if (id !== undefined && (typeof id !== 'string' || !ID_PATTERN.test(id))) throw badRequest(`Invalid id ${String(id)}`, [`${rt}.id`]);
+  return body as Resource;
+}
+
+/** Loads the StructureDefinitions of every resource type nested in `value` (contained, Bundle entries). */
+function loadNestedTypes(defs: FhirDefinitions, value: unknown, depth = 0): void {
+  if (!value || typeof value !== 'object' || depth > 12) return;
+  if (Array.isArray(value)) {
+    for (const v of value) loadNestedTypes(defs, v, depth + 1);
+    return;
+  }
+  const rt = (value as { resourceType?: unknown }).resourceType;
+  if (typeof rt === 'string' && defs.resourceTypes.has(rt)) defs.ensureTypeLoaded(rt);
+  for (const v of Object.values(value)) if (v && typeof v === 'object') loadNestedTypes(defs, v, depth + 1);
+}
+
+/**
+ * Validates a resource against the R4 StructureDefinition of its type and against any of our own
+ * profiles (fhir-profiles/) it claims in meta.profile. Returns all issues, errors and warnings.
+ */
+export function collectValidationIssues(defs: FhirDefinitions, resource: Resource): OperationOutcomeIssue[] {
+  loadNestedTypes(defs, resource);
+  const issues: OperationOutcomeIssue[] = [];
+  const run = (profileUrl?: string) => {
+    try {
+      const profile = profileUrl ? defs.profiles.get(profileUrl) : undefined;
+      issues.push(...validateResource(resource, profile ? { profile } : undefined));
+    } catch (err) {
+      if (err instanceof MedplumOutcomeError) issues.push(...(err.outcome.issue ?? []));
+      else issues.push({ severity: 'error', code: 'processing', diagnostics: String((err as Error)?.message ?? err) });
+    }
+  };
+  run();
+  for (const url of resource.meta?.profile ?? []) if (defs.profiles.has(url)) run(url);
+  return issues.map(withDiagnostics);
+}
+
+function withDiagnostics(issue: OperationOutcomeIssue): OperationOutcomeIssue {
+  if (issue.diagnostics || !issue.details?.text) return issue;
+  const where = issue.expression?.[0];
+  return { ...issue, diagnostics: where ? `${issue.details.text} (${where})` : issue.details.text };
+}
+
+/** Throws 422 with an OperationOutcome naming each offending element when the resource is invalid. */
+export function assertValidResource(defs: FhirDefinitions, resource: Resource): void {
+  const issues = collectValidationIssues(defs, resource);
+  if (issues.some((i) => i.severity === 'error' || i.severity === 'fatal')) {
+    throw new OperationOutcomeError(422, { resourceType: 'OperationOutcome', issue: issues });
+  }
+}

@@ -1,0 +1,141 @@
+import { decide, type Interaction } from '../../../src/auth/policy';
+import type { Principal } from '../../../src/auth/principal';
+import { defaultScopesForRole, type Role } from '../../../src/auth/roles';
+import { parseScopes } from '../../../src/auth/scopes';
+
+function principal(role: Role, projects: string[] = ['p1'], scope = defaultScopesForRole(role).join(' '), facility?: string): Principal {
+  return { subject: `u-${role}`, role, scopes: parseScopes(scope), scopeText: scope, projects, facility, issuer: 'http://il.test', source: 'local', expiresAt: 0 };
+}
+
+type Row = [Role, string, Interaction, boolean];
+
+/** The role matrix on ImagingStudy (which DICOMweb maps onto), Group (cohorts), Project and AuditEvent. */
+const MATRIX: Row[] = [
+  ['admin', 'ImagingStudy', 'read', true],
+  ['admin', 'ImagingStudy', 'search', true],
+  ['admin', 'ImagingStudy', 'create', true],
+  ['admin', 'ImagingStudy', 'update', true],
+  ['admin', 'ImagingStudy', 'delete', true],
+  ['admin', 'ImagingStudy', 'reidentify', true],
+  ['admin', 'Server', 'administer', true],
+  ['admin', 'AuditEvent', 'search', true],
+  ['admin', 'AuditEvent', 'update', false],
+  ['admin', 'AuditEvent', 'delete', false],
+  ['data-manager', 'ImagingStudy', 'read', true],
+  ['data-manager', 'ImagingStudy', 'search', true],
+  ['data-manager', 'ImagingStudy', 'create', true],
+  ['data-manager', 'ImagingStudy', 'update', true],
+  ['data-manager', 'ImagingStudy', 'quarantine', true],
+  ['data-manager', 'ImagingStudy', 'delete', false],
+  ['data-manager', 'ImagingStudy', 'reidentify', false],
+  ['data-manager', 'Project', 'update', true],
+  ['data-manager', 'Server', 'administer', false],
+  ['data-manager', 'AuditEvent', 'read', false],
+  ['researcher', 'ImagingStudy', 'read', true],
+  ['researcher', 'ImagingStudy', 'search', true],
+  ['researcher', 'ImagingStudy', 'create', false],
+  ['researcher', 'ImagingStudy', 'update', false],
+  ['researcher', 'ImagingStudy', 'delete', false],
+  ['researcher', 'ImagingStudy', 'export', true],
+  ['researcher', 'Group', 'create', true],
+  ['researcher', 'Group', 'approve', false],
+  ['researcher', 'Project', 'approve', false],
+  ['researcher', 'ImagingStudy', 'reidentify', false],
+  ['researcher', 'AuditEvent', 'search', false],
+  ['pi', 'ImagingStudy', 'read', true],
+  ['pi', 'ImagingStudy', 'create', false],
+  ['pi', 'ImagingStudy', 'delete', false],
+  ['pi', 'Group', 'create', true],
+  ['pi', 'Group', 'approve', true],
+  ['pi', 'ProjectMember', 'approve', true],
+  ['pi', 'ImagingStudy', 'reidentify', false],
+  ['pi', 'Server', 'administer', false],
+];
+
+describe('decide: roles x interactions', () => {
+  test.each(MATRIX)('%s %s %s -> %s', (role, resourceType, interaction, allowed) => {
+    const d = decide(principal(role, ['p1'], role === 'admin' ? 'user/*.cruds' : 'user/*.cruds'), { resourceType, interaction });
+    expect(d.allow).toBe(allowed);
+    expect(d.reason).toEqual(expect.any(String));
+  });
+
+  test('researchers and PIs get the de-identified view, admin and data managers the identified one', () => {
+    const view = (r: Role) => decide(principal(r), { resourceType: 'ImagingStudy', interaction: 'read' }).view;
+    expect([view('admin'), view('data-manager'), view('researcher'), view('pi')]).toEqual(['identified', 'identified', 'deidentified', 'deidentified']);
+  });
+
+  test('conformance resources are readable by every role without scopes or projects', () => {
+    const d = decide(principal('researcher', [], 'user/Group.rs'), { resourceType: 'CapabilityStatement', interaction: 'read' });
+    expect(d.allow).toBe(true);
+    expect(d.rowFilter.projects).toBe('all');
+  });
+});
+
+describe('decide: projects (row level)', () => {
+  const cases: Array<[Role, string[], string[] | undefined, Interaction, boolean, string[] | 'all' | undefined]> = [
+    ['admin', [], undefined, 'read', true, 'all'],
+    ['admin', [], ['p9'], 'search', true, ['p9']],
+    ['researcher', ['p1', 'p2'], undefined, 'search', true, ['p1', 'p2']],
+    ['researcher', ['p1', 'p2'], ['p2'], 'search', true, ['p2']],
+    ['researcher', ['p1'], ['p2'], 'search', false, undefined],
+    ['researcher', [], undefined, 'read', false, undefined],
+    ['data-manager', ['p1'], undefined, 'create', true, ['p1']],
+    ['data-manager', ['p1', 'p2'], undefined, 'create', false, undefined],
+    ['data-manager', ['p1', 'p2'], ['p2'], 'create', true, ['p2']],
+    ['data-manager', ['p1'], ['p3'], 'create', false, undefined],
+    ['pi', ['p1'], ['p1'], 'export', true, ['p1']],
+  ];
+  test.each(cases)('%s in %j asking %j to %s -> %s', (role, projects, projectIds, interaction, allowed, rows) => {
+    const d = decide(principal(role, projects, 'user/*.cruds'), { resourceType: 'ImagingStudy', interaction, projectIds });
+    expect(d.allow).toBe(allowed);
+    if (allowed) expect(d.rowFilter.projects).toEqual(rows);
+  });
+
+  test('a facility on the principal narrows the row filter', () => {
+    const d = decide(principal('researcher', ['p1'], 'user/*.rs', 'north'), { resourceType: 'ImagingStudy', interaction: 'read' });
+    expect(d.rowFilter).toEqual({ projects: ['p1'], facility: 'north' });
+  });
+});
+
+describe('decide: scopes', () => {
+  test('the role allows it but no scope does', () => {
+    const d = decide(principal('admin', [], 'system/Patient.rs'), { resourceType: 'ImagingStudy', interaction: 'read' });
+    expect(d.allow).toBe(false);
+    expect(d.reason).toMatch(/no scope grants r on ImagingStudy/);
+  });
+
+  test('a scope allows it but the role does not', () => {
+    const d = decide(principal('researcher', ['p1'], 'user/*.cruds'), { resourceType: 'ImagingStudy', interaction: 'delete' });
+    expect(d.allow).toBe(false);
+    expect(d.reason).toMatch(/role researcher may not delete/);
+  });
+
+  test('v1 scopes work like their v2 equivalents', () => {
+    expect(decide(principal('researcher', ['p1'], 'user/ImagingStudy.read'), { resourceType: 'ImagingStudy', interaction: 'search' }).allow).toBe(true);
+    expect(decide(principal('data-manager', ['p1'], 'user/ImagingStudy.read'), { resourceType: 'ImagingStudy', interaction: 'create' }).allow).toBe(false);
+  });
+
+  test('patient/ scopes grant nothing without a launch context', () => {
+    const d = decide(principal('researcher', ['p1'], 'patient/*.rs'), { resourceType: 'ImagingStudy', interaction: 'read' });
+    expect(d.allow).toBe(false);
+    expect(d.reason).toMatch(/launch context/);
+  });
+
+  test('granular scopes on one type combine as a union (OR)', () => {
+    const scope = 'user/Condition.rs?code=http://hl7.org/fhir/sid/icd-10-cm|H40 user/Condition.rs?category=encounter-diagnosis user/Observation.rs';
+    const d = decide(principal('researcher', ['p1'], scope), { resourceType: 'Condition', interaction: 'search' });
+    expect(d.allow).toBe(true);
+    expect(d.granularFilters).toEqual([{ code: 'http://hl7.org/fhir/sid/icd-10-cm|H40' }, { category: 'encounter-diagnosis' }]);
+  });
+
+  test('an unrestricted scope on the type lifts the granular restrictions', () => {
+    const d = decide(principal('researcher', ['p1'], 'user/Condition.rs?code=x|H40 user/Condition.rs'), { resourceType: 'Condition', interaction: 'search' });
+    expect(d.granularFilters).toEqual([]);
+  });
+
+  test('a granular scope without the needed letter does not count', () => {
+    const d = decide(principal('researcher', ['p1'], 'user/Condition.r?code=x|H40 user/Condition.s'), { resourceType: 'Condition', interaction: 'search' });
+    expect(d.allow).toBe(true);
+    expect(d.granularFilters).toEqual([]);
+  });
+});

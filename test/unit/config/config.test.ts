@@ -1,0 +1,36 @@
+import path from 'node:path';
+import { ConfigError, loadConfig, parseByteSize } from '../../../src/config';
+
+describe('loadConfig', () => {
+  test('defaults: embedded database and filesystem blobs under ./data on 127.0.0.1:8080', () => {
+    const c = loadConfig({});
+    expect(c.port).toBe(8080);
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.database).toEqual({ kind: 'embedded', dir: path.resolve('data', 'pg') });
+    expect(c.blobs).toEqual({ kind: 'fs', root: path.resolve('data', 'store') });
+    expect(c.maxRequestBytes).toBe(4 * 1024 ** 3);
+  });
+
+  test('DATABASE_URL and S3_BUCKET switch the backends', () => {
+    const c = loadConfig({
+      DATABASE_URL: 'postgres://u@db:5432/lake',
+      S3_BUCKET: 'lake-blobs',
+      S3_ENDPOINT: 'http://minio:9000',
+      S3_FORCE_PATH_STYLE: 'true',
+    });
+    expect(c.database).toMatchObject({ kind: 'postgres', url: 'postgres://u@db:5432/lake' });
+    expect(c.blobs).toMatchObject({ kind: 's3', bucket: 'lake-blobs', endpoint: 'http://minio:9000', forcePathStyle: true });
+  });
+
+  test('bad values fail fast naming the variable', () => {
+    expect(() => loadConfig({ PORT: 'eighty' })).toThrow(ConfigError);
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig({ MAX_REQUEST_BYTES: 'lots' })).toThrow(/MAX_REQUEST_BYTES/);
+  });
+
+  test('byte sizes', () => {
+    expect(parseByteSize('512MB')).toBe(512 * 1024 ** 2);
+    expect(parseByteSize('4GiB')).toBe(4 * 1024 ** 3);
+    expect(parseByteSize('1000')).toBe(1000);
+  });
+});

@@ -1,0 +1,103 @@
+import type { QidoRow } from '../../../src/db/qido-search';
+import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
+import { buildResult, datasetSelections, planReturn } from '../../../src/dicomweb/query-results';
+
+const row = (extra: Partial<QidoRow> = {}): QidoRow => ({
+  study_uid: '1.2.3',
+  study_num_series: 2,
+  study_num_instances: 44,
+  modalities: ['MR'],
+  sop_classes: ['1.2.840.10008.5.1.4.1.1.4'],
+  ...extra,
+});
+
+describe('QIDO-RS return attributes (PS3.18 10.6.3.3)', () => {
+  test('study defaults include the computed counts and RetrieveURL', () => {
+    const tags = planReturn('study', 'all', [], false).tags;
+    expect(tags).toEqual(expect.arrayContaining(['00080061', '00201206', '00201208', '00081190', '0020000D', '00100010']));
+  });
+
+  test('series of all studies carry the study defaults; series of one study only its UID', () => {
+    expect(planReturn('series', 'all', [], false).tags).toContain('00100010');
+    const inStudy = planReturn('series', 'study', [], false).tags;
+    expect(inStudy).toContain('0020000D');
+    expect(inStudy).not.toContain('00100010');
+  });
+
+  test('instances of one series carry both parent UIDs but no series defaults', () => {
+    const tags = planReturn('instance', 'series', [], false).tags;
+    expect(tags).toEqual(expect.arrayContaining(['0020000D', '0020000E', '00080018', '00280010']));
+    expect(tags).not.toContain('0008103E');
+  });
+
+  test('study attributes are cut from the study row, series attributes from the series row', () => {
+    const plan = planReturn('series', 'all', [], false);
+    const selections = datasetSelections(plan);
+    expect(selections.study).toContain('00100010');
+    expect(selections.series).toContain('0008103E');
+    expect(selections.instance).toBeUndefined();
+  });
+
+  test('computed values are valid DICOM JSON', () => {
+    const plan = planReturn('study', 'all', [], false);
+    const result = buildResult(row(), plan, 'http://h/dicomweb');
+    expect(result['00201206']).toEqual({ vr: 'IS', Value: [2] });
+    expect(result['00080061']).toEqual({ vr: 'CS', Value: ['MR'] });
+    expect(result['00081190']).toEqual({ vr: 'UR', Value: ['http://h/dicomweb/studies/1.2.3'] });
+    expect(result['00080056']).toEqual({ vr: 'CS', Value: ['ONLINE'] });
+  });
+
+  test('a missing requested attribute is zero-length with its dictionary VR', () => {
+    const result = buildResult(row({ study_dataset: {} }), planReturn('study', 'all', [], false), 'http://h/dicomweb');
+    expect(result['00100010']).toEqual({ vr: 'PN' });
+    expect(result['00080020']).toEqual({ vr: 'DA' });
+  });
+
+  test('RetrieveURL of an instance names study, series and instance', () => {
+    const plan = planReturn('instance', 'all', [], false);
+    const result = buildResult(row({ series_uid: '1.2.3.4', sop_instance_uid: '1.2.3.4.5', series_num_instances: 1 }), plan, 'http://h/dicomweb');
+    expect(result['00081190'].Value).toEqual(['http://h/dicomweb/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5']);
+  });
+
+  test('relative BulkDataURIs become absolute at the instance level, nested ones too', () => {
+    const plan = planReturn('instance', 'series', [], true);
+    const result = buildResult(
+      row({
+        series_uid: '1.2.3.4',
+        sop_instance_uid: '1.2.3.4.5',
+        instance_dataset: {
+          '00880200': { vr: 'SQ', Value: [{ '7FE00010': { vr: 'OW', BulkDataURI: 'bulkdata/00880200/0/7FE00010' } }] },
+        },
+      }),
+      plan,
+      'http://h/dicomweb',
+    );
+    expect((result['00880200'].Value?.[0] as Record<string, { BulkDataURI: string }>)['7FE00010'].BulkDataURI).toBe(
+      'http://h/dicomweb/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/bulkdata/00880200/0/7FE00010',
+    );
+  });
+
+  test('relative BulkDataURIs are dropped at the study level', () => {
+    const plan = planReturn('study', 'all', [], true);
+    const result = buildResult(row({ study_dataset: { '00101010': { vr: 'AS', Value: ['040Y'] }, '00091010': { vr: 'OB', BulkDataURI: 'bulkdata/00091010' } } }), plan, 'http://h');
+    expect(result['00091010']).toBeUndefined();
+    expect(result['00101010']).toEqual({ vr: 'AS', Value: ['040Y'] });
+  });
+});
+
+describe('QIDO-RS Accept negotiation (PS3.18 8.7.3)', () => {
+  test.each([undefined, '', 'application/dicom+json', 'application/json', '*/*', 'text/html, application/json;q=0.5', 'application/*'])(
+    'accepts %p',
+    (accept) => {
+      expect(() => assertAcceptsJson(accept)).not.toThrow();
+    },
+  );
+
+  test('refuses XML with a 406', () => {
+    expect(() => assertAcceptsJson('multipart/related; type="application/dicom+xml"')).toThrow(expect.objectContaining({ status: 406 }));
+  });
+
+  test('refuses JSON at q=0', () => {
+    expect(() => assertAcceptsJson('application/dicom+json;q=0')).toThrow(expect.objectContaining({ status: 406 }));
+  });
+});

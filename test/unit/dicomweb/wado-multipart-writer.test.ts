@@ -1,0 +1,71 @@
+import { PassThrough, Writable } from 'node:stream';
+import { readMultipart } from '../../../src/dicomweb/multipart';
+import { ClientGoneError, closingLength, MultipartWriter, partOverhead, writeWithBackpressure } from '../../../src/dicomweb/multipart-writer';
+
+async function* chunks(...parts: string[]): AsyncGenerator<Buffer> {
+  for (const p of parts) yield Buffer.from(p);
+}
+
+describe('MultipartWriter (RFC 2387, PS3.18 8.7.1.2)', () => {
+  test('writes parts that the STOW multipart reader reads back', async () => {
+    const out = new PassThrough();
+    const writer = new MultipartWriter(out);
+    const done = (async () => {
+      await writer.writePart({ 'Content-Type': 'application/dicom' }, Buffer.from('first'));
+      await writer.writePart({ 'Content-Type': 'application/dicom' }, chunks('sec', 'ond'));
+      await writer.end();
+    })();
+    const parts: Array<Promise<string>> = [];
+    const headers: string[] = [];
+    await readMultipart(out, writer.boundary, (part) => {
+      headers.push(part.headers['content-type']);
+      parts.push((async () => Buffer.concat(await part.body.toArray()).toString())());
+    });
+    await done;
+    expect(await Promise.all(parts)).toEqual(['first', 'second']);
+    expect(headers).toEqual(['application/dicom', 'application/dicom']);
+  });
+
+  test('partOverhead and closingLength predict the body size exactly', async () => {
+    const out = new PassThrough();
+    const writer = new MultipartWriter(out);
+    const headers = { 'Content-Type': 'application/octet-stream', 'Content-Length': '3' };
+    const collected = out.toArray();
+    await writer.writePart(headers, Buffer.from('abc'));
+    await writer.end();
+    const body = Buffer.concat(await collected);
+    expect(body.length).toBe(partOverhead(writer.boundary, headers) + 3 + closingLength(writer.boundary));
+  });
+});
+
+describe('writeWithBackpressure', () => {
+  test('waits for drain when the destination is full', async () => {
+    let release: () => void = () => undefined;
+    const slow = new Writable({
+      highWaterMark: 4,
+      write(_chunk, _enc, cb) {
+        release = cb;
+      },
+    });
+    let resolved = false;
+    const pending = writeWithBackpressure(slow, Buffer.alloc(16)).then(() => (resolved = true));
+    await new Promise((r) => setImmediate(r));
+    expect(resolved).toBe(false);
+    release();
+    await pending;
+    expect(resolved).toBe(true);
+  });
+
+  test('rejects with ClientGoneError when the destination closes while waiting', async () => {
+    const stuck = new Writable({ highWaterMark: 1, write() {} });
+    const pending = writeWithBackpressure(stuck, Buffer.alloc(8));
+    stuck.destroy();
+    await expect(pending).rejects.toBeInstanceOf(ClientGoneError);
+  });
+
+  test('rejects at once on a destroyed destination', async () => {
+    const gone = new PassThrough();
+    gone.destroy();
+    await expect(writeWithBackpressure(gone, Buffer.from('x'))).rejects.toBeInstanceOf(ClientGoneError);
+  });
+});

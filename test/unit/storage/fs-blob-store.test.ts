@@ -1,0 +1,143 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, mkdir, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createFsBlobStore } from '../../../src/storage/fs-blob-store';
+import { describeBlobStoreContract, putBytes, readAll, sha256Hex } from './blob-store-contract';
+
+async function tempRoot(): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), 'imaging-lake-fs-blobs-'));
+}
+
+describeBlobStoreContract('fs', async () => {
+  const root = await tempRoot();
+  const store = createFsBlobStore({ root });
+  return {
+    store,
+    stagingDir: path.join(root, 'staging'),
+    cleanup: async () => {
+      await store.close();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('fs blob store', () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await tempRoot();
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  test('places a blob at blobs/<aa>/<bb>/<sha256>, read-only', async () => {
+    const store = createFsBlobStore({ root });
+    const bytes = Buffer.from('DICM layout check');
+    const { key } = await putBytes(store, bytes);
+    const file = path.join(root, 'blobs', key.slice(0, 2), key.slice(2, 4), key);
+    const st = await stat(file);
+    expect(st.size).toBe(bytes.length);
+    expect(st.mode & 0o777).toBe(0o444);
+    expect(await readdir(path.join(root, 'staging'))).toEqual([]);
+  });
+
+  test('exactly one of many concurrent commits of the same bytes stores it', async () => {
+    const store = createFsBlobStore({ root });
+    const bytes = randomBytes(64 * 1024);
+    const results = await Promise.all(Array.from({ length: 8 }, () => putBytes(store, bytes)));
+    expect(results.filter((r) => !r.existed)).toHaveLength(1);
+  });
+
+  test('an existing blob gets a fresh mtime on commit, so the orphan grace period restarts', async () => {
+    const store = createFsBlobStore({ root });
+    const { key } = await putBytes(store, Buffer.from('re-sent instance'));
+    const file = path.join(root, 'blobs', key.slice(0, 2), key.slice(2, 4), key);
+    const old = new Date(Date.now() - 86_400_000);
+    await utimes(file, old, old);
+    const again = await putBytes(store, Buffer.from('re-sent instance'));
+    expect(again.existed).toBe(true);
+    expect((await store.stat(key))!.lastModified.getTime()).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  test('list ignores files that are not well-placed blobs', async () => {
+    const store = createFsBlobStore({ root });
+    const { key } = await putBytes(store, Buffer.from('real'));
+    const misplaced = sha256Hex(Buffer.from('elsewhere'));
+    await mkdir(path.join(root, 'blobs', 'zz'), { recursive: true });
+    await mkdir(path.join(root, 'blobs', '00', '00'), { recursive: true });
+    await writeFile(path.join(root, 'blobs', '00', '00', misplaced), 'wrong directory');
+    await writeFile(path.join(root, 'blobs', key.slice(0, 2), key.slice(2, 4), 'notes.txt'), 'junk');
+    const keys: string[] = [];
+    for await (const entry of store.list()) keys.push(entry.key);
+    expect(keys).toEqual([key]);
+  });
+
+  test('a traversal key never touches a file outside the root', async () => {
+    const outside = path.join(root, '..', `outside-${path.basename(root)}`);
+    await writeFile(outside, 'secret');
+    try {
+      const store = createFsBlobStore({ root });
+      const rel = path.relative(path.join(root, 'blobs', 'aa', 'bb'), outside);
+      await expect(store.read(rel)).rejects.toBeInstanceOf(TypeError);
+      await expect(store.delete(rel)).rejects.toBeInstanceOf(TypeError);
+      expect((await stat(outside)).size).toBe(6);
+    } finally {
+      await rm(outside, { force: true });
+    }
+  });
+
+  test('a 200 MB stream goes through stage() with bounded memory', async () => {
+    const store = createFsBlobStore({ root });
+    const total = 200 * 1024 * 1024;
+    const chunkSize = 256 * 1024;
+    const base = randomBytes(chunkSize);
+    const expected = createHash('sha256');
+
+    // A producer that never holds more than one chunk: memory growth can only come from the store.
+    function* chunks(): Generator<Buffer> {
+      for (let i = 0; i < total / chunkSize; i++) {
+        const chunk = Buffer.from(base);
+        chunk.writeUInt32BE(i, 0);
+        expected.update(chunk);
+        yield chunk;
+      }
+    }
+
+    const baseline = process.memoryUsage();
+    let peakExternal = 0;
+    let peakHeap = 0;
+    const sampler = setInterval(() => {
+      const m = process.memoryUsage();
+      peakExternal = Math.max(peakExternal, m.arrayBuffers - baseline.arrayBuffers);
+      peakHeap = Math.max(peakHeap, m.heapUsed - baseline.heapUsed);
+    }, 10);
+    const started = process.hrtime.bigint();
+    try {
+      const staged = store.stage();
+      await pipeline(Readable.from(chunks()), staged.writable);
+      const committed = await store.commit(staged);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      expect(committed.size).toBe(total);
+      expect(committed.key).toBe(expected.digest('hex'));
+      expect((await store.stat(committed.key))?.size).toBe(total);
+      // Buffering the whole stream would need 200 MB; a streaming path needs a few chunks.
+      expect(peakExternal).toBeLessThan(64 * 1024 * 1024);
+      expect(peakHeap).toBeLessThan(64 * 1024 * 1024);
+      process.stdout.write(
+        `  fs stage+commit 200 MB: ${(200 / seconds).toFixed(0)} MB/s, peak +${(peakExternal / 1048576).toFixed(1)} MB buffers\n`,
+      );
+      // A ranged read deep inside the blob comes back right.
+      const at = 150 * 1024 * 1024 + 3;
+      const slice = await readAll(await store.readRange(committed.key, at, at + 9));
+      const chunkIndex = Math.floor(at / chunkSize);
+      const want = Buffer.from(base);
+      want.writeUInt32BE(chunkIndex, 0);
+      expect(slice.equals(want.subarray(at % chunkSize, (at % chunkSize) + 10))).toBe(true);
+    } finally {
+      clearInterval(sampler);
+    }
+  });
+});
