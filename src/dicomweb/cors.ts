@@ -6,9 +6,10 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
  * Authorization header, not cookies, so credentials mode is never needed.
  */
 
-const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, DELETE, OPTIONS';
-const ALLOWED_HEADERS = 'Authorization, Accept, Content-Type, Range, If-None-Match, If-Modified-Since, X-Requested-With, X-Request-Id, X-Project';
-const EXPOSED_HEADERS = 'Content-Range, Content-Length, Content-Type, Content-Location, Accept-Ranges, Warning, Location, X-Request-Id';
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+/** Includes FHIR conditional and preference headers (If-Match, If-None-Exist, Prefer: R4 3.1.0.8-9), sent by browser apps too. */
+const ALLOWED_HEADERS = 'Authorization, Accept, Content-Type, Range, If-Match, If-None-Match, If-Modified-Since, If-None-Exist, Prefer, X-Requested-With, X-Request-Id, X-Project';
+const EXPOSED_HEADERS = 'Content-Range, Content-Length, Content-Type, Content-Location, Accept-Ranges, ETag, Last-Modified, Warning, Location, X-Request-Id';
 const MAX_AGE_SECONDS = '600';
 
 /**

@@ -95,6 +95,19 @@ describe('CORS for browser viewers', () => {
     expect(res.headers.vary).toMatch(/Origin/);
   });
 
+  test('a preflight allows the conditional and preference headers FHIR apps send, and ETag is exposed', async () => {
+    const res = await request(dicomwebApp(t, [viewer]))
+      .options('/dicomweb/studies')
+      .set('Origin', viewer)
+      .set('Access-Control-Request-Method', 'PUT')
+      .set('Access-Control-Request-Headers', 'if-match, if-none-exist, prefer');
+    expect(res.status).toBe(204);
+    const allowed = String(res.headers['access-control-allow-headers']).toLowerCase().split(/,\s*/);
+    expect(allowed).toEqual(expect.arrayContaining(['if-match', 'if-none-exist', 'prefer']));
+    const simple = await request(dicomwebApp(t, [viewer])).get('/dicomweb').set('Origin', viewer);
+    expect(String(simple.headers['access-control-expose-headers'])).toMatch(/\bETag\b/);
+  });
+
   test('a preflight from another origin is 403 with a body naming it', async () => {
     const res = await request(dicomwebApp(t, [viewer]))
       .options('/dicomweb/studies')
