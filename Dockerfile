@@ -33,6 +33,7 @@ COPY --from=build /src/dist ./dist
 COPY migrations ./migrations
 COPY dicomweb ./dicomweb
 COPY fhir-profiles ./fhir-profiles
+COPY conformance ./conformance
 COPY bin ./bin
 # Code stays root-owned and read-only for the server; only DATA_DIR is writable.
 RUN mkdir -p /var/lib/imaging-lake && chown node:node /var/lib/imaging-lake

@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -10,6 +10,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { Client } from 'pg';
 import pinoHttp from 'pino-http';
 import { createApp, shutdownApp, type AppHandle } from '../src/app';
+import { auditWriterFor, createAuditWriter, type AuditWriter } from '../src/audit/audit-writer';
 import { createAccessGuard } from '../src/auth/access-guard';
 import { createAuthRouter } from '../src/auth/auth-router';
 import { fhirAccessFilter } from '../src/auth/request-access';
@@ -22,6 +23,7 @@ import { syncFhirFromIndex } from '../src/fhir/dicom/imaging-study-sync';
 import { createFhirRouter } from '../src/fhir/routes';
 import { createSyntheticInstance } from '../src/generate/synthetic-dicom';
 import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
+import { renderCpuProfile, summariseCpuProfile } from './lib/cpu-profile';
 import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/report';
 
 /**
@@ -29,10 +31,10 @@ import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/re
  * its project row filter, and the durable AuditEvent written before every answer. One server
  * process serves two compositions of the same pieces on two ports over the same database:
  * the app as createApp builds it (guarded), and the protocol routers alone (bare: no auth
- * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at
- * concurrency 1 and 8; the table gives p50/p95 and throughput and their ratio.
+ * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at each
+ * `--concurrency` (default 1 and 16); the table gives p50/p95 and throughput and their ratio.
  *
- *   npx tsx bench/auth.ts [--requests N] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--write]
+ *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--write]
  *
  * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
  * flush; the run measures that floor (a one-row INSERT commit) and prints it next to the table.
@@ -45,15 +47,19 @@ import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/re
 const TARGET_RATIO = 1.3;
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const ISSUER = 'http://bench.imaging-lake.invalid';
-const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--write]\n';
+const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--write]\n';
 
 interface Options {
   requests: number;
+  /** Concurrent clients per measured row (1 = one request at a time). */
+  concurrency: number[];
   db: 'postgres' | 'embedded';
   adminUrl: string;
   write: boolean;
   /** Diagnostic: the bench database commits without waiting for the WAL flush (synchronous_commit=off). */
   asyncCommit: boolean;
+  /** Diagnostic: run the server under `node --cpu-prof` and print where its main thread spent time. */
+  cpuProf: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -63,10 +69,12 @@ function parseOptions(argv: string[]): Options {
       args: argv,
       options: {
         requests: { type: 'string', default: '2000' },
+        concurrency: { type: 'string', default: '1,16' },
         db: { type: 'string', default: 'postgres' },
         'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
         write: { type: 'boolean', default: false },
         'async-commit': { type: 'boolean', default: false },
+        'cpu-prof': { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
       },
     }).values;
@@ -79,9 +87,11 @@ function parseOptions(argv: string[]): Options {
   }
   const requests = Number(values.requests);
   if (!Number.isInteger(requests) || requests < 200) usage('--requests must be an integer of at least 200');
+  const concurrency = String(values.concurrency).split(',').map(Number);
+  if (concurrency.length === 0 || concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 256)) usage('--concurrency is a comma-separated list of integers from 1 to 256');
   if (values.db !== 'postgres' && values.db !== 'embedded') usage('--db is postgres or embedded');
   if (values['async-commit'] && values.db !== 'postgres') usage('--async-commit needs --db postgres');
-  return { requests, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']) };
+  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']) };
 }
 
 function usage(message: string): never {
@@ -98,7 +108,7 @@ function usage(message: string): never {
  * the token check, policy and row filters go back in but not the audit gate (diagnostic: it
  * splits the guard's cost from the audit write's).
  */
-function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean } = {}): Express {
+function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; auditWriter?: AuditWriter } = {}): Express {
   const { config, db, blobs, logger } = handle;
   const app = express();
   app.disable('x-powered-by');
@@ -122,6 +132,10 @@ function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean }
     app.use(createAuthRouter(handle.auth));
     // The guard's chain without its first element, the audit gate.
     app.use(createAccessGuard(handle.auth).slice(1));
+  } else if (options.auditWriter) {
+    // The whole guard, its audit gate queueing on the given writer instead of the app's.
+    app.use(createAuthRouter(handle.auth));
+    app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.auditWriter } }));
   }
   app.use(
     '/dicomweb',
@@ -136,7 +150,8 @@ function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean }
       onIndexChange: (trx, change, context) => syncFhirFromIndex(trx, change, context),
     }),
   );
-  app.use('/fhir', createFhirRouter({ db, logger, publicBaseUrl: config.publicBaseUrl, accessFilter: options.guardWithoutAudit ? fhirAccessFilter : undefined }));
+  const guarded = options.guardWithoutAudit || options.auditWriter !== undefined;
+  app.use('/fhir', createFhirRouter({ db, logger, publicBaseUrl: config.publicBaseUrl, accessFilter: guarded ? fhirAccessFilter : undefined }));
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: 'not found', path: req.path });
   });
@@ -161,11 +176,16 @@ async function serve(): Promise<void> {
   const guarded = await listen(handle.express);
   const bare = await listen(composeBare(handle));
   const noAudit = await listen(composeBare(handle, { guardWithoutAudit: true }));
-  process.send?.({ guarded: guarded.port, bare: bare.port, noAudit: noAudit.port });
+  // Diagnostic: the full guard with one INSERT (and commit) per AuditEvent, as before group commit.
+  const perRequest = await listen(composeBare(handle, { auditWriter: createAuditWriter(handle.db.knex, { maxBatch: 1, maxInFlight: 1_000 }) }));
+  process.send?.({ guarded: guarded.port, bare: bare.port, noAudit: noAudit.port, perRequest: perRequest.port });
   process.on('SIGTERM', () => {
+    const audit = auditWriterFor(handle.db.knex).stats();
+    process.stderr.write(`audit group commit: ${audit.events} AuditEvents in ${audit.batches} INSERTs (${(audit.events / Math.max(1, audit.batches)).toFixed(2)} per INSERT, largest ${audit.largestBatch}), ${audit.failed} refused\n`);
     guarded.server.close();
     bare.server.close();
     noAudit.server.close();
+    perRequest.server.close();
     shutdownApp(handle).finally(() => process.exit(0));
   });
 }
@@ -307,27 +327,29 @@ interface Row {
   bare: Figures;
   guarded: Figures;
   noAudit: Figures;
+  perRequest: Figures;
 }
 
-type Variant = 'bare' | 'guarded' | 'noAudit';
+type Variant = 'bare' | 'guarded' | 'noAudit' | 'perRequest';
+const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'noAudit', 'perRequest'];
 type Ports = Record<Variant, number>;
 
-async function measure(ports: Ports, token: string, workloads: Workload[], requests: number): Promise<Row[]> {
+async function measure(ports: Ports, token: string, workloads: Workload[], requests: number, levels: number[]): Promise<Row[]> {
   const rows: Row[] = [];
   const rounds = 4;
   for (const w of workloads) {
-    for (const concurrency of [1, 8]) {
+    for (const concurrency of levels) {
       const count = Math.round((requests * (concurrency === 1 ? 1 : 2)) / rounds);
       // Warm both (JIT, pools, the token cache) before anything is kept.
       const headers = (v: Variant): Record<string, string> => (v === 'bare' ? {} : { Authorization: `Bearer ${token}` });
-      for (const v of ['bare', 'guarded', 'noAudit'] as const) await runBlock(ports[v], headers(v), w, Math.min(200, count), concurrency, 0);
-      const blocks: Record<Variant, Block[]> = { bare: [], guarded: [], noAudit: [] };
+      for (const v of VARIANTS) await runBlock(ports[v], headers(v), w, Math.min(200, count), concurrency, 0);
+      const blocks: Record<Variant, Block[]> = { bare: [], guarded: [], noAudit: [], perRequest: [] };
       for (let r = 0; r < rounds; r++) {
         // Rotate which variant goes first, so drift (autovacuum, caches) hits all alike.
-        const order: Variant[] = (['bare', 'guarded', 'noAudit'] as const).map((_, k, all) => all[(k + r) % all.length]);
+        const order: Variant[] = VARIANTS.map((_, k, all) => all[(k + r) % all.length]);
         for (const v of order) blocks[v].push(await runBlock(ports[v], headers(v), w, count, concurrency, r * count));
       }
-      rows.push({ workload: w.name, concurrency, bare: summarize(blocks.bare), guarded: summarize(blocks.guarded), noAudit: summarize(blocks.noAudit) });
+      rows.push({ workload: w.name, concurrency, bare: summarize(blocks.bare), guarded: summarize(blocks.guarded), noAudit: summarize(blocks.noAudit), perRequest: summarize(blocks.perRequest) });
       process.stderr.write(`  ${w.name} at concurrency ${concurrency}: done\n`);
     }
   }
@@ -337,7 +359,7 @@ async function measure(ports: Ports, token: string, workloads: Workload[], reque
 function renderTable(rows: Row[]): string {
   const ratio = (a: number, b: number) => `${fmt(a / b, 2)}x`;
   return markdownTable(
-    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio'],
+    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio', 'INSERT per request: p50 ratio', 'INSERT per request: throughput ratio'],
     rows.map((r) => [
       r.workload,
       String(r.concurrency),
@@ -352,8 +374,10 @@ function renderTable(rows: Row[]): string {
       ratio(r.bare.rps, r.guarded.rps),
       ratio(r.noAudit.p50, r.bare.p50),
       ratio(r.bare.rps, r.noAudit.rps),
+      ratio(r.perRequest.p50, r.bare.p50),
+      ratio(r.bare.rps, r.perRequest.rps),
     ]),
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
   );
 }
 
@@ -375,7 +399,7 @@ async function main(): Promise<void> {
       ...(database ? { DATABASE_URL: database.url } : {}),
     };
     // The servers run in their own process (logs to /dev/null), so the load generator does not share their event loop.
-    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx', ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(dataDir, 'cpu-prof')}`] : [])], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     const ports = await new Promise<Ports>((resolve, reject) => {
       child!.once('message', (m) => resolve(m as Ports));
       child!.once('exit', (code) => reject(new Error(`the server process exited with ${code}`)));
@@ -400,20 +424,20 @@ async function main(): Promise<void> {
         check: (a) => (JSON.parse(a.body.toString('utf8')).resourceType === 'Patient' ? undefined : 'expected a Patient'),
       },
     ];
-    process.stderr.write(`measuring ${options.requests} requests per variant and call at concurrency 1, twice that at 8 (data manager of one project)\n`);
-    const rows = await measure(ports, manager, workloads, options.requests);
+    process.stderr.write(`measuring ${options.requests} requests per variant and call at concurrency 1, twice that at ${options.concurrency.filter((c) => c > 1).join(', ') || '-'} (data manager of one project)\n`);
+    const rows = await measure(ports, manager, workloads, options.requests, options.concurrency);
     const table = renderTable(rows);
     const worst = Math.max(...rows.flatMap((r) => [r.guarded.p50 / r.bare.p50, r.bare.rps / r.guarded.rps]));
     const verdict = worst < TARGET_RATIO ? `met: every p50 and throughput ratio is under ${TARGET_RATIO}x (worst ${fmt(worst, 2)}x)` : `missed: worst p50/throughput ratio ${fmt(worst, 2)}x, target under ${TARGET_RATIO}x`;
     const engine = database ? `PostgreSQL ${await database.serverVersion()}` : 'embedded PostgreSQL (PGlite)';
     const floorLine = floor === undefined ? '' : `One-row INSERT commit on this database (the durable audit write's floor): ${fmt(floor, 2)} ms${options.asyncCommit ? ' (synchronous_commit=off: diagnostic run)' : ''}.`;
-    process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
+    process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters, INSERT per request = guarded without group commit\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
     if (options.write) {
       const date = new Date().toISOString().slice(0, 10);
       const section = [
         `## Access-layer overhead, ${date}: ${engine}${options.asyncCommit ? ', synchronous_commit=off (diagnostic)' : ''}`,
         '',
-        `\`npx tsx bench/auth.ts --requests ${options.requests}${options.db === 'embedded' ? ' --db embedded' : ''}${options.asyncCommit ? ' --async-commit' : ''} --write\`. One server process serves the app as \`createApp\` composes it (guarded: token verification, policy and project row filter, AuditEvent written before the answer) and the same DICOMweb and FHIR routers without the access layer (bare), over one database seeded with 200 studies in two projects and 100 FHIR Patients. Calls as a data manager of one project; blocks alternate between the variants. Throughput ratio is bare/guarded. The last two columns (diagnostic) put the token check, policy and row filters back without the audit gate: the rest of the overhead is the AuditEvent written before each answer.`,
+        `\`npx tsx bench/auth.ts --requests ${options.requests} --concurrency ${options.concurrency.join(',')}${options.db === 'embedded' ? ' --db embedded' : ''}${options.asyncCommit ? ' --async-commit' : ''} --write\`. One server process serves the app as \`createApp\` composes it (guarded: token verification, policy and project row filter, AuditEvent written before the answer) and the same DICOMweb and FHIR routers without the access layer (bare), over one database seeded with 200 studies in two projects and 100 FHIR Patients. Calls as a data manager of one project; blocks alternate between the variants. Throughput ratio is bare/guarded. The guarded app's audit gate uses group commit (concurrent requests share one INSERT and commit; each still waits for its own AuditEvent to commit). Diagnostic columns: *guard w/o audit* puts the token check, policy and row filters back without the audit gate (the rest of the overhead is the AuditEvent written before each answer); *INSERT per request* is the full guard with one INSERT and commit per AuditEvent, as before group commit.`,
         '',
         table,
         '',
@@ -435,6 +459,13 @@ async function main(): Promise<void> {
       const exited = new Promise((r) => child!.once('exit', r));
       child.kill('SIGTERM');
       await exited;
+    }
+    if (options.cpuProf) {
+      // Every variant's calls are in one profile: compare it with a run of fewer variants, or read the audit frames.
+      const dir = path.join(dataDir, 'cpu-prof');
+      for (const f of await readdir(dir).catch(() => [] as string[])) {
+        process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(dir, f), 40), `server CPU profile (all variants): ${f}`)}\n`);
+      }
     }
     await database?.drop().catch(() => undefined);
     await rm(dataDir, { recursive: true, force: true });

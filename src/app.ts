@@ -17,11 +17,14 @@ import { createAuthRouter } from './auth/auth-router';
 import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
+import { closeAuditWriter } from './audit/audit-writer';
 import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker, linkStowToProjects } from './auth/request-access';
 import { createLogger, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
 import { createBlobStore } from './storage/create-blob-store';
+import { createPrivacyRouter } from './privacy/privacy-routes';
+import { createPrivacyService, type AppPrivacyService } from './privacy/privacy-service';
 
 /** The composed server: the express app plus the subsystems it owns. */
 export interface AppHandle {
@@ -32,6 +35,8 @@ export interface AppHandle {
   readonly logger: Logger;
   readonly sweeper: OrphanSweeper;
   readonly auth: AuthServices;
+  /** Pseudonyms, date offsets, UID maps, withheld instances (src/privacy): what de-identified views use. */
+  readonly privacy: AppPrivacyService;
   /** Stops background work owned by the app (audit partition maintenance). */
   readonly stopBackground: () => void;
 }
@@ -45,6 +50,7 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
   const db = createDatabase(config.database, logger);
   let blobs: BlobStore | undefined;
   let auth: AuthServices;
+  let privacy: AppPrivacyService;
   try {
     if (config.migrateOnStart) {
       const applied = await runMigrations(db.knex);
@@ -53,14 +59,18 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
     await assertSchemaCurrent(db.knex);
     blobs = createBlobStore(config.blobs);
     auth = await createAuthServices({ knex: db.knex, config: config.auth, logger });
+    privacy = createPrivacyService(config.privacy);
+    // Studies linked before the privacy tables existed, or outside the ingest hook: one anti-join when none is missing.
+    const backfilled = await privacy.backfill(db.knex);
+    if (backfilled.patients > 0 || backfilled.rows > 0) logger.info(backfilled, 'privacy backfill');
   } catch (err) {
     await db.close().catch(() => undefined);
     throw err;
   }
   const sweeper = startOrphanSweeper({ db, blobs, logger, graceSeconds: config.orphanGraceSeconds, intervalSeconds: config.sweepIntervalSeconds });
   const partitions = startAuditPartitionMaintenance(db.knex, logger);
-  const app = buildExpress({ config, db, blobs, logger, auth });
-  return { express: app, config, db, blobs, logger, sweeper, auth, stopBackground: () => partitions.stop() };
+  const app = buildExpress({ config, db, blobs, logger, auth, privacy });
+  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, stopBackground: () => partitions.stop() };
 }
 
 /** Stops background work and releases the database and blob store. */
@@ -68,11 +78,13 @@ export async function shutdownApp(app: AppHandle): Promise<void> {
   app.stopBackground();
   await app.sweeper.stop();
   await app.blobs.close();
+  // Commit the AuditEvents still queued (their requests are waiting for them) before the pool closes.
+  await closeAuditWriter(app.db.knex);
   await app.db.close();
 }
 
-function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore; logger: Logger; auth: AuthServices }): Express {
-  const { config, db, blobs, logger, auth } = deps;
+function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore; logger: Logger; auth: AuthServices; privacy: AppPrivacyService }): Express {
+  const { config, db, blobs, logger, auth, privacy } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -123,10 +135,13 @@ function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore;
       transcoder: createTranscodeHook({ db, blobs }),
       thumbnailCache: createRenderedImageCache(),
       auditInTransaction,
+      privacy,
       // One truth: the FHIR ImagingStudy is written in the same transaction as the DICOM index rows.
       onIndexChange: async (trx, change, context) => {
         await syncFhirFromIndex(trx, change, context);
+        await privacy.assignPatientKeysForChange(trx, change);
         await linkStowToProjects(trx, change, context);
+        await privacy.recordDeidUidsForChange(trx, change);
       },
     }),
   );
@@ -145,8 +160,13 @@ function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore;
       typeHandlers: { AuditEvent: createAuditEventTypeHandler({ knex: db.knex }) },
       // Condition codes are checked against ICD-10-CM; Group members against the group type.
       resourceRules: createResourceRules({ icd10cmCodesPath: config.icd10cmCodesPath }),
+      privacy,
+      maxDateOffsetDays: config.privacy.dateShiftMaxDays,
     }),
   );
+
+  // De-identification options, burned-in clearances, re-identification workflow, overlap counts.
+  app.use('/privacy', createPrivacyRouter({ knex: db.knex, privacy, auditSource: auth.audit.source, logger }));
 
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: 'not found', path: req.path });

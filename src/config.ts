@@ -39,6 +39,11 @@ const EnvSchema = z.object({
   MIGRATE_ON_START: booleanString.default(true),
   CORS_ORIGINS: z.string().default(''),
   ICD10CM_CODES_PATH: z.string().min(1).optional(),
+  // Privacy (src/privacy): the HMAC key (never stored in the database), date shifts, burned-in annotation rule.
+  PRIVACY_KEY: z.string().min(1).optional(),
+  PRIVACY_KEY_FILE: z.string().min(1).optional(),
+  DATE_SHIFT_MAX_DAYS: z.coerce.number().int().min(1).max(36500).default(365),
+  DEID_WITHHOLD_MODALITIES: z.string().default('US,SC,OP'),
 });
 
 export interface AppConfig {
@@ -75,6 +80,24 @@ export interface AppConfig {
   icd10cmCodesPath?: string;
   /** Tokens, keys, SAML/OIDC sign-in and audit source (src/auth/auth-config.ts lists the AUTH_* variables). */
   auth: AuthConfig;
+  /** Pseudonyms, date shifting and de-identification (src/privacy). */
+  privacy: PrivacyConfig;
+}
+
+/** The privacy section: where the HMAC key comes from and the de-identification rules (src/privacy). */
+export interface PrivacyConfig {
+  /** The key given in PRIVACY_KEY (hex or base64, at least 32 bytes); undefined = read `keyFile`. */
+  key?: Buffer;
+  /** PRIVACY_KEY_FILE, else DATA_DIR/keys/privacy.key (created with a random key, mode 0600, on first start). */
+  keyFile: string;
+  /** Whether `keyFile` was named explicitly (then it must exist: it is never generated). */
+  keyFileGiven: boolean;
+  /** Date offsets are drawn uniformly in [-max, +max] days, 0 excluded. */
+  dateShiftMaxDays: number;
+  /** Modalities whose instances are withheld from researchers unless BurnedInAnnotation is NO or a data manager cleared them. */
+  withholdModalities: string[];
+  /** SOP Class UID prefixes withheld the same way (Secondary Capture, 1.2.840.10008.5.1.4.1.1.7*). */
+  withholdSopClassPrefixes: string[];
 }
 
 /** Thrown when the environment does not describe a valid configuration. */
@@ -95,6 +118,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
   }
   const e = parsed.data;
   const dataDir = path.resolve(e.DATA_DIR);
+  const privacyKey = e.PRIVACY_KEY === undefined ? undefined : parsePrivacyKey(e.PRIVACY_KEY, 'PRIVACY_KEY');
   let auth: AuthConfig;
   try {
     auth = loadAuthConfig({ ...cleaned, DATA_DIR: dataDir });
@@ -130,7 +154,29 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
     corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
+    privacy: {
+      key: privacyKey,
+      keyFile: path.resolve(e.PRIVACY_KEY_FILE ?? path.join(dataDir, 'keys', 'privacy.key')),
+      keyFileGiven: e.PRIVACY_KEY_FILE !== undefined,
+      dateShiftMaxDays: e.DATE_SHIFT_MAX_DAYS,
+      withholdModalities: [...new Set(e.DEID_WITHHOLD_MODALITIES.split(',').map((m) => m.trim().toUpperCase()).filter(Boolean))],
+      withholdSopClassPrefixes: ['1.2.840.10008.5.1.4.1.1.7'],
+    },
   };
+}
+
+/**
+ * Reads a privacy key written as hex or base64 (standard or URL-safe); at least 32 bytes
+ * (HMAC-SHA-256 keys, RFC 2104 section 3: no shorter than the hash output).
+ */
+export function parsePrivacyKey(text: string, name = 'privacy key'): Buffer {
+  const t = text.trim();
+  let key: Buffer | undefined;
+  if (/^[0-9a-fA-F]+$/.test(t) && t.length % 2 === 0) key = Buffer.from(t, 'hex');
+  else if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(t)) key = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  if (!key) throw new ConfigError(`invalid configuration: ${name}: not hex or base64`);
+  if (key.length < 32) throw new ConfigError(`invalid configuration: ${name}: ${key.length} bytes, at least 32 needed`);
+  return key;
 }
 
 /** Parses `4294967296`, `512MB`, `4GiB` (binary multiples for both spellings). */

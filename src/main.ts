@@ -11,6 +11,7 @@ import { rotateSigningKey } from './auth/signing-keys';
 import { addProjectMember, createProject } from './auth/project-store';
 import { isRole, ROLES, type Role } from './auth/roles';
 import { assertSchemaCurrent } from './db/migrate';
+import { createPrivacyService } from './privacy/privacy-service';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -117,6 +118,18 @@ export async function main(argv: string[], env: Record<string, string | undefine
           await addProjectMember(knex, id, m.slice(0, at), parseRole(m.slice(at + 1)));
         }
         process.stdout.write(`${JSON.stringify({ id, name: opts.name ?? id })}\n`);
+      });
+    });
+
+  program
+    .command('privacy')
+    .description('pseudonyms and de-identified UIDs (src/privacy)')
+    .command('backfill')
+    .description('give PatientKeys to patients without one and record the de-identified UIDs of every study linked to a project')
+    .action(async () => {
+      await withDatabase(env, async (knex) => {
+        const report = await createPrivacyService(readConfig(env).privacy).backfill(knex);
+        process.stdout.write(`${JSON.stringify(report)}\n`);
       });
     });
 

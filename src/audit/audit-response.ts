@@ -1,6 +1,7 @@
 /**
  * Audit before answer: an express middleware that holds back the first byte of every response
- * (status line, headers, body) until the AuditEvent describing it is durably written. If the
+ * (status line, headers, body) until the AuditEvent describing it is durably written (queued
+ * on the group-commit writer of audit-writer.ts: concurrent requests share one INSERT). If the
  * write fails, the prepared answer is discarded and the client gets 503 instead: no access is
  * ever served unaudited. Routes only describe what they touched in `res.locals.audit`; writes
  * that run in a transaction record the event in that transaction (`auditInTransaction`) and the
@@ -12,6 +13,7 @@ import type { Logger } from 'pino';
 import { authErrorBody } from '../auth/auth-errors';
 import { buildAuditEvent, type AuditInput, type AuditSource } from './audit-event';
 import { writeAuditEvent } from './audit-store';
+import { auditWriterFor, type AuditWriter } from './audit-writer';
 
 /** What a route (or the access guard) records about the current request in `res.locals.audit`. */
 export interface AuditLocals extends Partial<Omit<AuditInput, 'agent' | 'status'>> {
@@ -29,6 +31,8 @@ export interface AuditRecorder {
   knex: Knex;
   source: AuditSource;
   logger: Logger;
+  /** The group-commit writer the gate queues events on (default: the shared writer of `knex`). */
+  writer?: AuditWriter;
 }
 
 /** Builds the full audit input of a request from its principal, address, id and locals. */
@@ -90,6 +94,7 @@ type AnyFn = (...args: unknown[]) => unknown;
  * false meanwhile so streams pause (backpressure) and get 'drain' once the answer flows.
  */
 export function createAuditGate(recorder: AuditRecorder): RequestHandler {
+  let writer = recorder.writer;
   return (req: Request, res: Response, next: NextFunction) => {
     const raw = res as unknown as Record<'writeHead' | 'write' | 'end' | 'flushHeaders', AnyFn>;
     const original = { writeHead: raw.writeHead, write: raw.write, end: raw.end, flushHeaders: raw.flushHeaders };
@@ -144,7 +149,9 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
         refuse(err);
         return;
       }
-      writeAuditEvent(recorder.knex, event).then(release, refuse);
+      // Group commit: concurrent requests share one INSERT; this answer waits for its commit.
+      writer ??= auditWriterFor(recorder.knex);
+      writer.write(event).then(release, refuse);
     };
     const start = (statusFromArgs?: unknown) => {
       state = 'pending';

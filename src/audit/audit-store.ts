@@ -13,14 +13,56 @@ export class AuditWriteError extends Error {
   }
 }
 
+/** The columns of `audit_events`, in the order the batch INSERT lists them, with their types. */
+const ROW_COLUMNS: ReadonlyArray<[string, string]> = [
+  ['id', 'uuid'],
+  ['recorded', 'timestamptz'],
+  ['type_code', 'text'],
+  ['subtype_code', 'text'],
+  ['action', 'text'],
+  ['outcome', 'text'],
+  ['agent_subject', 'text'],
+  ['agent_client_id', 'text'],
+  ['agent_role', 'text'],
+  ['agent_address', 'text'],
+  ['patient', 'text'],
+  ['entity', 'text[]'],
+  ['request_id', 'text'],
+  ['resource', 'jsonb'],
+];
+const COLUMN_LIST = ROW_COLUMNS.map(([name]) => name).join(', ');
+const INSERT_ROWS_SQL = `INSERT INTO audit_events (${COLUMN_LIST}) SELECT ${COLUMN_LIST} FROM jsonb_to_recordset(?::jsonb) AS r(${ROW_COLUMNS.map(([n, t]) => `${n} ${t}`).join(', ')})`;
+
+/** A JSON escape of U+0000 that is not itself an escaped backslash followed by `u0000`. */
+const NUL_ESCAPE = /(?<!\\)((?:\\\\)*)\\u0000/g;
+
+/**
+ * Serializes one AuditEvent as the row the INSERT reads (index columns plus the resource): the
+ * event is stringified exactly once, when it is queued. PostgreSQL text and jsonb cannot hold
+ * U+0000, so it becomes U+FFFD rather than making the write (and the access) fail.
+ */
+export function serializeAuditRow(event: AuditEvent): string {
+  const json = JSON.stringify({ id: event.id, recorded: event.recorded, ...auditIndexColumns(event), resource: event });
+  return json.includes('\\u0000') ? json.replace(NUL_ESCAPE, '$1\\ufffd') : json;
+}
+
+/**
+ * Appends serialized rows (serializeAuditRow) with ONE statement: one round trip, and one
+ * commit unless `knexOrTrx` is a transaction. Throws the database error as is.
+ */
+export async function insertAuditRows(knexOrTrx: Knex | Knex.Transaction, rows: readonly string[]): Promise<void> {
+  if (rows.length === 0) return;
+  await knexOrTrx.raw(INSERT_ROWS_SQL, [rows.length === 1 ? `[${rows[0]}]` : `[${rows.join(',')}]`]);
+}
+
 /**
  * Appends one AuditEvent. Pass the transaction of the change it records so both commit or
- * neither does; throws AuditWriteError (callers turn it into a failed request).
+ * neither does; throws AuditWriteError (callers turn it into a failed request). Requests that
+ * write nothing else go through the group-commit writer (audit-writer.ts) instead.
  */
 export async function writeAuditEvent(knexOrTrx: Knex | Knex.Transaction, event: AuditEvent): Promise<void> {
   try {
-    const cols = auditIndexColumns(event);
-    await knexOrTrx('audit_events').insert({ id: event.id, recorded: event.recorded, ...cols, resource: JSON.stringify(event) });
+    await insertAuditRows(knexOrTrx, [serializeAuditRow(event)]);
   } catch (err) {
     throw new AuditWriteError(err);
   }
@@ -36,6 +78,7 @@ export interface AuditSearchParams {
   patient?: string;
   /** The acting user or client (`sub`). */
   agent?: string;
+  /** Not indexed (no FHIR AuditEvent search parameter maps to it): bound the search by date. */
   clientId?: string;
   /** `rest`, `110104`, `110112`, `110105`, `110114`. */
   type?: string;
@@ -45,6 +88,7 @@ export interface AuditSearchParams {
   entity?: string;
   action?: 'C' | 'R' | 'U' | 'D' | 'E';
   outcome?: string;
+  /** Not indexed (no FHIR AuditEvent search parameter maps to it): bound the search by date. */
   requestId?: string;
   /** Page size (default 50, at most 1000). */
   count?: number;
@@ -70,7 +114,8 @@ export async function searchAuditEvents(knex: Knex, params: AuditSearchParams = 
   if (params.clientId) q.where('agent_client_id', params.clientId);
   if (params.type) q.where('type_code', params.type);
   if (params.subtype) q.where('subtype_code', params.subtype);
-  if (params.entity) q.whereRaw('entity @> ARRAY[?]::text[]', [params.entity]);
+  // The GIN index on entity is partial (rows naming no entity are not in it): repeat its predicate.
+  if (params.entity) q.whereRaw(`entity @> ARRAY[?]::text[] AND entity <> '{}'`, [params.entity]);
   if (params.action) q.where('action', params.action);
   if (params.outcome) q.where('outcome', params.outcome);
   if (params.requestId) q.where('request_id', params.requestId);

@@ -28,7 +28,8 @@ export type ErrorFlavour = 'fhir' | 'dicomweb' | 'oauth';
 
 /** The protocol of a request path: /fhir..., /dicomweb..., anything else. */
 export function errorFlavour(path: string): ErrorFlavour {
-  if (path === '/fhir' || path.startsWith('/fhir/')) return 'fhir';
+  // The privacy routes answer in OperationOutcomes too (src/privacy/privacy-routes.ts).
+  if (path === '/fhir' || path.startsWith('/fhir/') || path.startsWith('/privacy/')) return 'fhir';
   if (path === '/dicomweb' || path.startsWith('/dicomweb/')) return 'dicomweb';
   return 'oauth';
 }

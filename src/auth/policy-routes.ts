@@ -59,7 +59,7 @@ export function classifyFhirRequest(method: string, path: string): RouteAccess {
   const seg = path.split('/').filter(Boolean).map(safeDecode);
   const read = m === 'GET' || m === 'HEAD';
   if (seg.length === 0) {
-    if (m === 'POST') return fhirInteraction('create', 'operation', 'Bundle', { batch: true });
+    if (m === 'POST') return fhirInteraction('batch', 'operation', 'Bundle', { batch: true });
     return fhirInteraction('search', 'search', '*');
   }
   const [first, second, third, fourth] = seg;
@@ -120,6 +120,40 @@ export function classifyDicomwebRequest(method: string, path: string): RouteAcce
   return qido ? dicom('search', 'search', study) : dicom('read', 'read', study);
 }
 
+/**
+ * Classifies a privacy request (`path` relative to /privacy, no query string): the pseudo-types
+ * DeidOptions, BurnedInClearance, ReidentificationRequest and PatientOverlap that policy.ts
+ * decides per role. Every one is audited; anything else under /privacy is administration.
+ */
+export function classifyPrivacyRequest(method: string, path: string): RouteAccess {
+  const m = method.toUpperCase();
+  const seg = path.split('/').filter(Boolean).map(safeDecode);
+  const read = m === 'GET' || m === 'HEAD';
+  const privacy = (resourceType: string, interaction: Interaction, auditAction: AuditAction, resourceId?: string): RouteAccess => {
+    const r: RouteAccess = { protocol: 'other', resourceType, interaction, auditAction, isSearch: auditAction === 'search', audited: true };
+    if (resourceId !== undefined) r.resourceId = resourceId;
+    return r;
+  };
+  const [first, second, third] = seg;
+  if (first === 'projects' && second && third === 'deid-options' && seg.length === 3) {
+    if (read) return privacy('DeidOptions', 'read', 'read', second);
+    if (m === 'PUT') return privacy('DeidOptions', 'update', 'update', second);
+  }
+  if (first === 'burned-in-clearances') {
+    if (seg.length === 1 && m === 'POST') return privacy('BurnedInClearance', 'quarantine', 'create');
+    if (seg.length === 2 && m === 'DELETE') return privacy('BurnedInClearance', 'quarantine', 'delete', second);
+  }
+  if (first === 'reidentification-requests') {
+    if (seg.length === 1 && m === 'POST') return privacy('ReidentificationRequest', 'reidentify', 'create');
+    if (seg.length === 1 && read) return privacy('ReidentificationRequest', 'search', 'search');
+    if (seg.length === 2 && read) return privacy('ReidentificationRequest', 'read', 'read', second);
+    if (seg.length === 3 && m === 'POST' && (third === 'approve' || third === 'refuse')) return privacy('ReidentificationRequest', 'approve', 'update', second);
+    if (seg.length === 3 && m === 'POST' && third === 'resolve') return privacy('ReidentificationRequest', 'reidentify', 'operation', second);
+  }
+  if (first === 'overlap' && seg.length === 1 && read) return privacy('PatientOverlap', 'read', 'search');
+  return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: true };
+}
+
 /** Classifies any request by its full path; null for public paths. */
 export function classifyRequest(method: string, fullPath: string): RouteAccess | null {
   if (isPublicPath(fullPath)) return null;
@@ -127,6 +161,7 @@ export function classifyRequest(method: string, fullPath: string): RouteAccess |
   if (fullPath === '/oauth2/introspect') return null;
   if (fullPath === '/fhir' || fullPath.startsWith('/fhir/')) return classifyFhirRequest(method, fullPath.slice(5));
   if (fullPath === '/dicomweb' || fullPath.startsWith('/dicomweb/')) return classifyDicomwebRequest(method, fullPath.slice(9));
+  if (fullPath === '/privacy' || fullPath.startsWith('/privacy/')) return classifyPrivacyRequest(method, fullPath.slice(8));
   // Anything else (future admin routes): administration, admin only, safe by default.
   return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: false };
 }

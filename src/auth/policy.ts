@@ -27,7 +27,12 @@ export type Interaction =
   /** See identified data for de-identified records (re-identification). */
   | 'reidentify'
   /** Server administration: client registrations, keys, projects. */
-  | 'administer';
+  | 'administer'
+  /**
+   * Submit a batch or transaction Bundle (FHIR R4 3.1.0.11-12). Open to every role: each entry is
+   * decided again as the request it stands for (request-access.ts bundleEntryDenial).
+   */
+  | 'batch';
 
 /** The question asked of the policy. */
 export interface AccessRequest {
@@ -106,6 +111,23 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
   },
 };
 
+/**
+ * The privacy workflow's pseudo-resources (src/privacy, routes under /privacy) are decided per
+ * type rather than per class: de-identification options and burned-in annotation clearances
+ * belong to data managers, re-identification requests are filed and resolved by PIs and
+ * decided by admins (HIPAA 164.514(c): the code's holder controls re-identification).
+ */
+const PRIVACY_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
+  DeidOptions: { admin: ['read', 'update'], 'data-manager': ['read', 'update'], pi: [], researcher: [] },
+  BurnedInClearance: { admin: ['quarantine'], 'data-manager': ['quarantine'], pi: [], researcher: [] },
+  ReidentificationRequest: { admin: ['read', 'search', 'approve'], 'data-manager': [], pi: ['read', 'search', 'reidentify'], researcher: [] },
+  PatientOverlap: { admin: ['read'], 'data-manager': [], pi: ['read'], researcher: [] },
+};
+
+function allowedInteractions(role: Role, resourceType: string): readonly Interaction[] {
+  return PRIVACY_RULES[resourceType]?.[role] ?? ROLE_MATRIX[role][classify(resourceType)];
+}
+
 /** Which SMART permission letters an interaction needs (SMART 2.2 scopes: c r u d s). */
 const SCOPE_LETTERS: Record<Interaction, ScopePermission[] | null> = {
   read: ['r'],
@@ -122,6 +144,8 @@ const SCOPE_LETTERS: Record<Interaction, ScopePermission[] | null> = {
   approve: null,
   reidentify: null,
   administer: null,
+  // Each entry needs its own letters; the envelope needs none.
+  batch: null,
 };
 
 /** The views each role sees: researchers never see identified data. */
@@ -145,7 +169,7 @@ export function decide(principal: Principal, request: AccessRequest): AccessDeci
   const matrix = ROLE_MATRIX[role];
   if (!matrix) return deny(principal, `unknown role`);
   const klass = classify(request.resourceType);
-  if (!matrix[klass].includes(request.interaction)) {
+  if (request.interaction !== 'batch' && !allowedInteractions(role, request.resourceType).includes(request.interaction)) {
     return deny(principal, `role ${role} may not ${request.interaction} ${request.resourceType}`);
   }
 
@@ -209,5 +233,5 @@ function uniqueFilters(scopes: readonly ResourceScope[]): Array<Record<string, s
 
 /** The interactions of the role matrix, for tests and documentation. */
 export function roleMayPerform(role: Role, resourceType: string, interaction: Interaction): boolean {
-  return ROLE_MATRIX[role][classify(resourceType)].includes(interaction);
+  return allowedInteractions(role, resourceType).includes(interaction);
 }

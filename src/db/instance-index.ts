@@ -32,13 +32,17 @@ export type IndexOutcome =
 /**
  * Writes patients, studies, series and instances for a batch in ONE transaction, then
  * recomputes the aggregates of every study and series it touched, so they are exact when
- * the STOW response is sent. Rows are locked in a fixed order (study, series, instance UID)
- * so concurrent requests over the same studies cannot deadlock each other.
+ * the STOW response is sent. Rows are locked in a fixed order (studies and series by UID, then
+ * instances by UID) so concurrent requests over the same studies cannot deadlock each other.
+ * Instances new to the index go in one multi-row statement; re-sent and replaced ones take the
+ * row-by-row path.
  */
 export async function indexInstances(knex: Knex, items: InstanceToIndex[], onChange?: OnIndexChange): Promise<IndexOutcome[]> {
   const order = items
     .map((item, i) => ({ item, i }))
     .sort((a, b) => compareKeys(a.item, b.item) || a.item.order - b.item.order);
+  const perUid = new Map<string, number>();
+  for (const { item } of order) perUid.set(item.scanned.attributes.sopInstanceUID, (perUid.get(item.scanned.attributes.sopInstanceUID) ?? 0) + 1);
   return withTransaction(knex, async (trx) => {
     const outcomes: IndexOutcome[] = new Array(items.length);
     const patientPks = new Map<string, number>();
@@ -46,40 +50,111 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
     const seriesPks = new Map<string, number>();
     const touchedStudies = new Set<number>();
     const touchedSeries = new Set<number>();
+    const placed: Array<{ item: InstanceToIndex; i: number; studyPk: number; seriesPk: number }> = [];
     for (const { item, i } of order) {
       const a = item.scanned.attributes;
       const identity = patientIdentity(item.scanned);
       let patientPk = patientPks.get(identity);
-      if (patientPk === undefined) {
-        patientPk = await upsertPatient(trx, identity, item.scanned);
-        patientPks.set(identity, patientPk);
-      }
       let studyPk = studyPks.get(a.studyInstanceUID);
-      if (studyPk === undefined) {
-        studyPk = await upsertStudy(trx, patientPk, item.scanned);
-        studyPks.set(a.studyInstanceUID, studyPk);
-      }
       let seriesPk = seriesPks.get(a.seriesInstanceUID);
       if (seriesPk === undefined) {
-        seriesPk = await upsertSeries(trx, studyPk, item.scanned);
+        // The levels not written yet in this transaction, in one statement (patient, study, series).
+        const pks = await upsertLevels(trx, item.scanned, identity, { patientPk, studyPk });
+        patientPk = pks.patientPk;
+        studyPk = pks.studyPk;
+        seriesPk = pks.seriesPk;
+        patientPks.set(identity, patientPk);
+        studyPks.set(a.studyInstanceUID, studyPk);
         seriesPks.set(a.seriesInstanceUID, seriesPk);
       }
+      studyPk = studyPk!;
       touchedStudies.add(studyPk);
       touchedSeries.add(seriesPk);
-      const result = await upsertInstance(trx, studyPk, seriesPk, item);
+      placed.push({ item, i, studyPk, seriesPk });
+    }
+    // One look-up (locking the rows found, in UID order) splits the batch: UIDs the index does
+    // not hold and that occur once in the request are inserted together.
+    const known = await lockExistingInstances(trx, [...perUid.keys()]);
+    const fresh = placed.filter((p) => !known.has(p.item.scanned.attributes.sopInstanceUID) && perUid.get(p.item.scanned.attributes.sopInstanceUID) === 1);
+    // A concurrent request may insert one of these UIDs between the look-up and the insert; the
+    // unique index then fails this transaction and withTransaction() retries it (the UID is known then).
+    await insertInstances(trx, fresh);
+    for (const p of fresh) outcomes[p.i] = { status: 'created' };
+    // The rest one by one, by UID and then by position in the request, so a later part with
+    // the same SOP Instance UID wins even when it names another series.
+    const rest = placed.filter((p) => !outcomes[p.i]).sort((x, y) => cmp(x.item.scanned.attributes.sopInstanceUID, y.item.scanned.attributes.sopInstanceUID) || x.item.order - y.item.order);
+    let moved = false;
+    for (const p of rest) {
+      const result = await upsertInstance(trx, p.studyPk, p.seriesPk, p.item);
       if (result.movedFrom) {
+        moved = true;
         touchedStudies.add(result.movedFrom.studyPk);
         touchedSeries.add(result.movedFrom.seriesPk);
       }
-      outcomes[i] = result.outcome;
+      outcomes[p.i] = result.outcome;
     }
-    const removedStudies = await refreshAggregates(trx, [...touchedSeries], [...touchedStudies]);
+    // Only an instance moving to another series or study can empty a level.
+    const removedStudies = await refreshAggregates(trx, [...touchedSeries], [...touchedStudies], { mayEmpty: moved });
     if (onChange) {
       const removed = new Set(removedStudies.map((r) => r.id));
       await onChange(trx, { studyPks: [...touchedStudies].filter((pk) => !removed.has(pk)), removedStudies });
     }
     return outcomes;
   });
+}
+
+async function lockExistingInstances(trx: Knex.Transaction, uids: string[]): Promise<Set<string>> {
+  if (uids.length === 0) return new Set();
+  const result = await trx.raw(
+    `SELECT sop_instance_uid FROM instances WHERE sop_instance_uid = ANY(?::text[]) ORDER BY sop_instance_uid FOR UPDATE`,
+    [uids],
+  );
+  return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
+}
+
+/** Columns of an instance row and their SQL types, for the multi-row insert from one JSON parameter. */
+const INSTANCE_COLUMNS: Array<[string, string]> = [
+  ['sop_instance_uid', 'text'],
+  ['series_pk', 'bigint'],
+  ['study_pk', 'bigint'],
+  ['sop_class_uid', 'text'],
+  ['instance_number', 'integer'],
+  ['image_laterality', 'text'],
+  ['frame_lateralities', 'text[]'],
+  ['number_of_frames', 'integer'],
+  ['rows', 'integer'],
+  ['columns', 'integer'],
+  ['bits_allocated', 'integer'],
+  ['bits_stored', 'integer'],
+  ['samples_per_pixel', 'integer'],
+  ['photometric_interpretation', 'text'],
+  ['content_date', 'date'],
+  ['content_time', 'text'],
+  ['acquisition_datetime', 'text'],
+  ['transfer_syntax_uid', 'text'],
+  ['specific_character_set', 'text'],
+  ['blob_key', 'text'],
+  ['size', 'bigint'],
+  ['has_file_meta', 'boolean'],
+  ['header_length', 'bigint'],
+  ['pixel_data_offset', 'bigint'],
+  ['frames', 'jsonb'],
+  ['dataset', 'jsonb'],
+];
+const INSTANCE_NAMES = INSTANCE_COLUMNS.map(([n]) => `"${n}"`).join(', ');
+const INSTANCE_DEFS = INSTANCE_COLUMNS.map(([n, t]) => `"${n}" ${t}`).join(', ');
+
+/**
+ * Inserts new instance rows in one statement: the rows travel as one JSON text that
+ * PostgreSQL unpacks (json_to_recordset), instead of one INSERT (and round trip) each.
+ */
+async function insertInstances(trx: Knex.Transaction, rows: Array<{ item: InstanceToIndex; studyPk: number; seriesPk: number }>): Promise<void> {
+  if (rows.length === 0) return;
+  const payload = rows.map((r) => instanceRow(r.item, r.studyPk, r.seriesPk, false));
+  let json = JSON.stringify(payload);
+  // jsonb cannot hold U+0000: clean only when the serialised text shows one (rare), not every string of every header.
+  if (json.includes('\\u0000')) json = JSON.stringify(stripNul(payload));
+  await trx.raw(`INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${INSTANCE_NAMES} FROM json_to_recordset(?::json) AS x(${INSTANCE_DEFS})`, [json]);
 }
 
 function compareKeys(a: InstanceToIndex, b: InstanceToIndex): number {
@@ -104,7 +179,37 @@ export function patientIdentity(scanned: ScannedInstance): string {
   return `${textOrNull(a.issuerOfPatientID) ?? ''}|${pid}`;
 }
 
-async function upsertPatient(trx: Knex.Transaction, identity: string, scanned: ScannedInstance): Promise<number> {
+/**
+ * Upserts the patient, study and series of an instance (those not already written in this
+ * transaction) in one statement: each level's INSERT ... ON CONFLICT is a WITH query that the
+ * next one reads its parent key from. The study row stays locked until the transaction ends,
+ * which is what serialises concurrent requests into one study.
+ */
+async function upsertLevels(
+  trx: Knex.Transaction,
+  scanned: ScannedInstance,
+  identity: string,
+  known: { patientPk?: number; studyPk?: number },
+): Promise<{ patientPk: number; studyPk: number; seriesPk: number }> {
+  let query = trx.queryBuilder();
+  const patientRef: number | Knex.Raw = known.patientPk ?? trx.raw('(SELECT id FROM p)');
+  // A data-modifying WITH query runs even when nothing reads it (a second patient in a known study).
+  if (known.patientPk === undefined) query = query.with('p', patientUpsert(trx, identity, scanned));
+  const studyRef: number | Knex.Raw = known.studyPk ?? trx.raw('(SELECT id FROM st)');
+  if (known.studyPk === undefined) query = query.with('st', studyUpsert(trx, patientRef, scanned));
+  query = query.with('se', seriesUpsert(trx, studyRef, scanned));
+  const [row] = await query.select(
+    trx.raw(
+      `${known.patientPk === undefined ? '(SELECT id FROM p)' : '?::bigint'} AS patient_pk,
+       ${known.studyPk === undefined ? '(SELECT id FROM st)' : '?::bigint'} AS study_pk,
+       (SELECT id FROM se) AS series_pk`,
+      [known.patientPk, known.studyPk].filter((v): v is number => v !== undefined),
+    ),
+  );
+  return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
+}
+
+function patientUpsert(trx: Knex.Transaction, identity: string, scanned: ScannedInstance): Knex.QueryBuilder {
   const a = scanned.attributes;
   const row = {
     identity_key: identity,
@@ -114,7 +219,7 @@ async function upsertPatient(trx: Knex.Transaction, identity: string, scanned: S
     birth_date: toSqlDate(a.patientBirthDate),
     sex: textOrNull(a.patientSex),
   };
-  const [r] = await trx('patients')
+  return trx('patients')
     .insert(row)
     .onConflict('identity_key')
     .merge({
@@ -124,10 +229,10 @@ async function upsertPatient(trx: Knex.Transaction, identity: string, scanned: S
       updated_at: trx.fn.now(),
     })
     .returning('id');
-  return Number(r.id);
 }
 
-async function upsertStudy(trx: Knex.Transaction, patientPk: number, scanned: ScannedInstance): Promise<number> {
+/** The study row's upsert; its updated_at is set by the aggregates update that always follows. */
+function studyUpsert(trx: Knex.Transaction, patientPk: number | Knex.Raw, scanned: ScannedInstance): Knex.QueryBuilder {
   const a = scanned.attributes;
   const row = {
     study_uid: a.studyInstanceUID,
@@ -148,15 +253,11 @@ async function upsertStudy(trx: Knex.Transaction, patientPk: number, scanned: Sc
     dataset: JSON.stringify(stripNul(pickStudyAttributes(scanned.dataset))),
   };
   const { study_uid: _uid, ...updates } = row;
-  const [r] = await trx('studies')
-    .insert(row)
-    .onConflict('study_uid')
-    .merge({ ...updates, updated_at: trx.fn.now() })
-    .returning('id');
-  return Number(r.id);
+  return trx('studies').insert(row).onConflict('study_uid').merge(Object.keys(updates)).returning('id');
 }
 
-async function upsertSeries(trx: Knex.Transaction, studyPk: number, scanned: ScannedInstance): Promise<number> {
+/** The series row's upsert; its updated_at is set by the aggregates update that always follows. */
+function seriesUpsert(trx: Knex.Transaction, studyPk: number | Knex.Raw, scanned: ScannedInstance): Knex.QueryBuilder {
   const a = scanned.attributes;
   const row = {
     series_uid: a.seriesInstanceUID,
@@ -177,12 +278,7 @@ async function upsertSeries(trx: Knex.Transaction, studyPk: number, scanned: Sca
     dataset: JSON.stringify(stripNul(pickSeriesAttributes(scanned.dataset))),
   };
   const { series_uid: _uid, ...updates } = row;
-  const [r] = await trx('series')
-    .insert(row)
-    .onConflict('series_uid')
-    .merge({ ...updates, updated_at: trx.fn.now() })
-    .returning('id');
-  return Number(r.id);
+  return trx('series').insert(row).onConflict('series_uid').merge(Object.keys(updates)).returning('id');
 }
 
 interface InstanceWrite {
@@ -190,15 +286,11 @@ interface InstanceWrite {
   movedFrom?: { studyPk: number; seriesPk: number };
 }
 
-async function upsertInstance(
-  trx: Knex.Transaction,
-  studyPk: number,
-  seriesPk: number,
-  item: InstanceToIndex,
-): Promise<InstanceWrite> {
+/** The instances row of an item; JSON columns as text (knex insert/update) or as values (JSON payload). */
+function instanceRow(item: InstanceToIndex, studyPk: number, seriesPk: number, jsonAsText: boolean): Record<string, unknown> {
   const s = item.scanned;
   const a = s.attributes;
-  const row = {
+  return {
     sop_instance_uid: a.sopInstanceUID,
     series_pk: seriesPk,
     study_pk: studyPk,
@@ -223,9 +315,19 @@ async function upsertInstance(
     has_file_meta: s.hasFileMeta,
     header_length: s.headerLength,
     pixel_data_offset: s.pixelDataOffset,
-    frames: JSON.stringify(s.frames),
-    dataset: JSON.stringify(stripNul(s.dataset)),
+    frames: jsonAsText ? JSON.stringify(s.frames) : s.frames,
+    dataset: jsonAsText ? JSON.stringify(stripNul(s.dataset)) : s.dataset,
   };
+}
+
+async function upsertInstance(
+  trx: Knex.Transaction,
+  studyPk: number,
+  seriesPk: number,
+  item: InstanceToIndex,
+): Promise<InstanceWrite> {
+  const a = item.scanned.attributes;
+  const row = instanceRow(item, studyPk, seriesPk, true);
   const existing = await trx('instances')
     .where({ sop_instance_uid: a.sopInstanceUID })
     .forUpdate()
@@ -265,34 +367,33 @@ async function upsertInstance(
 
 /**
  * Recomputes counts and lists from the rows themselves (exact by construction), dropping emptied
- * levels; returns the studies it removed.
+ * levels (skipped when the caller knows no level can be empty: only instances were added);
+ * returns the studies it removed.
  */
 export async function refreshAggregates(
   trx: Knex.Transaction,
   seriesPks: number[],
   studyPks: number[],
+  options: { mayEmpty?: boolean } = {},
 ): Promise<Array<{ id: number; fhirId: string | null }>> {
+  if (options.mayEmpty === false) {
+    // Nothing can be emptied: both levels in one statement (the study figures do not read the
+    // series counts; a data-modifying WITH runs to completion whether or not it is read).
+    if (seriesPks.length > 0 && studyPks.length > 0) {
+      await trx.raw(`WITH counted AS (${SERIES_COUNTS} RETURNING s.id) ${STUDY_AGGREGATES}`, [seriesPks, studyPks]);
+    } else if (seriesPks.length > 0) {
+      await trx.raw(SERIES_COUNTS, [seriesPks]);
+    } else if (studyPks.length > 0) {
+      await trx.raw(STUDY_AGGREGATES, [studyPks]);
+    }
+    return [];
+  }
   if (seriesPks.length > 0) {
-    await trx.raw(
-      `UPDATE series s SET num_instances = (SELECT count(*) FROM instances i WHERE i.series_pk = s.id), updated_at = now()
-       WHERE s.id = ANY(?::bigint[])`,
-      [seriesPks],
-    );
+    await trx.raw(SERIES_COUNTS, [seriesPks]);
     await trx.raw(`DELETE FROM series s WHERE s.id = ANY(?::bigint[]) AND s.num_instances = 0`, [seriesPks]);
   }
   if (studyPks.length > 0) {
-    await trx.raw(
-      `UPDATE studies st SET
-         num_series = (SELECT count(*) FROM series se WHERE se.study_pk = st.id),
-         num_instances = (SELECT count(*) FROM instances i WHERE i.study_pk = st.id),
-         modalities = coalesce((SELECT array_agg(DISTINCT se.modality ORDER BY se.modality) FROM series se
-                                 WHERE se.study_pk = st.id AND se.modality IS NOT NULL), '{}'),
-         sop_classes = coalesce((SELECT array_agg(DISTINCT i.sop_class_uid ORDER BY i.sop_class_uid) FROM instances i
-                                  WHERE i.study_pk = st.id), '{}'),
-         updated_at = now()
-       WHERE st.id = ANY(?::bigint[])`,
-      [studyPks],
-    );
+    await trx.raw(STUDY_AGGREGATES, [studyPks]);
     const removed = await trx.raw(`DELETE FROM studies st WHERE st.id = ANY(?::bigint[]) AND st.num_instances = 0 RETURNING st.id, st.fhir_id`, [
       studyPks,
     ]);
@@ -300,3 +401,16 @@ export async function refreshAggregates(
   }
   return [];
 }
+
+const SERIES_COUNTS = `UPDATE series s SET num_instances = (SELECT count(*) FROM instances i WHERE i.series_pk = s.id), updated_at = now()
+  WHERE s.id = ANY(?::bigint[])`;
+
+const STUDY_AGGREGATES = `UPDATE studies st SET
+    num_series = (SELECT count(*) FROM series se WHERE se.study_pk = st.id),
+    num_instances = (SELECT count(*) FROM instances i WHERE i.study_pk = st.id),
+    modalities = coalesce((SELECT array_agg(DISTINCT se.modality ORDER BY se.modality) FROM series se
+                            WHERE se.study_pk = st.id AND se.modality IS NOT NULL), '{}'),
+    sop_classes = coalesce((SELECT array_agg(DISTINCT i.sop_class_uid ORDER BY i.sop_class_uid) FROM instances i
+                             WHERE i.study_pk = st.id), '{}'),
+    updated_at = now()
+  WHERE st.id = ANY(?::bigint[])`;

@@ -34,6 +34,17 @@ export type QidoMatch =
 export interface QidoCondition {
   column: QidoColumn;
   anyOf: QidoMatch[];
+  /**
+   * Match the value a researcher sees: each patient's dates moved by its offset (days), given as
+   * parallel arrays of patients.id and offsets. Only for date and datetime columns.
+   */
+  shift?: DateShift;
+}
+
+/** Per-patient date offsets (PS3.15 E.3.6 modified dates): `patientPks[i]` is shown `days[i]` days later. */
+export interface DateShift {
+  patientPks: number[];
+  days: number[];
 }
 
 /** Which JSONB keys to cut out of each level's dataset: a list, or 'all'. */
@@ -53,6 +64,8 @@ export interface QidoSearch {
    * unaliased `studies` table; it is applied at every level as `studies.id IN (...)`.
    */
   restrictStudies?: (qb: Knex.QueryBuilder) => void;
+  /** SOP Instance UIDs left out of the answer (withheld from a researcher); counted as absent. */
+  excludeInstances?: string[];
 }
 
 /** One result row: keys, aggregates and the selected dataset subsets. */
@@ -95,6 +108,48 @@ function flattenRow(raw: Record<string, unknown>): QidoRow {
  * PostgreSQL evaluates after the sort and limit, i.e. for the returned page only.
  */
 export function buildQidoQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
+  const q = buildMatching(knex, search);
+  selectColumns(knex, q, search);
+  orderRows(q, search);
+  return q.limit(search.limit + 1).offset(search.offset);
+}
+
+/** SOP Instance UIDs of every instance an instance-level search matches (no paging), at most `cap`. */
+export async function findQidoInstanceUids(knex: Knex, search: QidoSearch, cap: number): Promise<string[]> {
+  if (search.level !== 'instance') throw new Error('findQidoInstanceUids is for instance-level searches');
+  const rows = await buildMatching(knex, { ...search, excludeInstances: undefined }).select('i.sop_instance_uid').limit(cap);
+  return rows.map((r: { sop_instance_uid: string }) => r.sop_instance_uid);
+}
+
+/** One instance of a study as the visible-count computation needs it. */
+export interface StudyInstanceRow {
+  study_uid: string;
+  series_uid: string;
+  sop_instance_uid: string;
+  sop_class_uid: string;
+  modality: string | null;
+}
+
+/** Every instance of the given studies, for counts and aggregates of what a caller may see. */
+export async function findStudyInstanceUids(knex: Knex, studyUids: readonly string[]): Promise<StudyInstanceRow[]> {
+  if (studyUids.length === 0) return [];
+  return knex('instances as i')
+    .join('series as se', 'se.id', 'i.series_pk')
+    .join('studies as st', 'st.id', 'i.study_pk')
+    .whereIn('st.study_uid', [...studyUids])
+    .select('st.study_uid', 'se.series_uid', 'i.sop_instance_uid', 'i.sop_class_uid', 'se.modality');
+}
+
+/** patients.id of every patient with a study in one of the projects (a researcher's candidate patients). */
+export async function findPatientPksInProjects(knex: Knex, projectIds: readonly string[] | 'all'): Promise<number[]> {
+  const q = knex('studies as st').distinct('st.patient_pk');
+  if (projectIds !== 'all') q.whereExists((sub) => sub.select(knex.raw('1')).from('project_studies as ps').whereRaw('ps.study_pk = st.id').whereIn('ps.project_id', [...projectIds]));
+  const rows = await q;
+  return rows.map((r: { patient_pk: string | number }) => Number(r.patient_pk));
+}
+
+/** The filtered, unsorted, unpaged rows of a search's resource level (no select list yet). */
+function buildMatching(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
   const { level } = search;
   const alias = ALIAS[level];
   const q = knex(`${TABLE[level]} as ${alias}`);
@@ -129,9 +184,10 @@ export function buildQidoQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilde
       restrict(sub);
     });
   }
-  selectColumns(knex, q, search);
-  orderRows(q, search);
-  return q.limit(search.limit + 1).offset(search.offset);
+  if (level === 'instance' && search.excludeInstances && search.excludeInstances.length > 0) {
+    q.whereRaw('NOT (i.sop_instance_uid = ANY(?::text[]))', [search.excludeInstances]);
+  }
+  return q;
 }
 
 function groupByLevel(conditions: QidoCondition[]): Record<QidoLevel, QidoCondition[]> {
@@ -201,6 +257,10 @@ function orderRows(q: Knex.QueryBuilder, search: QidoSearch): void {
 
 /** Adds one condition (its values OR-ed) to a builder where the level tables carry their aliases. */
 function applyCondition(knex: Knex, q: Knex.QueryBuilder, condition: QidoCondition): void {
+  if (condition.shift) {
+    applyShifted(knex, q, condition, condition.shift);
+    return;
+  }
   const { column } = condition;
   const col = `${ALIAS[column.level]}.${column.column}`;
   q.where((group) => {
@@ -268,4 +328,48 @@ function applyRange(q: Knex.QueryBuilder, col: string, column: QidoColumn, m: { 
   // The upper end covers every finer value it is a prefix of ('~' sorts after digits and '.').
   if (m.from) q.whereRaw('?? COLLATE "C" >= ?', [col, m.from]);
   if (m.to) q.whereRaw('?? COLLATE "C" <= ?', [col, `${m.to}~`]);
+}
+
+/**
+ * A date or datetime condition on the value a researcher sees (PS3.15 E.3.6): the stored value
+ * moved by the row's patient's offset. The offsets join through the row's study to its patient;
+ * a patient without an offset matches nothing.
+ */
+function applyShifted(knex: Knex, q: Knex.QueryBuilder, condition: QidoCondition, shift: DateShift): void {
+  const { column } = condition;
+  const alias = ALIAS[column.level];
+  const studyPk = column.level === 'study' ? 'st.id' : `${alias}.study_pk`;
+  const col = `${alias}.${column.column}`;
+  if (!/^[a-z_]+$/.test(column.column)) throw new Error(`unsafe column ${column.column}`);
+  if (column.kind !== 'date' && column.kind !== 'datetime') throw new Error(`column ${column.column} holds no dates to shift`);
+  const shifted =
+    column.kind === 'date'
+      ? `(${col} + m.d)`
+      : `(CASE WHEN ${col} ~ '^[0-9]{8}' THEN to_char(to_date(left(${col}, 8), 'YYYYMMDD') + m.d, 'YYYYMMDD') || substr(${col}, 9) END)`;
+  q.whereExists((sub) => {
+    sub
+      .select(knex.raw('1'))
+      .from('studies as sx')
+      .join(knex.raw('unnest(?::bigint[], ?::int[]) AS m(pk, d)', [shift.patientPks, shift.days]), 'm.pk', 'sx.patient_pk')
+      .whereRaw(`sx.id = ${studyPk}`)
+      .where((group) => {
+        for (const m of condition.anyOf) group.orWhere((one) => shiftedMatch(one, shifted, column.kind, m));
+      });
+  });
+}
+
+function shiftedMatch(q: Knex.QueryBuilder, expr: string, kind: ColumnKind, m: QidoMatch): void {
+  if (m.type === 'equal') {
+    if (kind === 'date') q.whereRaw(`${expr} = ?::date`, [String(m.value)]);
+    else shiftedMatch(q, expr, kind, { type: 'range', from: String(m.value), to: String(m.value) });
+    return;
+  }
+  if (m.type !== 'range') throw new Error(`a ${m.type} match cannot apply to a shifted date`);
+  if (kind === 'date') {
+    if (m.from) q.whereRaw(`${expr} >= ?::date`, [m.from]);
+    if (m.to) q.whereRaw(`${expr} <= ?::date`, [m.to]);
+    return;
+  }
+  if (m.from) q.whereRaw(`${expr} COLLATE "C" >= ?`, [m.from]);
+  if (m.to) q.whereRaw(`${expr} COLLATE "C" <= ?`, [`${m.to}~`]);
 }

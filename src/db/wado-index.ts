@@ -246,3 +246,42 @@ export async function findMetadataPage(
     cursor: [Number(r.series_order), Number(r.series_id), Number(r.instance_order), Number(r.instance_id)],
   }));
 }
+
+/** A study as the privacy layer needs it: its patient and the project a researcher sees it through. */
+export interface StudyPrivacyRow {
+  studyInstanceUID: string;
+  studyPk: number;
+  patientPk: number;
+  /** The alphabetically first of `projectIds` holding the study (null: none does). */
+  projectId: string | null;
+}
+
+/**
+ * The patient and viewing project of each study, in one query: the project is the first (by id)
+ * of `projectIds` that the study is linked to ('all': of every project it is linked to).
+ */
+export async function findStudyPrivacyRows(knex: Knex, studyUids: readonly string[], projectIds: readonly string[] | 'all'): Promise<StudyPrivacyRow[]> {
+  if (studyUids.length === 0) return [];
+  const projectFilter = projectIds === 'all' ? '' : ' AND ps.project_id = ANY(?::text[])';
+  const bindings = projectIds === 'all' ? [] : [[...projectIds]];
+  const rows = await knex('studies as st')
+    .whereIn('st.study_uid', [...new Set(studyUids)])
+    .select(
+      'st.id',
+      'st.study_uid',
+      'st.patient_pk',
+      knex.raw(`(SELECT min(ps.project_id) FROM project_studies ps WHERE ps.study_pk = st.id${projectFilter}) AS project_id`, bindings),
+    );
+  return rows.map((r: Record<string, unknown>) => ({
+    studyInstanceUID: String(r.study_uid),
+    studyPk: Number(r.id),
+    patientPk: Number(r.patient_pk),
+    projectId: r.project_id === null || r.project_id === undefined ? null : String(r.project_id),
+  }));
+}
+
+/** Every project id (for a de-identified view whose row filter is every project). */
+export async function findProjectIds(knex: Knex): Promise<string[]> {
+  const rows = await knex('projects').select('id').orderBy('id');
+  return rows.map((r: { id: string }) => r.id);
+}

@@ -1,6 +1,7 @@
 import type { Request, Response, Router } from 'express';
 import { requestBaseUrl } from '../http/base-url';
 import { HttpError } from '../http/errors';
+import type { DeidView } from './deid-view';
 import { searchForInstances, searchForSeries, searchForStudies, type SearchRequest, type SearchResponse } from './qido-rs';
 import type { DicomwebServices } from './routes';
 
@@ -23,7 +24,7 @@ export function registerQidoRoutes(router: Router, services: DicomwebServices): 
       seriesInstanceUID: param(req, 'series'),
       dicomwebBaseUrl: `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`,
     };
-    send(res, await search(services, request, { restrictStudies: res.locals.restrictStudies }));
+    send(res, await search(services, request, { restrictStudies: res.locals.restrictStudies, deid: res.locals.deidView as DeidView | undefined }));
   };
   router.get('/studies', handle(searchForStudies));
   router.get('/series', handle(searchForSeries));

@@ -9,6 +9,8 @@ import { isRetryableDbError } from '../db/database';
 import { findQidoRows, type QidoCondition, type QidoLevel, type QidoSearch } from '../db/qido-search';
 import type { DicomJson } from '../dicom/types';
 import { ServiceUnavailableError } from '../http/errors';
+import { searchDeidentified } from './deid-qido';
+import type { DeidView } from './deid-view';
 import { findMatchKey } from './query-keys';
 import { parseQidoQuery, type QidoQuery } from './query-params';
 import { buildResult, datasetSelections, planReturn, type ReturnPlan } from './query-results';
@@ -34,6 +36,8 @@ export interface SearchRequest {
 export interface SearchOptions {
   /** Narrows the visible studies; called with a builder over the unaliased `studies` table. */
   restrictStudies?: (qb: Knex.QueryBuilder) => void;
+  /** A researcher's de-identified view (PS3.15 Annex E): keys translated, results de-identified. */
+  deid?: DeidView;
 }
 
 /** The search response: always 200 with a (possibly empty) array, plus Warning texts. */
@@ -89,7 +93,16 @@ export function prepareSearch(level: QidoLevel, req: SearchRequest, options: Sea
 }
 
 async function search(services: SearchServices, level: QidoLevel, req: SearchRequest, options: SearchOptions): Promise<SearchResponse> {
-  const { search: spec, plan, query } = prepareSearch(level, req, options);
+  const prepared = prepareSearch(level, req, options);
+  const { search: spec, plan, query } = prepared;
+  if (options.deid) {
+    try {
+      return await searchDeidentified(services, prepared, req.dicomwebBaseUrl, options.deid, (offset) => `${MORE_RESULTS_WARNING} (offset=${offset})`);
+    } catch (err) {
+      if (isRetryableDbError(err)) throw new ServiceUnavailableError('the index database is unavailable');
+      throw err;
+    }
+  }
   let found;
   try {
     found = await findQidoRows(services.db.knex, spec);

@@ -45,6 +45,12 @@ for (const level of LEVELS) {
   }
 }
 
+/** The match key whose column a condition uses (columns are unique per level). */
+export function findMatchKeyByColumn(level: QidoLevel, column: string): MatchKey | undefined {
+  for (const key of KEYS_BY_TAG.values()) if (key.column.level === level && key.column.column === column) return key;
+  return undefined;
+}
+
 /** Default return attributes of a level (PS3.18 Tables 10.6.3-3, -4, -5). */
 export function defaultAttributes(level: QidoLevel): string[] {
   return queryKeys[level].defaults;

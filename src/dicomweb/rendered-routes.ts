@@ -6,6 +6,8 @@
 import type { Request, Response, Router } from 'express';
 import type { StudyRestriction } from '../db/wado-index';
 import { ClientGoneError } from './multipart-writer';
+import { resolveResearcherTarget } from './deid-wado';
+import type { DeidView } from './deid-view';
 import {
   retrieveFrameThumbnail,
   retrieveInstanceThumbnail,
@@ -35,21 +37,25 @@ export function registerRenderedRoutes(router: Router, services: RenderedService
     acceptQuery: req.query.accept,
     query: req.query as Record<string, unknown>,
     restrictStudies: res.locals.restrictStudies as StudyRestriction | undefined,
+    withheld: (res.locals.deidView as DeidView | undefined)?.withheld.bind(res.locals.deidView),
   });
-  const study = (req: Request) => ({ studyInstanceUID: param(req, 'study') });
-  const series = (req: Request) => ({ ...study(req), seriesInstanceUID: param(req, 'series') });
-  const instance = (req: Request) => ({ ...series(req), sopInstanceUID: param(req, 'instance') });
-  const frames = (req: Request) => ({ ...instance(req), frameList: param(req, 'frames') });
+  // A researcher's path holds de-identified UIDs: resolved (404 if unknown or withheld); pixels are unchanged.
+  const resolve = <T extends { studyInstanceUID: string }>(res: Response, t: T) => resolveResearcherTarget(res.locals.deidView as DeidView | undefined, t);
+  const study = (req: Request, res: Response) => resolve(res, { studyInstanceUID: param(req, 'study') });
+  const series = (req: Request, res: Response) => resolve(res, { studyInstanceUID: param(req, 'study'), seriesInstanceUID: param(req, 'series') });
+  const instance = (req: Request, res: Response) =>
+    resolve(res, { studyInstanceUID: param(req, 'study'), seriesInstanceUID: param(req, 'series'), sopInstanceUID: param(req, 'instance') });
+  const frames = async (req: Request, res: Response) => ({ ...(await instance(req, res)), frameList: param(req, 'frames') });
 
-  router.get(`${STUDY}/rendered`, answer((req, res) => retrieveRenderedStudy(services, { ...common(req, res), ...study(req) })));
-  router.get(`${SERIES}/rendered`, answer((req, res) => retrieveRenderedSeries(services, { ...common(req, res), ...series(req) })));
-  router.get(`${INSTANCE}/rendered`, answer((req, res) => retrieveRenderedInstance(services, { ...common(req, res), ...instance(req) })));
-  router.get(`${FRAMES}/rendered`, answer((req, res) => retrieveRenderedFrames(services, { ...common(req, res), ...frames(req) })));
+  router.get(`${STUDY}/rendered`, answer(async (req, res) => retrieveRenderedStudy(services, { ...common(req, res), ...(await study(req, res)) })));
+  router.get(`${SERIES}/rendered`, answer(async (req, res) => retrieveRenderedSeries(services, { ...common(req, res), ...(await series(req, res)) })));
+  router.get(`${INSTANCE}/rendered`, answer(async (req, res) => retrieveRenderedInstance(services, { ...common(req, res), ...(await instance(req, res)) })));
+  router.get(`${FRAMES}/rendered`, answer(async (req, res) => retrieveRenderedFrames(services, { ...common(req, res), ...(await frames(req, res)) })));
 
-  router.get(`${STUDY}/thumbnail`, answer((req, res) => retrieveStudyThumbnail(services, { ...common(req, res), ...study(req) })));
-  router.get(`${SERIES}/thumbnail`, answer((req, res) => retrieveSeriesThumbnail(services, { ...common(req, res), ...series(req) })));
-  router.get(`${INSTANCE}/thumbnail`, answer((req, res) => retrieveInstanceThumbnail(services, { ...common(req, res), ...instance(req) })));
-  router.get(`${FRAMES}/thumbnail`, answer((req, res) => retrieveFrameThumbnail(services, { ...common(req, res), ...frames(req) })));
+  router.get(`${STUDY}/thumbnail`, answer(async (req, res) => retrieveStudyThumbnail(services, { ...common(req, res), ...(await study(req, res)) })));
+  router.get(`${SERIES}/thumbnail`, answer(async (req, res) => retrieveSeriesThumbnail(services, { ...common(req, res), ...(await series(req, res)) })));
+  router.get(`${INSTANCE}/thumbnail`, answer(async (req, res) => retrieveInstanceThumbnail(services, { ...common(req, res), ...(await instance(req, res)) })));
+  router.get(`${FRAMES}/thumbnail`, answer(async (req, res) => retrieveFrameThumbnail(services, { ...common(req, res), ...(await frames(req, res)) })));
 }
 
 function param(req: Request, name: string): string {

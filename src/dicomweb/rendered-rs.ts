@@ -52,6 +52,8 @@ export interface RenderedRequest {
   query: Record<string, unknown>;
   /** Limits the studies this request may see; filtered-out targets answer 404 like missing ones. */
   restrictStudies?: StudyRestriction;
+  /** A researcher's withheld instances (burned-in annotation not cleared), of those given: left out of studies and series. */
+  withheld?: (sopInstanceUIDs: string[]) => Promise<Set<string>>;
 }
 
 /** A prepared answer (same shape as WADO-RS answers): status and headers final, `send` streams the body. */
@@ -232,7 +234,12 @@ function describeRanges(ranges: MediaRange[]): string {
 /** The image instances of a target (404 when the target is missing, 406 when it holds no image). */
 async function listImages(services: RenderedServices, req: RenderedRequest, target: RetrieveTarget): Promise<PixelInstanceRef[]> {
   const knex = services.db.knex;
-  const instances = await listPixelInstances(knex, target, req.restrictStudies);
+  let instances = await listPixelInstances(knex, target, req.restrictStudies);
+  if (req.withheld && instances.length > 0) {
+    const withheld = await req.withheld(instances.map((i) => i.sopInstanceUID));
+    instances = instances.filter((i) => !withheld.has(i.sopInstanceUID));
+    if (instances.length === 0) throw new HttpError(404, `every image of ${describeTarget(target)} is withheld from researchers pending burned-in annotation review`);
+  }
   if (instances.length > 0) return instances;
   if (!(await targetExists(knex, target, req.restrictStudies))) throw await notFound(knex, target, req.restrictStudies);
   throw new HttpError(406, `${describeTarget(target)} has no pixel data to render; ${OFFERED}`);

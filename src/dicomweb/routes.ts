@@ -9,6 +9,9 @@ import { registerRenderedRoutes } from './rendered-routes';
 import { storeInstances, type StoreServices } from './stow-rs';
 import { registerWadoRoutes } from './wado-routes';
 import type { TranscodeHook } from './wado-rs';
+import type { PrivacyService } from '../privacy/privacy-types';
+import { createDeidView, DeidCache, type DeidEngine } from './deid-view';
+import { createDeidEngine } from './deid-engine';
 
 /** Services the DICOMweb routes call. */
 export interface DicomwebServices extends StoreServices {
@@ -19,6 +22,10 @@ export interface DicomwebServices extends StoreServices {
   thumbnailCache?: RenderedImageCache;
   /** Writes a request's AuditEvent in a write's transaction (src/audit); absent: the audit gate alone. */
   auditInTransaction?: TransactionAuditor;
+  /** Pseudonyms, UID maps and withheld instances for researchers' de-identified views (src/privacy). */
+  privacy?: PrivacyService;
+  /** The de-identification engine (defaults to src/dicom/deidentify*). */
+  deidEngine?: DeidEngine;
 }
 
 const DICOM_JSON = 'application/dicom+json';
@@ -28,6 +35,8 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
   const router = express.Router();
 
   const auditor = services.auditInTransaction;
+  // Look-ups shared by researchers' requests (UID resolutions, pseudonyms, ...: see DeidCache).
+  const deidCache = new DeidCache();
   const store = async (req: Request, res: Response) => {
     // The request's own logger carries the request id onto every line the service writes.
     const result = await storeInstances({ ...services, logger: req.log ?? services.logger }, {
@@ -40,6 +49,8 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
       studyScope: (res.locals.access as { studyScope?: 'all' | 'projects' } | undefined)?.studyScope,
       audit: auditor && res.locals.audit ? (trx, studies) => auditor(trx, req, res, { studyUids: mergeUids(res, studies) }) : undefined,
     });
+    // A stored instance may replace one a researcher saw with one that must be withheld.
+    deidCache.forgetVisible();
     // The audit record names the studies stored (when the gate writes it, after a failure).
     if (res.locals.audit) res.locals.audit = { ...res.locals.audit, studyUids: mergeUids(res, result.studies) };
     for (const w of result.warnings.slice(0, 20)) res.append('Warning', `299 imaging-lake ${quoteWarning(w)}`);
@@ -47,6 +58,13 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
   };
   router.post('/studies', store);
   router.post('/studies/:study', store);
+
+  // Researcher and PI tokens (access decision view 'deidentified') get every read de-identified.
+  const deidEngine = services.deidEngine ?? createDeidEngine();
+  router.use((req: Request, res: Response, next: NextFunction) => {
+    res.locals.deidView = createDeidView(res.locals.access, { db: services.db, privacy: services.privacy, engine: deidEngine, cache: deidCache });
+    next();
+  });
 
   registerQidoRoutes(router, services);
   registerWadoRoutes(router, services);
@@ -61,7 +79,10 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
  * DICOM JSON body carrying the message in ErrorComment (0000,0902).
  */
 export function dicomwebErrorHandler(services: Pick<DicomwebServices, 'logger'>) {
-  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  return (raw: unknown, req: Request, res: Response, _next: NextFunction) => {
+    // A researcher's error text names the de-identified UIDs it sent, never the originals.
+    const view = res.locals.deidView as { sanitize(e: unknown): unknown } | undefined;
+    const err = view ? view.sanitize(raw) : raw;
     // A dropped or restarting index database is a 503 the client may retry, on every DICOMweb path.
     const httpError = err instanceof HttpError ? err : isRetryableDbError(err) ? new ServiceUnavailableError('the index database is unavailable') : null;
     const status = httpError?.status ?? 500;

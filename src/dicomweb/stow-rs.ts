@@ -4,7 +4,7 @@ import { AuditWriteError } from '../audit/audit-store';
 import type { AppConfig } from '../config';
 import type { Database } from '../db/database';
 import { isRetryableDbError } from '../db/database';
-import { claimBlob } from '../db/blob-ledger';
+import { blobClaimerOf } from '../db/blob-ledger';
 import { indexInstances, type IndexOutcome, type InstanceToIndex } from '../db/instance-index';
 import { createInstanceScanner } from '../dicom/instance-scanner';
 import { validateInstance } from '../dicom/validate-instance';
@@ -165,7 +165,8 @@ async function processPart(services: StoreServices, part: MultipartPart, targetS
   }
   try {
     // Claim before commit: the orphan sweeper can then never delete these bytes under us.
-    await claimBlob(db.knex, spooled.value.sha256, spooled.value.size);
+    // Claims of parts arriving together share one statement (blob-ledger group claim).
+    await blobClaimerOf(db.knex)(spooled.value.sha256, spooled.value.size);
   } catch (err) {
     await blobs.discard(staged);
     services.logger.error({ err }, 'blob ledger claim failed');

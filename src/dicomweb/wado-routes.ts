@@ -8,6 +8,8 @@ import type { TransactionAuditor } from '../audit/audit-response';
 import { requestBaseUrl } from '../http/base-url';
 import type { StudyRestriction } from '../db/wado-index';
 import { registerCapabilitiesRoutes } from './capabilities';
+import { assertBulkdataVisible, resolveResearcherTarget } from './deid-wado';
+import type { DeidView } from './deid-view';
 import { deleteInstance, deleteSeries, deleteStudy } from './delete-rs';
 import { ClientGoneError } from './multipart-writer';
 import {
@@ -40,28 +42,36 @@ export function registerWadoRoutes(router: Router, services: WadoServices & { au
     accept: req.headers.accept,
     acceptQuery: req.query.accept,
     restrictStudies: res.locals.restrictStudies as RestrictStudiesLocal,
+    deid: res.locals.deidView as DeidView | undefined,
   });
-  const ids = (req: Request) => ({
-    studyInstanceUID: param(req, 'study'),
-    seriesInstanceUID: param(req, 'series'),
-    sopInstanceUID: param(req, 'instance'),
-  });
+  // A researcher's path holds de-identified UIDs: resolved to the stored ones (404 if unknown or withheld).
+  const ids = async (req: Request, res: Response) => {
+    const sent = { studyInstanceUID: param(req, 'study'), seriesInstanceUID: param(req, 'series'), sopInstanceUID: param(req, 'instance') };
+    return resolveResearcherTarget(res.locals.deidView as DeidView | undefined, sent);
+  };
+  // Deletes are not a researcher's interaction (the policy refuses them): their paths are stored UIDs.
+  const rawIds = (req: Request) => ({ studyInstanceUID: param(req, 'study'), seriesInstanceUID: param(req, 'series'), sopInstanceUID: param(req, 'instance') });
+  const studyId = async (req: Request, res: Response) => (await resolveResearcherTarget(res.locals.deidView as DeidView | undefined, { studyInstanceUID: param(req, 'study') })).studyInstanceUID;
   const baseUrl = (req: Request) => requestBaseUrl(req, services.publicBaseUrl);
 
-  router.get(STUDY, answer((req, res) => retrieveStudy(services, { ...common(req, res), studyInstanceUID: param(req, 'study') })));
-  router.get(SERIES, answer((req, res) => retrieveSeries(services, { ...common(req, res), ...ids(req) })));
-  router.get(INSTANCE, answer((req, res) => retrieveInstance(services, { ...common(req, res), ...ids(req) })));
+  router.get(STUDY, answer(async (req, res) => retrieveStudy(services, { ...common(req, res), studyInstanceUID: await studyId(req, res) })));
+  router.get(SERIES, answer(async (req, res) => retrieveSeries(services, { ...common(req, res), ...(await ids(req, res)) })));
+  router.get(INSTANCE, answer(async (req, res) => retrieveInstance(services, { ...common(req, res), ...(await ids(req, res)) })));
 
-  router.get(`${STUDY}/metadata`, answer((req, res) => retrieveStudyMetadata(services, { ...common(req, res), studyInstanceUID: param(req, 'study'), baseUrl: baseUrl(req) })));
-  router.get(`${SERIES}/metadata`, answer((req, res) => retrieveSeriesMetadata(services, { ...common(req, res), ...ids(req), baseUrl: baseUrl(req) })));
-  router.get(`${INSTANCE}/metadata`, answer((req, res) => retrieveInstanceMetadata(services, { ...common(req, res), ...ids(req), baseUrl: baseUrl(req) })));
+  router.get(`${STUDY}/metadata`, answer(async (req, res) => retrieveStudyMetadata(services, { ...common(req, res), studyInstanceUID: await studyId(req, res), baseUrl: baseUrl(req) })));
+  router.get(`${SERIES}/metadata`, answer(async (req, res) => retrieveSeriesMetadata(services, { ...common(req, res), ...(await ids(req, res)), baseUrl: baseUrl(req) })));
+  router.get(`${INSTANCE}/metadata`, answer(async (req, res) => retrieveInstanceMetadata(services, { ...common(req, res), ...(await ids(req, res)), baseUrl: baseUrl(req) })));
 
-  router.get(`${INSTANCE}/frames/:frames`, answer((req, res) => retrieveInstanceFrames(services, { ...common(req, res), ...ids(req), frameList: param(req, 'frames') })));
+  router.get(`${INSTANCE}/frames/:frames`, answer(async (req, res) => retrieveInstanceFrames(services, { ...common(req, res), ...(await ids(req, res)), frameList: param(req, 'frames') })));
   router.get(
     `${INSTANCE}/bulkdata/*path`,
-    answer((req, res) => {
-      const path = (req.params as Record<string, string | string[]>).path;
-      return retrieveBulkdata(services, { ...common(req, res), ...ids(req), path: Array.isArray(path) ? path : [path], range: req.headers.range });
+    answer(async (req, res) => {
+      const raw = (req.params as Record<string, string | string[]>).path;
+      const path = Array.isArray(raw) ? raw : [raw];
+      const target = await ids(req, res);
+      // A researcher gets bulk data only of attributes that survive de-identification.
+      await assertBulkdataVisible(services, res.locals.deidView as DeidView | undefined, target, path);
+      return retrieveBulkdata(services, { ...common(req, res), ...target, path, range: req.headers.range });
     }),
   );
 
@@ -76,12 +86,12 @@ export function registerWadoRoutes(router: Router, services: WadoServices & { au
     res.status(204).end();
   });
   router.delete(SERIES, async (req, res) => {
-    const { studyInstanceUID, seriesInstanceUID } = ids(req);
+    const { studyInstanceUID, seriesInstanceUID } = rawIds(req);
     await deleteSeries(services, { studyInstanceUID, seriesInstanceUID, restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
     res.status(204).end();
   });
   router.delete(INSTANCE, async (req, res) => {
-    await deleteInstance(services, { ...ids(req), restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    await deleteInstance(services, { ...rawIds(req), restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
     res.status(204).end();
   });
 

@@ -17,6 +17,8 @@ import { inflateRawSync } from 'node:zlib';
 import { Readable, type Writable } from 'node:stream';
 import type { Database } from '../db/database';
 import type { IndexChangeHook } from './index-change-hook';
+import type { DeidView } from './deid-view';
+import { coalesceChunks } from './deid-stream';
 import {
   findMetadataPage,
   findMissingLevel,
@@ -76,6 +78,8 @@ export interface WadoRequest {
   acceptQuery?: unknown;
   /** Limits the studies this request may see; filtered-out targets answer 404 like missing ones. */
   restrictStudies?: StudyRestriction;
+  /** A researcher's view (PS3.15 Annex E): the target's UIDs are already resolved to the originals. */
+  deid?: DeidView;
 }
 
 /** A prepared answer: status and headers are final; `send` streams the body with backpressure. */
@@ -110,11 +114,22 @@ export function retrieveInstance(services: WadoServices, req: WadoRequest & Requ
 }
 
 async function retrieveInstances(services: WadoServices, req: WadoRequest, target: RetrieveTarget): Promise<WadoAnswer> {
-  const instances = await findStoredInstances(services.db.knex, pickTarget(target), req.restrictStudies);
+  let instances = await findStoredInstances(services.db.knex, pickTarget(target), req.restrictStudies);
   if (instances.length === 0) throw await notFound(services.db.knex, target, req.restrictStudies);
+  const deid = req.deid;
+  if (deid) {
+    // Withheld instances (burned-in annotation not cleared) are left out of a researcher's retrieve.
+    const withheld = await deid.withheld(instances.map((i) => i.sopInstanceUID));
+    instances = instances.filter((i) => !withheld.has(i.sopInstanceUID));
+    if (instances.length === 0) throw new HttpError(404, `every instance of ${target.sopInstanceUID ?? target.seriesInstanceUID ?? target.studyInstanceUID} is withheld from researchers pending burned-in annotation review`);
+  }
+  const ctx = deid ? await deid.contextOf(target.studyInstanceUID) : undefined;
   const ranges = parseAccept(req.accept, req.acceptQuery);
-  const stored = [...new Set(instances.map((i) => i.transferSyntaxUID))];
-  const transcoder = services.transcoder;
+  // A researcher's instances come in the syntax the de-identifier writes (the stored one, or Explicit VR LE for native ones).
+  const delivered = (i: StoredInstance) => (deid ? deid.engine.transferSyntaxOf(i.transferSyntaxUID) : i.transferSyntaxUID);
+  const stored = [...new Set(instances.map(delivered))];
+  // A researcher gets the stored syntax only: a transcoded header would not be de-identified.
+  const transcoder = deid ? undefined : services.transcoder;
   const plan = negotiateInstances(ranges, stored, {
     singlePart: target.sopInstanceUID !== undefined,
     canTranscode: transcoder ? (from, to) => transcoder.canTranscode(from, to) : undefined,
@@ -124,15 +139,24 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
       ranges,
       `instances are offered as multipart/related; type="application/dicom" (transfer-syntax=* or ${stored.join(', ')})` +
         (target.sopInstanceUID ? ' or application/dicom' : '') +
-        (transcoder ? '' : '; no transcoder is configured, so no other transfer syntax can be produced'),
+        (deid
+          ? '; de-identified instances are offered in their stored transfer syntax only'
+          : transcoder
+            ? ''
+            : '; no transcoder is configured, so no other transfer syntax can be produced'),
     );
   }
   const parts = instances.map((instance) => {
-    const ts = plan.transferSyntax === '*' ? instance.transferSyntaxUID : plan.transferSyntax;
-    const transcode = ts !== instance.transferSyntaxUID;
+    const ts = plan.transferSyntax === '*' ? delivered(instance) : plan.transferSyntax;
+    const transcode = ts !== delivered(instance);
     const prefix = instance.hasFileMeta ? null : buildFileMeta(instance);
     const length = transcode ? undefined : instance.size + (prefix?.length ?? 0);
     const open = () => openPart10(services.blobs, instance, prefix);
+    if (deid && ctx) {
+      // The header is rewritten (PS3.15 Annex E), so the length is known only once streamed.
+      const body = async () => coalesceChunks(await deid.engine.deidentifyInstance(services.blobs, instance, ctx));
+      return { headers: { 'Content-Type': `application/dicom; transfer-syntax=${ts}` } as Record<string, string>, length: undefined as number | undefined, body };
+    }
     const body = transcode ? () => transcoder!.transcodeInstance({ instance, open }, ts) : open;
     return { headers: { 'Content-Type': `application/dicom; transfer-syntax=${ts}`, ...(length !== undefined ? { 'Content-Length': String(length) } : {}) }, length, body };
   });
@@ -230,25 +254,47 @@ async function retrieveMetadata(services: WadoServices, req: WadoRequest & { bas
   const type = negotiateMetadata(ranges);
   if (!type) throw notAcceptable(ranges, 'metadata is offered as application/dicom+json only');
   const studies = `${req.baseUrl}/dicomweb/studies/`;
+  const deid = req.deid;
+  const ctx = deid ? await deid.contextOf(target.studyInstanceUID) : undefined;
   const render = (row: (typeof first)[number]) => {
+    if (deid && ctx) {
+      // De-identified (PS3.15 Annex E); BulkDataURIs point at the researcher's own (de-identified) paths.
+      const base = `${studies}${ctx.mapUid(row.studyInstanceUID)}/series/${ctx.mapUid(row.seriesInstanceUID)}/instances/${ctx.mapUid(row.sopInstanceUID)}/`;
+      const dataset = deid.engine.deidentifyJson(JSON.parse(row.json), ctx, (uri) => (uri.startsWith('bulkdata/') ? base + uri : null));
+      return JSON.stringify(dataset);
+    }
     const base = `${studies}${row.studyInstanceUID}/series/${row.seriesInstanceUID}/instances/${row.sopInstanceUID}/`;
     // jsonb renders keys as `"BulkDataURI": "..."`; an unescaped quote cannot occur inside a string value, so this matches keys only.
     return row.json.replaceAll('"BulkDataURI": "bulkdata/', `"BulkDataURI": ${JSON.stringify(base).slice(0, -1)}bulkdata/`);
   };
+  // Withheld instances are absent from a researcher's metadata.
+  const visible = async (page: typeof first) => {
+    if (!deid) return page;
+    const withheld = await deid.withheld(page.map((r) => r.sopInstanceUID));
+    return withheld.size === 0 ? page : page.filter((r) => !withheld.has(r.sopInstanceUID));
+  };
+  const firstVisible = await visible(first);
+  if (deid && target.sopInstanceUID !== undefined && firstVisible.length === 0) {
+    throw new HttpError(404, `instance ${target.sopInstanceUID} is withheld from researchers pending burned-in annotation review`);
+  }
   return {
     status: 200,
     headers: { 'Content-Type': `${type}; charset=utf-8` },
     async send(out) {
       let page = first;
+      let shown = firstVisible;
       let separator = '[';
       while (page.length > 0) {
         // One write per page keeps syscalls few while memory stays bounded by the page size.
-        const text = page.map((row) => render(row)).join(',');
-        await writeWithBackpressure(out, Buffer.from(separator + text, 'utf8'));
-        separator = ',';
+        if (shown.length > 0) {
+          const text = shown.map((row) => render(row)).join(',');
+          await writeWithBackpressure(out, Buffer.from(separator + text, 'utf8'));
+          separator = ',';
+        }
         if (page.length < METADATA_PAGE) break;
         const cursor: MetadataCursor = page[page.length - 1].cursor;
         page = await findMetadataPage(knex, t, cursor, METADATA_PAGE, req.restrictStudies);
+        shown = await visible(page);
       }
       await writeWithBackpressure(out, Buffer.from(separator === '[' ? '[]' : ']'));
       await endResponse(out);

@@ -13,14 +13,17 @@ import {
 } from './interactions';
 import { badRequest, fhirError, notFound } from './outcome';
 import { parseSearchRequest } from './search/search-request';
-import { searchToBundle } from './search/search-service';
+import { searchToBundle, type SearchContext } from './search/search-service';
 import { validateOperation } from './validate-operation';
+
+/** The context of a routed request: a FhirContext, plus the caller's search view (de-identified callers) that every search, nested ones included, runs through. */
+export type FhirRouteContext = FhirContext & Pick<SearchContext, 'searchView'>;
 
 /**
  * The FHIR R4 REST router, express-free (STYLE 3): maps method and path to one interaction.
  * Every failure is an OperationOutcomeError carrying its HTTP status.
  */
-export async function handleFhirRequest(ctx: FhirContext, req: FhirRequest): Promise<FhirResponse> {
+export async function handleFhirRequest(ctx: FhirRouteContext, req: FhirRequest): Promise<FhirResponse> {
   let segments: string[];
   try {
     segments = req.path.split('/').filter(Boolean).map(decodeURIComponent);

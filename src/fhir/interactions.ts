@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { withTransaction } from '../db/database';
 import { etagOf, parsePrefer, parseQueryString, type FhirContext, type FhirRequest, type FhirResponse } from './http/fhir-request';
-import { badRequest, gone, informational, notAllowed, notFound, OperationOutcomeError, preconditionFailed } from './outcome';
+import { badRequest, fhirError, gone, informational, notAllowed, notFound, OperationOutcomeError, preconditionFailed } from './outcome';
 import { findConditionalMatches } from './search/search-service';
 import { applyWrites, prepareDelete, prepareWrite, type PendingWrite } from './store/resource-writer';
 import { readCurrent, readHistory, readVersion, type StoredResource } from './store/resource-store';
@@ -206,6 +206,10 @@ export async function readHistoryBundle(ctx: FhirContext, req: FhirRequest, reso
     if (!/^\d{4}-\d{2}-\d{2}/.test(v) || Number.isNaN(d.getTime())) throw badRequest(`${k} must be an instant, not '${v}'`);
     return d;
   };
+  if ((ctx as { searchView?: unknown }).searchView && (one('_since') !== undefined || one('_at') !== undefined)) {
+    // They compare the real lastUpdated, which a de-identified caller sees shifted: bisecting it would reveal the offset.
+    throw fhirError(400, 'not-supported', '_since and _at are not available in the de-identified view (lastUpdated is shifted per patient)');
+  }
   const rows = await readHistory(ctx.db, { resourceType, id, since: instant('_since'), at: instant('_at'), count: Math.min(count, 1000), offset, access: ctx.access });
   const more = rows.length > count;
   const entry: BundleEntry[] = rows.slice(0, count).map((h) => {

@@ -6,6 +6,9 @@ import type { Database } from '../db/database';
 import { isRetryableDbError, withTransaction } from '../db/database';
 import { requestBaseUrl } from '../http/base-url';
 import type { Logger } from '../logger';
+import type { AccessLocals } from '../auth/access-guard';
+import type { PrivacyService } from '../privacy/privacy-types';
+import { createDeidView, type DeidView } from './deid/deid-view';
 import { loadFhirDefinitions } from './definitions';
 import { handleFhirRequest } from './fhir-router';
 import { checkRequestContentType, isJsonContentType, negotiateResponseType } from './http/format';
@@ -43,6 +46,14 @@ export interface FhirRouterDeps {
   typeHandlers?: Readonly<Record<string, FhirTypeHandler>>;
   /** Per-type write rules (createResourceRules({ icd10cmCodesPath })); default: the shipped code lists. */
   resourceRules?: ResourceRules;
+  /**
+   * Pseudonyms, date offsets and UID mappers for de-identified views (researcher and pi tokens:
+   * access decision view 'deidentified'). Absent, those views still hide names, identifiers and
+   * free text, and hide the dates of patient-linked resources instead of shifting them.
+   */
+  privacy?: PrivacyService;
+  /** The largest |date offset| the privacy service draws (widens date searches in SQL); absent: not widened. */
+  maxDateOffsetDays?: number;
 }
 
 /**
@@ -80,9 +91,11 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
       };
       const baseUrl = `${requestBaseUrl(req, deps.publicBaseUrl)}${req.baseUrl}`;
       if (deps.authorizeBundleEntry) authorizeBundle(req, fhirReq, deps.authorizeBundleEntry);
+      const deid = deidViewOf(res, deps, defs);
       const run = (knex: Knex | Knex.Transaction) =>
         handleFhirRequest(
           {
+            searchView: deid?.searchView,
             knex: knex as Knex,
             db: knex,
             defs,
@@ -110,6 +123,8 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
         result = await run(deps.db.knex);
         noteCreated(res, result.status, result.headers);
       }
+      // Every answer of a de-identified caller goes through its view, whatever produced it.
+      if (deid) result = await deid.transformAnswer(result);
       send(res, result.status, result.headers, result.body, contentType, pretty);
     } catch (err) {
       next(err);
@@ -120,9 +135,29 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
     const e = toOutcomeError(err);
     if (e.status >= 500) deps.logger.error({ err, url: req.originalUrl }, 'FHIR request failed');
     if (res.headersSent) return void res.destroy();
-    send(res, e.status, e.headers, e.outcome, 'application/fhir+json; charset=utf-8', false);
+    // The real lastUpdated of a deleted resource (410) is not for a de-identified caller.
+    const headers = isDeidentified(res) ? Object.fromEntries(Object.entries(e.headers).filter(([k]) => k !== 'Last-Modified')) : e.headers;
+    send(res, e.status, headers, e.outcome, 'application/fhir+json; charset=utf-8', false);
   });
   return router;
+}
+
+function isDeidentified(res: Response): boolean {
+  return (res.locals.access as AccessLocals | undefined)?.decision.view === 'deidentified';
+}
+
+/** The de-identified view of a request whose access decision asks for one (researcher, pi), else undefined. */
+function deidViewOf(res: Response, deps: FhirRouterDeps, defs: ReturnType<typeof loadFhirDefinitions>): DeidView | undefined {
+  const access = res.locals.access as AccessLocals | undefined;
+  if (access?.decision.view !== 'deidentified') return undefined;
+  return createDeidView({
+    defs,
+    db: deps.db.knex,
+    privacy: deps.privacy,
+    projects: access.decision.rowFilter.projects,
+    now: () => new Date(),
+    maxOffsetDays: deps.maxDateOffsetDays,
+  });
 }
 
 /** A create's audit record (written before the answer leaves) names the resource it created (BALP Create). */
@@ -132,17 +167,25 @@ function noteCreated(res: Response, status: number, headers: Record<string, stri
   if (audit && m && !audit.resourceId) res.locals.audit = { ...audit, resourceType: m[1], resourceId: m[2] };
 }
 
-/** Refuses a Bundle POSTed to the base when the policy denies any of its entries (FHIR R4 3.1.0.11). */
+/**
+ * Asks the policy about every entry of a Bundle POSTed to the base (FHIR R4 3.1.0.11): a denied
+ * entry refuses a whole transaction (403), while in a batch only that entry answers 403.
+ */
 function authorizeBundle(req: Request, fhirReq: FhirRequest, ask: NonNullable<FhirRouterDeps['authorizeBundleEntry']>): void {
-  const bundle = fhirReq.body as { resourceType?: unknown; entry?: unknown } | undefined;
+  const bundle = fhirReq.body as { resourceType?: unknown; type?: unknown; entry?: unknown } | undefined;
   if (fhirReq.method !== 'POST' || fhirReq.path.replace(/\/+$/, '') !== '' || bundle?.resourceType !== 'Bundle' || !Array.isArray(bundle.entry)) return;
+  const denials = new Map<number, string>();
   bundle.entry.forEach((entry: { request?: { method?: unknown; url?: unknown } } | undefined, i) => {
     const method = entry?.request?.method;
     const url = entry?.request?.url;
     if (typeof method !== 'string' || typeof url !== 'string') return; // malformed: the Bundle service answers 400
     const denial = ask(req, method, url);
-    if (denial) throw fhirError(403, 'forbidden', `Bundle.entry[${i}] (${method} ${url.slice(0, 200)}): access denied: ${denial}`);
+    if (!denial) return;
+    const text = `Bundle.entry[${i}] (${method} ${url.slice(0, 200)}): access denied: ${denial}`;
+    if (bundle.type !== 'batch') throw fhirError(403, 'forbidden', text);
+    denials.set(i, text);
   });
+  if (denials.size > 0) fhirReq.entryDenials = denials;
 }
 
 function send(res: Response, status: number, headers: Record<string, string>, body: Resource | undefined, contentType: string, pretty: boolean): void {

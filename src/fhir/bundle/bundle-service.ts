@@ -3,7 +3,7 @@ import type { Bundle, BundleEntry, BundleEntryResponse, Resource } from '@medplu
 import { withTransaction } from '../../db/database';
 import { etagOf, parsePrefer, parseQueryString, type FhirContext, type FhirRequest, type FhirResponse } from '../http/fhir-request';
 import { assertClientWritable, assertId, assertVisible, checkIfMatch } from '../interactions';
-import { badRequest, notFound, OperationOutcomeError, preconditionFailed } from '../outcome';
+import { badRequest, notFound, OperationOutcomeError, outcome, preconditionFailed } from '../outcome';
 import { findConditionalMatches } from '../search/search-service';
 import { applyWrites, prepareDelete, prepareWrite, type PendingWrite } from '../store/resource-writer';
 import { readCurrent } from '../store/resource-store';
@@ -95,6 +95,11 @@ async function runBatch(ctx: FhirContext, req: FhirRequest, entries: ParsedEntry
       'if-match': e.entry.request?.ifMatch,
       'if-none-match': e.entry.request?.ifNoneMatch,
     };
+    const denial = req.entryDenials?.get(e.index);
+    if (denial) {
+      out.push({ response: { status: statusLine(403), outcome: outcome('error', 'forbidden', denial) } });
+      continue;
+    }
     try {
       const res = await dispatch(ctx, { method: e.method, path: e.path, query: e.query ?? {}, headers, body: e.resource });
       out.push(responseEntry(res));

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
-import { applyWrites, prepareDelete } from '../store/resource-writer';
-import { readCurrent } from '../store/resource-store';
+import { loadFhirDefinitions } from '../definitions';
+import { applyWrites, prepareDelete, prepareWrite } from '../store/resource-writer';
+import { readCurrent, toStored, type StoredResource } from '../store/resource-store';
 import { findResourcesInTransaction, writeResourceInTransaction } from '../write-resource';
 import { DCM_SYSTEM, DICOM_UID_SYSTEM, dateTimeOf, genderOf, humanNameOf, issuerSystem, lateralityCoding } from './dicom-codes';
 
@@ -35,29 +36,35 @@ const DERIVED = new Set([
 
 export const DICOMWEB_ENDPOINT_ID = 'dicomweb';
 
-/** Rewrites the Patient and ImagingStudy of each study (by primary key); removes ImagingStudy of studies gone from the index. */
+/**
+ * Rewrites the Patient and ImagingStudy of each study (by primary key); removes ImagingStudy of
+ * studies gone from the index. One query reads every study with its patient's link and the
+ * Endpoint's address, one more per study reads its series with their instances aggregated
+ * (json_agg), so the round trips do not grow with the number of instances.
+ */
 export async function syncImagingStudies(trx: Knex.Transaction, studyPks: number[], options: ImagingStudySyncOptions): Promise<void> {
   if (studyPks.length === 0) return;
-  await ensureEndpoint(trx, options.dicomwebBaseUrl);
-  const studies = await trx('studies as st')
-    .join('patients as p', 'p.id', 'st.patient_pk')
-    .whereIn('st.id', studyPks)
-    .orderBy('st.study_uid')
-    .select(
-      'st.id',
-      'st.study_uid',
-      'st.fhir_id',
-      trx.raw(`to_char(st.study_date, 'YYYYMMDD') as study_date`),
-      'st.study_time',
-      'st.accession_number',
-      'st.study_description',
-      'st.num_series',
-      'st.num_instances',
-      'st.dataset',
-      'p.id as patient_pk',
-    );
+  const studies: StudyRow[] = (
+    await trx.raw(
+      `SELECT st.id, st.study_uid, st.fhir_id, to_char(st.study_date, 'YYYYMMDD') AS study_date, st.study_time,
+              st.accession_number, st.study_description, st.num_series, st.num_instances, st.dataset,
+              st.patient_pk, p.fhir_id AS patient_fhir_id,
+              EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked,
+              (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address
+       FROM studies st JOIN patients p ON p.id = st.patient_pk
+       WHERE st.id = ANY(?::bigint[])
+       ORDER BY st.study_uid`,
+      [DICOMWEB_ENDPOINT_ID, studyPks],
+    )
+  ).rows;
+  if (studies.length === 0) return;
+  if (studies[0].endpoint_address !== options.dicomwebBaseUrl) await ensureEndpoint(trx, options.dicomwebBaseUrl);
+  const patients = new Map<number, string>();
   for (const study of studies) {
-    const patientId = await resolvePatient(trx, Number(study.patient_pk));
+    const patientPk = Number(study.patient_pk);
+    let patientId = patients.get(patientPk) ?? (study.patient_linked ? study.patient_fhir_id ?? undefined : undefined);
+    if (!patientId) patientId = await resolvePatient(trx, patientPk);
+    patients.set(patientPk, patientId);
     await writeImagingStudy(trx, study, patientId);
   }
 }
@@ -141,27 +148,48 @@ interface StudyRow {
   num_series: number;
   num_instances: number;
   dataset: Record<string, { Value?: unknown[] }> | string;
+  patient_pk: number;
+  patient_fhir_id: string | null;
+  patient_linked: boolean;
+  endpoint_address: string | null;
+}
+
+interface SeriesRow {
+  id: number;
+  series_uid: string;
+  series_number: number | null;
+  modality: string | null;
+  series_description: string | null;
+  num_instances: number;
+  body_part_examined: string | null;
+  laterality: string | null;
+  series_date: string | null;
+  series_time: string | null;
+  /** [SOP Instance UID, SOP Class UID, InstanceNumber, ImageLaterality], in instance order. */
+  instances: Array<[string, string, number | null, string | null]> | string | null;
+}
+
+/** The series of a study, each with its instances, in one statement. */
+async function readSeriesWithInstances(trx: Knex.Transaction, studyPk: number): Promise<SeriesRow[]> {
+  const result = await trx.raw(
+    `SELECT se.id, se.series_uid, se.series_number, se.modality, se.series_description, se.num_instances,
+            se.body_part_examined, se.laterality, to_char(se.series_date, 'YYYYMMDD') AS series_date, se.series_time,
+            (SELECT json_agg(json_build_array(i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.image_laterality)
+                             ORDER BY i.instance_number ASC NULLS LAST, i.sop_instance_uid)
+               FROM instances i WHERE i.series_pk = se.id) AS instances
+     FROM series se WHERE se.study_pk = ?
+     ORDER BY se.series_number ASC NULLS LAST, se.series_uid`,
+    [studyPk],
+  );
+  return result.rows as SeriesRow[];
 }
 
 async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patientId: string): Promise<void> {
   const fhirId = study.fhir_id ?? randomUUID();
-  const series = await trx('series')
-    .where({ study_pk: study.id })
-    .orderBy([{ column: 'series_number', order: 'asc', nulls: 'last' } as never, 'series_uid'])
-    .select('id', 'series_uid', 'series_number', 'modality', 'series_description', 'num_instances', 'body_part_examined', 'laterality', trx.raw(`to_char(series_date, 'YYYYMMDD') as series_date`), 'series_time');
-  const instances = await trx('instances')
-    .where({ study_pk: study.id })
-    .orderBy([{ column: 'instance_number', order: 'asc', nulls: 'last' } as never, 'sop_instance_uid'])
-    .select('series_pk', 'sop_instance_uid', 'sop_class_uid', 'instance_number', 'image_laterality');
-  const bySeries = new Map<number, typeof instances>();
-  for (const i of instances) {
-    const list = bySeries.get(Number(i.series_pk)) ?? [];
-    list.push(i);
-    bySeries.set(Number(i.series_pk), list);
-  }
+  const series = await readSeriesWithInstances(trx, Number(study.id));
   const dataset = typeof study.dataset === 'string' ? JSON.parse(study.dataset) : study.dataset;
   const tz = (dataset?.['00080201']?.Value?.[0] as string | undefined) ?? null;
-  const modalities = [...new Set(series.map((s) => s.modality).filter(Boolean))].sort();
+  const modalities = [...new Set(series.map((s) => s.modality).filter((m): m is string => Boolean(m)))].sort();
 
   const derived: ImagingStudy = {
     resourceType: 'ImagingStudy',
@@ -178,9 +206,10 @@ async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patient
     numberOfSeries: Number(study.num_series),
     numberOfInstances: Number(study.num_instances),
     series: series.map((s): ImagingStudySeries => {
-      const list = bySeries.get(Number(s.id)) ?? [];
+      const raw = s.instances ?? [];
+      const list = typeof raw === 'string' ? (JSON.parse(raw) as Exclude<SeriesRow['instances'], string | null>) : raw;
       // Series laterality from (0020,0060), else the instances' ImageLaterality when they agree.
-      const imageLats = [...new Set(list.map((i) => i.image_laterality).filter((v) => v === 'R' || v === 'L' || v === 'B'))];
+      const imageLats = [...new Set(list.map((i) => i[3]).filter((v) => v === 'R' || v === 'L' || v === 'B'))];
       const laterality = lateralityCoding(s.laterality) ?? (imageLats.length === 1 ? lateralityCoding(imageLats[0]) : undefined);
       const started = dateTimeOf(s.series_date, s.series_time, tz);
       return {
@@ -193,10 +222,10 @@ async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patient
         ...(s.body_part_examined ? { bodySite: { display: s.body_part_examined } } : {}),
         ...(laterality ? { laterality } : {}),
         ...(started ? { started } : {}),
-        instance: list.map((i) => ({
-          uid: i.sop_instance_uid,
-          sopClass: { system: 'urn:ietf:rfc:3986', code: `urn:oid:${i.sop_class_uid}` },
-          ...(i.instance_number !== null ? { number: Number(i.instance_number) } : {}),
+        instance: list.map(([uid, sopClass, number]) => ({
+          uid,
+          sopClass: { system: 'urn:ietf:rfc:3986', code: `urn:oid:${sopClass}` },
+          ...(number !== null ? { number: Number(number) } : {}),
         })),
       };
     }),
@@ -207,15 +236,31 @@ async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patient
   if (study.study_description) derived.description = study.study_description;
 
   // Keep what clients added through FHIR (reasons, orders, notes, ...).
-  const existing = study.fhir_id ? await readCurrent(trx, 'ImagingStudy', fhirId, { forUpdate: true }) : undefined;
+  const existing = study.fhir_id ? await readClientElements(trx, fhirId) : undefined;
   const kept: Record<string, unknown> = {};
   if (existing && !existing.deleted) {
     for (const [k, v] of Object.entries(existing.content as unknown as Record<string, unknown>)) {
       if (!DERIVED.has(k) && k !== 'resourceType' && k !== 'id' && k !== 'meta') kept[k] = v;
     }
   }
-  await writeResourceInTransaction(trx, { ...kept, ...derived } as ImagingStudy, { validate: false });
+  // Written straight through the resource writer with the row locked above (no second read).
+  const write = prepareWrite(loadFhirDefinitions(), { ...kept, ...derived } as ImagingStudy, existing, existing ? 'PUT' : 'POST', new Date());
+  await applyWrites(trx, [write]);
   if (!study.fhir_id) await trx('studies').where({ id: study.id }).update({ fhir_id: fhirId });
+}
+
+/**
+ * The current ImagingStudy row, locked, with only the elements clients own in its content: the
+ * derived ones (the series with every instance) are rewritten anyway, so they are not shipped
+ * back and parsed on every STOW into a large study.
+ */
+async function readClientElements(trx: Knex.Transaction, id: string): Promise<StoredResource | undefined> {
+  const result = await trx.raw(
+    `SELECT rid, resource_type, id, version_id, last_updated, deleted, content - ?::text[] AS content
+     FROM fhir_resource WHERE resource_type = 'ImagingStudy' AND id = ? FOR UPDATE`,
+    [[...DERIVED], id],
+  );
+  return result.rows[0] ? toStored(result.rows[0]) : undefined;
 }
 
 /** The ImagingStudy id of a study, for links in responses. */

@@ -15,6 +15,11 @@ export interface FhirRequest {
   headers: Record<string, string | undefined>;
   /** Parsed JSON body, or form fields for POST _search. */
   body?: unknown;
+  /**
+   * Batch entries the access policy refused (by entry index, with the reason): each answers 403
+   * on its own while the other entries run (FHIR R4 3.1.0.11: batch entries are independent).
+   */
+  entryDenials?: ReadonlyMap<number, string>;
 }
 
 /** The answer: status, headers and an optional resource body. */

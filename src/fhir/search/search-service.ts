@@ -9,6 +9,8 @@ import { buildSearchSql } from './search-sql';
 import { parseSearchRequest, type SearchRequest } from './search-request';
 import { applyElements, applySummary } from './subset';
 import { queryRows } from '../store/raw';
+import type { SearchView } from './search-view';
+import { fhirError } from '../outcome';
 
 /** What a search needs from its caller. */
 export interface SearchContext {
@@ -16,10 +18,20 @@ export interface SearchContext {
   defs: FhirDefinitions;
   baseUrl: string;
   access?: AccessFilter;
+  /** The caller's view of the resources (de-identified for researchers): checks and plans every search. */
+  searchView?: SearchView;
 }
+
+/** Candidates a post-filtered search may scan; a broader search is refused (narrow it). */
+export const POST_FILTER_LIMIT = 10_000;
 
 /** Runs the page query (one row past the page, to know whether there is a next page) and the count when asked. */
 export async function findMatches(ctx: SearchContext, req: SearchRequest): Promise<{ matches: StoredResource[]; more: boolean; total?: number }> {
+  if (ctx.searchView) {
+    const prepared = await ctx.searchView.prepare(ctx.db, req, ctx.access);
+    if (prepared.postFilter) return findPostFiltered(ctx, req, prepared.request, prepared.postFilter);
+    req = prepared.request;
+  }
   const sql = buildSearchSql(req, accessSql(ctx.access, 'r'), { baseUrl: ctx.baseUrl });
   const wantsTotal = req.total === 'accurate' || req.summary === 'count';
   const total = wantsTotal ? Number((await queryRows(ctx.db, sql.count.sql, sql.count.bindings))[0].total) : undefined;
@@ -27,6 +39,28 @@ export async function findMatches(ctx: SearchContext, req: SearchRequest): Promi
   const rows = await queryRows(ctx.db, sql.page.sql, sql.page.bindings);
   const more = rows.length > req.count;
   return { matches: rows.slice(0, req.count).map(toStored), more, total };
+}
+
+/**
+ * A search SQL can only over-approximate (values the caller sees transformed): every candidate
+ * is fetched, filtered exactly, then paged, so _count, _offset, next links and _total stay honest.
+ */
+async function findPostFiltered(
+  ctx: SearchContext,
+  req: SearchRequest,
+  wide: SearchRequest,
+  postFilter: NonNullable<Awaited<ReturnType<SearchView['prepare']>>['postFilter']>,
+): Promise<{ matches: StoredResource[]; more: boolean; total?: number }> {
+  const sql = buildSearchSql({ ...wide, count: POST_FILTER_LIMIT, offset: 0 }, accessSql(ctx.access, 'r'), { baseUrl: ctx.baseUrl });
+  const rows = await queryRows(ctx.db, sql.page.sql, sql.page.bindings);
+  if (rows.length > POST_FILTER_LIMIT) {
+    throw fhirError(400, 'too-costly', `This search must be checked on more than ${POST_FILTER_LIMIT} candidates as you see them (shifted dates); narrow it with other parameters`);
+  }
+  const kept = await postFilter(ctx.db, rows.map(toStored));
+  const wantsTotal = req.total === 'accurate' || req.summary === 'count';
+  const total = wantsTotal ? kept.length : undefined;
+  if (req.summary === 'count' || req.count === 0) return { matches: [], more: false, total };
+  return { matches: kept.slice(req.offset, req.offset + req.count), more: kept.length > req.offset + req.count, total };
 }
 
 /** Ids of the resources a conditional interaction's query selects (at most `limit`). */

@@ -46,6 +46,30 @@ export const PUBLIC_PATHS = new Set([
   '/auth/saml/metadata',
 ]);
 
+/**
+ * The roles the policy lets through to each /privacy route (stated apart from policy.ts, like
+ * MAY above); the route itself then decides by project. Every other role gets 403.
+ */
+const PRIVACY_ROUTE_ROLES: Record<string, readonly Role[]> = {
+  'GET /privacy/projects/:project/deid-options': ['admin', 'data-manager'],
+  'PUT /privacy/projects/:project/deid-options': ['admin', 'data-manager'],
+  'POST /privacy/burned-in-clearances': ['admin', 'data-manager'],
+  'DELETE /privacy/burned-in-clearances/:sop': ['admin', 'data-manager'],
+  'POST /privacy/reidentification-requests': ['pi'],
+  'GET /privacy/reidentification-requests': ['admin', 'pi'],
+  'GET /privacy/reidentification-requests/:id': ['admin', 'pi'],
+  'POST /privacy/reidentification-requests/:id/approve': ['admin'],
+  'POST /privacy/reidentification-requests/:id/refuse': ['admin'],
+  'POST /privacy/reidentification-requests/:id/resolve': ['pi'],
+  'GET /privacy/overlap': ['admin', 'pi'],
+};
+
+/** The roles a /privacy route admits: undefined for any other route, admin alone for a /privacy route not listed. */
+export function privacyRouteRoles(method: string, path: string): readonly Role[] | undefined {
+  if (!path.startsWith('/privacy')) return undefined;
+  return PRIVACY_ROUTE_ROLES[`${method} ${path}`] ?? ['admin'];
+}
+
 /** One cell's result: the failures found (empty when the answer is as expected). */
 export type Failures = string[];
 

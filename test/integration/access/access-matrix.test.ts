@@ -7,7 +7,7 @@
  * other project appears anywhere in the answer.
  */
 import { makeCallers, requestsSent, seedProjects, send, type Caller } from './access-fixtures';
-import { expectForbidden, expectNoLeak, expectUnauthenticated, PUBLIC_PATHS, type Failures } from './access-expectations';
+import { expectForbidden, expectNoLeak, expectUnauthenticated, privacyRouteRoles, PUBLIC_PATHS, type Failures } from './access-expectations';
 import { checkDicomwebCell, dicomwebOrder, type MatrixWorld } from './dicomweb-cells';
 import { checkFhirCell } from './fhir-cells';
 import { fhirRoutes, inventoryRoutes, type DeclaredRoute } from './route-inventory';
@@ -38,6 +38,10 @@ async function checkOtherCell(w: MatrixWorld, route: DeclaredRoute, caller: Call
     if (a.status !== anonymous.status || a.status === 401 || a.status === 403) failures.push(`public ${route.path} answers ${a.status} to ${caller.label} and ${anonymous.status} to anonymous`);
   } else if (caller.kind !== 'member') {
     expectUnauthenticated(caller, out, a, failures);
+  } else if (privacyRouteRoles(method, route.path)) {
+    // The privacy routes: the policy admits some roles (the route then decides by project), refuses the rest.
+    if (!privacyRouteRoles(method, route.path)!.includes(caller.role)) expectForbidden(out, a, failures);
+    else if (a.status === 401 || a.status === 403 || a.status >= 500) failures.push(`${route.path} refuses ${caller.label}: ${a.status}`);
   } else if (caller.role !== 'admin') {
     // Any other path is administration (policy-routes: safe by default): admin only.
     expectForbidden(out, a, failures);

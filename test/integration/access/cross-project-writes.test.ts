@@ -104,6 +104,24 @@ describe('writes stay inside the caller\'s projects', () => {
     expect((await send(t, { method: 'GET', path: `/fhir/Patient/${A.fhir.Patient}` }, dmA)).status).toBe(200);
   });
 
+  test('a researcher may send a batch of reads: each entry is decided alone, writes in it refused', async () => {
+    const researcher = await t.token('researcher', [A.id]);
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: [
+        { request: { method: 'GET', url: `Patient/${A.fhir.Patient}` } },
+        { request: { method: 'GET', url: `Patient/${B.fhir.Patient}` } },
+        { resource: resourceOf('Patient', '', 'by-researcher'), request: { method: 'POST', url: 'Patient' } },
+      ],
+    };
+    const res = await send(t, { method: 'POST', path: '/fhir', body: JSON.stringify(bundle), contentType: FHIR }, researcher);
+    expect(res.status).toBe(200);
+    const entries = JSON.parse(res.text).entry as Array<{ response: { status: string; outcome?: { issue: Array<{ code: string }> } } }>;
+    expect(entries.map((e) => e.response.status.slice(0, 3))).toEqual(['200', '404', '403']);
+    expect(entries[2].response.outcome?.issue[0].code).toBe('forbidden');
+  });
+
   test('resources created in a transaction Bundle belong to the creator\'s project', async () => {
     const bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ fullUrl: `urn:uuid:${randomUUID()}`, resource: resourceOf('Patient', '', 'inbundle'), request: { method: 'POST', url: 'Patient' } }] };
     const res = await send(t, { method: 'POST', path: '/fhir', body: JSON.stringify(bundle), contentType: FHIR }, dmA);

@@ -88,6 +88,9 @@ export async function checkDicomwebCell(w: MatrixWorld, route: { method: string;
 
   const mine = own(w, caller);
   const theirs = other(w, caller);
+  // Researchers and PIs address their own study by its de-identified UIDs (PS3.15 Annex E views).
+  const map = caller.role === 'researcher' || caller.role === 'pi' ? w.t.app.privacy.uidMapper(mine.id) : (uid: string) => uid;
+  const mineIds: StudyIds = { study: map(mine.study.study), series: map(mine.study.series), sop: map(mine.study.sop) };
   const admin = caller.role === 'admin';
   const allowed = roleMay(caller.role, resourceType, interaction);
   const leakCheck = (out: Outgoing, a: Answer) => {
@@ -124,7 +127,7 @@ export async function checkDicomwebCell(w: MatrixWorld, route: { method: string;
     const listOut = { method, path: route.path, headers: { Accept: acceptFor(route.path) } };
     const list = await send(w.t, listOut, caller.token);
     expectSuccess(listOut, list, failures);
-    const ownKey = route.path.endsWith('/studies') ? mine.study.study : route.path.endsWith('/series') ? mine.study.series : mine.study.sop;
+    const ownKey = route.path.endsWith('/studies') ? mineIds.study : route.path.endsWith('/series') ? mineIds.series : mineIds.sop;
     if (route.path !== '/dicomweb' && !list.text.includes(ownKey)) failures.push(`${route.path} does not list the caller's own ${ownKey}`);
     leakCheck(listOut, list);
     if (route.path === '/dicomweb') return failures;
@@ -145,7 +148,7 @@ export async function checkDicomwebCell(w: MatrixWorld, route: { method: string;
   // One study addressed in the path: own, other, missing.
   const answers = {} as Record<Target, { out: Outgoing; a: Answer; ids: string[] }>;
   for (const target of ['own', 'other', 'missing'] as const) {
-    let ids = target === 'own' ? mine.study : target === 'other' ? theirs.study : missingStudy();
+    let ids = target === 'own' ? mineIds : target === 'other' ? theirs.study : missingStudy();
     if (interaction === 'delete' && target !== 'missing') {
       // Deleting must not take the fixtures with it: a study of the same project, made for this.
       ids = await storeStudy(w.t, w.t.adminToken, target === 'own' ? mine.id : theirs.id);

@@ -26,6 +26,8 @@ describe('audit proof: every access to the real app leaves exactly its AuditEven
   let dm: string;
   let researcher: string;
   let study: { study: string; series: string; sop: string };
+  /** The study's UID as the researcher's view shows it. */
+  let visibleStudy: string;
   let patientId: string;
 
   const rid = () => `audit-${randomUUID()}`;
@@ -84,24 +86,28 @@ describe('audit proof: every access to the real app leaves exactly its AuditEven
 
   test('QIDO-RS by a backend client: 110112 query with the query text, the client as agent', async () => {
     const id = rid();
-    const res = await request(t.app.express).get(`/dicomweb/studies?StudyInstanceUID=${study.study}`).set('Authorization', `Bearer ${await clientToken()}`).set('X-Request-Id', id);
+    // A researcher client sees the project's studies in its view (de-identified UIDs for researchers):
+    // it asks for all of them (one so far) and keeps the UID it was shown for the retrieve below.
+    const res = await request(t.app.express).get('/dicomweb/studies?includefield=0020000D').set('Authorization', `Bearer ${await clientToken()}`).set('X-Request-Id', id);
     expect(res.status).toBe(200);
-    expect(JSON.parse(res.text)).toHaveLength(1);
+    const found = JSON.parse(res.text) as Array<Record<string, { Value?: string[] }>>;
+    expect(found).toHaveLength(1);
+    visibleStudy = found[0]['0020000D'].Value![0];
     const e = await onlyEvent(id);
     expect(e).toMatchObject({ type: { system: DCM, code: '110112' }, subtype: [{ code: 'search-type' }], action: 'E', outcome: '0' });
     expect(requestor(e)).toMatchObject({ type: { coding: [{ code: '110150' }] }, role: [{ coding: [{ code: 'researcher' }] }], who: { identifier: { value: clientId } } });
-    expect(queryEntity(e)).toBe(`GET /dicomweb/studies?StudyInstanceUID=${study.study}`);
+    expect(queryEntity(e)).toBe('GET /dicomweb/studies?includefield=0020000D');
     expect(requestIdEntity(e)).toBe(id);
   });
 
   test('WADO-RS retrieve: 110104 read with the study as entity', async () => {
     const id = rid();
-    const res = await request(t.app.express).get(`/dicomweb/studies/${study.study}/metadata`).set('Authorization', `Bearer ${researcher}`).set('X-Request-Id', id);
+    const res = await request(t.app.express).get(`/dicomweb/studies/${visibleStudy}/metadata`).set('Authorization', `Bearer ${researcher}`).set('X-Request-Id', id);
     expect(res.status).toBe(200);
     const e = await onlyEvent(id);
     expect(e).toMatchObject({ type: { code: '110104' }, subtype: [{ code: 'read' }], action: 'R', outcome: '0' });
     expect(requestor(e).role?.[0].coding[0].code).toBe('researcher');
-    expect(studyEntity(e)).toBe(study.study);
+    expect(studyEntity(e)).toBe(visibleStudy);
   });
 
   test('FHIR read: rest/read with the resource as entity', async () => {

@@ -5,16 +5,17 @@ import pino from 'pino';
 import request from 'supertest';
 import { createAuditGate } from '../../../src/audit/audit-response';
 
-/** A stand-in for knex that records inserts, or fails them. */
+/** A stand-in for knex that records the rows of the audit INSERT, or fails it. */
 function fakeKnex(behaviour: { fail?: boolean; delayMs?: number }) {
   const rows: Array<Record<string, unknown>> = [];
-  const knex = ((table: string) => ({
-    insert: async (row: Record<string, unknown>) => {
+  const knex = {
+    raw: async (sql: string, bindings: string[]) => {
       if (behaviour.delayMs) await new Promise((r) => setTimeout(r, behaviour.delayMs));
-      if (behaviour.fail) throw new Error(`relation "${table}" does not exist`);
-      rows.push(row);
+      if (behaviour.fail) throw new Error('relation "audit_events" does not exist');
+      expect(sql).toMatch(/^INSERT INTO audit_events /);
+      rows.push(...(JSON.parse(bindings[0]) as Array<Record<string, unknown>>));
     },
-  })) as unknown as Knex;
+  } as unknown as Knex;
   return { knex, rows };
 }
 

@@ -1,0 +1,178 @@
+/**
+ * Group commit for the audit trail. Every request still waits for its AuditEvent to be durable
+ * before it is answered, but requests that finish at about the same time share one multi-row
+ * INSERT (one round trip, one WAL flush) instead of paying one each.
+ *
+ * Scheduling, with no timer that adds latency at low load:
+ *   - an event queued while no INSERT is running is flushed at the end of the current turn of
+ *     the event loop (setImmediate), together with whatever else that turn queued;
+ *   - events queued while an INSERT runs wait for it and then go together in the next one;
+ *   - a queue that reaches `maxBatch` is flushed at once, up to `maxInFlight` INSERTs at a time.
+ * Each waiter is resolved when the INSERT holding its event has committed and rejected (with
+ * AuditWriteError) when it failed, so the gate answers 503 instead of serving unaudited.
+ */
+import type { Knex } from 'knex';
+import type { AuditEvent } from './audit-event';
+import { AuditWriteError, insertAuditRows, serializeAuditRow } from './audit-store';
+
+/** Tuning of one writer. */
+export interface AuditWriterOptions {
+  /** Most events in one INSERT (default 256). */
+  maxBatch?: number;
+  /** Most INSERTs running at once; more than one only when the queue fills a batch (default 2). */
+  maxInFlight?: number;
+}
+
+/** Counters of one writer (for logs, benchmarks and tests). */
+export interface AuditWriterStats {
+  /** Events committed. */
+  events: number;
+  /** INSERT statements that committed. */
+  batches: number;
+  /** Events whose INSERT failed (their requests were refused). */
+  failed: number;
+  /** Largest batch committed. */
+  largestBatch: number;
+}
+
+/** A group-commit queue in front of `audit_events`. */
+export interface AuditWriter {
+  /** Queues `event`; resolves once the INSERT holding it committed, rejects with AuditWriteError otherwise. */
+  write(event: AuditEvent): Promise<void>;
+  /** Resolves when every event queued so far has been committed or refused. */
+  flush(): Promise<void>;
+  /** Flushes what is queued, then refuses new events (call before the database closes). */
+  close(): Promise<void>;
+  stats(): AuditWriterStats;
+}
+
+interface Waiter {
+  row: string;
+  resolve: () => void;
+  reject: (err: AuditWriteError) => void;
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity constraint): the rows, not the database, are at fault. */
+function isRowError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
+}
+
+/** Creates a group-commit writer over `knex` (the root knex: each batch commits on its own). */
+export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}): AuditWriter {
+  const maxBatch = Math.max(1, Math.trunc(options.maxBatch ?? 256));
+  const maxInFlight = Math.max(1, Math.trunc(options.maxInFlight ?? 2));
+  const queue: Waiter[] = [];
+  const inFlight = new Set<Promise<void>>();
+  const counters: AuditWriterStats = { events: 0, batches: 0, failed: 0, largestBatch: 0 };
+  let scheduled = false;
+  let closed = false;
+
+  /**
+   * Writes `batch` and settles its waiters. A batch refused for the content of a row (a data or
+   * constraint error) is split in halves and retried, so one bad row fails only its own request.
+   */
+  const commit = async (batch: Waiter[]): Promise<void> => {
+    try {
+      await insertAuditRows(knex, batch.map((w) => w.row));
+    } catch (err) {
+      if (batch.length > 1 && isRowError(err)) {
+        const half = Math.ceil(batch.length / 2);
+        await commit(batch.slice(0, half));
+        await commit(batch.slice(half));
+        return;
+      }
+      counters.failed += batch.length;
+      const failure = new AuditWriteError(err);
+      for (const w of batch) w.reject(failure);
+      return;
+    }
+    counters.events += batch.length;
+    counters.batches += 1;
+    if (batch.length > counters.largestBatch) counters.largestBatch = batch.length;
+    for (const w of batch) w.resolve();
+  };
+
+  const start = (batch: Waiter[]) => {
+    const running: Promise<void> = commit(batch).finally(() => {
+      inFlight.delete(running);
+      drain();
+    });
+    inFlight.add(running);
+  };
+
+  /** Starts INSERTs: one when none runs, more only for full batches (or everything, once closing). */
+  function drain(): void {
+    while (queue.length > 0) {
+      const full = queue.length >= maxBatch && inFlight.size < maxInFlight;
+      if (inFlight.size > 0 && !full && !closed) return;
+      start(queue.splice(0, maxBatch));
+    }
+  }
+
+  const schedule = () => {
+    if (inFlight.size > 0) {
+      // The running INSERT's completion drains the queue; only a full batch goes ahead of it.
+      if (queue.length >= maxBatch) drain();
+      return;
+    }
+    if (scheduled) return;
+    scheduled = true;
+    // End of this event-loop turn: requests answered in the same turn share the INSERT.
+    setImmediate(() => {
+      scheduled = false;
+      drain();
+    });
+  };
+
+  const flush = async (): Promise<void> => {
+    while (queue.length > 0 || inFlight.size > 0) {
+      if (inFlight.size === 0) drain();
+      await Promise.allSettled([...inFlight]);
+    }
+  };
+
+  return {
+    write(event) {
+      if (closed) return Promise.reject(new AuditWriteError(new Error('the audit writer is closed (server shutting down)')));
+      let row: string;
+      try {
+        row = serializeAuditRow(event);
+      } catch (err) {
+        return Promise.reject(new AuditWriteError(err));
+      }
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ row, resolve, reject });
+        schedule();
+      });
+    },
+    flush,
+    async close() {
+      closed = true;
+      await flush();
+    },
+    stats: () => ({ ...counters }),
+  };
+}
+
+/** One writer per database handle, created on first use (nothing happens at import). */
+const writers = new WeakMap<Knex, AuditWriter>();
+
+/** The group-commit writer of `knex`, created on first use. */
+export function auditWriterFor(knex: Knex): AuditWriter {
+  let writer = writers.get(knex);
+  if (!writer) {
+    writer = createAuditWriter(knex);
+    writers.set(knex, writer);
+  }
+  return writer;
+}
+
+/**
+ * Flushes and closes the writer of `knex`, if one was created: call on shutdown before the
+ * database closes, so every queued AuditEvent is committed and its request answered.
+ */
+export async function closeAuditWriter(knex: Knex): Promise<void> {
+  // The closed writer stays registered: a late request is refused (503), never left unaudited.
+  await writers.get(knex)?.close();
+}

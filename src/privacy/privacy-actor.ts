@@ -1,0 +1,31 @@
+/**
+ * Who calls a privacy service, as the access guard decided it (res.locals.access): the subject,
+ * its role, and the projects its rows are limited to ('all' for admin).
+ */
+import type { Role } from '../auth/roles';
+import { fhirError } from '../fhir/outcome';
+
+/** The caller of a privacy service. */
+export interface PrivacyActor {
+  subject: string;
+  role: Role;
+  projects: readonly string[] | 'all';
+}
+
+/** True when the actor's rows include `project`. */
+export function actorHolds(actor: PrivacyActor, project: string): boolean {
+  return actor.projects === 'all' || actor.projects.includes(project);
+}
+
+/** 403 (OperationOutcome forbidden) unless the actor's rows include `project`. */
+export function assertActorHolds(actor: PrivacyActor, project: string): void {
+  if (!actorHolds(actor, project)) throw fhirError(403, 'forbidden', `access denied: not a member of project ${project}`);
+}
+
+const PROJECT_ID_RE = /^[\w.-]{1,64}$/;
+
+/** 400 unless `value` is a project id (1-64 of letters, digits and ._-). */
+export function parseProjectId(value: unknown, name = 'project'): string {
+  if (typeof value !== 'string' || !PROJECT_ID_RE.test(value)) throw fhirError(400, 'invalid', `${name}: a project id (1-64 of letters, digits and ._-) is required`);
+  return value;
+}
