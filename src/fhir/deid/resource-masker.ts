@@ -13,7 +13,7 @@ import { ageInYears, shiftFhirDate } from './date-shift';
  *   (text.div), Extension (extension, modifierExtension: none is known safe by default),
  *   base64Binary, every `string` and `markdown` (free text: CodeableConcept.text,
  *   Reference.display, descriptions, ...) except Coding.display/version (from the code system),
- *   Quantity.unit and Reference.reference, primitive extensions (`_x`), and elements the
+ *   Quantity.unit, Reference.reference and Group.name (a cohort label), primitive extensions (`_x`), and elements the
  *   definitions do not know;
  * - shifted: every date, dateTime and instant (Period, meta.lastUpdated, ...) of a patient-linked
  *   resource by its patient's offset (date-shift.ts); removed when the offset is unknown;
@@ -49,6 +49,8 @@ const QUANTITIES = new Set(['Quantity', 'Age', 'Count', 'Distance', 'Duration', 
 /** Strings that are not free text: the code system's display, units, and reference targets. */
 function keptString(parentType: string, key: string): boolean {
   if (parentType === 'Coding') return key === 'display' || key === 'version';
+  // A cohort's label is how researchers find their own cohorts (Group search by name), not patient text.
+  if (parentType === 'Group') return key === 'name';
   if (parentType === 'Reference') return key === 'reference';
   if (QUANTITIES.has(parentType)) return key === 'unit';
   return false;

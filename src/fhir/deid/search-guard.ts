@@ -109,7 +109,7 @@ async function rewriteFilter(
     if (f.modifier === 'missing') return f;
     throw refuse(name, 'a date inside a chain cannot be matched on shifted values; search the target type first');
   }
-  if (f.param.type === 'string') throw refuse(name, 'it searches text (names, addresses, descriptions) removed from your view');
+  if (f.param.type === 'string' && !(resourceType === 'Group' && f.code === 'name')) throw refuse(name, 'it searches text (names, addresses, descriptions) removed from your view');
   if (f.param.type === 'reference' && f.modifier === 'identifier') throw refuse(name, 'identifiers are removed from your view');
   if (f.param.type !== 'token') return f;
   if (f.modifier === 'text') throw refuse(name, 'the :text modifier searches free text removed from your view');
