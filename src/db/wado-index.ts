@@ -285,3 +285,13 @@ export async function findProjectIds(knex: Knex): Promise<string[]> {
   const rows = await knex('projects').select('id').orderBy('id');
   return rows.map((r: { id: string }) => r.id);
 }
+
+/** SOP Instance UIDs of every instance in the series of the given instances (at most `limit`). */
+export async function findSeriesSiblingUids(knex: Knex, sopInstanceUids: readonly string[], limit: number): Promise<string[]> {
+  if (sopInstanceUids.length === 0) return [];
+  const rows = await knex('instances as i2')
+    .whereIn('i2.series_pk', knex('instances as i').select('i.series_pk').whereIn('i.sop_instance_uid', [...sopInstanceUids]))
+    .limit(limit)
+    .pluck('i2.sop_instance_uid');
+  return rows as string[];
+}

@@ -6,7 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Database } from '../db/database';
-import { findProjectIds, findStudyPrivacyRows, type RetrieveTarget, type StoredInstance, type StudyPrivacyRow } from '../db/wado-index';
+import { findProjectIds, findSeriesSiblingUids, findStudyPrivacyRows, type RetrieveTarget, type StoredInstance, type StudyPrivacyRow } from '../db/wado-index';
 import type { DicomJson } from '../dicom/types';
 import { HttpError, ServiceUnavailableError } from '../http/errors';
 import type { DeidContext, DeidOptions, PatientPseudonym, PrivacyService, ResolvedUid } from '../privacy/privacy-types';
@@ -21,6 +21,10 @@ export interface DeidEngine {
   /** The Transfer Syntax a de-identified instance stored in `stored` is delivered in. */
   transferSyntaxOf(stored: string): string;
 }
+
+/** Look-ups of at most this many unknown instances also check the rest of their series. */
+const SIBLING_EXPANSION_MAX = 8;
+const SIBLING_LIMIT = 2_000;
 
 /** Text of the QIDO Warning that says instances are withheld, without naming them. */
 export function withheldWarning(count: number): string {
@@ -260,11 +264,17 @@ export class DeidView {
   async withheld(sopUids: readonly string[]): Promise<Set<string>> {
     const out = new Set<string>();
     const now = Date.now();
-    const unknown = [...new Set(sopUids)].filter((u) => {
+    const wanted = new Set(sopUids);
+    let unknown = [...wanted].filter((u) => {
       const seen = this.withheldSeen.get(u);
       if (seen) out.add(u);
       return seen === undefined && !((this.cache.visible.get(u) ?? 0) > now);
     });
+    // A viewer walks a series instance by instance: one look-up answers for the whole series.
+    if (unknown.length > 0 && unknown.length <= SIBLING_EXPANSION_MAX) {
+      const siblings = await findSeriesSiblingUids(this.db.knex, unknown, SIBLING_LIMIT);
+      unknown = [...new Set([...unknown, ...siblings.filter((u) => !((this.cache.visible.get(u) ?? 0) > now))])];
+    }
     // Chunks keep each look-up's parameter list bounded.
     for (let i = 0; i < unknown.length; i += 5000) {
       const chunk = unknown.slice(i, i + 5000);
@@ -272,7 +282,7 @@ export class DeidView {
       for (const uid of chunk) {
         this.withheldSeen.set(uid, found.has(uid));
         if (found.has(uid)) {
-          out.add(uid);
+          if (wanted.has(uid)) out.add(uid);
           this.cache.visible.delete(uid);
         } else {
           this.cache.visible.set(uid, now + this.cache.visibleTtlMs);

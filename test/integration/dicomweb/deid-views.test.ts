@@ -32,7 +32,17 @@ describe('DICOMweb researcher views', () => {
   const patientID = `MRN-${newUid().slice(-10)}`;
   const patientName = `Doe^Jane${newUid().slice(-6)}`;
   const accession = `ACC${newUid().slice(-8)}`;
-  const first = createSyntheticInstance({ patientID, patientName, accessionNumber: accession, studyDate: '20200110', studyTime: '101500', rows: 8, columns: 8, bitsAllocated: 8 });
+  const first = createSyntheticInstance({
+    patientID,
+    patientName,
+    accessionNumber: accession,
+    studyDate: '20200110',
+    studyTime: '101500',
+    rows: 8,
+    columns: 8,
+    bitsAllocated: 8,
+    extra: { SeriesDate: '20200110', AcquisitionDateTime: '20200110101500' },
+  });
   const second = createSyntheticInstance({ patientID, patientName, studyDate: '20200305', rows: 8, columns: 8, bitsAllocated: 8 });
   const burned = createSyntheticInstance({
     studyInstanceUID: first.studyInstanceUID,
@@ -109,6 +119,20 @@ describe('DICOMweb researcher views', () => {
     expect(await studiesAs(researcher, '&StudyDate=20200110')).toHaveLength(0);
     const range = await studiesAs(researcher, `&StudyDate=${shifted}-`);
     expect(range).toHaveLength(2);
+  });
+
+  it('matches series dates and instance date-times on the shifted values too', async () => {
+    const shifted = (await studiesAs(researcher)).map((s) => String(value(s, '00080020'))).sort()[0];
+    const series = await get(t, researcher, `/dicomweb/series?SeriesDate=${shifted}`).set(QIDO);
+    expect(series.status).toBe(200);
+    expect(series.body).toHaveLength(1);
+    expect(value((series.body as DicomJson[])[0], '00080021')).toBe(shifted);
+    expect((await get(t, researcher, '/dicomweb/series?SeriesDate=20200110').set(QIDO)).body).toHaveLength(0);
+    const instances = await get(t, researcher, `/dicomweb/instances?AcquisitionDateTime=${shifted}1015-${shifted}1016&includefield=AcquisitionDateTime`).set(QIDO);
+    expect(instances.status).toBe(200);
+    expect(instances.body).toHaveLength(1);
+    expect(String(value((instances.body as DicomJson[])[0], '0008002A'))).toBe(`${shifted}101500`);
+    expect((await get(t, researcher, '/dicomweb/instances?AcquisitionDateTime=20200110101500').set(QIDO)).body).toHaveLength(0);
   });
 
   it('gives the same study different UIDs in two projects and the same UIDs on every request', async () => {
@@ -202,6 +226,10 @@ describe('DICOMweb researcher views', () => {
     expect((res.body as DicomJson[]).map((d) => value(d, '00080060'))).not.toContain('US');
     expect(res.body).toHaveLength(1);
     expect(String(res.headers.warning)).toContain('1 instance withheld pending burned-in annotation review');
+    // Paging counts only what a researcher may see: the withheld instance takes no place.
+    const page = async (offset: number) => (await get(t, researcher, `/dicomweb/studies/${studyUid}/instances?limit=1&offset=${offset}`).set(QIDO)).body as DicomJson[];
+    expect(await page(0)).toHaveLength(1);
+    expect(await page(1)).toHaveLength(0);
     const studyQido = await get(t, researcher, `/dicomweb/studies?StudyInstanceUID=${studyUid}`).set(QIDO);
     expect(String(studyQido.headers.warning)).toContain('withheld pending burned-in annotation review');
     const retrieve = await get(t, researcher, `/dicomweb/studies/${studyUid}/metadata`);
