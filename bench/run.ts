@@ -1,10 +1,13 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { runOrthancComparison } from './orthanc';
 import { runQidoWadoBenchmark } from './qido-wado';
 import { runStowBenchmark } from './stow';
 
 /**
  * `npm run bench [-- FLAGS]`: every benchmark in bench/, one after another (bench/README.md).
- * Each gets the flags it understands; `--only stow,qido-wado,orthanc` picks some of them.
+ * Each gets the flags it understands; `--only stow,qido-wado,orthanc,fhir,auth,deid` picks some
+ * of them. fhir, auth and deid fork their own server process, so they run as child scripts.
  * Exit status: 1 if any request failed, else 2 for bad arguments, else 3 if a performance target
  * was missed, else 4 if Orthanc is not installed (the comparison is skipped), else 0.
  */
@@ -17,10 +20,23 @@ interface Bench {
 }
 
 const COMMON = { quick: false, write: false, keep: false, 'admin-url': true };
+
+/** Runs `bench/<file>` as its own process (it forks its server itself) and answers its exit status. */
+function script(file: string): (argv: string[]) => Promise<number> {
+  return (argv) =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, file), ...argv], { stdio: 'inherit' });
+      child.on('error', () => resolve(1));
+      child.on('exit', (code) => resolve(code ?? 1));
+    });
+}
 const BENCHES: Bench[] = [
   { name: 'stow', run: runStowBenchmark, flags: { ...COMMON, db: true, store: true, 'cpu-prof': false, phases: true, 'series-size': true } },
   { name: 'qido-wado', run: runQidoWadoBenchmark, flags: { ...COMMON, scales: true, requests: true } },
   { name: 'orthanc', run: runOrthancComparison, flags: { ...COMMON, db: true, 'qido-scales': true, reps: true } },
+  { name: 'fhir', run: script('fhir.ts'), flags: { quick: false, write: false, keep: false, 'admin-url': true } },
+  { name: 'auth', run: script('auth.ts'), flags: { write: false, db: true, 'admin-url': true } },
+  { name: 'deid', run: script('deid.ts'), flags: { quick: false, write: false, db: true, 'admin-url': true } },
 ];
 
 /** The arguments of `argv` that `bench` accepts (`--name value` and `--name=value` forms). */
