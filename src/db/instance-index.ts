@@ -113,34 +113,16 @@ async function lockExistingInstances(trx: Knex.Transaction, uids: string[]): Pro
 }
 
 /** Columns of an instance row and their SQL types, for the multi-row insert from one JSON parameter. */
-const INSTANCE_COLUMNS: Array<[string, string]> = [
-  ['sop_instance_uid', 'text'],
-  ['series_pk', 'bigint'],
-  ['study_pk', 'bigint'],
-  ['sop_class_uid', 'text'],
-  ['instance_number', 'integer'],
-  ['image_laterality', 'text'],
-  ['frame_lateralities', 'text[]'],
-  ['number_of_frames', 'integer'],
-  ['rows', 'integer'],
-  ['columns', 'integer'],
-  ['bits_allocated', 'integer'],
-  ['bits_stored', 'integer'],
-  ['samples_per_pixel', 'integer'],
-  ['photometric_interpretation', 'text'],
-  ['content_date', 'date'],
-  ['content_time', 'text'],
-  ['acquisition_datetime', 'text'],
-  ['transfer_syntax_uid', 'text'],
-  ['specific_character_set', 'text'],
-  ['blob_key', 'text'],
-  ['size', 'bigint'],
-  ['has_file_meta', 'boolean'],
-  ['header_length', 'bigint'],
-  ['pixel_data_offset', 'bigint'],
-  ['frames', 'jsonb'],
-  ['dataset', 'jsonb'],
-];
+const INSTANCE_COLUMNS: Array<[string, string]> = (
+  'sop_instance_uid text, series_pk bigint, study_pk bigint, sop_class_uid text, instance_number integer, ' +
+  'image_laterality text, frame_lateralities text[], number_of_frames integer, rows integer, columns integer, ' +
+  'bits_allocated integer, bits_stored integer, samples_per_pixel integer, photometric_interpretation text, ' +
+  'content_date date, content_time text, acquisition_datetime text, transfer_syntax_uid text, ' +
+  'specific_character_set text, blob_key text, size bigint, has_file_meta boolean, header_length bigint, ' +
+  'pixel_data_offset bigint, frames jsonb, dataset jsonb'
+)
+  .split(', ')
+  .map((c) => c.split(' ') as [string, string]);
 const INSTANCE_NAMES = INSTANCE_COLUMNS.map(([n]) => `"${n}"`).join(', ');
 const INSTANCE_DEFS = INSTANCE_COLUMNS.map(([n, t]) => `"${n}" ${t}`).join(', ');
 
