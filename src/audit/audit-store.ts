@@ -106,19 +106,7 @@ export interface AuditSearchPage {
 /** Reads AuditEvents (for `GET /fhir/AuditEvent`): indexed keys only, newest first, keyset paging. */
 export async function searchAuditEvents(knex: Knex, params: AuditSearchParams = {}): Promise<AuditSearchPage> {
   const count = Math.min(Math.max(Math.trunc(params.count ?? 50), 1), 1000);
-  const q = knex('audit_events').select('id', 'recorded', 'resource');
-  if (params.since) q.where('recorded', '>=', toDate(params.since));
-  if (params.until) q.where('recorded', '<', toDate(params.until));
-  if (params.patient) q.where('patient', params.patient);
-  if (params.agent) q.where('agent_subject', params.agent);
-  if (params.clientId) q.where('agent_client_id', params.clientId);
-  if (params.type) q.where('type_code', params.type);
-  if (params.subtype) q.where('subtype_code', params.subtype);
-  // The GIN index on entity is partial (rows naming no entity are not in it): repeat its predicate.
-  if (params.entity) q.whereRaw(`entity @> ARRAY[?]::text[] AND entity <> '{}'`, [params.entity]);
-  if (params.action) q.where('action', params.action);
-  if (params.outcome) q.where('outcome', params.outcome);
-  if (params.requestId) q.where('request_id', params.requestId);
+  const q = whereAuditMatches(knex('audit_events').select('id', 'recorded', 'resource'), params);
   if (params.cursor) {
     const c = decodeCursor(params.cursor);
     q.whereRaw('(recorded, id) < (?::timestamptz, ?::uuid)', [c.recorded, c.id]);
@@ -132,6 +120,28 @@ export async function searchAuditEvents(knex: Knex, params: AuditSearchParams = 
   const events = page.map((r) => (typeof r.resource === 'string' ? (JSON.parse(r.resource) as AuditEvent) : r.resource));
   const last = page[page.length - 1];
   return { events, next: rows.length > count && last ? encodeCursor(toDate(last.recorded).toISOString(), last.id) : undefined };
+}
+
+/** How many events match `params` (the cursor and count are ignored): `_total=accurate` and `_summary=count`. */
+export async function countAuditEvents(knex: Knex, params: AuditSearchParams = {}): Promise<number> {
+  const row = (await whereAuditMatches(knex('audit_events'), params).count<{ n: string | number }[]>({ n: '*' }))[0];
+  return Number(row?.n ?? 0);
+}
+
+function whereAuditMatches(q: Knex.QueryBuilder, params: AuditSearchParams): Knex.QueryBuilder {
+  if (params.since) q.where('recorded', '>=', toDate(params.since));
+  if (params.until) q.where('recorded', '<', toDate(params.until));
+  if (params.patient) q.where('patient', params.patient);
+  if (params.agent) q.where('agent_subject', params.agent);
+  if (params.clientId) q.where('agent_client_id', params.clientId);
+  if (params.type) q.where('type_code', params.type);
+  if (params.subtype) q.where('subtype_code', params.subtype);
+  // The GIN index on entity is partial (rows naming no entity are not in it): repeat its predicate.
+  if (params.entity) q.whereRaw(`entity @> ARRAY[?]::text[] AND entity <> '{}'`, [params.entity]);
+  if (params.action) q.where('action', params.action);
+  if (params.outcome) q.where('outcome', params.outcome);
+  if (params.requestId) q.where('request_id', params.requestId);
+  return q;
 }
 
 /** Reads one AuditEvent by id (undefined when unknown). */

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { AuditEvent as FhirAuditEvent, Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
-import { readAuditEvent, searchAuditEvents, type AuditEvent } from '../audit';
+import { countAuditEvents, readAuditEvent, searchAuditEvents, type AuditEvent } from '../audit';
 import { etagOf, parsePrefer, type FhirContext, type FhirRequest, type FhirResponse, type FhirTypeHandler } from './http/fhir-request';
 import { badRequest, fhirError, notAllowed, notFound, outcome } from './outcome';
 import { CURSOR_PARAM, parseAuditEventQuery, type AuditEventQuery } from './resources/audit-event-search';
@@ -92,6 +92,14 @@ async function searchResponse(deps: AuditEventHandlerDeps, ctx: FhirContext, req
   const q = parseAuditEventQuery(query, { strict, baseUrl: ctx.baseUrl });
   let events: AuditEvent[] = [];
   let next: string | undefined;
+  let total: number | undefined;
+  if (q.summaryCount || q.total) {
+    if (q.ids) total = (await Promise.all(q.ids.map((id) => readAuditEvent(deps.knex, id)))).filter(Boolean).length;
+    else total = q.empty ? 0 : await countAuditEvents(deps.knex, q.params);
+  }
+  if (q.summaryCount) {
+    return { status: 200, headers: {}, body: { resourceType: 'Bundle', type: 'searchset', total, link: [{ relation: 'self', url: pageUrl(ctx.baseUrl, q, undefined) }] } };
+  }
   if (q.ids) {
     const found = await Promise.all(q.ids.map((id) => readAuditEvent(deps.knex, id)));
     events = found.filter((e): e is AuditEvent => e !== undefined);
@@ -109,7 +117,7 @@ async function searchResponse(deps: AuditEventHandlerDeps, ctx: FhirContext, req
   }
   const link: BundleLink[] = [{ relation: 'self', url: pageUrl(ctx.baseUrl, q, q.params.cursor) }];
   if (next) link.push({ relation: 'next', url: pageUrl(ctx.baseUrl, q, next) });
-  return { status: 200, headers: {}, body: { resourceType: 'Bundle', type: 'searchset', link, entry } };
+  return { status: 200, headers: {}, body: { resourceType: 'Bundle', type: 'searchset', ...(total !== undefined ? { total } : {}), link, entry } };
 }
 
 function pageUrl(baseUrl: string, q: AuditEventQuery, cursor: string | undefined): string {

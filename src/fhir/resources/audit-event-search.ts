@@ -32,6 +32,10 @@ export interface AuditEventQuery {
   applied: Array<[string, string]>;
   /** Parameters ignored under lenient handling, with why. */
   ignored: Array<{ name: string; reason: string }>;
+  /** `_summary=count`: the total only, no entries (FHIR R4 3.1.1.5.7). */
+  summaryCount?: boolean;
+  /** `_total=accurate` (or `estimate`): the Bundle carries a total (FHIR R4 3.1.1.5.9). */
+  total?: boolean;
 }
 
 type Key = Exclude<keyof AuditSearchParams, 'since' | 'until' | 'count' | 'cursor'>;
@@ -44,7 +48,7 @@ const TOKENS: Record<string, { key: Key; system: (code: string) => string | unde
   action: { key: 'action', system: () => ACTION_SYSTEM, allowed: /^[CRUDE]$/ },
 };
 
-const IGNORED_RESULT_PARAMS = new Set(['_summary', '_elements', '_total', '_include', '_revinclude', '_contained', '_containedType']);
+const IGNORED_RESULT_PARAMS = new Set(['_summary', '_elements', '_include', '_revinclude', '_contained', '_containedType']);
 
 /** Parses the query of `GET /AuditEvent`; throws 400 OperationOutcomeErrors for what the trail cannot answer. */
 export function parseAuditEventQuery(query: Record<string, string[]>, options: { strict?: boolean; baseUrl?: string } = {}): AuditEventQuery {
@@ -77,6 +81,17 @@ export function parseAuditEventQuery(query: Record<string, string[]>, options: {
       }
       if (name === '_sort') {
         if (value !== '-date' && value !== '-_lastUpdated') ignore(`_sort=${value}`, 'The audit trail is served newest first only (_sort=-date)');
+        continue;
+      }
+      if (name === '_summary' && value === 'count') {
+        out.summaryCount = true;
+        out.applied.push([rawKey, value]);
+        continue;
+      }
+      if (name === '_total') {
+        if (!['none', 'estimate', 'accurate'].includes(value)) throw badRequest(`_total must be none, estimate or accurate, not '${value}'`);
+        out.total = value !== 'none';
+        out.applied.push([rawKey, value]);
         continue;
       }
       if (IGNORED_RESULT_PARAMS.has(name)) {

@@ -113,6 +113,24 @@ describe('AuditEvent from the audit trail', () => {
       expect(second.body.link.map((l: any) => l.relation)).toEqual(['self']);
     });
 
+    test('_summary=count answers the number of matches and no entries', async () => {
+      const res = await api().get(`/fhir/AuditEvent?agent=${user}&_summary=count`);
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ resourceType: 'Bundle', type: 'searchset', total: 4 });
+      expect(res.body.entry).toBeUndefined();
+      expect((await api().get(`/fhir/AuditEvent?agent=${user}&date=ge2026-01-12&_summary=count`)).body.total).toBe(2);
+    });
+
+    test('_total=accurate adds the total of all pages to a paged answer; a bad _total is 400', async () => {
+      const res = await api().get(`/fhir/AuditEvent?agent=${user}&_count=1&_total=accurate`);
+      expect(res.body.total).toBe(4);
+      expect(res.body.entry).toHaveLength(1);
+      expect((await api().get(`/fhir/AuditEvent?agent=${user}`)).body.total).toBeUndefined();
+      const bad = await api().get(`/fhir/AuditEvent?agent=${user}&_total=all`);
+      expect(bad.status).toBe(400);
+      expect(bad.body.issue[0].diagnostics).toContain('_total must be none, estimate or accurate');
+    });
+
     test('an unknown parameter is ignored with a warning entry', async () => {
       const res = await api().get(`/fhir/AuditEvent?agent=${other}&site=x`);
       expect(res.status).toBe(200);
