@@ -160,6 +160,16 @@ async function rewriteSeriesUids(deps: DeidSearchDeps, db: Knex | Knex.Transacti
 async function patientsByKeys(deps: DeidSearchDeps, db: Knex | Knex.Transaction, access: AccessFilter | undefined, keys: string[]): Promise<string[]> {
   if (!deps.privacy) return [];
   const a = accessSql(access, 'r');
+  // Keys already linked to Patients (every key a caller has seen is): two index lookups.
+  const linked = await queryRows(
+    db,
+    `SELECT r.id FROM fhir_resource r
+      WHERE r.resource_type = 'Patient' AND NOT r.deleted AND ${a.sql}
+        AND r.id IN (SELECT fk.resource_id FROM fhir_patient_keys fk JOIN patient_keys k ON k.id = fk.patient_key_id WHERE k.patient_key = ANY(?::text[])
+                     UNION SELECT p.fhir_id FROM patients p JOIN patient_keys k ON k.id = p.patient_key_id WHERE k.patient_key = ANY(?::text[]) AND p.fhir_id IS NOT NULL)`,
+    [...a.bindings, keys, keys],
+  );
+  if (linked.length > 0) return linked.map((r) => String(r.id));
   const rows = await queryRows(
     db,
     `SELECT r.id FROM fhir_resource r WHERE r.resource_type = 'Patient' AND NOT r.deleted AND ${a.sql} ORDER BY r.rid LIMIT ?`,
