@@ -1,20 +1,35 @@
 import { constants } from 'node:fs';
 import { access, link, lstat, mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { BlobNotFoundError, type BlobStore, type CommittedBlob, type StagedBlob } from './blob-store';
 import { assertBlobKey, assertByteRange, isBlobKey } from './blob-key';
 import { errnoCode, toBlobStoreError } from './fs-error';
-import { createSpooledBlob, dropSpooledBlob, ownSpooledBlob, removeStaleFiles, type SpooledBlob } from './spooled-blob';
+import { HandleCache } from './handle-cache';
+import {
+  createSpooledBlob,
+  dropSpooledBlob,
+  ownSpooledBlob,
+  removeStaleFiles,
+  writeFully,
+  type SpooledBlob,
+  type SpoolMemoryOptions,
+} from './spooled-blob';
 
 export interface FsBlobStoreOptions {
   /** Directory holding `blobs/` and `staging/`; both must be on the same filesystem (hard links). */
   root: string;
+  /** In-memory spooling of small parts (defaults: 2 MiB per part, the process-wide 64 MiB budget). */
+  memory?: SpoolMemoryOptions;
 }
 
 /** Read buffer per open blob stream: big enough for disk throughput, small enough for many readers. */
 const READ_HIGH_WATER_MARK = 256 * 1024;
+/** Ranges shorter than this (a frame, a header) are read in one piece into memory instead of streamed. */
+const SMALL_RANGE_BYTES = 1024 * 1024;
+/** Open descriptors kept for small range reads (a viewer scrolling through a few volumes). */
+const HANDLE_CACHE_SIZE = 32;
 
 /**
  * Creates the filesystem backend: `<root>/blobs/<aa>/<bb>/<sha256>`, staging in `<root>/staging/`.
@@ -64,14 +79,11 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       const size = done.size;
       const final = blobPath(sha256);
       const dir = path.dirname(final);
+      const chunks = staged.chunks;
       // The bytes must be on disk before a name points at them, or a crash leaves a torn blob.
-      const fh = await open(staged.path, 'r+');
-      try {
-        await fh.chmod(0o444); // before the sync, so the mode is flushed with the bytes
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      // (No existence probe first: a miss costs an ENOENT error on every new blob, the common case.)
+      if (chunks) await writeDurable(staged.path, chunks, ensureDirs);
+      else await syncSpool(staged.path);
       await mkdirDurable(dir);
       const existed = await linkNoReplace(staged.path, final);
       if (existed) {
@@ -88,8 +100,43 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     } finally {
       // Linked into place, or a failed commit (final: the caller restages); the spool name goes either way.
       await staged.closed; // a spool still being opened would otherwise reappear after the unlink
-      await unlink(staged.path).catch(() => undefined);
+      const wroteFile = staged.spilled || staged.chunks !== null;
+      staged.releaseMemory();
+      if (wroteFile) await unlink(staged.path).catch(() => undefined);
       active.delete(staged.path);
+    }
+  }
+
+  /** Recently read blobs kept open: blobs are immutable, so a descriptor stays valid until delete. */
+  const handles = new HandleCache(HANDLE_CACHE_SIZE);
+
+  async function readSmallRange(key: string, start: number, end: number): Promise<Readable> {
+    const entry = await handles.acquire(key, async () => {
+      const fh = await openBlob(key);
+      try {
+        return { fh, size: (await fh.stat()).size };
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw toBlobStoreError(err, `reading blob ${key}`);
+      }
+    });
+    try {
+      if (start >= entry.size) {
+        throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (${entry.size} bytes)`);
+      }
+      const length = Math.min(end, entry.size - 1) - start + 1;
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await entry.fh.read(buf, got, length - got, start + got).catch((err: unknown) => {
+          throw toBlobStoreError(err, `reading blob ${key}`);
+        });
+        if (bytesRead === 0) break; // the file is shorter than it was: hand out what is there
+        got += bytesRead;
+      }
+      return Readable.from(got === length ? [buf] : [buf.subarray(0, got)], { objectMode: false });
+    } finally {
+      handles.release(entry);
     }
   }
 
@@ -97,7 +144,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     kind: 'fs',
 
     stage(): StagedBlob {
-      const staged = createSpooledBlob(owner, stagingDir, ensureDirs);
+      const staged = createSpooledBlob(owner, stagingDir, ensureDirs, options.memory);
       active.add(staged.path);
       return staged;
     },
@@ -130,6 +177,8 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
 
     async readRange(key: string, start: number, end: number): Promise<Readable> {
       assertByteRange(start, end);
+      // A frame-sized range: one positional read on a cached descriptor, no open/stat/close per call.
+      if (end - start < SMALL_RANGE_BYTES) return readSmallRange(key, start, end);
       const fh = await openBlob(key);
       let size: number;
       try {
@@ -158,6 +207,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
 
     async delete(key: string): Promise<void> {
       const file = blobPath(key);
+      await handles.evict(key);
       try {
         await unlink(file);
       } catch (err) {
@@ -194,9 +244,37 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     },
 
     async close(): Promise<void> {
-      // Nothing is held open between calls; streams handed out close themselves.
+      // Streams handed out close themselves; only the descriptor cache holds files open.
+      await handles.clear();
     },
   };
+}
+
+/**
+ * Writes in-memory bytes to a fresh staging file, read-only and fsynced, in one open: the file
+ * is linked to its content address next, so it must be complete on disk first.
+ */
+async function writeDurable(file: string, chunks: readonly Buffer[], prepare: () => Promise<void>): Promise<void> {
+  await prepare();
+  // Created read-only (0444 applies to later opens; this descriptor may still write), so no chmod.
+  const fh = await open(file, 'wx', 0o444);
+  try {
+    await writeFully(fh, chunks as Buffer[]);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Makes a spilled staging file read-only and flushes it to stable storage. */
+async function syncSpool(file: string): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    await fh.chmod(0o444); // before the sync, so the mode is flushed with the bytes
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /**

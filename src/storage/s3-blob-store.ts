@@ -15,7 +15,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { BlobNotFoundError, BlobStoreUnavailableError, type BlobStore, type CommittedBlob, type StagedBlob } from './blob-store';
 import { assertBlobKey, assertByteRange, isBlobKey } from './blob-key';
-import { createSpooledBlob, dropSpooledBlob, ownSpooledBlob, removeStaleFiles, type SpooledBlob } from './spooled-blob';
+import { createSpooledBlob, dropSpooledBlob, ownSpooledBlob, removeStaleFiles, type SpooledBlob, type SpoolMemoryOptions } from './spooled-blob';
 import { createS3Client } from './s3-client';
 import { isNotFound, toS3BlobStoreError } from './s3-error';
 import { parseContentRange, sliceBody } from './s3-body';
@@ -48,6 +48,8 @@ export interface S3BlobStoreOptions {
   logger?: { warn(...args: unknown[]): void };
   /** A client to use instead of building one (shared pools, custom middleware); close() leaves it open. */
   client?: S3Client;
+  /** In-memory spooling of small parts (defaults: 2 MiB per part, the process-wide 64 MiB budget). */
+  memory?: SpoolMemoryOptions;
 }
 
 const MiB = 1024 * 1024;
@@ -116,15 +118,15 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
     }
   }
 
-  /** Single PUT with a fresh file stream per attempt (a consumed stream cannot be resent). */
-  async function putFile(file: string, key: string, sha256: string, size: number): Promise<void> {
+  /** Single PUT with a fresh body per attempt (a consumed stream cannot be resent). */
+  async function putObject(body: () => Readable | Buffer, key: string, sha256: string, size: number): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         await client.send(
           new PutObjectCommand({
             Bucket: bucket,
             Key: objectKey(key),
-            Body: createReadStream(file),
+            Body: body(),
             ContentLength: size,
             ContentType: 'application/octet-stream',
             // S3 recomputes this and refuses the PUT on mismatch: the key is proven to match the bytes.
@@ -142,8 +144,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
     }
   }
 
-  /** Multipart upload from the spool file; parts are buffers, so the SDK retries them itself. */
-  async function uploadMultipart(file: string, key: string, size: number): Promise<void> {
+  /** Multipart upload from the spool file or memory; parts are buffers, so the SDK retries them itself. */
+  async function uploadMultipart(body: Readable | Buffer, key: string, size: number): Promise<void> {
     try {
       const upload = new Upload({
         client,
@@ -153,7 +155,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
         params: {
           Bucket: bucket,
           Key: objectKey(key),
-          Body: createReadStream(file, { highWaterMark: MiB }),
+          Body: body,
           ContentType: 'application/octet-stream',
           // Per-part SHA-256, verified by S3 as each part arrives.
           ChecksumAlgorithm: 'SHA256',
@@ -196,13 +198,18 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
         });
         return { key: sha256, sha256, size, existed: true };
       }
-      if (size >= multipartThreshold) await uploadMultipart(staged.path, sha256, size);
-      else await putFile(staged.path, sha256, sha256, size);
+      // Small parts never touched the disk: upload them from memory.
+      const chunks = staged.chunks;
+      const bytes = chunks ? (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks as Buffer[], size)) : null;
+      const body = (): Readable | Buffer => bytes ?? createReadStream(staged.path, { highWaterMark: MiB });
+      if (size >= multipartThreshold) await uploadMultipart(body(), sha256, size);
+      else await putObject(body, sha256, sha256, size);
       return { key: sha256, sha256, size, existed: false };
     } finally {
       // A failed commit is final (the caller restages), so the spool goes either way.
       await staged.closed; // a spool still being opened would otherwise reappear after the unlink
-      await unlink(staged.path).catch(() => undefined);
+      staged.releaseMemory();
+      if (staged.spilled) await unlink(staged.path).catch(() => undefined);
       active.delete(staged.path);
     }
   }
@@ -211,7 +218,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
     kind: 's3',
 
     stage(): StagedBlob {
-      const staged = createSpooledBlob(owner, stagingDir, ensureStagingDir);
+      const staged = createSpooledBlob(owner, stagingDir, ensureStagingDir, options.memory);
       active.add(staged.path);
       return staged;
     },

@@ -8,25 +8,78 @@ import { errnoCode, toBlobStoreError } from './fs-error';
 /** How much a staging writer buffers before `write()` returns false: bounds memory per upload. */
 const SPOOL_HIGH_WATER_MARK = 1024 * 1024;
 
+/** Parts up to this size are held in memory (unless the budget is spent); larger ones spill to a file. */
+export const DEFAULT_MEMORY_PART_LIMIT = 2 * 1024 * 1024;
+/** Process-wide cap on bytes held by in-memory spools: 64 concurrent small uploads fit, more spill. */
+export const DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024;
+
 /**
- * A staged blob spooled to a local file while its SHA-256 is computed. Shared by both backends:
- * the key is only known after the last byte, so bytes must land somewhere before they can be
- * placed at their content address.
+ * A byte budget shared by in-memory spools. A spool reserves each chunk before keeping it and
+ * spills to a staging file when the reservation is refused, so concurrent uploads can never hold
+ * more than `limit` bytes between them.
+ */
+export class SpoolMemoryBudget {
+  private usedBytes = 0;
+  private peakBytes = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Bytes currently reserved. */
+  get used(): number {
+    return this.usedBytes;
+  }
+
+  /** Highest reservation seen since creation (for tests and diagnostics). */
+  get peak(): number {
+    return this.peakBytes;
+  }
+
+  /** Reserves `bytes` when they fit; false (nothing reserved) otherwise. */
+  tryReserve(bytes: number): boolean {
+    if (this.usedBytes + bytes > this.limit) return false;
+    this.usedBytes += bytes;
+    if (this.usedBytes > this.peakBytes) this.peakBytes = this.usedBytes;
+    return true;
+  }
+
+  /** Returns `bytes` reserved earlier. */
+  release(bytes: number): void {
+    this.usedBytes = Math.max(0, this.usedBytes - bytes);
+  }
+}
+
+/** The budget all stores of this process share unless given their own. */
+export const processSpoolBudget = new SpoolMemoryBudget(DEFAULT_MEMORY_BUDGET);
+
+/** How a store spools: parts up to `partLimit` bytes stay in memory while `budget` allows. */
+export interface SpoolMemoryOptions {
+  partLimit?: number;
+  budget?: SpoolMemoryBudget;
+}
+
+/**
+ * A staged blob hashed as it arrives and held in memory when small (no file is opened at all),
+ * or spooled to a local file at `path` once it outgrows its memory allowance. Shared by both
+ * backends: the key is only known after the last byte, so bytes must wait somewhere before they
+ * can be placed at their content address.
  */
 export class SpooledBlob implements StagedBlob {
   readonly writable: Writable;
   readonly done: Promise<{ sha256: string; size: number }>;
-  /** Resolves once the spool file descriptor is closed (after finish or destroy). */
+  /** Resolves once the writer is closed (after finish or destroy) and any spool descriptor with it. */
   readonly closed: Promise<void>;
   /** Set by the owning store so commit/discard happen once. */
   settled: Promise<CommittedBlob> | 'discarded' | null = null;
+  private readonly writer: SpoolWriter;
 
   constructor(
     readonly owner: object,
     readonly path: string,
     prepare: () => Promise<void>,
+    memory: SpoolMemoryOptions = {},
   ) {
-    const writer = new SpoolWriter(path, prepare);
+    const writer = new SpoolWriter(path, prepare, memory.partLimit ?? DEFAULT_MEMORY_PART_LIMIT, memory.budget ?? processSpoolBudget);
+    this.writer = writer;
     this.writable = writer;
     this.done = new Promise((resolve, reject) => {
       writer.once('finish', () => resolve({ sha256: writer.digest(), size: writer.size }));
@@ -42,11 +95,26 @@ export class SpooledBlob implements StagedBlob {
   get isOpen(): boolean {
     return !this.writable.writableFinished && !this.writable.destroyed;
   }
+
+  /** The bytes as chunks when held in memory; null once spilled to `path` (or released). */
+  get chunks(): readonly Buffer[] | null {
+    return this.writer.memory;
+  }
+
+  /** True when the bytes went to the staging file at `path`. */
+  get spilled(): boolean {
+    return this.writer.spilled;
+  }
+
+  /** Gives the in-memory bytes back to the budget; idempotent. */
+  releaseMemory(): void {
+    this.writer.releaseMemory();
+  }
 }
 
-/** Opens a staging writer at a fresh random path inside `dir`. */
-export function createSpooledBlob(owner: object, dir: string, prepare: () => Promise<void>): SpooledBlob {
-  return new SpooledBlob(owner, path.join(dir, randomUUID()), prepare);
+/** Opens a staging writer whose spill file (if it needs one) is a fresh random path inside `dir`. */
+export function createSpooledBlob(owner: object, dir: string, prepare: () => Promise<void>, memory?: SpoolMemoryOptions): SpooledBlob {
+  return new SpooledBlob(owner, path.join(dir, randomUUID()), prepare, memory);
 }
 
 /** Narrows a StagedBlob to one this store created, so a foreign object can never be committed. */
@@ -62,6 +130,8 @@ export async function dropSpooledBlob(staged: SpooledBlob): Promise<void> {
   try {
     if (!staged.writable.destroyed) staged.writable.destroy();
     await staged.closed;
+    staged.releaseMemory();
+    if (!staged.spilled) return; // nothing was ever written to disk
     await unlink(staged.path);
   } catch {
     // Already gone or unremovable: cleanStaging sweeps what is left.
@@ -95,16 +165,27 @@ export async function removeStaleFiles(dir: string, olderThanMs: number, keep: R
   return removed;
 }
 
-/** Hashes and appends every chunk to the spool file; a chunk is acknowledged only once written. */
+/**
+ * Hashes every chunk and keeps it in memory while the part stays within its limit and the budget
+ * allows; past that, opens the spool file once, writes what was kept, and appends from then on.
+ * A chunk is acknowledged only once kept or written.
+ */
 class SpoolWriter extends Writable {
   private readonly hash: Hash = createHash('sha256');
   private file: FileHandle | null = null;
   private digested: string | null = null;
+  /** Chunks held in memory; null once spilled or released. */
+  memory: Buffer[] | null = [];
+  /** Bytes of `memory` reserved from the budget. */
+  private reserved = 0;
+  spilled = false;
   size = 0;
 
   constructor(
     private readonly filePath: string,
     private readonly prepare: () => Promise<void>,
+    private readonly partLimit: number,
+    private readonly budget: SpoolMemoryBudget,
   ) {
     super({ highWaterMark: SPOOL_HIGH_WATER_MARK });
   }
@@ -114,24 +195,14 @@ class SpoolWriter extends Writable {
     return this.digested;
   }
 
-  override _construct(callback: (error?: Error | null) => void): void {
-    this.prepare()
-      // 'wx': a random name that already exists is someone else's file; never write into it.
-      .then(() => open(this.filePath, 'wx', 0o600))
-      .then((fh) => {
-        this.file = fh;
-        callback();
-      })
-      .catch((err: unknown) => callback(toBlobStoreError(err, 'opening staging file') as Error));
+  releaseMemory(): void {
+    this.memory = null;
+    this.budget.release(this.reserved);
+    this.reserved = 0;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.hash.update(chunk);
-    this.size += chunk.length;
-    writeFully(this.file!, [chunk]).then(
-      () => callback(),
-      (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
-    );
+    this.accept([chunk], chunk.length, callback);
   }
 
   override _writev(
@@ -139,14 +210,44 @@ class SpoolWriter extends Writable {
     callback: (error?: Error | null) => void,
   ): void {
     const buffers = chunks.map(({ chunk }) => chunk);
-    for (const b of buffers) {
-      this.hash.update(b);
-      this.size += b.length;
+    let bytes = 0;
+    for (const b of buffers) bytes += b.length;
+    this.accept(buffers, bytes, callback);
+  }
+
+  private accept(buffers: Buffer[], bytes: number, callback: (error?: Error | null) => void): void {
+    for (const b of buffers) this.hash.update(b);
+    this.size += bytes;
+    if (this.memory && this.size <= this.partLimit && this.budget.tryReserve(bytes)) {
+      this.reserved += bytes;
+      // A small slice would pin its whole parent (a socket read): keep a copy instead.
+      for (const b of buffers) this.memory.push(b.length * 2 < b.buffer.byteLength ? Buffer.from(b) : b);
+      return callback();
     }
-    writeFully(this.file!, buffers).then(
-      () => callback(),
-      (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
-    );
+    const pending = this.memory ? [...this.memory, ...buffers] : buffers;
+    this.releaseMemory();
+    const ready = this.file ? Promise.resolve(this.file) : this.openSpill();
+    ready
+      .then((fh) => writeFully(fh, pending))
+      .then(
+        () => callback(),
+        (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
+      );
+  }
+
+  private async openSpill(): Promise<FileHandle> {
+    await this.prepare();
+    // 'wx': a random name that already exists is someone else's file; never write into it.
+    const fh = await open(this.filePath, 'wx', 0o600);
+    if (this.destroyed) {
+      // Destroyed while the open was in flight: nobody else will close or remove this file.
+      await fh.close().catch(() => undefined);
+      await unlink(this.filePath).catch(() => undefined);
+      throw new Error('staged blob was destroyed before it finished');
+    }
+    this.file = fh;
+    this.spilled = true;
+    return fh;
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -160,6 +261,8 @@ class SpoolWriter extends Writable {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // autoDestroy also runs this after a normal finish: the kept bytes then wait for commit.
+    if (!this.writableFinished) this.releaseMemory();
     const fh = this.file;
     this.file = null;
     if (!fh) return callback(error);
@@ -171,7 +274,7 @@ class SpoolWriter extends Writable {
 }
 
 /** Writes all of `buffers`, continuing after short writes (which the OS may return near ENOSPC). */
-async function writeFully(fh: FileHandle, buffers: Buffer[]): Promise<void> {
+export async function writeFully(fh: FileHandle, buffers: Buffer[]): Promise<void> {
   let pending = buffers.filter((b) => b.length > 0);
   while (pending.length > 0) {
     let { bytesWritten } = await fh.writev(pending);

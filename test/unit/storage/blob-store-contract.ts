@@ -138,7 +138,8 @@ export function describeBlobStoreContract(name: string, factory: () => Promise<C
 
     test('discard drops the spooled bytes and never makes them visible', async () => {
       const staged = store.stage();
-      await pipeline(Readable.from([randomBytes(10_000)]), staged.writable);
+      // Past the in-memory part limit (2 MiB), so the bytes spill to a staging file.
+      await pipeline(Readable.from([randomBytes(3 * 1024 * 1024)]), staged.writable);
       expect(await stagingFiles(subject.stagingDir)).toHaveLength(1);
       await store.discard(staged);
       await store.discard(staged); // twice is fine
