@@ -11,6 +11,10 @@ import { buildSeedBundles, ICD10, PER_PATIENT, postBundles } from './lib/fhir-se
 import { createBenchDatabase } from './lib/postgres';
 import { updateResultsFile } from './lib/report';
 import { findFreePort, staleBuildWarning } from './lib/server-process';
+import knexFactory from 'knex';
+import { loadFhirDefinitions } from '../src/fhir/definitions';
+import { applyWrites, prepareWrite } from '../src/fhir/store/resource-writer';
+import { readCurrent } from '../src/fhir/store/resource-store';
 
 /**
  * FHIR search latency and ingest benchmark (bench/README.md). On a fresh PostgreSQL database:
@@ -19,7 +23,7 @@ import { findFreePort, staleBuildWarning } from './lib/server-process';
  * 1,000,000 Condition resources (50,000 with --quick) with index rows consistent with the
  * engine's, checks that consistency on a sample, then times the searches.
  *
- *   npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--admin-url URL]
+ *   npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed, an
  * answer was wrong or the index was inconsistent, 2 bad arguments.
@@ -27,7 +31,7 @@ import { findFreePort, staleBuildWarning } from './lib/server-process';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
-const USAGE = 'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--admin-url URL]\n';
+const USAGE = 'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]\n';
 const SEARCH_TARGET_MS = 30;
 const INGEST_TARGET = 2_000;
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
@@ -38,6 +42,8 @@ interface Options {
   server: 'source' | 'dist';
   rows: number;
   keep: boolean;
+  /** Stop after the ingest phase (no multiply, no searches): quick before/after ingest figures. */
+  ingestOnly: boolean;
   adminUrl: string;
 }
 
@@ -52,6 +58,7 @@ function parseOptions(argv: string[]): Options {
         server: { type: 'string', default: 'source' },
         rows: { type: 'string' },
         keep: { type: 'boolean', default: false },
+        'ingest-only': { type: 'boolean', default: false },
         'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
         help: { type: 'boolean', default: false },
       },
@@ -67,7 +74,7 @@ function parseOptions(argv: string[]): Options {
   if (server !== 'source' && server !== 'dist') usage(`--server must be source or dist, not ${server}`);
   const rows = values.rows === undefined ? (values.quick ? 50_000 : 1_000_000) : Number(values.rows);
   if (!Number.isInteger(rows) || rows < 2_000) usage('--rows must be an integer >= 2000');
-  return { quick: Boolean(values.quick), write: Boolean(values.write), server: server as Options['server'], rows, keep: Boolean(values.keep), adminUrl: String(values['admin-url']) };
+  return { quick: Boolean(values.quick), write: Boolean(values.write), server: server as Options['server'], rows, keep: Boolean(values.keep), ingestOnly: Boolean(values['ingest-only']), adminUrl: String(values['admin-url']) };
 }
 
 function usage(message: string): never {
@@ -104,12 +111,25 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
       { label: 'seed, two Bundles in flight', concurrency: 2, result: await postBundles(server.baseUrl, authorization, bundles.slice(half), 2) },
     ];
     for (const i of ingest) log(`ingest c${i.concurrency}: ${Math.round(i.result.resources / i.result.seconds)} resources/s (${i.result.failures.length} failures)`);
+    // The large study is written after the searches (it would otherwise be multiplied and searched).
+    const studyUpdatePhase = async () => {
+      const f = await measureStudyUpdate(db.url, 2_000, options.quick ? 9 : 21);
+      log(`STOW-like update of a 2,000-instance ImagingStudy: median ${f.medianMs.toFixed(1)} ms, ${f.indexRowsTouched} index rows inserted+deleted`);
+      return f;
+    };
+    if (options.ingestOnly) {
+      await studyUpdatePhase();
+      const rates = ingest.map((i) => `c${i.concurrency} ${Math.round(i.result.resources / i.result.seconds)}`).join(', ');
+      process.stdout.write(`ingest resources/s: ${rates} (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')})\n`);
+      return ingest.some((i) => i.result.failures.length > 0) ? 1 : 0;
+    }
 
     const multiply = await multiplySeed(db.url, copies, log);
     const consistency = await checkIndexConsistency(db.url, 25);
     log(`index consistency: ${consistency.checked} resources, ${consistency.mismatches.length} mismatches`);
     const facts = await readFacts(db.url);
     const queries = await runQueries(server.baseUrl, authorization, facts.patientIds, options.quick);
+    const studyUpdate = await studyUpdatePhase();
 
     const run: FhirBenchRun = {
       command,
@@ -128,7 +148,7 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
       queries,
       ingestTarget: INGEST_TARGET,
     };
-    const section = renderFhirRun(run);
+    const section = `${renderFhirRun(run)}\n\n${renderStudyUpdate(studyUpdate)}`;
     process.stdout.write(`${section}\n`);
     if (options.write) {
       const key = `fhir-${options.quick ? 'quick' : 'full'}-postgres`;
@@ -151,6 +171,97 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
       await rm(workRoot, { recursive: true, force: true });
     }
   }
+}
+
+interface StudyUpdateFigures {
+  instances: number;
+  rounds: number;
+  medianMs: number;
+  readMs: number;
+  prepareMs: number;
+  applyMs: number;
+  indexRowsTouched: number;
+}
+
+/**
+ * What a STOW into a large study costs on the FHIR side: the ImagingStudy of an `instances`
+ * study is rewritten with one more instance, `rounds` times, through the same writer the DICOM
+ * ingest uses (lock and read, prepare = index rows, apply = SQL), each in its own transaction.
+ * Index rows touched come from pg_stat_xact_user_tables inside the transaction.
+ */
+async function measureStudyUpdate(url: string, instances: number, rounds: number): Promise<StudyUpdateFigures> {
+  const knex = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
+  const defs = loadFhirDefinitions();
+  const id = `bench-large-study-${Date.now().toString(36)}`;
+  const study = (n: number) => ({
+    resourceType: 'ImagingStudy' as const,
+    id,
+    status: 'available' as const,
+    identifier: [{ system: 'urn:dicom:uid', value: `urn:oid:2.25.${Date.now()}` }],
+    subject: { reference: 'Patient/bench' },
+    numberOfInstances: n,
+    series: [
+      {
+        uid: '2.25.1',
+        modality: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: 'OPT' },
+        instance: Array.from({ length: n }, (_, i) => ({ uid: `2.25.1.${i + 1}`, sopClass: { system: 'urn:ietf:rfc:3986', code: 'urn:oid:1.2.840.10008.5.1.4.1.1.77.1.5.4' }, number: i + 1 })),
+      },
+    ],
+  });
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const ms = (a: bigint, b: bigint) => Number(b - a) / 1e6;
+  try {
+    await knex.transaction((trx) => applyWrites(trx, [prepareWrite(defs, study(instances), undefined, 'POST', new Date())]));
+    const total: number[] = [];
+    const read: number[] = [];
+    const prepare: number[] = [];
+    const apply: number[] = [];
+    const touched: number[] = [];
+    const tables = ['fhir_token', 'fhir_string', 'fhir_date', 'fhir_number', 'fhir_reference', 'fhir_uri'];
+    // Index rows of the study, and how many of them this transaction wrote (xmin = our xid).
+    const countRows = async (trx: typeof knex, rid: string) => {
+      const r = await trx.raw(
+        tables.map((t) => `SELECT count(*) AS n, count(*) FILTER (WHERE xmin = pg_current_xact_id()::xid) AS mine FROM ${t} WHERE rid = ?`).join(' UNION ALL '),
+        tables.map(() => rid),
+      );
+      return r.rows.reduce((a: { n: number; mine: number }, x: { n: string; mine: string }) => ({ n: a.n + Number(x.n), mine: a.mine + Number(x.mine) }), { n: 0, mine: 0 });
+    };
+    for (let k = 1; k <= rounds; k++) {
+      let counting = 0;
+      const t0 = process.hrtime.bigint();
+      await knex.transaction(async (trx) => {
+        const existing = await readCurrent(trx, 'ImagingStudy', id, { forUpdate: true });
+        const t1 = process.hrtime.bigint();
+        const before = await countRows(trx, existing!.rid);
+        const t2 = process.hrtime.bigint();
+        const w = prepareWrite(defs, study(instances + k), existing, 'PUT', new Date());
+        const t3 = process.hrtime.bigint();
+        await applyWrites(trx, [w]);
+        const t4 = process.hrtime.bigint();
+        const after = await countRows(trx, existing!.rid);
+        counting = ms(t1, t2) + ms(t4, process.hrtime.bigint());
+        read.push(ms(t0, t1));
+        prepare.push(ms(t2, t3));
+        apply.push(ms(t3, t4));
+        // inserted = rows this transaction wrote; deleted = rows that were there and are gone.
+        touched.push(after.mine + (before.n + after.mine - after.n));
+      });
+      total.push(ms(t0, process.hrtime.bigint()) - counting);
+    }
+    return { instances, rounds, medianMs: median(total), readMs: median(read), prepareMs: median(prepare), applyMs: median(apply), indexRowsTouched: median(touched) };
+  } finally {
+    await knex.destroy();
+  }
+}
+
+function renderStudyUpdate(f: StudyUpdateFigures): string {
+  return [
+    `### STOW into a large study (FHIR side): the ImagingStudy of a ${f.instances.toLocaleString('en-US')}-instance study rewritten with one more instance`,
+    '',
+    '| rounds | median ms (commit included) | lock + read ms | prepare (index rows) ms | apply SQL ms | index rows inserted + deleted |',
+    '|---:|---:|---:|---:|---:|---:|',
+    `| ${f.rounds} | ${f.medianMs.toFixed(1)} | ${f.readMs.toFixed(1)} | ${f.prepareMs.toFixed(1)} | ${f.applyMs.toFixed(1)} | ${f.indexRowsTouched} |`,
+  ].join('\n');
 }
 
 async function readFacts(url: string): Promise<{ counts: Record<string, number>; indexRows: number; databaseBytes: number; patientIds: string[] }> {
