@@ -11,6 +11,7 @@ import type { Principal } from './principal';
 import { defaultScopesForRole, isRole, strongestRole, type Role } from './roles';
 import { parseScopes } from './scopes';
 import type { KeyStore } from './signing-keys';
+import { createTokenCache, type TokenCacheOptions } from './token-cache';
 
 /** Turns a bearer token into a principal, or throws TokenError. */
 export interface BearerVerifier {
@@ -18,31 +19,29 @@ export interface BearerVerifier {
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-/** Verified tokens are remembered this long at most (and never past their own expiry). */
-const CACHE_MS = 60_000;
-const CACHE_MAX = 10_000;
+
+/** An OIDC provider's verifier, and the JWKS it currently holds (a new object after each re-fetch). */
+interface OidcVerifier {
+  verify(token: string): Promise<Principal>;
+  revision(): unknown;
+}
 
 /**
  * Builds the verifier for the local issuer and the optional OIDC provider. A viewer sends the
- * same token with hundreds of requests, so successful verifications are cached (bounded, at most
- * a minute, never beyond `exp`): a signature check costs ~150-300 µs, a cache hit ~1 µs.
+ * same token with hundreds of requests, so successful verifications are cached (token-cache.ts:
+ * bounded LRU, at most a minute, never beyond `exp`, dropped when the signing keys or the
+ * provider's JWKS change): a signature check costs ~150-300 µs, a cache hit ~1 µs. Failures are
+ * never cached, and a token differing in any character is a different key.
  */
-export function createBearerVerifier(deps: { keys: KeyStore; config: AuthConfig }): BearerVerifier {
-  const { config } = deps;
+export function createBearerVerifier(deps: { keys: KeyStore; config: AuthConfig; cache?: TokenCacheOptions }): BearerVerifier {
+  const { config, keys } = deps;
   const oidc = config.oidc ? createOidcVerifier(config.oidc, config.clockToleranceSeconds) : undefined;
-  const cache = new Map<string, { principal: Principal; until: number }>();
-  const remember = (token: string, principal: Principal) => {
-    if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
-    cache.set(token, { principal, until: Math.min(Date.now() + CACHE_MS, principal.expiresAt * 1000) });
-    return principal;
-  };
+  const cache = createTokenCache(deps.cache);
+  const revisionOf = (p: Principal): unknown => (p.source === 'local' ? keys.revision() : oidc?.revision());
   return {
     async verify(token) {
-      const hit = cache.get(token);
-      if (hit) {
-        if (Date.now() < hit.until) return hit.principal;
-        cache.delete(token);
-      }
+      const hit = cache.get(token, revisionOf);
+      if (hit) return hit;
       if (token.length > 16_384 || !JWT_SHAPE.test(token)) throw new TokenError('token malformed');
       let alg: string | undefined;
       let iss: string | undefined;
@@ -54,17 +53,30 @@ export function createBearerVerifier(deps: { keys: KeyStore; config: AuthConfig 
       }
       if (!alg || alg.toLowerCase() === 'none') throw new TokenError('unsigned tokens are not accepted');
       if (token.endsWith('.')) throw new TokenError('unsigned tokens are not accepted');
-      if (iss === config.issuer) return remember(token, await verifyLocalAccessToken(deps, token));
-      if (oidc && iss === config.oidc?.issuer) return remember(token, await oidc(token));
-      throw new TokenError('token issuer not accepted');
+      let principal: Principal;
+      // The revision in force before verifying: a key-set change during verification re-verifies next time.
+      let revision: unknown;
+      if (iss === config.issuer) {
+        revision = keys.revision();
+        principal = await verifyLocalAccessToken(deps, token);
+      } else if (oidc && iss === config.oidc?.issuer) {
+        revision = oidc.revision();
+        principal = await oidc.verify(token);
+        // The first token of a provider fetches its JWKS: remember under the set that verified it.
+        if (revision === undefined) revision = oidc.revision();
+      } else {
+        throw new TokenError('token issuer not accepted');
+      }
+      cache.set(token, principal, revision);
+      return principal;
     },
   };
 }
 
 /** Verifier for an external OIDC provider's access tokens (keys fetched and cached from its JWKS URL). */
-function createOidcVerifier(cfg: OidcConfig, clockTolerance: number): (token: string) => Promise<Principal> {
+function createOidcVerifier(cfg: OidcConfig, clockTolerance: number): OidcVerifier {
   const jwks = createRemoteJWKSet(new URL(cfg.jwksUrl), { cooldownDuration: 30_000, cacheMaxAge: 600_000, timeoutDuration: 5_000 });
-  return async (token) => {
+  const verify = async (token: string): Promise<Principal> => {
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, jwks, {
@@ -100,6 +112,7 @@ function createOidcVerifier(cfg: OidcConfig, clockTolerance: number): (token: st
       displayName: typeof payload.name === 'string' ? payload.name : undefined,
     };
   };
+  return { verify, revision: () => jwks.jwks() };
 }
 
 /** Reads a claim by dotted path (`realm_access.roles`). */

@@ -31,6 +31,11 @@ export interface KeyStore {
   publicJwks(): Promise<{ keys: JWK[] }>;
   /** Creates a new current key; the previous one remains published until its tokens expire. */
   rotate(): Promise<SigningKey>;
+  /**
+   * A number that changes whenever the set of keys changes (a rotation, a key pruned or removed
+   * from the directory): caches of verified tokens compare it and verify again after a change.
+   */
+  revision(): number;
 }
 
 type KeyStoreConfig = Pick<AuthConfig, 'keyDir' | 'signingAlg' | 'localTokenMaxTtlSeconds' | 'clockToleranceSeconds'>;
@@ -50,14 +55,28 @@ export async function openKeyStore(config: KeyStoreConfig): Promise<KeyStore> {
   await fs.mkdir(config.keyDir, { recursive: true, mode: 0o700 });
   let keys: SigningKey[] = [];
   let scannedAt = 0;
+  let revision = 0;
+  let background: Promise<void> | undefined;
   const byKid = new Map<string, SigningKey>();
 
   const scan = async () => {
     const loaded = await loadKeys(config.keyDir);
-    keys = await pruneRetired(config, loaded);
+    const next = await pruneRetired(config, loaded);
+    const changed = next.length !== keys.length || next.some((k, i) => k.kid !== keys[i].kid);
+    keys = next;
     byKid.clear();
     for (const k of keys) byKid.set(k.kid, k);
     scannedAt = Date.now();
+    if (changed) revision++;
+  };
+  /** Re-reads a stale directory without making the caller wait (a removed key stops verifying within a minute). */
+  const refreshInBackground = () => {
+    if (background || Date.now() - scannedAt <= RESCAN_MS) return;
+    background = scan()
+      .catch(() => undefined)
+      .finally(() => {
+        background = undefined;
+      });
   };
 
   const store: KeyStore = {
@@ -70,6 +89,7 @@ export async function openKeyStore(config: KeyStoreConfig): Promise<KeyStore> {
       return keys[0];
     },
     async find(kid) {
+      refreshInBackground();
       const known = byKid.get(kid);
       if (known) return known;
       if (Date.now() - scannedAt < MISS_RESCAN_MS) return undefined;
@@ -85,6 +105,10 @@ export async function openKeyStore(config: KeyStoreConfig): Promise<KeyStore> {
       await writeNewKey(config);
       await scan();
       return keys[0];
+    },
+    revision() {
+      refreshInBackground();
+      return revision;
     },
   };
   await scan();
