@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { withTransaction } from './database';
 import { refreshAggregates, type OnIndexChange } from './instance-index';
-import { restrictedStudies, type RetrieveTarget, type StudyRestriction } from './wado-index';
+import { applyStudyRestriction, type RetrieveTarget, type StudyRestriction } from './wado-index';
 
 /** What a delete removed from the index. */
 export interface DeleteOutcome {
@@ -29,7 +29,7 @@ export async function deleteIndexedInstances(
 ): Promise<DeleteOutcome | null> {
   return withTransaction(knex, async (trx) => {
     const studyQuery = trx('studies as st').where('st.study_uid', target.studyInstanceUID).forUpdate();
-    if (restrict) studyQuery.whereIn('st.id', restrictedStudies(trx, restrict));
+    if (restrict) applyStudyRestriction(trx, studyQuery, 'st.id', restrict);
     const study = await studyQuery.first('st.id', 'st.patient_pk');
     if (!study) return null;
     const studyPk = Number(study.id);

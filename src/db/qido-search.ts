@@ -5,6 +5,7 @@
  * cut out of the JSONB datasets (blobs are never read).
  */
 import type { Knex } from 'knex';
+import { applyStudyRestriction, type StudyRestriction } from './wado-index';
 
 export type QidoLevel = 'study' | 'series' | 'instance';
 
@@ -63,7 +64,7 @@ export interface QidoSearch {
    * Narrows the studies a caller may see (row-level security). Called with a builder over the
    * unaliased `studies` table; it is applied at every level as `studies.id IN (...)`.
    */
-  restrictStudies?: (qb: Knex.QueryBuilder) => void;
+  restrictStudies?: StudyRestriction;
   /** SOP Instance UIDs left out of the answer (withheld from a researcher); counted as absent. */
   excludeInstances?: string[];
 }
@@ -179,10 +180,8 @@ function buildMatching(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
   }
   const restrict = search.restrictStudies;
   if (restrict) {
-    q.whereIn(level === 'study' ? 'st.id' : `${alias}.study_pk`, (sub: Knex.QueryBuilder) => {
-      sub.select('studies.id').from('studies');
-      restrict(sub);
-    });
+    // One correlated EXISTS when the restriction offers it (not a second scan of studies).
+    applyStudyRestriction(knex, q, level === 'study' ? 'st.id' : `${alias}.study_pk`, restrict);
   }
   if (level === 'instance' && search.excludeInstances && search.excludeInstances.length > 0) {
     q.whereRaw('NOT (i.sop_instance_uid = ANY(?::text[]))', [search.excludeInstances]);

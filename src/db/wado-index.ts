@@ -6,8 +6,20 @@ import type { ByteRange, FrameLocation } from '../dicom/types';
  * metadata as stored. Nothing here reads a blob.
  */
 
-/** The studies a caller may see: called on a query builder over `studies` (unaliased), it adds where-clauses. */
-export type StudyRestriction = (qb: Knex.QueryBuilder) => void;
+/**
+ * The studies a caller may see: called on a query builder over `studies` (unaliased), it adds
+ * where-clauses. `onColumn`, when offered, narrows any query holding a study primary key in
+ * `column` directly (one correlated EXISTS instead of `IN (SELECT ... FROM studies)`).
+ */
+export type StudyRestriction = ((qb: Knex.QueryBuilder) => void) & {
+  onColumn?: (qb: Knex.QueryBuilder, column: string) => void;
+};
+
+/** Narrows `qb` to the studies `restrict` allows, by the study key in `column`. */
+export function applyStudyRestriction(knex: Knex, qb: Knex.QueryBuilder, column: string, restrict: StudyRestriction): void {
+  if (restrict.onColumn) restrict.onColumn(qb, column);
+  else qb.whereIn(column, restrictedStudies(knex, restrict));
+}
 
 /** A study, series or instance (PS3.18 10.4.1: the target resource of a retrieve). */
 export interface RetrieveTarget {
@@ -60,7 +72,7 @@ export function baseQuery(knex: Knex, target: RetrieveTarget, restrict?: StudyRe
     .where('st.study_uid', target.studyInstanceUID);
   if (target.seriesInstanceUID !== undefined) qb.where('se.series_uid', target.seriesInstanceUID);
   if (target.sopInstanceUID !== undefined) qb.where('i.sop_instance_uid', target.sopInstanceUID);
-  if (restrict) qb.whereIn('st.id', restrictedStudies(knex, restrict));
+  if (restrict) applyStudyRestriction(knex, qb, 'st.id', restrict);
   return qb;
 }
 
@@ -172,7 +184,7 @@ export async function findMissingLevel(
   restrict?: StudyRestriction,
 ): Promise<'study' | 'series' | 'instance' | null> {
   const study = knex('studies as st').where('st.study_uid', target.studyInstanceUID);
-  if (restrict) study.whereIn('st.id', restrictedStudies(knex, restrict));
+  if (restrict) applyStudyRestriction(knex, study, 'st.id', restrict);
   if (!(await study.first('st.id'))) return 'study';
   if (target.seriesInstanceUID !== undefined) {
     const series = await knex('series as se')
