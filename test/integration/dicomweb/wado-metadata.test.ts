@@ -31,8 +31,8 @@ function expectDicomJson(dataset: DicomJson): void {
   for (const [tag, element] of Object.entries(dataset)) {
     expect(tag).toMatch(/^[0-9A-F]{8}$/);
     expect(element.vr).toMatch(/^[A-Z]{2}$/);
-    const forms = ['Value', 'BulkDataURI', 'InlineBinary'].filter((k) => k in element);
-    expect(forms.length).toBeLessThanOrEqual(1);
+    const valueKinds = ['Value', 'BulkDataURI', 'InlineBinary'].filter((k) => k in element);
+    expect(valueKinds.length).toBeLessThanOrEqual(1);
     if (element.vr === 'SQ') for (const item of (element.Value ?? []) as DicomJson[]) expectDicomJson(item);
   }
 }

@@ -238,12 +238,12 @@ describe('bad input never breaks the server', () => {
 
   test('deflate bombs (Deflated Explicit VR LE inflating to GBs) are refused with 0xA700, fast and in bounded memory', async () => {
     const huge = deflateBomb('huge-element', ids());
-    const items = deflateBomb('many-items', ids());
+    const itemBomb = deflateBomb('many-items', ids());
     expect(huge.length).toBeLessThan(4 * 1024 * 1024); // inflates to 2 GiB
-    expect(items.length).toBeLessThan(4 * 1024 * 1024); // inflates to 1 GiB
+    expect(itemBomb.length).toBeLessThan(4 * 1024 * 1024); // inflates to 1 GiB
     const cases: FuzzCase[] = [
       { name: 'deflate bomb: 2 GiB element', bytes: huge, expect: 'reject', reason: 0xa700 },
-      { name: 'deflate bomb: 134M empty items', bytes: items, expect: 'reject', reason: 0xa700 },
+      { name: 'deflate bomb: 134M empty items', bytes: itemBomb, expect: 'reject', reason: 0xa700 },
     ];
     expect(await sendAll(cases, 1)).toEqual([]);
     // Both at once, twice over: the caps hold per instance.
