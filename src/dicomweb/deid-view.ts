@@ -38,8 +38,9 @@ export function withheldWarning(count: number): string {
  * Which project a study is seen through and a project's options can change, so they live a
  * couple of seconds. Withheld instances are looked up on every request; only "not withheld"
  * answers are kept, for `visibleTtlMs` (a clearance withdrawn, or an instance stored again
- * with burned-in annotation through another process, applies within that time; a store through
- * this router forgets them at once).
+ * with burned-in annotation, through ANOTHER process applies within that time; a store through
+ * this router, or a clearance or options change through this process's /privacy routes
+ * (PrivacyService.onChange), forgets them at once).
  */
 export class DeidCache {
   readonly uids = new BoundedMap<string, ResolvedUid>(200_000);
@@ -57,6 +58,12 @@ export class DeidCache {
   /** Forgets every "not withheld" answer (after a store: an instance may have come back with burned-in annotation). */
   forgetVisible(): void {
     this.visible.clear();
+  }
+
+  /** Forgets what a change of the privacy settings (clearances, project options) makes stale. */
+  forgetSettings(): void {
+    this.visible.clear();
+    this.options.clear();
   }
 }
 

@@ -37,6 +37,8 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
   const auditor = services.auditInTransaction;
   // Look-ups shared by researchers' requests (UID resolutions, pseudonyms, ...: see DeidCache).
   const deidCache = new DeidCache();
+  // A clearance withdrawn or options changed through /privacy in this process apply at once.
+  services.privacy?.onChange?.(() => deidCache.forgetSettings());
   const store = async (req: Request, res: Response) => {
     // The request's own logger carries the request id onto every line the service writes.
     const result = await storeInstances({ ...services, logger: req.log ?? services.logger }, {

@@ -98,20 +98,25 @@ export function createPrivacyRouter(deps: PrivacyRouterDeps): Router {
   router.put(
     '/projects/:project/deid-options',
     route(async (req, res) => {
-      res.json(await putProjectDeidOptions(knex, actorOf(res), req.params.project, req.body));
+      const options = await putProjectDeidOptions(knex, actorOf(res), req.params.project, req.body);
+      privacy.notifyChange();
+      res.json(options);
     }),
   );
 
   router.post(
     '/burned-in-clearances',
     route(async (req, res) => {
-      res.status(201).json(await clearBurnedIn(knex, actorOf(res), req.body));
+      const clearance = await clearBurnedIn(knex, actorOf(res), req.body);
+      privacy.notifyChange();
+      res.status(201).json(clearance);
     }),
   );
   router.delete(
     '/burned-in-clearances/:sop',
     route(async (req, res) => {
       await unclearBurnedIn(knex, actorOf(res), req.params.sop);
+      privacy.notifyChange();
       res.status(204).end();
     }),
   );

@@ -36,6 +36,9 @@ export interface AppPrivacyService extends PrivacyService {
   recordDeidUidsForChange(trx: Knex.Transaction, change: IndexChange): Promise<void>;
   /** Gives keys to patients without one and records UIDs of every unrecorded (project, study) link. */
   backfill(db: Knex): Promise<PrivacyBackfillReport>;
+  onChange(listener: () => void): void;
+  /** Tells the onChange listeners that researchers' views changed (called by the /privacy routes). */
+  notifyChange(): void;
 }
 
 const BACKFILL_BATCH = 500;
@@ -45,7 +48,14 @@ export function createPrivacyService(config: PrivacyConfig): AppPrivacyService {
   const key = loadPrivacyKey(config);
   const patientKeyOptions: PatientKeyOptions = { key, dateShiftMaxDays: config.dateShiftMaxDays };
   const withholdRule: WithholdRule = { withholdModalities: config.withholdModalities, withholdSopClassPrefixes: config.withholdSopClassPrefixes };
+  const listeners = new Set<() => void>();
   return {
+    onChange: (listener: () => void) => {
+      listeners.add(listener);
+    },
+    notifyChange: () => {
+      for (const listener of listeners) listener();
+    },
     patientKeyOptions,
     withholdRule,
     pseudonymsForDicomPatients: (db: Db, pks: readonly number[]) => assignDicomPatientKeys(db, patientKeyOptions, pks),

@@ -71,4 +71,9 @@ export interface PrivacyService {
   recordStudyUids(db: Knex | Knex.Transaction, studyPks: readonly number[], projectIds?: readonly string[]): Promise<void>;
   /** SOP Instance UIDs (of those given) withheld from researchers for possible burned-in annotation and not cleared. */
   withheldInstances(db: Knex | Knex.Transaction, sopInstanceUids: readonly string[]): Promise<Set<string>>;
+  /**
+   * Calls `listener` after this process changed what researchers may see (a burned-in clearance
+   * given or withdrawn, a project's options), so views can drop what they cached at once.
+   */
+  onChange?(listener: () => void): void;
 }

@@ -254,6 +254,14 @@ describe('DICOMweb researcher views', () => {
     const [cleared] = await studiesAs(researcher, `&StudyInstanceUID=${studyUid}`);
     expect(value(cleared, '00201208')).toBe(2);
     expect(cleared['00080061']?.Value).toContain('US');
+    expect((await get(t, researcher, `${hidden}/metadata`)).status).toBe(200);
+
+    // Withdrawing the clearance withholds the instance again at once (no cached "visible" survives it).
+    const withdraw = await request(t.app.express).delete(`/privacy/burned-in-clearances/${burned.sopInstanceUID}`).set('Authorization', `Bearer ${dm}`);
+    expect(withdraw.status).toBe(204);
+    const again = await get(t, researcher, `${hidden}/metadata`);
+    expect(again.status).toBe(404);
+    expect(errorText(again)).toContain('withheld from researchers pending burned-in annotation review');
   });
 
   it('de-identifies for a PI of the project too', async () => {
