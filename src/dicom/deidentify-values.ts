@@ -4,7 +4,7 @@
  * (action D), ages over 89 (HIPAA 164.514(b)(2)(i)(C)), and cleaning of descriptors (E.3.11).
  */
 
-const DAY_MS = 86_400_000;
+import { addDaysToDate } from '../privacy/calendar';
 
 /** Dummy values of action D, per VR (PS3.15 E.1.1: "a non-zero length value that may be a dummy value"). */
 export const DUMMY_TEXT = 'ANONYMIZED';
@@ -28,17 +28,10 @@ export function dummyElement(vr: string): { vr: string; Value?: unknown[]; Inlin
 /** Adds `days` to a YYYYMMDD date with exact calendar arithmetic (UTC), or null when it is not a date. */
 export function shiftYmd(ymd: string, days: number): string | null {
   if (!/^\d{8}$/.test(ymd)) return null;
-  const y = Number(ymd.slice(0, 4));
-  const m = Number(ymd.slice(4, 6));
-  const d = Number(ymd.slice(6, 8));
-  const check = new Date(0);
-  check.setUTCFullYear(y, m - 1, d); // not Date.UTC, which maps years 0-99 to 1900-1999
-  // An impossible day (20230231) is not a date.
-  if (m < 1 || m > 12 || d < 1 || check.getUTCDate() !== d || check.getUTCMonth() !== m - 1) return null;
-  const shifted = new Date(check.getTime() + days * DAY_MS);
-  const yy = shifted.getUTCFullYear();
-  if (yy < 0 || yy > 9999) return null;
-  return `${String(yy).padStart(4, '0')}${String(shifted.getUTCMonth() + 1).padStart(2, '0')}${String(shifted.getUTCDate()).padStart(2, '0')}`;
+  const moved = addDaysToDate(Number(ymd.slice(0, 4)), Number(ymd.slice(4, 6)), Number(ymd.slice(6, 8)), days);
+  if (!moved) return null;
+  const [y, m, d] = moved;
+  return `${String(y).padStart(4, '0')}${String(m).padStart(2, '0')}${String(d).padStart(2, '0')}`;
 }
 
 /**

@@ -16,16 +16,9 @@
  *   year-only value, and first-day shifts would move every one by a negative offset).
  */
 
-const FHIR_DATE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(T.*)?)?)?$/;
-const DAY_MS = 86_400_000;
+import { addDaysToDate } from '../../privacy/calendar';
 
-/** The UTC calendar day `days` after year/month/day (month 1-12), as [year, month, day]. */
-function addDays(year: number, month: number, day: number, days: number): [number, number, number] {
-  const d = new Date(0);
-  d.setUTCFullYear(year, month - 1, day);
-  const moved = new Date(d.getTime() + days * DAY_MS);
-  return [moved.getUTCFullYear(), moved.getUTCMonth() + 1, moved.getUTCDate()];
-}
+const FHIR_DATE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(T.*)?)?)?$/;
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0');
 
@@ -40,22 +33,17 @@ export function shiftFhirDate(value: string, days: number): string | undefined {
   const [, y, mo, d, rest] = m;
   const year = Number(y);
   if (mo === undefined) {
-    const [ny] = addDays(year, 7, 2, days);
-    return ny >= 1 && ny <= 9999 ? pad(ny, 4) : undefined;
+    const moved = addDaysToDate(year, 7, 2, days);
+    return moved ? pad(moved[0], 4) : undefined;
   }
   const month = Number(mo);
-  if (month < 1 || month > 12) return undefined;
   if (d === undefined) {
-    const [ny, nm] = addDays(year, month, 15, days);
-    return ny >= 1 && ny <= 9999 ? `${pad(ny, 4)}-${pad(nm, 2)}` : undefined;
+    const moved = addDaysToDate(year, month, 15, days);
+    return moved ? `${pad(moved[0], 4)}-${pad(moved[1], 2)}` : undefined;
   }
-  const day = Number(d);
-  const check = addDays(year, month, day, 0);
-  if (check[1] !== month || check[2] !== day) return undefined;
   if (rest !== undefined && !/^T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?$/.test(rest)) return undefined;
-  const [ny, nm, nd] = addDays(year, month, day, days);
-  if (ny < 1 || ny > 9999) return undefined;
-  return `${pad(ny, 4)}-${pad(nm, 2)}-${pad(nd, 2)}${rest ?? ''}`;
+  const moved = addDaysToDate(year, month, Number(d), days);
+  return moved ? `${pad(moved[0], 4)}-${pad(moved[1], 2)}-${pad(moved[2], 2)}${rest ?? ''}` : undefined;
 }
 
 /**
