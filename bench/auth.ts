@@ -5,7 +5,6 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { Client } from 'pg';
 import pinoHttp from 'pino-http';
@@ -32,6 +31,7 @@ import { createSyntheticInstance } from '../src/generate/synthetic-dicom';
 import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
 import { renderCpuProfile, summariseCpuProfile } from './lib/cpu-profile';
 import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/report';
+import { benchCli } from './lib/cli';
 
 /**
  * What the access layer costs: token verification, the policy decision with
@@ -56,6 +56,8 @@ const TARGET_RATIO = 1.3;
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const ISSUER = 'http://bench.imaging-lake.invalid';
 const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--write] | --steps\n';
+const cli = benchCli('bench/auth.ts', USAGE);
+const usage = cli.usage;
 
 interface Options {
   requests: number;
@@ -73,29 +75,16 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        requests: { type: 'string', default: '2000' },
-        concurrency: { type: 'string', default: '1,16' },
-        db: { type: 'string', default: 'postgres' },
-        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
-        write: { type: 'boolean', default: false },
-        'async-commit': { type: 'boolean', default: false },
-        'cpu-prof': { type: 'boolean', default: false },
-        steps: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    return usage((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+  const values = cli.parse(argv, {
+    requests: { type: 'string', default: '2000' },
+    concurrency: { type: 'string', default: '1,16' },
+    db: { type: 'string', default: 'postgres' },
+    'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+    write: { type: 'boolean', default: false },
+    'async-commit': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    steps: { type: 'boolean', default: false },
+  });
   const requests = Number(values.requests);
   if (!Number.isInteger(requests) || requests < 200) usage('--requests must be an integer of at least 200');
   const concurrency = String(values.concurrency).split(',').map(Number);
@@ -105,10 +94,6 @@ function parseOptions(argv: string[]): Options {
   return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps) };
 }
 
-function usage(message: string): never {
-  process.stderr.write(`${message}\n${USAGE}`);
-  process.exit(2);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The server side (child process): both compositions over one AppHandle.

@@ -5,12 +5,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { createApp, shutdownApp } from '../src/app';
 import { createProject } from '../src/auth/project-store';
 import { mintLocalToken } from '../src/auth/local-token';
 import { loadConfig } from '../src/config';
 import { createSyntheticInstance, newUid } from '../src/generate/synthetic-dicom';
+import { benchCli } from './lib/cli';
 import { createCtSlices } from './lib/instances';
 import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
 import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/report';
@@ -46,36 +46,21 @@ interface Options {
   write: boolean;
 }
 
-function usage(message: string): never {
-  process.stderr.write(`${message}\n${USAGE}`);
-  process.exit(2);
-}
+const cli = benchCli('bench/deid.ts', USAGE);
+const usage = cli.usage;
 
 function parseOptions(argv: string[]): Options {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        quick: { type: 'boolean', default: false },
-        small: { type: 'string' },
-        large: { type: 'string' },
-        rounds: { type: 'string' },
-        concurrency: { type: 'string', default: '4' },
-        db: { type: 'string', default: 'postgres' },
-        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
-        write: { type: 'boolean', default: false },
-        serve: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    usage((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+  const values = cli.parse(argv, {
+    quick: { type: 'boolean', default: false },
+    small: { type: 'string' },
+    large: { type: 'string' },
+    rounds: { type: 'string' },
+    concurrency: { type: 'string', default: '4' },
+    db: { type: 'string', default: 'postgres' },
+    'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+    write: { type: 'boolean', default: false },
+    serve: { type: 'boolean', default: false },
+  });
   const int = (v: string | undefined, fallback: number, name: string, min: number) => {
     const n = v === undefined ? fallback : Number(v);
     if (!Number.isInteger(n) || n < min) usage(`--${name} must be an integer of at least ${min}`);

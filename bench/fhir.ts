@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { Client } from 'pg';
 import { startFhirBenchServer } from './lib/fhir-server';
 import { checkIndexConsistency, multiplySeed } from './lib/fhir-multiply';
@@ -15,6 +14,7 @@ import knexFactory from 'knex';
 import { loadFhirDefinitions } from '../src/fhir/definitions';
 import { applyWrites, prepareWrite } from '../src/fhir/store/resource-writer';
 import { readCurrent } from '../src/fhir/store/resource-store';
+import { benchCli } from './lib/cli';
 
 /**
  * FHIR search latency and ingest benchmark (bench/README.md). On a fresh PostgreSQL database:
@@ -32,6 +32,8 @@ import { readCurrent } from '../src/fhir/store/resource-store';
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE = 'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]\n';
+const cli = benchCli('bench/fhir.ts', USAGE);
+const usage = cli.usage;
 const SEARCH_TARGET_MS = 30;
 const INGEST_TARGET = 2_000;
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
@@ -48,28 +50,15 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        quick: { type: 'boolean', default: false },
-        write: { type: 'boolean', default: false },
-        server: { type: 'string', default: 'source' },
-        rows: { type: 'string' },
-        keep: { type: 'boolean', default: false },
-        'ingest-only': { type: 'boolean', default: false },
-        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    return usage((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+  const values = cli.parse(argv, {
+    quick: { type: 'boolean', default: false },
+    write: { type: 'boolean', default: false },
+    server: { type: 'string', default: 'source' },
+    rows: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    'ingest-only': { type: 'boolean', default: false },
+    'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+  });
   const server = String(values.server);
   if (server !== 'source' && server !== 'dist') usage(`--server must be source or dist, not ${server}`);
   const rows = values.rows === undefined ? (values.quick ? 50_000 : 1_000_000) : Number(values.rows);
@@ -77,10 +66,6 @@ function parseOptions(argv: string[]): Options {
   return { quick: Boolean(values.quick), write: Boolean(values.write), server: server as Options['server'], rows, keep: Boolean(values.keep), ingestOnly: Boolean(values['ingest-only']), adminUrl: String(values['admin-url']) };
 }
 
-function usage(message: string): never {
-  process.stderr.write(`bench/fhir.ts: ${message}\n${USAGE}`);
-  process.exit(2);
-}
 
 /** Runs the benchmark; resolves with the exit status. */
 export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): Promise<number> {

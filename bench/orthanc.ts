@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { figureFailures } from './lib/compare-figures';
 import { renderComparison, targetPasses, type CompareRun } from './lib/compare-report';
 import { COMPARE_FULL, COMPARE_QUICK, IL, runCompareVariant, type CompareFloors, type CompareVariant } from './lib/compare-variant';
@@ -10,6 +9,7 @@ import { measureDiskFloor, measureSha256, measureSmallFileFloor } from './lib/ma
 import { findOrthanc, ORTHANC_INSTALL_HINT } from './lib/orthanc-process';
 import { updateResultsFile } from './lib/report';
 import { staleBuildWarning } from './lib/server-process';
+import { benchCli } from './lib/cli';
 
 /**
  * imaging-lake side by side with Orthanc and its DICOMweb plugin (bench/README.md): one
@@ -26,6 +26,8 @@ const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
   'usage: npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales N,N] [--reps N] [--write] [--keep] [--admin-url URL]\n';
+const cli = benchCli('bench/orthanc.ts', USAGE);
+const usage = cli.usage;
 
 interface CompareOptions {
   quick: boolean;
@@ -39,28 +41,15 @@ interface CompareOptions {
 
 /** Parses the command line; exits with status 2 and a message on anything invalid. */
 export function parseCompareOptions(argv: string[]): CompareOptions {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        quick: { type: 'boolean', default: false },
-        db: { type: 'string', default: 'embedded' },
-        'qido-scales': { type: 'string' },
-        reps: { type: 'string' },
-        write: { type: 'boolean', default: false },
-        keep: { type: 'boolean', default: false },
-        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    usage((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+  const values = cli.parse(argv, {
+    quick: { type: 'boolean', default: false },
+    db: { type: 'string', default: 'embedded' },
+    'qido-scales': { type: 'string' },
+    reps: { type: 'string' },
+    write: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+  });
   const db = String(values.db);
   if (db !== 'embedded' && db !== 'postgres' && db !== 'both') usage(`--db must be embedded, postgres or both, not ${db}`);
   let qidoScales: number[] | undefined;
@@ -82,10 +71,6 @@ export function parseCompareOptions(argv: string[]): CompareOptions {
   };
 }
 
-function usage(message: string): never {
-  process.stderr.write(`bench/orthanc.ts: ${message}\n${USAGE}`);
-  process.exit(2);
-}
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 

@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { Client } from 'pg';
 import { IndexLoader } from './lib/index-loader';
 import { studiesFor } from './lib/index-population';
@@ -15,6 +14,7 @@ import { runReadSeries, type DicomwebEndpoint } from './lib/read-client';
 import { storeRealStudies } from './lib/real-studies';
 import { fmt, updateResultsFile } from './lib/report';
 import { findFreePort, staleBuildWarning, startServer, type ServerProcess } from './lib/server-process';
+import { benchCli } from './lib/cli';
 
 /**
  * QIDO-RS / WADO-RS latency at scale (bench/README.md). Starts the built server on a fresh
@@ -31,6 +31,8 @@ import { findFreePort, staleBuildWarning, startServer, type ServerProcess } from
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE = 'usage: npx tsx bench/qido-wado.ts [--quick] [--scales N,N,...] [--requests N] [--write] [--keep] [--admin-url URL]\n';
+const cli = benchCli('bench/qido-wado.ts', USAGE);
+const usage = cli.usage;
 
 interface ReadOptions {
   quick: boolean;
@@ -45,28 +47,15 @@ interface ReadOptions {
 
 /** Parses the command line; exits with status 2 and a message on anything invalid. */
 export function parseReadOptions(argv: string[]): ReadOptions {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        quick: { type: 'boolean', default: false },
-        scales: { type: 'string' },
-        requests: { type: 'string' },
-        write: { type: 'boolean', default: false },
-        keep: { type: 'boolean', default: false },
-        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
-        db: { type: 'string', default: 'postgres' },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    usage((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+  const values = cli.parse(argv, {
+    quick: { type: 'boolean', default: false },
+    scales: { type: 'string' },
+    requests: { type: 'string' },
+    write: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+    db: { type: 'string', default: 'postgres' },
+  });
   if (values.db !== 'postgres') usage('only --db postgres is supported: the index is filled with SQL on a PostgreSQL server');
   const quick = Boolean(values.quick);
   const scales = String(values.scales ?? (quick ? '100000' : '10000,100000,1000000'))
@@ -88,10 +77,6 @@ export function parseReadOptions(argv: string[]): ReadOptions {
   };
 }
 
-function usage(message: string): never {
-  process.stderr.write(`bench/qido-wado.ts: ${message}\n${USAGE}`);
-  process.exit(2);
-}
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 

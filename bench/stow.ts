@@ -1,13 +1,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { measureFloors } from './lib/floors';
 import { updateResultsFile } from './lib/report';
 import { staleBuildWarning } from './lib/server-process';
 import { renderVariant } from './lib/stow-report';
 import { FULL_SIZES, QUICK_SIZES, type DbKind, type PhaseGroup, type StoreKind, type StowOptions, type VariantResult } from './lib/stow-types';
 import { runVariant } from './lib/stow-variant';
+import { benchCli } from './lib/cli';
 
 /**
  * STOW-RS throughput benchmark (bench/README.md). Starts the built server
@@ -28,33 +28,22 @@ const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
   'usage: npx tsx bench/stow.ts [--quick] [--db embedded|postgres|both] [--store fs|s3] [--write]\n' +
   '                            [--cpu-prof] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]\n';
+const cli = benchCli('bench/stow.ts', USAGE);
+const usage = cli.usage;
 
 /** Parses the command line; exits with status 2 and a message on anything invalid. */
 export function parseStowOptions(argv: string[]): StowOptions {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        quick: { type: 'boolean', default: false },
-        db: { type: 'string', default: 'embedded' },
-        store: { type: 'string', default: 'fs' },
-        write: { type: 'boolean', default: false },
-        'cpu-prof': { type: 'boolean', default: false },
-        phases: { type: 'string', default: 'a,b,c' },
-        keep: { type: 'boolean', default: false },
-        'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
-        'series-size': { type: 'string', default: '100' },
-        help: { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    usage((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    process.exit(0);
-  }
+  const values = cli.parse(argv, {
+    quick: { type: 'boolean', default: false },
+    db: { type: 'string', default: 'embedded' },
+    store: { type: 'string', default: 'fs' },
+    write: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    phases: { type: 'string', default: 'a,b,c' },
+    keep: { type: 'boolean', default: false },
+    'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+    'series-size': { type: 'string', default: '100' },
+  });
   const db = String(values.db);
   if (db !== 'embedded' && db !== 'postgres' && db !== 'both') usage(`--db must be embedded, postgres or both, not ${db}`);
   const store = String(values.store);
@@ -76,10 +65,6 @@ export function parseStowOptions(argv: string[]): StowOptions {
   };
 }
 
-function usage(message: string): never {
-  process.stderr.write(`bench/stow.ts: ${message}\n${USAGE}`);
-  process.exit(2);
-}
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
