@@ -10,6 +10,7 @@ import type { AccessLocals } from '../auth/access-guard';
 import type { AuditSource } from '../audit/audit-event';
 import type { Logger } from '../logger';
 import { fhirError, OperationOutcomeError, outcome } from '../fhir/outcome';
+import { toOutcomeError } from '../fhir/routes';
 import { clearBurnedIn, unclearBurnedIn } from './burned-in';
 import { getProjectDeidOptions, putProjectDeidOptions } from './deid-options';
 import { isPatientKey } from './patient-keys';
@@ -182,25 +183,11 @@ export function createPrivacyRouter(deps: PrivacyRouterDeps): Router {
   });
   router.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     if (res.headersSent) return res.destroy();
-    if (err instanceof OperationOutcomeError) {
-      res.status(err.status).type(FHIR_JSON).send(JSON.stringify(err.outcome));
-      return;
-    }
-    const e = err as { type?: string; status?: number };
-    if (e?.type === 'entity.parse.failed') {
-      res.status(400).type(FHIR_JSON).send(JSON.stringify(outcome('error', 'invalid', 'body: not valid JSON')));
-      return;
-    }
-    if (e?.type === 'entity.too.large') {
-      res.status(413).type(FHIR_JSON).send(JSON.stringify(outcome('error', 'too-long', 'body: larger than 256 kB')));
-      return;
-    }
-    if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
-      res.status(e.status).type(FHIR_JSON).send(JSON.stringify(outcome('error', 'invalid', String((err as Error).message ?? err).slice(0, 300))));
-      return;
-    }
-    deps.logger.error({ err, url: req.originalUrl }, 'privacy route failed');
-    res.status(500).type(FHIR_JSON).send(JSON.stringify(outcome('fatal', 'exception', 'internal error')));
+    // The FHIR adapter's mapping: body-parser errors 4xx, bad values 400, database outages 503.
+    const answer = toOutcomeError(err);
+    if (answer.status >= 500 && answer.status !== 503) deps.logger.error({ err, url: req.originalUrl }, 'privacy route failed');
+    for (const [k, v] of Object.entries(answer.headers ?? {})) if (v !== undefined) res.setHeader(k, v);
+    res.status(answer.status).type(FHIR_JSON).send(JSON.stringify(answer.outcome));
   });
   return router;
 }

@@ -35,6 +35,14 @@ describe('privacy routes: options, clearances, overlap', () => {
     return body.issue[0] as { code: string; diagnostics: string };
   };
 
+  describe('bad bodies', () => {
+    test('a body that is not JSON is 400 with an OperationOutcome', async () => {
+      const res = await request(t.app.express).put('/privacy/projects/opt-a/deid-options').set(as(tokens.dmA)).set('Content-Type', 'application/json').send('{"retainDeviceIdentity": tr');
+      expect(res.status).toBe(400);
+      expect(outcomeOf(res).diagnostics).toContain('not valid JSON');
+    });
+  });
+
   describe('deid-options', () => {
     test('a project without a choice shows the defaults, not selected', async () => {
       const res = await request(t.app.express).get('/privacy/projects/opt-a/deid-options').set(as(tokens.dmA));
