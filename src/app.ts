@@ -9,6 +9,7 @@ import { createDicomwebRouter } from './dicomweb/routes';
 import { createRenderedImageCache } from './dicom/pixel-image-cache';
 import { createTranscodeHook } from './dicom/transcode-hook';
 import { syncFhirFromIndex } from './fhir/dicom/imaging-study-sync';
+import { startImagingStudyFlusher, type ImagingStudyFlusher } from './fhir/dicom/imaging-study-flusher';
 import { createFhirRouter } from './fhir/routes';
 import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
 import { createResourceRules } from './fhir/resources/resource-rules';
@@ -37,6 +38,8 @@ export interface AppHandle {
   readonly auth: AuthServices;
   /** Pseudonyms, date offsets, UID maps, withheld instances (src/privacy): what de-identified views use. */
   readonly privacy: AppPrivacyService;
+  /** Writes the ImagingStudy of studies the DICOM index marked pending (background, before FHIR reads, at shutdown). */
+  readonly imagingStudies: ImagingStudyFlusher;
   /** Stops background work owned by the app (audit partition maintenance). */
   readonly stopBackground: () => void;
 }
@@ -69,22 +72,34 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
   }
   const sweeper = startOrphanSweeper({ db, blobs, logger, graceSeconds: config.orphanGraceSeconds, intervalSeconds: config.sweepIntervalSeconds });
   const partitions = startAuditPartitionMaintenance(db.knex, logger);
-  const app = buildExpress({ config, db, blobs, logger, auth, privacy });
-  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, stopBackground: () => partitions.stop() };
+  // Picks up studies left pending by a previous run at once.
+  const imagingStudies = startImagingStudyFlusher({ knex: db.knex, logger });
+  const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies });
+  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, imagingStudies, stopBackground: () => partitions.stop() };
 }
 
 /** Stops background work and releases the database and blob store. */
 export async function shutdownApp(app: AppHandle): Promise<void> {
   app.stopBackground();
   await app.sweeper.stop();
+  // Studies still pending get their ImagingStudy now (what fails stays pending for the next start).
+  await app.imagingStudies.stop();
   await app.blobs.close();
   // Commit the AuditEvents still queued (their requests are waiting for them) before the pool closes.
   await closeAuditWriter(app.db.knex);
   await app.db.close();
 }
 
-function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore; logger: Logger; auth: AuthServices; privacy: AppPrivacyService }): Express {
-  const { config, db, blobs, logger, auth, privacy } = deps;
+function buildExpress(deps: {
+  config: AppConfig;
+  db: Database;
+  blobs: BlobStore;
+  logger: Logger;
+  auth: AuthServices;
+  privacy: AppPrivacyService;
+  imagingStudies: ImagingStudyFlusher;
+}): Express {
+  const { config, db, blobs, logger, auth, privacy, imagingStudies } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -136,12 +151,14 @@ function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore;
       thumbnailCache: createRenderedImageCache(),
       auditInTransaction,
       privacy,
-      // One truth: the FHIR ImagingStudy is written in the same transaction as the DICOM index rows.
+      // One truth: the index change marks its studies pending in its own transaction (with the
+      // ImagingStudy id and Patient); the flusher writes the ImagingStudy before FHIR can read it.
       onIndexChange: async (trx, change, context) => {
         await syncFhirFromIndex(trx, change, context);
         await privacy.assignPatientKeysForChange(trx, change);
         await linkStowToProjects(trx, change, context);
         await privacy.recordDeidUidsForChange(trx, change);
+        imagingStudies.noteChange(trx);
       },
     }),
   );
@@ -162,6 +179,8 @@ function buildExpress(deps: { config: AppConfig; db: Database; blobs: BlobStore;
       resourceRules: createResourceRules({ icd10cmCodesPath: config.icd10cmCodesPath }),
       privacy,
       maxDateOffsetDays: config.privacy.dateShiftMaxDays,
+      // Pending ImagingStudy rewrites happen before any request that could read them.
+      refreshDerived: (req) => imagingStudies.refreshFor(req),
     }),
   );
 

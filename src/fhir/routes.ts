@@ -52,6 +52,11 @@ export interface FhirRouterDeps {
    * free text, and hide the dates of patient-linked resources instead of shifting them.
    */
   privacy?: PrivacyService;
+  /**
+   * Brings resources derived elsewhere up to date before a request that could read them (the
+   * ImagingStudy of studies a DICOM ingest marked pending). Runs before the request's own transaction.
+   */
+  refreshDerived?: (req: FhirRequest) => Promise<void>;
   /** The largest |date offset| the privacy service draws (widens date searches in SQL); absent: not widened. */
   maxDateOffsetDays?: number;
 }
@@ -91,6 +96,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
       };
       const baseUrl = `${requestBaseUrl(req, deps.publicBaseUrl)}${req.baseUrl}`;
       if (deps.authorizeBundleEntry) authorizeBundle(req, fhirReq, deps.authorizeBundleEntry);
+      if (deps.refreshDerived) await deps.refreshDerived(fhirReq);
       const deid = deidViewOf(res, deps, defs);
       const run = (knex: Knex | Knex.Transaction) =>
         handleFhirRequest(

@@ -8,11 +8,16 @@ import { findResourcesInTransaction, writeResourceInTransaction } from '../write
 import { DCM_SYSTEM, DICOM_UID_SYSTEM, dateTimeOf, genderOf, humanNameOf, issuerSystem, lateralityCoding } from './dicom-codes';
 
 /**
- * One truth for DICOM and FHIR: inside the DICOM ingest (or delete) transaction, the Patient a
- * study's DICOM patient resolves to and the ImagingStudy mirroring the study are written from
- * the index rows, so an ImagingStudy exists the moment the STOW-RS response is sent.
- * DICOM-derived elements are rewritten on every sync; clinical links added through FHIR
- * (reasonReference, basedOn, note, ...) are kept.
+ * One truth for DICOM and FHIR, at O(1) cost per study in the ingest transaction: inside the
+ * DICOM ingest (or delete) transaction the study gets its ImagingStudy id, its DICOM patient
+ * resolves to a FHIR Patient, and the study is marked pending (imaging_study_pending). The
+ * ImagingStudy itself (every series and instance) is rewritten from the index later, in a
+ * transaction of its own, by src/fhir/dicom/imaging-study-flusher.ts: shortly after the change
+ * in the background, and in any case before a FHIR request that could read it, so a FHIR
+ * read after the STOW-RS response always sees the stored instances. Many STOWs into one study
+ * thus make one ImagingStudy version per rewrite, not one per STOW.
+ * DICOM-derived elements are rewritten on every materialization; clinical links added through
+ * FHIR (reasonReference, basedOn, note, ...) are kept.
  */
 
 /** Where ImagingStudy.endpoint points: the DICOMweb base URL of this server. */
@@ -37,28 +42,59 @@ const DERIVED = new Set([
 export const DICOMWEB_ENDPOINT_ID = 'dicomweb';
 
 /**
- * Rewrites the Patient and ImagingStudy of each study (by primary key); removes ImagingStudy of
- * studies gone from the index. One query reads every study with its patient's link and the
- * Endpoint's address, one more per study reads its series with their instances aggregated
- * (json_agg), so the round trips do not grow with the number of instances.
+ * The synchronous part of the sync, in the index transaction: marks the studies pending (or
+ * bumps the mark's generation, so a rewrite that read the index before this change does not
+ * clear it), gives each study its ImagingStudy id, resolves patients not linked yet and keeps
+ * the Endpoint's address current. One statement when the patients are linked.
  */
-export async function syncImagingStudies(trx: Knex.Transaction, studyPks: number[], options: ImagingStudySyncOptions): Promise<void> {
+export async function markImagingStudiesPending(trx: Knex.Transaction, studyPks: number[], options: ImagingStudySyncOptions): Promise<void> {
+  if (studyPks.length === 0) return;
+  const pks = [...new Set(studyPks)].sort((a, b) => a - b);
+  // PostgreSQL runs data-modifying WITH parts to completion whether or not they are read.
+  const rows: Array<{ patient_pk: number; patient_linked: boolean; endpoint_address: string | null }> = (
+    await trx.raw(
+      `WITH marked AS (
+         INSERT INTO imaging_study_pending (study_pk) SELECT pk FROM unnest(?::bigint[]) AS pk ORDER BY pk
+         ON CONFLICT (study_pk) DO UPDATE SET gen = imaging_study_pending.gen + 1
+         RETURNING study_pk
+       ), named AS (
+         UPDATE studies SET fhir_id = gen_random_uuid()::text WHERE id = ANY(?::bigint[]) AND fhir_id IS NULL RETURNING id
+       )
+       SELECT DISTINCT p.id AS patient_pk,
+              EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked,
+              (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address
+       FROM studies st JOIN patients p ON p.id = st.patient_pk
+       WHERE st.id = ANY(?::bigint[])
+       ORDER BY p.id`,
+      [pks, pks, DICOMWEB_ENDPOINT_ID, pks],
+    )
+  ).rows;
+  if (rows.length === 0) return;
+  if (rows[0].endpoint_address !== options.dicomwebBaseUrl) await ensureEndpoint(trx, options.dicomwebBaseUrl);
+  for (const row of rows) if (!row.patient_linked) await resolvePatient(trx, Number(row.patient_pk));
+}
+
+/**
+ * Rewrites the ImagingStudy of each study (by primary key) from the index, resolving its
+ * Patient when the link is missing. One query reads every study with its patient's link, one
+ * more per study reads its series with their instances aggregated (json_agg), so the round
+ * trips do not grow with the number of instances. Called by the flusher
+ * (imaging-study-flusher.ts), which holds the study's rewrite lock.
+ */
+export async function materializeImagingStudies(trx: Knex.Transaction, studyPks: number[]): Promise<void> {
   if (studyPks.length === 0) return;
   const studies: StudyRow[] = (
     await trx.raw(
       `SELECT st.id, st.study_uid, st.fhir_id, to_char(st.study_date, 'YYYYMMDD') AS study_date, st.study_time,
               st.accession_number, st.study_description, st.num_series, st.num_instances, st.dataset,
               st.patient_pk, p.fhir_id AS patient_fhir_id,
-              EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked,
-              (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address
+              EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked
        FROM studies st JOIN patients p ON p.id = st.patient_pk
        WHERE st.id = ANY(?::bigint[])
        ORDER BY st.study_uid`,
-      [DICOMWEB_ENDPOINT_ID, studyPks],
+      [studyPks],
     )
   ).rows;
-  if (studies.length === 0) return;
-  if (studies[0].endpoint_address !== options.dicomwebBaseUrl) await ensureEndpoint(trx, options.dicomwebBaseUrl);
   const patients = new Map<number, string>();
   for (const study of studies) {
     const patientPk = Number(study.patient_pk);
@@ -151,7 +187,6 @@ interface StudyRow {
   patient_pk: number;
   patient_fhir_id: string | null;
   patient_linked: boolean;
-  endpoint_address: string | null;
 }
 
 interface SeriesRow {
@@ -271,7 +306,8 @@ export async function imagingStudyIdOf(knex: Knex, studyInstanceUID: string): Pr
 
 /**
  * The index-change hook the app installs on STOW and delete: removed studies lose their
- * ImagingStudy (a FHIR delete, history kept), changed ones get theirs rewritten.
+ * ImagingStudy (a FHIR delete, history kept) at once; changed ones are marked for a rewrite
+ * (markImagingStudiesPending), which the flusher does before any FHIR request can read them.
  */
 export async function syncFhirFromIndex(
   trx: Knex.Transaction,
@@ -279,5 +315,5 @@ export async function syncFhirFromIndex(
   context: ImagingStudySyncOptions,
 ): Promise<void> {
   await deleteImagingStudies(trx, change.removedStudies.map((s) => s.fhirId).filter((id): id is string => Boolean(id)));
-  await syncImagingStudies(trx, change.studyPks, context);
+  await markImagingStudiesPending(trx, change.studyPks, context);
 }
