@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -46,6 +46,10 @@ import { benchCli } from './lib/cli';
  *
  * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
  * flush; the run measures that floor (a one-row INSERT commit) and prints it next to the table.
+ * Reads start their AuditEvent at authorization, so that flush overlaps the handler; the
+ * *audit after answer* columns run the same guard writing it only when the answer is ready, the
+ * *same composition, audit early* columns the same routers and guard starting it early, and
+ * the server CPU columns give the server process's CPU time per request (Node.js side only).
  * `--async-commit` (diagnostic only, never a deployment setting for the audit trail) runs the
  * database with synchronous_commit=off to show what the access layer costs apart from it.
  *
@@ -104,7 +108,7 @@ function parseOptions(argv: string[]): Options {
  * the token check, policy and row filters go back in but not the audit gate (diagnostic: it
  * splits the guard's cost from the audit write's).
  */
-function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; auditWriter?: AuditWriter } = {}): Express {
+function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; auditWriter?: AuditWriter; lateReadAudit?: AuditWriter; earlyReadAudit?: AuditWriter } = {}): Express {
   const { config, db, blobs, logger } = handle;
   const app = express();
   app.disable('x-powered-by');
@@ -132,6 +136,14 @@ function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; 
     // The whole guard, its audit gate queueing on the given writer instead of the app's.
     app.use(createAuthRouter(handle.auth));
     app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.auditWriter } }));
+  } else if (options.lateReadAudit) {
+    // The whole guard, reads' AuditEvents written only once the answer is ready (no overlap).
+    app.use(createAuthRouter(handle.auth));
+    app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.lateReadAudit } }, { earlyReadAudit: false }));
+  } else if (options.earlyReadAudit) {
+    // The same composition with reads' AuditEvents started at authorization (as createApp does).
+    app.use(createAuthRouter(handle.auth));
+    app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.earlyReadAudit } }));
   }
   app.use(
     '/dicomweb',
@@ -146,7 +158,7 @@ function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; 
       onIndexChange: (trx, change, context) => syncFhirFromIndex(trx, change, context),
     }),
   );
-  const guarded = options.guardWithoutAudit || options.auditWriter !== undefined;
+  const guarded = options.guardWithoutAudit || options.auditWriter !== undefined || options.lateReadAudit !== undefined || options.earlyReadAudit !== undefined;
   app.use('/fhir', createFhirRouter({ db, logger, publicBaseUrl: config.publicBaseUrl, accessFilter: guarded ? fhirAccessFilter : undefined }));
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: 'not found', path: req.path });
@@ -174,14 +186,31 @@ async function serve(): Promise<void> {
   const noAudit = await listen(composeBare(handle, { guardWithoutAudit: true }));
   // Diagnostic: the full guard with one INSERT (and commit) per AuditEvent, as before group commit.
   const perRequest = await listen(composeBare(handle, { auditWriter: createAuditWriter(handle.db.knex, { maxBatch: 1, maxInFlight: 1_000 }) }));
-  process.send?.({ guarded: guarded.port, bare: bare.port, noAudit: noAudit.port, perRequest: perRequest.port });
+  // Diagnostic: the full guard writing reads' AuditEvents after the answer is ready, as before they overlapped the handler.
+  // Its own group-commit writer (same options as the app's), so each prints how it batched.
+  const lateWriter = createAuditWriter(handle.db.knex);
+  const late = await listen(composeBare(handle, { lateReadAudit: lateWriter }));
+  const earlyWriter = createAuditWriter(handle.db.knex);
+  const early = await listen(composeBare(handle, { earlyReadAudit: earlyWriter }));
+  process.send?.({ guarded: guarded.port, bare: bare.port, noAudit: noAudit.port, perRequest: perRequest.port, late: late.port, early: early.port });
+  // The client asks for this process's CPU time around each block (server CPU per request).
+  process.on('message', (m) => {
+    if (m === 'cpu') {
+      const u = process.cpuUsage();
+      process.send?.({ cpuMicros: u.user + u.system });
+    }
+  });
   process.on('SIGTERM', () => {
-    const audit = auditWriterFor(handle.db.knex).stats();
-    process.stderr.write(`audit group commit: ${audit.events} AuditEvents in ${audit.batches} INSERTs (${(audit.events / Math.max(1, audit.batches)).toFixed(2)} per INSERT, largest ${audit.largestBatch}), ${audit.failed} refused\n`);
+    for (const [label, writer] of [['guarded', auditWriterFor(handle.db.knex)], ['audit after answer', lateWriter], ['audit early', earlyWriter]] as const) {
+      const audit = writer.stats();
+      process.stderr.write(`audit group commit (${label}): ${audit.events} AuditEvents in ${audit.batches} INSERTs (${(audit.events / Math.max(1, audit.batches)).toFixed(2)} per INSERT, largest ${audit.largestBatch}), ${audit.corrected} corrected, ${audit.failed} refused\n`);
+    }
     guarded.server.close();
     bare.server.close();
     noAudit.server.close();
     perRequest.server.close();
+    late.server.close();
+    early.server.close();
     shutdownApp(handle).finally(() => process.exit(0));
   });
 }
@@ -250,6 +279,20 @@ interface Workload {
 interface Block {
   latencies: number[];
   seconds: number;
+  /** Server process CPU (user + system) over the block, µs. */
+  cpuMicros: number;
+  /** CPU of the bench database's PostgreSQL backends over the block, µs (0 when not readable). */
+  pgCpuMicros: number;
+}
+
+/** CPU time so far (µs) of the server process (over IPC) and of the bench database's backends (/proc). */
+let serverCpu: () => Promise<{ node: number; pg: Map<number, number> }> = async () => ({ node: 0, pg: new Map() });
+
+/** CPU the backends used between two readings (a backend started meanwhile counts from 0; one that ended is lost). */
+function pgDelta(before: Map<number, number>, after: Map<number, number>): number {
+  let sum = 0;
+  for (const [pid, micros] of after) sum += micros - (before.get(pid) ?? 0);
+  return sum;
 }
 
 /** Sends `count` requests at `concurrency` over keep-alive connections; throws on any unexpected answer. */
@@ -257,6 +300,7 @@ async function runBlock(port: number, headers: Record<string, string>, w: Worklo
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   const latencies: number[] = [];
   let next = 0;
+  const cpuBefore = await serverCpu();
   const started = process.hrtime.bigint();
   const worker = async () => {
     for (;;) {
@@ -270,8 +314,9 @@ async function runBlock(port: number, headers: Record<string, string>, w: Worklo
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpuAfter = await serverCpu();
   agent.destroy();
-  return { latencies, seconds };
+  return { latencies, seconds, cpuMicros: cpuAfter.node - cpuBefore.node, pgCpuMicros: pgDelta(cpuBefore.pg, cpuAfter.pg) };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -283,12 +328,18 @@ interface Figures {
   p50: number;
   p95: number;
   rps: number;
+  /** Server process CPU per request, µs. */
+  cpuPerRequest: number;
+  /** The bench database's PostgreSQL backends' CPU per request, µs (WAL writer and other shared processes not counted). */
+  pgCpuPerRequest: number;
 }
 
 function summarize(blocks: Block[]): Figures {
   const all = blocks.flatMap((b) => b.latencies).sort((a, b) => a - b);
   const seconds = blocks.reduce((s, b) => s + b.seconds, 0);
-  return { p50: percentile(all, 50), p95: percentile(all, 95), rps: all.length / seconds };
+  const cpu = blocks.reduce((s, b) => s + b.cpuMicros, 0);
+  const pgCpu = blocks.reduce((s, b) => s + b.pgCpuMicros, 0);
+  return { p50: percentile(all, 50), p95: percentile(all, 95), rps: all.length / seconds, cpuPerRequest: cpu / Math.max(1, all.length), pgCpuPerRequest: pgCpu / Math.max(1, all.length) };
 }
 
 /** Seeds both projects: studies through STOW-RS, Patients through FHIR, all on the guarded port. */
@@ -324,10 +375,12 @@ interface Row {
   guarded: Figures;
   noAudit: Figures;
   perRequest: Figures;
+  late: Figures;
+  early: Figures;
 }
 
-type Variant = 'bare' | 'guarded' | 'noAudit' | 'perRequest';
-const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'noAudit', 'perRequest'];
+type Variant = 'bare' | 'guarded' | 'noAudit' | 'perRequest' | 'late' | 'early';
+const VARIANTS: readonly Variant[] = ['bare', 'guarded', 'noAudit', 'perRequest', 'late', 'early'];
 type Ports = Record<Variant, number>;
 
 async function measure(ports: Ports, token: string, workloads: Workload[], requests: number, levels: number[]): Promise<Row[]> {
@@ -339,23 +392,43 @@ async function measure(ports: Ports, token: string, workloads: Workload[], reque
       // Warm both (JIT, pools, the token cache) before anything is kept.
       const headers = (v: Variant): Record<string, string> => (v === 'bare' ? {} : { Authorization: `Bearer ${token}` });
       for (const v of VARIANTS) await runBlock(ports[v], headers(v), w, Math.min(200, count), concurrency, 0);
-      const blocks: Record<Variant, Block[]> = { bare: [], guarded: [], noAudit: [], perRequest: [] };
+      const blocks: Record<Variant, Block[]> = { bare: [], guarded: [], noAudit: [], perRequest: [], late: [], early: [] };
       for (let r = 0; r < rounds; r++) {
         // Rotate which variant goes first, so drift (autovacuum, caches) hits all alike.
         const order: Variant[] = VARIANTS.map((_, k, all) => all[(k + r) % all.length]);
         for (const v of order) blocks[v].push(await runBlock(ports[v], headers(v), w, count, concurrency, r * count));
       }
-      rows.push({ workload: w.name, concurrency, bare: summarize(blocks.bare), guarded: summarize(blocks.guarded), noAudit: summarize(blocks.noAudit), perRequest: summarize(blocks.perRequest) });
+      rows.push({ workload: w.name, concurrency, bare: summarize(blocks.bare), guarded: summarize(blocks.guarded), noAudit: summarize(blocks.noAudit), perRequest: summarize(blocks.perRequest), late: summarize(blocks.late), early: summarize(blocks.early) });
       process.stderr.write(`  ${w.name} at concurrency ${concurrency}: done\n`);
     }
   }
   return rows;
 }
 
+function cpuOf(f: Figures): string {
+  return `${fmt(f.cpuPerRequest, 0)}+${fmt(f.pgCpuPerRequest, 0)}`;
+}
+
+/** User + system CPU time (µs) of each of `pids` from /proc (Linux; unreadable ones are left out). */
+async function procCpuMicros(pids: number[]): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (!stat) continue;
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out.set(pid, (((Number(fields[11]) || 0) + (Number(fields[12]) || 0)) / CLOCK_TICKS) * 1e6);
+  }
+  return out;
+}
+
+/** USER_HZ on Linux. */
+const CLOCK_TICKS = 100;
+
 function renderTable(rows: Row[]): string {
   const ratio = (a: number, b: number) => `${fmt(a / b, 2)}x`;
   return markdownTable(
-    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio', 'INSERT per request: p50 ratio', 'INSERT per request: throughput ratio'],
+    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'CPU µs/req node+pg bare', 'CPU µs/req node+pg guarded', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio', 'guard w/o audit: CPU µs/req node+pg', 'audit after answer: p50 ratio', 'audit after answer: throughput ratio', 'audit after answer: CPU µs/req node+pg', 'same composition, audit early: p50 ratio', 'same composition, audit early: throughput ratio', 'same composition, audit early: CPU µs/req node+pg', 'INSERT per request: p50 ratio', 'INSERT per request: throughput ratio'],
     rows.map((r) => [
       r.workload,
       String(r.concurrency),
@@ -368,12 +441,21 @@ function renderTable(rows: Row[]): string {
       fmt(r.bare.rps, 0),
       fmt(r.guarded.rps, 0),
       ratio(r.bare.rps, r.guarded.rps),
+      cpuOf(r.bare),
+      cpuOf(r.guarded),
       ratio(r.noAudit.p50, r.bare.p50),
       ratio(r.bare.rps, r.noAudit.rps),
+      cpuOf(r.noAudit),
+      ratio(r.late.p50, r.bare.p50),
+      ratio(r.bare.rps, r.late.rps),
+      cpuOf(r.late),
+      ratio(r.early.p50, r.bare.p50),
+      ratio(r.bare.rps, r.early.rps),
+      cpuOf(r.early),
       ratio(r.perRequest.p50, r.bare.p50),
       ratio(r.bare.rps, r.perRequest.rps),
     ]),
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ['l', ...Array.from({ length: 23 }, () => 'r' as const)],
   );
 }
 
@@ -428,6 +510,7 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'il-bench-auth-'));
   let database: BenchDatabase | undefined;
   let child: ChildProcess | undefined;
+  let statClient: Client | undefined;
   const loadAtStart = os.loadavg();
   try {
     if (options.db === 'postgres') database = await createBenchDatabase(options.adminUrl);
@@ -446,6 +529,28 @@ async function main(): Promise<void> {
       child!.once('message', (m) => resolve(m as Ports));
       child!.once('exit', (code) => reject(new Error(`the server process exited with ${code}`)));
     });
+    const server = child;
+    const nodeCpu = () =>
+      new Promise<number>((resolve) => {
+        const onMessage = (m: unknown) => {
+          if (typeof (m as { cpuMicros?: unknown })?.cpuMicros !== 'number') return;
+          server.off('message', onMessage);
+          resolve((m as { cpuMicros: number }).cpuMicros);
+        };
+        server.on('message', onMessage);
+        server.send('cpu');
+      });
+    // The server's pool connections to the bench database (this client's own backend excluded).
+    const stat = database ? new Client({ connectionString: database.url }) : undefined;
+    await stat?.connect();
+    statClient = stat;
+    const backends = async (): Promise<number[]> =>
+      stat ? ((await stat.query('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).rows as Array<{ pid: number }>).map((r) => r.pid) : [];
+    serverCpu = async () => {
+      const pids = await backends();
+      const [node, pg] = await Promise.all([nodeCpu(), procCpuMicros(pids)]);
+      return { node, pg };
+    };
     const auth = loadConfig(env).auth;
     const admin = (await mintLocalToken({ role: 'admin', ttlSeconds: 3600 }, { config: auth })).accessToken;
     const manager = (await mintLocalToken({ role: 'data-manager', projects: ['bench-a'], ttlSeconds: 3600 }, { config: auth })).accessToken;
@@ -473,13 +578,13 @@ async function main(): Promise<void> {
     const verdict = worst < TARGET_RATIO ? `met: every p50 and throughput ratio is under ${TARGET_RATIO}x (worst ${fmt(worst, 2)}x)` : `missed: worst p50/throughput ratio ${fmt(worst, 2)}x, target under ${TARGET_RATIO}x`;
     const engine = database ? `PostgreSQL ${await database.serverVersion()}` : 'embedded PostgreSQL (PGlite)';
     const floorLine = floor === undefined ? '' : `One-row INSERT commit on this database (the durable audit write's floor): ${fmt(floor, 2)} ms${options.asyncCommit ? ' (synchronous_commit=off: diagnostic run)' : ''}.`;
-    process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters, INSERT per request = guarded without group commit\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
+    process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters, audit after answer = guarded without the read audit's overlap, INSERT per request = guarded without group commit\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
     if (options.write) {
       const date = new Date().toISOString().slice(0, 10);
       const section = [
         `## Access-layer overhead, ${date}: ${engine}${options.asyncCommit ? ', synchronous_commit=off (diagnostic)' : ''}`,
         '',
-        `\`npx tsx bench/auth.ts --requests ${options.requests} --concurrency ${options.concurrency.join(',')}${options.db === 'embedded' ? ' --db embedded' : ''}${options.asyncCommit ? ' --async-commit' : ''} --write\`. One server process serves the app as \`createApp\` composes it (guarded: token verification, policy and project row filter, AuditEvent written before the answer) and the same DICOMweb and FHIR routers without the access layer (bare), over one database seeded with 200 studies in two projects and 100 FHIR Patients. Calls as a data manager of one project; blocks alternate between the variants. Throughput ratio is bare/guarded. The guarded app's audit gate uses group commit (concurrent requests share one INSERT and commit; each still waits for its own AuditEvent to commit). Diagnostic columns: *guard w/o audit* puts the token check, policy and row filters back without the audit gate (the rest of the overhead is the AuditEvent written before each answer); *INSERT per request* is the full guard with one INSERT and commit per AuditEvent, as before group commit.`,
+        `\`npx tsx bench/auth.ts --requests ${options.requests} --concurrency ${options.concurrency.join(',')}${options.db === 'embedded' ? ' --db embedded' : ''}${options.asyncCommit ? ' --async-commit' : ''} --write\`. One server process serves the app as \`createApp\` composes it (guarded: token verification, policy and project row filter, AuditEvent written before the answer) and the same DICOMweb and FHIR routers without the access layer (bare), over one database seeded with 200 studies in two projects and 100 FHIR Patients. Calls as a data manager of one project; blocks alternate between the variants. Throughput ratio is bare/guarded. The guarded app's audit gate uses group commit (concurrent requests share one INSERT and commit; each still waits for its own AuditEvent to commit). Diagnostic columns: *guard w/o audit* puts the token check, policy and row filters back without the audit gate (the rest of the overhead is the AuditEvent written before each answer); *audit after answer* is the full guard writing a read's AuditEvent only once its answer is ready (no overlap with the handler), and *same composition, audit early* the same routers and guard with the AuditEvent started at authorization (as createApp does; compare these two, since createApp also mounts CORS and the privacy router); *INSERT per request* is the full guard with one INSERT and commit per AuditEvent, as before group commit. Server CPU is the server process's user+system time per request (PostgreSQL's is not in it).`,
         '',
         table,
         '',
@@ -509,6 +614,7 @@ async function main(): Promise<void> {
         process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(dir, f), 40), `server CPU profile (all variants): ${f}`)}\n`);
       }
     }
+    await statClient?.end().catch(() => undefined);
     await database?.drop().catch(() => undefined);
     await rm(dataDir, { recursive: true, force: true });
   }

@@ -6,12 +6,20 @@
  * ever served unaudited. Routes only describe what they touched in `res.locals.audit`; writes
  * that run in a transaction record the event in that transaction (`auditInTransaction`) and the
  * gate then lets the response through untouched.
+ *
+ * Reads start early: once the guard has authorized a GET or HEAD it calls beginReadAudit, and
+ * the event (success, as described then) is queued at once, so its commit overlaps the work of
+ * the handler instead of following it. When the answer is ready the gate waits for that commit;
+ * if the answer's outcome or description differs (404, 400, 5xx, a route that named what it
+ * touched, a client that went away), it corrects that same event (correctAuditEvent) before the
+ * first byte leaves. The trail thus never keeps a success for a request that was answered with
+ * a failure.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { authErrorBody } from '../auth/auth-errors';
-import { buildAuditEvent, type AuditInput, type AuditSource } from './audit-event';
+import { buildAuditEvent, outcomeForStatus, type AuditEvent, type AuditInput, type AuditSource } from './audit-event';
 import { writeAuditEvent } from './audit-store';
 import { auditWriterFor, type AuditWriter } from './audit-writer';
 
@@ -87,6 +95,30 @@ export function createTransactionAuditor(recorder: Pick<AuditRecorder, 'source'>
 
 type AnyFn = (...args: unknown[]) => unknown;
 
+/** The early starters of the responses the gate holds (set by the gate, called by the guard). */
+const readStarters = new WeakMap<Response, () => void>();
+
+/**
+ * Starts writing the AuditEvent of an authorized read now, in parallel with its handler (the
+ * gate waits for it, and corrects it if the answer differs). Call only for requests that write
+ * nothing themselves (GET/HEAD); a no-op without a gate or without `res.locals.audit`.
+ */
+export function beginReadAudit(res: Response): void {
+  readStarters.get(res)?.();
+}
+
+/** What an event says apart from its id and time: equal keys describe the same event. */
+function describedKey(input: AuditInput): string {
+  return JSON.stringify({ ...input, status: undefined, outcome: input.outcome ?? outcomeForStatus(input.status ?? 200) });
+}
+
+/** An event written ahead of the answer. */
+interface EarlyEvent {
+  event: AuditEvent;
+  key: string;
+  committed: Promise<void>;
+}
+
 /**
  * The gate. Mount it before the access guard on /fhir and /dicomweb. For a request whose
  * `res.locals.audit` is set (the guard sets it), the first `writeHead`/`write`/`end`/
@@ -100,6 +132,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
     const original = { writeHead: raw.writeHead, write: raw.write, end: raw.end, flushHeaders: raw.flushHeaders };
     let state: 'open' | 'pending' | 'done' = 'open';
     let needDrain = false;
+    let early: EarlyEvent | undefined;
     const queue: Array<() => void> = [];
 
     const restore = () => {
@@ -153,10 +186,51 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
       writer ??= auditWriterFor(recorder.knex);
       writer.write(event).then(release, refuse);
     };
+    /** The answer of a read whose event was written early: keep that event, or correct it first. */
+    const settleEarly = (written: EarlyEvent, status: number) => {
+      let corrected: AuditEvent | undefined;
+      try {
+        const input = auditInputFromRequest(req, res, { status });
+        if (describedKey(input) !== written.key) corrected = { ...buildAuditEvent(input, recorder.source, new Date(written.event.recorded)), id: written.event.id };
+      } catch (err) {
+        written.committed.then(() => refuse(err), refuse);
+        return;
+      }
+      written.committed.then(() => (corrected ? writer!.correct(corrected).then(release, refuse) : release()), refuse);
+    };
+    const begin = () => {
+      const locals = res.locals.audit as AuditLocals | undefined;
+      if (state !== 'open' || early || !locals || locals.written || locals.committed) return;
+      let input: AuditInput;
+      let event: AuditEvent;
+      try {
+        input = auditInputFromRequest(req, res, { status: 200 });
+        event = buildAuditEvent(input, recorder.source);
+      } catch {
+        return; // the gate writes the event with the answer instead
+      }
+      writer ??= auditWriterFor(recorder.knex);
+      const committed = writer.write(event);
+      // Settled by the gate (settleEarly); no rejection is left unhandled meanwhile.
+      committed.catch(() => undefined);
+      early = { event, key: describedKey(input), committed };
+      // A client that leaves before the answer: the event must not stand as a success.
+      res.once('close', () => {
+        if (state !== 'open' || !early) return;
+        state = 'pending';
+        res.locals.audit = { ...(res.locals.audit ?? {}), outcomeDescription: 'the client closed the connection before the answer' };
+        settleEarly(early, 499);
+      });
+    };
+    readStarters.set(res, begin);
     const start = (statusFromArgs?: unknown) => {
       state = 'pending';
       const locals = res.locals.audit as AuditLocals | undefined;
       const status = typeof statusFromArgs === 'number' ? statusFromArgs : res.statusCode;
+      if (early) {
+        settleEarly(early, status);
+        return;
+      }
       if (!locals || locals.written) {
         queueMicrotask(release);
         return;

@@ -13,7 +13,7 @@
  */
 import type { Knex } from 'knex';
 import type { AuditEvent } from './audit-event';
-import { AuditWriteError, insertAuditRows, serializeAuditRow } from './audit-store';
+import { AuditWriteError, correctAuditEvent, insertAuditRows, serializeAuditRow } from './audit-store';
 
 /** Tuning of one writer. */
 export interface AuditWriterOptions {
@@ -33,12 +33,19 @@ export interface AuditWriterStats {
   failed: number;
   /** Largest batch committed. */
   largestBatch: number;
+  /** Early-written read events corrected because the answer differed (correct()). */
+  corrected: number;
 }
 
 /** A group-commit queue in front of `audit_events`. */
 export interface AuditWriter {
   /** Queues `event`; resolves once the INSERT holding it committed, rejects with AuditWriteError otherwise. */
   write(event: AuditEvent): Promise<void>;
+  /**
+   * Rewrites an event this writer committed early with its final outcome and entities (same id):
+   * its own transaction, not batched (the rare path: the read failed or touched more).
+   */
+  correct(event: AuditEvent): Promise<void>;
   /** Resolves when every event queued so far has been committed or refused. */
   flush(): Promise<void>;
   /** Flushes what is queued, then refuses new events (call before the database closes). */
@@ -64,7 +71,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   const maxInFlight = Math.max(1, Math.trunc(options.maxInFlight ?? 2));
   const queue: Waiter[] = [];
   const inFlight = new Set<Promise<void>>();
-  const counters: AuditWriterStats = { events: 0, batches: 0, failed: 0, largestBatch: 0 };
+  const counters: AuditWriterStats = { events: 0, batches: 0, failed: 0, largestBatch: 0, corrected: 0 };
   let scheduled = false;
   let closed = false;
 
@@ -145,6 +152,16 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
         queue.push({ row, resolve, reject });
         schedule();
       });
+    },
+    async correct(event) {
+      if (closed) throw new AuditWriteError(new Error('the audit writer is closed (server shutting down)'));
+      try {
+        await correctAuditEvent(knex, event);
+      } catch (err) {
+        counters.failed += 1;
+        throw err;
+      }
+      counters.corrected += 1;
     },
     flush,
     async close() {

@@ -2,4 +2,4 @@
 export { buildAuditEvent, auditIndexColumns, outcomeForStatus, type AuditEvent, type AuditInput, type AuditAction, type AuditSource } from './audit-event';
 export { writeAuditEvent, insertAuditRows, serializeAuditRow, searchAuditEvents, countAuditEvents, readAuditEvent, ensureAuditPartitions, startAuditPartitionMaintenance, AuditWriteError, type AuditSearchParams, type AuditSearchPage, type AuditPartitionMaintainer } from './audit-store';
 export { createAuditWriter, auditWriterFor, closeAuditWriter, type AuditWriter, type AuditWriterOptions, type AuditWriterStats } from './audit-writer';
-export { createAuditGate, auditInTransaction, auditInputFromRequest, createTransactionAuditor, type AuditLocals, type AuditRecorder, type TransactionAuditor } from './audit-response';
+export { createAuditGate, beginReadAudit, auditInTransaction, auditInputFromRequest, createTransactionAuditor, type AuditLocals, type AuditRecorder, type TransactionAuditor } from './audit-response';

@@ -91,7 +91,7 @@ describe('the audit group-commit writer', () => {
     inserts[1].commit();
     await turn();
     expect(later.every((s) => s.ok)).toBe(true);
-    expect(writer.stats()).toEqual({ events: 4, batches: 2, failed: 0, largestBatch: 3 });
+    expect(writer.stats()).toEqual({ events: 4, batches: 2, failed: 0, largestBatch: 3, corrected: 0 });
   });
 
   test('a full batch is flushed without waiting for the running INSERT, up to maxInFlight at once', async () => {
