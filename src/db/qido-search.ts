@@ -115,6 +115,98 @@ export function buildQidoQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilde
   return q.limit(search.limit + 1).offset(search.offset);
 }
 
+/**
+ * How the database writes each study result as DICOM JSON text (PS3.18 F.2) itself, so that
+ * neither side parses or rebuilds the stored datasets row by row. jsonb output orders object
+ * keys by length, then byte-wise: for 8-digit tags that is the ascending tag order F.2 asks for.
+ */
+export interface StudyJsonPlan {
+  /** Zero-length elements (`{tag: {vr}}`) of every requested stored attribute; a stored value replaces its entry (PS3.4 C.2.2.1.2). */
+  empty: Record<string, { vr: string }>;
+  /** Keys of the study dataset to leave out, or null to keep them all (includefield=all). */
+  dropKeys: string[] | null;
+  /** Attributes computed from the study row (see STUDY_COMPUTED). */
+  computed: string[];
+  /** RetrieveURL prefix: the study UID is appended to it. */
+  studiesUrl: string;
+  /**
+   * The plan is the default study attributes that `studies.qido_json` holds (migration
+   * 20261123002000): rows are read from it, and RetrieveURL is left as STUDY_URL_PLACEHOLDER
+   * for the caller to fill in.
+   */
+  written: boolean;
+}
+
+/** The default study attributes `studies.qido_json` holds, in order (migration 20261123002000). */
+export const STUDY_DEFAULTS_TEXT_TAGS: readonly string[] = [
+  '00080005', '00080020', '00080030', '00080050', '00080056', '00080061', '00080090', '00080201', '00081030',
+  '00081190', '00100010', '00100020', '00100030', '00100040', '0020000D', '00200010', '00201206', '00201208',
+];
+
+/** RetrieveURL in `studies.qido_json`, to be replaced by the request's URL (its only occurrence: no default attribute is a sequence). */
+export const STUDY_URL_PLACEHOLDER = '"00081190": {"vr": "UR"}';
+
+/** One study result written by the database: the DICOM JSON object as text. */
+export interface StudyJsonRow {
+  study_uid: string;
+  json: string;
+}
+
+/** SQL of the attributes the study row holds as typed columns (aggregates kept exact by the index writer). */
+const STUDY_COMPUTED: Record<string, string> = {
+  '00080056': `'{"vr": "CS", "Value": ["ONLINE"]}'::jsonb`,
+  '00080061': `CASE WHEN cardinality(st.modalities) > 0 THEN jsonb_build_object('vr', 'CS', 'Value', to_jsonb(st.modalities)) ELSE '{"vr": "CS"}'::jsonb END`,
+  '00080062': `CASE WHEN cardinality(st.sop_classes) > 0 THEN jsonb_build_object('vr', 'UI', 'Value', to_jsonb(st.sop_classes)) ELSE '{"vr": "UI"}'::jsonb END`,
+  '00201206': `jsonb_build_object('vr', 'IS', 'Value', jsonb_build_array(st.num_series))`,
+  '00201208': `jsonb_build_object('vr', 'IS', 'Value', jsonb_build_array(st.num_instances))`,
+  '00081190': `jsonb_build_object('vr', 'UR', 'Value', jsonb_build_array(?::text || st.study_uid))`,
+};
+
+/** Whether the database can write a tag of a study result (a computed one). */
+export function isStudyComputedTag(tag: string): boolean {
+  return Object.prototype.hasOwnProperty.call(STUDY_COMPUTED, tag);
+}
+
+/** Runs a study-level search whose results the database writes as DICOM JSON text; one row more than the limit tells whether more exist. */
+export async function findQidoStudyJson(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Promise<{ rows: StudyJsonRow[]; more: boolean }> {
+  const rows = (await buildQidoStudyJsonQuery(knex, search, plan)) as StudyJsonRow[];
+  const more = rows.length > search.limit;
+  return { rows: more ? rows.slice(0, search.limit) : rows, more };
+}
+
+/**
+ * The SQL of a study-level search that returns DICOM JSON text (exported so tests can EXPLAIN
+ * it): the same matching, order and paging as buildQidoQuery, one expression per row over the
+ * study row alone (its dataset and aggregates), evaluated for the returned page only.
+ */
+export function buildQidoStudyJsonQuery(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Knex.QueryBuilder {
+  if (search.level !== 'study') throw new Error('buildQidoStudyJsonQuery is for study-level searches');
+  const q = buildMatching(knex, search);
+  const bindings: Knex.RawBinding[] = [JSON.stringify(plan.empty)];
+  let dataset = 'st.dataset';
+  if (plan.dropKeys) {
+    dataset = '(st.dataset - ?::text[])';
+    bindings.push(plan.dropKeys);
+  }
+  const computed: string[] = [];
+  for (const tag of plan.computed) {
+    const sql = STUDY_COMPUTED[tag];
+    if (!sql) throw new Error(`${tag} is not computed at the study level`);
+    if (tag === '00081190' && plan.written) {
+      computed.push(`'${tag}', '{"vr": "UR"}'::jsonb`);
+      continue;
+    }
+    computed.push(`'${tag}', ${sql}`);
+    if (tag === '00081190') bindings.push(plan.studiesUrl);
+  }
+  const added = computed.length > 0 ? ` || jsonb_build_object(${computed.join(', ')})` : '';
+  const expression = `(?::jsonb || ${dataset}${added})::text`;
+  // Rows written before the column existed hold NULL: the same text, computed now.
+  q.select('st.study_uid', knex.raw(plan.written ? `coalesce(st.qido_json, ${expression}) AS json` : `${expression} AS json`, bindings));
+  orderRows(q, search);
+  return q.limit(search.limit + 1).offset(search.offset);
+}
+
 /** SOP Instance UIDs of every instance an instance-level search matches (no paging), at most `cap`. */
 export async function findQidoInstanceUids(knex: Knex, search: QidoSearch, cap: number): Promise<string[]> {
   if (search.level !== 'instance') throw new Error('findQidoInstanceUids is for instance-level searches');

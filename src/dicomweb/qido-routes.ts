@@ -41,7 +41,7 @@ function param(req: Request, name: string): string | undefined {
 
 function send(res: Response, result: SearchResponse): void {
   for (const w of result.warnings.slice(0, 20)) res.append('Warning', `299 imaging-lake ${quoteWarning(w)}`);
-  res.status(result.status).type(DICOM_JSON).send(JSON.stringify(result.body));
+  res.status(result.status).type(DICOM_JSON).send(result.json ?? JSON.stringify(result.body));
 }
 
 /** 406 unless the Accept header allows DICOM JSON; XML (multipart/related; type=application/dicom+xml) is not offered. */

@@ -6,14 +6,14 @@
 import type { Knex } from 'knex';
 import type { Database } from '../db/database';
 import { isRetryableDbError } from '../db/database';
-import { findQidoRows, type QidoCondition, type QidoLevel, type QidoSearch } from '../db/qido-search';
+import { findQidoRows, findQidoStudyJson, type QidoCondition, type QidoLevel, type QidoSearch } from '../db/qido-search';
 import type { DicomJson } from '../dicom/types';
 import { ServiceUnavailableError } from '../http/errors';
 import { searchDeidentified } from './deid-qido';
 import type { DeidView } from './deid-view';
 import { findMatchKey } from './query-keys';
 import { parseQidoQuery, type QidoQuery } from './query-params';
-import { buildResult, datasetSelections, planReturn, type ReturnPlan } from './query-results';
+import { buildResult, datasetSelections, planReturn, planStudyJson, writeStudyResults, type ReturnPlan } from './query-results';
 
 /** What QIDO-RS needs from the rest of the server. */
 export interface SearchServices {
@@ -43,7 +43,10 @@ export interface SearchOptions {
 /** The search response: always 200 with a (possibly empty) array, plus Warning texts. */
 export interface SearchResponse {
   status: 200;
-  body: DicomJson[];
+  /** The results (parsed from `json` on first read when the database wrote them as text). */
+  readonly body: DicomJson[];
+  /** The results as DICOM JSON text, when the database wrote them: sent as is. */
+  json?: string;
   warnings: string[];
 }
 
@@ -103,17 +106,37 @@ async function search(services: SearchServices, level: QidoLevel, req: SearchReq
       throw err;
     }
   }
-  let found;
   try {
-    found = await findQidoRows(services.db.knex, spec);
+    // Study results are written as DICOM JSON by the database: no dataset is parsed or rebuilt here.
+    if (level === 'study') return await searchStudiesAsJson(services, prepared, req.dicomwebBaseUrl);
+    const found = await findQidoRows(services.db.knex, spec);
+    const body = found.rows.map((row) => buildResult(row, plan, req.dicomwebBaseUrl));
+    return { status: 200, body, warnings: pagingWarnings(query, found.more, found.rows.length) };
   } catch (err) {
     if (isRetryableDbError(err)) throw new ServiceUnavailableError('the index database is unavailable');
     throw err;
   }
+}
+
+async function searchStudiesAsJson(services: SearchServices, prepared: PreparedSearch, baseUrl: string): Promise<SearchResponse> {
+  const plan = planStudyJson(prepared.plan, baseUrl);
+  const found = await findQidoStudyJson(services.db.knex, prepared.search, plan);
+  const json = writeStudyResults(found.rows, plan);
+  let parsed: DicomJson[] | undefined;
+  return {
+    status: 200,
+    json,
+    get body() {
+      return (parsed ??= JSON.parse(json) as DicomJson[]);
+    },
+    warnings: pagingWarnings(prepared.query, found.more, found.rows.length),
+  };
+}
+
+function pagingWarnings(query: QidoQuery, more: boolean, returned: number): string[] {
   const warnings = [...query.warnings];
-  if (found.more && query.serverLimited) warnings.push(`${MORE_RESULTS_WARNING} (offset=${query.offset + found.rows.length})`);
-  const body = found.rows.map((row) => buildResult(row, plan, req.dicomwebBaseUrl));
-  return { status: 200, body, warnings };
+  if (more && query.serverLimited) warnings.push(`${MORE_RESULTS_WARNING} (offset=${query.offset + returned})`);
+  return warnings;
 }
 
 function pathCondition(tag: string, uid: string): QidoCondition {

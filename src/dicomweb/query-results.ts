@@ -3,7 +3,17 @@
  * from the stored study/series/instance datasets, plus values computed from the index
  * (counts, ModalitiesInStudy, RetrieveURL, InstanceAvailability).
  */
-import type { DatasetSelection, QidoLevel, QidoRow } from '../db/qido-search';
+import levels from '../../dicomweb/levels.json';
+import {
+  isStudyComputedTag,
+  STUDY_DEFAULTS_TEXT_TAGS,
+  STUDY_URL_PLACEHOLDER,
+  type DatasetSelection,
+  type QidoLevel,
+  type QidoRow,
+  type StudyJsonPlan,
+  type StudyJsonRow,
+} from '../db/qido-search';
 import type { DicomJson, DicomJsonElement } from '../dicom/types';
 import { attributeSource, defaultAttributes, dictionaryVr, LEVEL_DEPTH } from './query-keys';
 
@@ -46,6 +56,87 @@ export function datasetSelections(plan: ReturnPlan): Partial<Record<QidoLevel, D
     if (source.from === 'dataset') (out[source.level] ??= []).push(tag);
   }
   return out;
+}
+
+/** Computed attributes of a study result with includefield=all (those attributeSource() calls computed at the study level). */
+const STUDY_COMPUTED_TAGS = ['00080056', '00080061', '00080062', '00201206', '00201208', '00081190'].filter((t) => attributeSource(t, 'study').from === 'computed');
+
+/**
+ * What the database must write for each study result of a plan (see buildResult, which this
+ * mirrors): the requested stored attributes, zero-length when absent, and the computed ones.
+ * The study dataset holds only the keys of dicomweb/levels.json (the index writer cuts it so,
+ * see pickStudyAttributes), so leaving out the other listed keys leaves exactly the requested ones.
+ */
+export function planStudyJson(plan: ReturnPlan, baseUrl: string): StudyJsonPlan {
+  if (plan.level !== 'study') throw new Error('planStudyJson is for study-level plans');
+  const studiesUrl = `${baseUrl}/studies/`;
+  if (plan.includeAll) return { empty: {}, dropKeys: null, computed: STUDY_COMPUTED_TAGS, studiesUrl, written: false };
+  const written = plan.tags.length === STUDY_DEFAULTS_TEXT_TAGS.length && plan.tags.every((t, i) => t === STUDY_DEFAULTS_TEXT_TAGS[i]);
+  const empty: Record<string, { vr: string }> = {};
+  const wanted = new Set<string>();
+  const computed: string[] = [];
+  for (const tag of plan.tags) {
+    const source = attributeSource(tag, 'study');
+    if (source.from === 'computed') {
+      if (isStudyComputedTag(tag)) computed.push(tag);
+      continue;
+    }
+    if (source.from !== 'dataset') continue;
+    wanted.add(tag);
+    const vr = dictionaryVr(tag);
+    if (vr) empty[tag] = { vr };
+  }
+  return { empty, dropKeys: levels.study.stored.filter((t) => !wanted.has(t)), computed, studiesUrl, written };
+}
+
+/**
+ * The response body of a study search from the rows the database wrote (PS3.18 F.2): the
+ * texts joined once into one array, RetrieveURLs of `qido_json` texts spliced in as slices,
+ * not copies of each row.
+ */
+export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string {
+  const parts: string[] = ['['];
+  // The RetrieveURL element up to the UID (the UID part is percent-encoded: nothing to escape in JSON).
+  const urlHead = `"00081190": {"vr": "UR", "Value": [${JSON.stringify(plan.studiesUrl).slice(0, -1)}`;
+  for (let i = 0; i < rows.length; i++) {
+    if (i > 0) parts.push(',');
+    const { json, study_uid: uid } = rows[i];
+    const at = plan.written ? json.indexOf(STUDY_URL_PLACEHOLDER) : -1;
+    if (json.includes('"BulkDataURI"') || (plan.written ? at < 0 : !/^[0-9.]+$/.test(uid))) {
+      parts.push(finishStudyJson(rows[i], plan));
+    } else if (plan.written) {
+      parts.push(json.slice(0, at), urlHead, encodeURIComponent(uid), '"]}', json.slice(at + STUDY_URL_PLACEHOLDER.length));
+    } else {
+      parts.push(json);
+    }
+  }
+  parts.push(']');
+  return parts.join('');
+}
+
+/**
+ * One study result as the database wrote it, made final: the RetrieveURL of a `qido_json` text
+ * filled in, and the rare row that needs what SQL does not do (a BulkDataURI to drop, a UID
+ * that needs percent-encoding in a RetrieveURL written by SQL) rebuilt; other rows are kept as written.
+ */
+export function finishStudyJson(row: StudyJsonRow, plan: StudyJsonPlan): string {
+  let json = row.json;
+  if (plan.written) {
+    const at = json.indexOf(STUDY_URL_PLACEHOLDER);
+    const url = JSON.stringify(`${plan.studiesUrl}${encodeURIComponent(row.study_uid)}`);
+    if (at >= 0) json = `${json.slice(0, at)}"00081190": {"vr": "UR", "Value": [${url}]}${json.slice(at + STUDY_URL_PLACEHOLDER.length)}`;
+    if (!json.includes('"BulkDataURI"')) return json;
+  } else if (/^[0-9.]+$/.test(row.study_uid) && !json.includes('"BulkDataURI"')) {
+    return json;
+  }
+  const parsed = JSON.parse(json) as DicomJson;
+  const out: DicomJson = {};
+  for (const tag of Object.keys(parsed)) {
+    const element = withoutRelativeBulkData(parsed[tag], undefined);
+    if (element) out[tag] = element;
+  }
+  if (out['00081190']) out['00081190'] = { vr: 'UR', Value: [`${plan.studiesUrl}${encodeURIComponent(row.study_uid)}`] };
+  return JSON.stringify(out);
 }
 
 /** URLs of the resources a row stands for (PS3.18 10.4.1). */

@@ -1,6 +1,7 @@
 import type { QidoRow } from '../../../src/db/qido-search';
 import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
-import { buildResult, datasetSelections, planReturn } from '../../../src/dicomweb/query-results';
+import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan } from '../../../src/db/qido-search';
+import { buildResult, datasetSelections, finishStudyJson, planReturn, planStudyJson, writeStudyResults } from '../../../src/dicomweb/query-results';
 
 const row = (extra: Partial<QidoRow> = {}): QidoRow => ({
   study_uid: '1.2.3',
@@ -82,6 +83,81 @@ describe('QIDO-RS return attributes (PS3.18 10.6.3.3)', () => {
     const result = buildResult(row({ study_dataset: { '00101010': { vr: 'AS', Value: ['040Y'] }, '00091010': { vr: 'OB', BulkDataURI: 'bulkdata/00091010' } } }), plan, 'http://h');
     expect(result['00091010']).toBeUndefined();
     expect(result['00101010']).toEqual({ vr: 'AS', Value: ['040Y'] });
+  });
+});
+
+describe('study results written by the database', () => {
+  test('the default plan keeps the requested stored keys, zero-length when absent, and drops the rest', () => {
+    const p = planStudyJson(planReturn('study', 'all', [], false), 'http://h/dicomweb');
+    expect(p.empty['00100010']).toEqual({ vr: 'PN' });
+    expect(p.empty['00080020']).toEqual({ vr: 'DA' });
+    expect(p.dropKeys).toContain('00081032');
+    expect(p.dropKeys).not.toContain('00100010');
+    expect(p.computed).toEqual(expect.arrayContaining(['00080056', '00080061', '00081190', '00201206', '00201208']));
+    expect(p.computed).not.toContain('00080062');
+    expect(p.studiesUrl).toBe('http://h/dicomweb/studies/');
+  });
+
+  test('includefield adds the attribute to what is kept', () => {
+    const p = planStudyJson(planReturn('study', 'all', ['00081032', '00080062'], false), 'http://h');
+    expect(p.dropKeys).not.toContain('00081032');
+    expect(p.empty['00081032']).toEqual({ vr: 'SQ' });
+    expect(p.computed).toContain('00080062');
+  });
+
+  test('includefield=all keeps the whole study dataset', () => {
+    const p = planStudyJson(planReturn('study', 'all', [], true), 'http://h');
+    expect(p.dropKeys).toBeNull();
+    expect(p.empty).toEqual({});
+  });
+
+  test('the default study plan is what studies.qido_json holds; any other plan is not', () => {
+    expect(planReturn('study', 'all', [], false).tags).toEqual(STUDY_DEFAULTS_TEXT_TAGS);
+    expect(planStudyJson(planReturn('study', 'all', [], false), 'http://h').written).toBe(true);
+    expect(planStudyJson(planReturn('study', 'all', ['00080080'], false), 'http://h').written).toBe(false);
+    expect(planStudyJson(planReturn('study', 'all', [], true), 'http://h').written).toBe(false);
+  });
+
+  const plan = (written: boolean): StudyJsonPlan => ({ empty: {}, dropKeys: [], computed: [], studiesUrl: 'http://h/studies/', written });
+
+  test('a row written by SQL is sent as written when nothing needs fixing', () => {
+    const json = '{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}';
+    expect(finishStudyJson({ study_uid: '1.2.3', json }, plan(false))).toBe(json);
+  });
+
+  test('a qido_json text gets its RetrieveURL filled in, in place', () => {
+    const json = '{"00081030": {"vr": "LO"}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN"}}';
+    const out = finishStudyJson({ study_uid: '1.2.3', json }, plan(true));
+    expect(out).toBe('{"00081030": {"vr": "LO"}, "00081190": {"vr": "UR", "Value": ["http://h/studies/1.2.3"]}, "00100010": {"vr": "PN"}}');
+  });
+
+  test('a RetrieveURL of a UID that needs percent-encoding is encoded', () => {
+    const json = '{"00081190": {"vr": "UR", "Value": ["http://h/studies/a b"]}, "0020000D": {"vr": "UI", "Value": ["a b"]}}';
+    expect(JSON.parse(finishStudyJson({ study_uid: 'a b', json }, plan(false)))['00081190']).toEqual({ vr: 'UR', Value: ['http://h/studies/a%20b'] });
+    const written = finishStudyJson({ study_uid: 'a"b', json: '{"00081190": {"vr": "UR"}}' }, plan(true));
+    expect(JSON.parse(written)['00081190']).toEqual({ vr: 'UR', Value: ['http://h/studies/a%22b'] });
+  });
+
+  test('the body is the array of the finished rows, in order', () => {
+    const rows = [
+      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "0020000D": {"vr": "UI", "Value": ["1.2"]}}' },
+      { study_uid: 'x y', json: '{"00081190": {"vr": "UR"}, "0020000D": {"vr": "UI", "Value": ["x y"]}}' },
+      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}}' },
+    ];
+    const body = writeStudyResults(rows, plan(true));
+    expect(JSON.parse(body)).toEqual([
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/1.2'] }, '0020000D': { vr: 'UI', Value: ['1.2'] } },
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/x%20y'] }, '0020000D': { vr: 'UI', Value: ['x y'] } },
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/1.3'] } },
+    ]);
+    expect(writeStudyResults([], plan(true))).toBe('[]');
+    expect(writeStudyResults([rows[0]], plan(false))).toBe(`[${rows[0].json}]`);
+  });
+
+  test('relative BulkDataURIs are dropped from written rows, attribute order kept', () => {
+    const json = '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00101010": {"vr": "AS", "Value": ["040Y"]}, "0020000D": {"vr": "UI"}}';
+    const out = finishStudyJson({ study_uid: '1.2', json }, plan(false));
+    expect(Object.keys(JSON.parse(out))).toEqual(['00101010', '0020000D']);
   });
 });
 
