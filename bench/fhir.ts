@@ -10,6 +10,7 @@ import { buildSeedBundles, ICD10, PER_PATIENT, postBundles } from './lib/fhir-se
 import { createBenchDatabase } from './lib/postgres';
 import { updateResultsFile } from './lib/report';
 import { findFreePort, staleBuildWarning } from './lib/server-process';
+import { readCpuSeconds } from './lib/process-stats';
 import knexFactory from 'knex';
 import { loadFhirDefinitions } from '../src/fhir/definitions';
 import { applyWrites, prepareWrite } from '../src/fhir/store/resource-writer';
@@ -24,6 +25,11 @@ import { benchCli } from './lib/cli';
  * engine's, checks that consistency on a sample, then times the searches.
  *
  *   npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]
+ *   npx tsx bench/fhir.ts --database NAME [--server source|dist] [--admin-url URL]
+ *
+ * `--database` times the searches only, on a database a `--keep` run loaded (loading a million
+ * rows takes a quarter of an hour), so plans can be compared before and after a change; the
+ * database is left in place.
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed, an
  * answer was wrong or the index was inconsistent, 2 bad arguments.
@@ -31,7 +37,9 @@ import { benchCli } from './lib/cli';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
-const USAGE = 'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]\n';
+const USAGE =
+  'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]\n' +
+  '       npx tsx bench/fhir.ts --database NAME [--server source|dist] [--admin-url URL]   (searches only, on a database kept by --keep)\n';
 const cli = benchCli('bench/fhir.ts', USAGE);
 const usage = cli.usage;
 const SEARCH_TARGET_MS = 30;
@@ -47,6 +55,8 @@ interface Options {
   /** Stop after the ingest phase (no multiply, no searches): quick before/after ingest figures. */
   ingestOnly: boolean;
   adminUrl: string;
+  /** An existing, loaded database: only the searches run. */
+  database?: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -58,18 +68,32 @@ function parseOptions(argv: string[]): Options {
     keep: { type: 'boolean', default: false },
     'ingest-only': { type: 'boolean', default: false },
     'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
+    database: { type: 'string' },
   });
   const server = String(values.server);
   if (server !== 'source' && server !== 'dist') usage(`--server must be source or dist, not ${server}`);
   const rows = values.rows === undefined ? (values.quick ? 50_000 : 1_000_000) : Number(values.rows);
   if (!Number.isInteger(rows) || rows < 2_000) usage('--rows must be an integer >= 2000');
-  return { quick: Boolean(values.quick), write: Boolean(values.write), server: server as Options['server'], rows, keep: Boolean(values.keep), ingestOnly: Boolean(values['ingest-only']), adminUrl: String(values['admin-url']) };
+  const database = values.database === undefined ? undefined : String(values.database);
+  if (database !== undefined && !/^[a-z_][a-z0-9_]*$/.test(database)) usage(`--database must be a plain database name, not ${database}`);
+  if (database !== undefined && (values.write || values.keep || values['ingest-only'])) usage('--database runs the searches only: no --write, --keep or --ingest-only');
+  return {
+    quick: Boolean(values.quick),
+    write: Boolean(values.write),
+    server: server as Options['server'],
+    rows,
+    keep: Boolean(values.keep),
+    ingestOnly: Boolean(values['ingest-only']),
+    adminUrl: String(values['admin-url']),
+    database,
+  };
 }
 
 
 /** Runs the benchmark; resolves with the exit status. */
 export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): Promise<number> {
   const options = parseOptions(argv);
+  if (options.database) return runSearchesOnly(options, options.database);
   const command = ['npx tsx bench/fhir.ts', ...argv].join(' ');
   const loadAtStart = os.loadavg();
   if (options.server === 'dist') {
@@ -155,6 +179,59 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
       await db.drop();
       await rm(workRoot, { recursive: true, force: true });
     }
+  }
+}
+
+/** Times the searches on a database an earlier `--keep` run loaded; prints one line per search. */
+async function runSearchesOnly(options: Options, database: string): Promise<number> {
+  if (options.server === 'dist') {
+    const stale = staleBuildWarning(REPO_ROOT);
+    if (stale) log(`warning: ${stale}`);
+  }
+  const url = new URL(options.adminUrl);
+  url.pathname = `/${database}`;
+  const workRoot = await mkdtemp(path.join(os.tmpdir(), 'imaging-lake-fhir-bench-'));
+  const port = await findFreePort();
+  const env = { DATA_DIR: workRoot, DATABASE_URL: url.toString(), PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', SWEEP_INTERVAL_SECONDS: '0' };
+  const { server, authorization } = await startFhirBenchServer(REPO_ROOT, env, options.server);
+  try {
+    const facts = await readFacts(url.toString(), false);
+    log(`database ${database}: ${Object.entries(facts.counts).map(([t, n]) => `${n.toLocaleString('en-US')} ${t}`).join(', ')}`);
+    // CPU per request of the server process and of its PostgreSQL backends (/proc), steadier
+    // than wall-clock figures on a shared machine.
+    const backends = async () => {
+      const c = new Client({ connectionString: url.toString() });
+      await c.connect();
+      try {
+        return (await c.query('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).rows.map((r) => Number(r.pid));
+      } finally {
+        await c.end();
+      }
+    };
+    const cpu: Array<{ server: number; db: number }> = [];
+    let before = { server: 0, db: 0 };
+    const queries = await runQueries(server.baseUrl, authorization, facts.patientIds, options.quick, async (phase) => {
+      const pids = await backends();
+      const now = { server: readCpuSeconds(server.pid), db: pids.reduce((a, pid) => a + readCpuSeconds(pid), 0) };
+      if (phase === 'after') cpu.push({ server: now.server - before.server, db: Math.max(0, now.db - before.db) });
+      before = now;
+    });
+    for (const [i, q] of queries.entries()) {
+      const perRequest = (s: number) => ((s * 1000) / (q.result.n + (options.quick ? 10 : 20))).toFixed(2);
+      process.stdout.write(
+        `${q.spec.name}: p50 ${q.result.p50.toFixed(1)} ms, p95 ${q.result.p95.toFixed(1)} ms, max ${q.result.max.toFixed(1)} ms; ` +
+          `CPU per request: server ${perRequest(cpu[i].server)} ms, PostgreSQL ${perRequest(cpu[i].db)} ms; ${q.result.failures.length} failures\n`,
+      );
+      for (const f of q.result.failures.slice(0, 3)) process.stdout.write(`  ${f}\n`);
+    }
+    if (queries.some((q) => q.result.failures.length > 0)) return 1;
+    return queries.some((q) => q.spec.targetP95Ms !== undefined && q.result.p95 >= q.spec.targetP95Ms) ? 3 : 0;
+  } catch (err) {
+    log(`server ${server.exited() ? `exited (${server.exited()})` : 'still running'}; its last output:\n${server.outputTail()}`);
+    throw err;
+  } finally {
+    await server.stop();
+    await rm(workRoot, { recursive: true, force: true });
   }
 }
 
@@ -249,14 +326,14 @@ function renderStudyUpdate(f: StudyUpdateFigures): string {
   ].join('\n');
 }
 
-async function readFacts(url: string): Promise<{ counts: Record<string, number>; indexRows: number; databaseBytes: number; patientIds: string[] }> {
+async function readFacts(url: string, withSizes = true): Promise<{ counts: Record<string, number>; indexRows: number; databaseBytes: number; patientIds: string[] }> {
   const c = new Client({ connectionString: url });
   await c.connect();
   try {
     const counts: Record<string, number> = {};
     for (const r of (await c.query(`SELECT resource_type, count(*)::bigint AS n FROM fhir_resource WHERE NOT deleted GROUP BY 1 ORDER BY 2 DESC`)).rows) counts[r.resource_type] = Number(r.n);
     let indexRows = 0;
-    for (const t of ['fhir_token', 'fhir_string', 'fhir_date', 'fhir_number', 'fhir_reference', 'fhir_uri']) indexRows += Number((await c.query(`SELECT count(*)::bigint AS n FROM ${t}`)).rows[0].n);
+    if (withSizes) for (const t of ['fhir_token', 'fhir_string', 'fhir_date', 'fhir_number', 'fhir_reference', 'fhir_uri']) indexRows += Number((await c.query(`SELECT count(*)::bigint AS n FROM ${t}`)).rows[0].n);
     const databaseBytes = Number((await c.query('SELECT pg_database_size(current_database()) AS n')).rows[0].n);
     const patientIds = (await c.query(`SELECT id FROM fhir_resource TABLESAMPLE SYSTEM (5) WHERE resource_type = 'Patient' LIMIT 1000`)).rows.map((r) => r.id as string);
     return { counts, indexRows, databaseBytes, patientIds };
@@ -265,7 +342,7 @@ async function readFacts(url: string): Promise<{ counts: Record<string, number>;
   }
 }
 
-async function runQueries(baseUrl: string, authorization: string, patientIds: string[], quick: boolean) {
+async function runQueries(baseUrl: string, authorization: string, patientIds: string[], quick: boolean, around?: (phase: 'before' | 'after') => Promise<void>) {
   const n = quick ? 100 : 300;
   const warmup = quick ? 10 : 20;
   const patientAt = (i: number) => patientIds[(i * 7919) % patientIds.length];
@@ -322,7 +399,9 @@ async function runQueries(baseUrl: string, authorization: string, patientIds: st
   ];
   const out = [];
   for (const spec of specs) {
+    await around?.('before');
     const result = await measureQuery(baseUrl, authorization, spec, n, warmup);
+    await around?.('after');
     log(`${spec.name}: p50 ${result.p50.toFixed(1)} ms, p95 ${result.p95.toFixed(1)} ms, ${result.failures.length} failures`);
     out.push({ spec, result });
   }

@@ -313,7 +313,12 @@ export function buildOrderSql(sort: SortRule[], r: string): Sql {
   return { sql: parts.join(', '), bindings };
 }
 
-/** The complete page query and, when asked, the count query. */
+/**
+ * The complete page query and, when asked, the count query. The page is chosen on rids alone
+ * (an index-only walk of (resource_type, rid) when in rid order) and only its rows are then read
+ * whole, by rid, in page order: skipping `_offset` rows or rows that fail a filter never fetches
+ * their content.
+ */
 export function buildSearchSql(req: SearchRequest, access: Sql, options: SqlOptions): { page: Sql; count: Sql } {
   const from = (driveFirst: boolean) => {
     const where = buildFilterSql(req.resourceType, req.filters, 'r', options, driveFirst);
@@ -328,7 +333,10 @@ export function buildSearchSql(req: SearchRequest, access: Sql, options: SqlOpti
   const order = buildOrderSql(req.sort, 'r');
   return {
     page: {
-      sql: `SELECT r.rid, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content ${page.sql} ORDER BY ${order.sql} LIMIT ? OFFSET ?`,
+      sql:
+        `SELECT f.rid, f.resource_type, f.id, f.version_id, f.last_updated, f.deleted, f.content ` +
+        `FROM unnest(ARRAY(SELECT r.rid ${page.sql} ORDER BY ${order.sql} LIMIT ? OFFSET ?)) WITH ORDINALITY AS p(rid, n) ` +
+        `JOIN fhir_resource f ON f.rid = p.rid ORDER BY p.n`,
       bindings: [...page.bindings, ...order.bindings, req.count + 1, req.offset],
     },
     count: { sql: `SELECT count(*)::bigint AS total ${count.sql}`, bindings: count.bindings },

@@ -37,6 +37,8 @@ const SEARCHES = [
   'Observation?value-quantity=gt995',
   'Observation?value-quantity=5||mg',
   'Observation?_profile=http://example.org/profile/7',
+  'Observation?code=http://loinc.org|L5&status=final',
+  'Patient?_count=20&_offset=5000',
 ];
 
 describe('search plans on a large table', () => {
@@ -63,6 +65,30 @@ describe('search plans on a large table', () => {
 
   test.each(['Patient?family=fam12', 'Observation?code=http://loinc.org|L5', 'Patient?birthdate=lt1931'])('the _total count of %s uses indexes only', async (query) => {
     expect(await planOf(query, 'count')).not.toMatch(/Seq Scan/);
+  });
+
+  test.each(['Patient?_count=20&_offset=5000', 'Observation?code:below=L1&_count=10&_offset=300', 'Patient?gender=male&_sort=-birthdate&_count=5&_offset=100'])(
+    'the page query of %s reads whole rows for the page only, not for the rows it skips',
+    async (query) => {
+      const [rt, qs] = query.split('?');
+      const req = parseSearchRequest(defs, rt, parseQueryString(qs), { strict: true });
+      const sql = buildSearchSql(req, { sql: 'TRUE', bindings: [] }, {}).page;
+      const [plan] = (await f.t.app.db.knex.raw(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql.sql}`, sql.bindings as any)).rows[0]['QUERY PLAN'];
+      const fetched: number[] = [];
+      const walk = (node: any) => {
+        if (node['Relation Name'] === 'fhir_resource' && node.Alias === 'f') fetched.push(node['Actual Rows'] * node['Actual Loops']);
+        for (const child of node.Plans ?? []) walk(child);
+      };
+      walk(plan.Plan);
+      expect(fetched).toEqual([req.count + 1]);
+    },
+  );
+
+  test('token codes get finer statistics than the default, so a code family is estimated from the sample steadily', async () => {
+    const knex = f.t.app.db.knex;
+    const column = await knex.raw(`SELECT attstattarget AS n FROM pg_attribute WHERE attrelid = 'fhir_token'::regclass AND attname = 'code'`);
+    const stats = await knex.raw(`SELECT stxstattarget AS n FROM pg_statistic_ext WHERE stxname = 'fhir_token_type_param_code_stats'`);
+    expect([Number(column.rows[0].n), Number(stats.rows[0].n)]).toEqual([1000, 1000]);
   });
 
   test('search latency over HTTP (p95 reported)', async () => {
