@@ -8,9 +8,10 @@ import { collectValidationIssues } from './validation';
 /**
  * Validation of many resources (a transaction Bundle) spread over worker threads: R4 validation
  * is the largest CPU cost of an ingest, and it is independent per resource. The main thread
- * takes a share too. Workers start on the first large batch (each loads the definitions once)
- * and are unref'd, so they never keep the process alive. Small batches, single-core machines
- * and any worker failure fall back to validating on the main thread.
+ * takes a share too, chunk by chunk, when it is free. Workers start on the first large batch
+ * (each loads the definitions once) and are unref'd, so they never keep the process alive.
+ * Small batches, single-core machines and any worker failure fall back to validating on the
+ * main thread.
  */
 
 /** Batches smaller than this are validated on the main thread. */
@@ -25,15 +26,20 @@ interface PoolWorker {
 const IDLE_MS = 15_000;
 
 let pool: Promise<PoolWorker[]> | undefined;
+/** The workers of `pool` once they have all started (work is handed to them without waiting a tick). */
+let started: PoolWorker[] | undefined;
 let idleTimer: NodeJS.Timeout | undefined;
 let broken = false;
 let nextId = 1;
+/** Validations under way on the pool (the idle timer runs only when there are none). */
+let activeJobs = 0;
 
 function scheduleIdleStop(): void {
   if (idleTimer) clearTimeout(idleTimer);
   idleTimer = setTimeout(() => {
     const stopping = pool;
     pool = undefined;
+    started = undefined;
     void stopping?.then((ws) => Promise.all(ws.map((w) => w.worker.terminate()))).catch(() => undefined);
   }, IDLE_MS);
   idleTimer.unref();
@@ -68,7 +74,9 @@ function startWorker(): Promise<PoolWorker> {
       reject(err);
     };
     worker.on('error', fail);
-    worker.on('exit', (code) => code !== 0 && code !== 1 && fail(new Error(`validation worker exited with ${code}`)));
+    // terminate() (idle stop) exits with 1 and happens only with nothing pending; any other exit,
+    // or one with work still pending, fails that work over to the main thread.
+    worker.on('exit', (code) => (pw.pending.size > 0 || (code !== 0 && code !== 1)) && fail(new Error(`validation worker exited with ${code}`)));
   });
 }
 
@@ -80,23 +88,100 @@ function validateOn(pw: PoolWorker, resources: Resource[]): Promise<OperationOut
   });
 }
 
-/** Validates each resource (R4 + claimed fhir-profiles/ profiles); the issues come back in input order. */
-export async function validateResources(defs: FhirDefinitions, resources: Resource[]): Promise<OperationOutcomeIssue[][]> {
-  const inline = () => resources.map((r) => collectValidationIssues(defs, r));
-  const workers = validationWorkerCount();
-  if (broken || workers === 0 || resources.length < MIN_PARALLEL_BATCH) return inline();
+/** The issues of one resource; an unexpected failure of the validator is an error issue, so the resource is rejected, never let through. */
+function validateFailClosed(defs: FhirDefinitions, resource: Resource): OperationOutcomeIssue[] {
   try {
-    pool ??= Promise.all(Array.from({ length: workers }, startWorker));
-    const ready = await pool;
-    const shares = ready.length + 1;
-    const size = Math.ceil(resources.length / shares);
-    const remote = ready.map((pw, i) => validateOn(pw, resources.slice((i + 1) * size, (i + 2) * size)));
-    const local = resources.slice(0, size).map((r) => collectValidationIssues(defs, r));
-    const all = [local, ...(await Promise.all(remote))].flat();
-    scheduleIdleStop();
-    return all;
-  } catch {
-    broken = true;
-    return inline();
+    return collectValidationIssues(defs, resource);
+  } catch (err) {
+    return [{ severity: 'error', code: 'processing', diagnostics: `Validation failed: ${String((err as Error)?.message ?? err)}` }];
   }
+}
+
+/** Resources per message to a worker: small enough to share a Bundle out evenly, large enough that messages cost little. */
+export const VALIDATION_CHUNK = 16;
+
+/** A validation under way (see {@link startValidation}). */
+export interface ValidationJob {
+  /** The issues of each resource, in input order. */
+  readonly done: Promise<OperationOutcomeIssue[][]>;
+  /** Validates here, on the calling thread, the chunks no worker has taken yet; call it when this thread has nothing else to do. */
+  helpHere(): void;
+}
+
+/**
+ * Starts validating resources (R4 + claimed fhir-profiles/ profiles) on the worker threads, a
+ * chunk at a time, so that the calling thread can do other work meanwhile and then share what is
+ * left ({@link ValidationJob.helpHere}): each thread takes the next chunk when it is free, which
+ * keeps all of them busy whatever else they have to do. Small batches, machines without a spare
+ * core and any worker failure validate on the calling thread.
+ */
+export function startValidation(defs: FhirDefinitions, resources: Resource[]): ValidationJob {
+  const workers = validationWorkerCount();
+  if (broken || workers === 0 || resources.length < MIN_PARALLEL_BATCH) {
+    const issues = resources.map((r) => collectValidationIssues(defs, r));
+    return { done: Promise.resolve(issues), helpHere: () => undefined };
+  }
+  const results: OperationOutcomeIssue[][] = new Array(resources.length);
+  const chunks = Math.ceil(resources.length / VALIDATION_CHUNK);
+  let next = 0;
+  let finished = 0;
+  let settle!: () => void;
+  const allDone = new Promise<void>((resolve) => (settle = resolve));
+  const take = (): [number, number] | undefined => {
+    if (next >= chunks) return undefined;
+    const start = next++ * VALIDATION_CHUNK;
+    return [start, Math.min(resources.length, start + VALIDATION_CHUNK)];
+  };
+  const store = (start: number, issues: OperationOutcomeIssue[][]) => {
+    issues.forEach((x, i) => (results[start + i] = x));
+    if (++finished === chunks) settle();
+  };
+  const here = (start: number, end: number) => store(start, resources.slice(start, end).map((r) => validateFailClosed(defs, r)));
+  const helpHere = () => {
+    for (let range = take(); range; range = take()) here(...range);
+  };
+  const drain = async (pw: PoolWorker) => {
+    for (let range = take(); range; range = take()) {
+      try {
+        store(range[0], await validateOn(pw, resources.slice(...range)));
+      } catch {
+        // A failed worker takes no more work; what is left is validated here.
+        broken = true;
+        here(...range);
+        helpHere();
+        return;
+      }
+    }
+  };
+  if (idleTimer) clearTimeout(idleTimer);
+  activeJobs++;
+  if (started) {
+    for (const pw of started) void drain(pw);
+  } else {
+    const starting = (pool ??= Promise.all(Array.from({ length: workers }, startWorker)));
+    void starting.then(
+      (ready) => {
+        if (pool === starting) started = ready;
+        ready.forEach((pw) => void drain(pw));
+      },
+      () => {
+        broken = true;
+        helpHere();
+      },
+    );
+  }
+  return {
+    done: allDone.then(() => {
+      if (--activeJobs === 0) scheduleIdleStop();
+      return results;
+    }),
+    helpHere,
+  };
+}
+
+/** Validates each resource, this thread taking its share; the issues come back in input order. */
+export async function validateResources(defs: FhirDefinitions, resources: Resource[]): Promise<OperationOutcomeIssue[][]> {
+  const job = startValidation(defs, resources);
+  job.helpHere();
+  return job.done;
 }

@@ -8,9 +8,9 @@ import { findConditionalMatches } from '../search/search-service';
 import { applyWrites, prepareDelete, prepareWrite, type PendingWrite } from '../store/resource-writer';
 import { readCurrent } from '../store/resource-store';
 import { assertResourceShape } from '../validation';
-import { validateResources } from '../validation-pool';
-import { defaultResourceRules } from '../resources/resource-rules';
-import { collectReferences, isConditionalReference, rewriteReferences } from './references';
+import { startValidation } from '../validation-pool';
+import { defaultResourceRules, hasErrors } from '../resources/resource-rules';
+import { findReferences, isConditionalReference, rewriteReferenceSites } from './references';
 
 /**
  * Batch and transaction Bundles (FHIR R4 http 3.1.0.11). A transaction is all-or-nothing in ONE
@@ -199,8 +199,9 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
     }
 
     // 2. Conditional references resolve to exactly one existing resource.
-    for (const { e, resource } of writes) {
-      for (const ref of collectReferences(resource)) {
+    const sites = writes.map((w) => findReferences(w.resource));
+    for (const [i, { e }] of writes.entries()) {
+      for (const { reference: ref } of sites[i]) {
         if (!isConditionalReference(ref) || refMap.has(ref)) continue;
         try {
           const [rt, query] = [ref.slice(0, ref.indexOf('?')), ref.slice(ref.indexOf('?') + 1)];
@@ -214,18 +215,25 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
       }
     }
 
-    // 3. Rewrite references, validate, prepare, and apply in chunks: each chunk's multi-row
-    //    inserts run in the database while the next chunk is validated here. A failure anywhere
-    //    still rolls back everything, as it is one transaction.
-    const rewritten = writes.map((w) => (refMap.size > 0 ? rewriteReferences(w.resource, refMap) : w.resource));
-    const issues = await validateResources(ctx.defs, rewritten);
+    // 3. Rewrite references, then validate and write at the same time: validation (the largest
+    //    cost) runs in the worker threads while this thread prepares the writes (index rows) and
+    //    the database applies them in chunks; then this thread validates what is left. Nothing
+    //    commits before every resource has passed: an invalid one fails the whole transaction
+    //    with its 422, which takes precedence over any error the writes met meanwhile (they may
+    //    have been given the invalid resource).
+    const rewritten = writes.map((w, i) => rewriteReferenceSites(w.resource, sites[i], refMap));
     const rules = ctx.resourceRules ?? defaultResourceRules();
-    rewritten.forEach((r, i) => issues[i].push(...rules.check(r)));
-    writes.forEach((w, i) => {
-      if (issues[i].some((x) => x.severity === 'error' || x.severity === 'fatal')) {
-        throw atEntry(w.e, new OperationOutcomeError(422, { resourceType: 'OperationOutcome', issue: issues[i] }));
-      }
-    });
+    const validation = startValidation(ctx.defs, rewritten);
+    const rejection: Promise<unknown> = validation.done.then(
+      (issues) => {
+        for (const [i, w] of writes.entries()) {
+          const all = [...issues[i], ...rules.check(rewritten[i])];
+          if (hasErrors(all)) return atEntry(w.e, new OperationOutcomeError(422, { resourceType: 'OperationOutcome', issue: all }));
+        }
+        return undefined;
+      },
+      (err: unknown) => err ?? new Error('validation failed'),
+    );
     let inFlight: Promise<void> = applyWrites(trx, deletes);
     let chunk: PendingWrite[] = [];
     const created: PendingWrite[] = [];
@@ -255,11 +263,17 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
         }
       }
       const last = chunk;
-      await inFlight.then(() => applyWrites(trx, last));
+      inFlight = inFlight.then(() => applyWrites(trx, last));
+      // This thread is free now: it validates what the workers have not taken yet.
+      validation.helpHere();
+      await inFlight;
+      const invalid = await rejection;
+      if (invalid) throw invalid;
       for (const p of created) await ctx.onCreate!(trx, p.resourceType, p.id);
     } catch (err) {
+      validation.helpHere();
       await inFlight.catch(() => undefined);
-      throw err;
+      throw (await rejection) ?? err;
     }
 
     // 4. Reads and searches see the transaction's own writes.

@@ -51,6 +51,30 @@ describe('batch and transaction Bundles (FHIR R4 http 3.1.0.11)', () => {
     expect(await count(`Patient?identifier=${system}|`)).toBe(0);
   });
 
+  test('in a transaction large enough for the validation workers, an invalid last entry still rolls everything back', async () => {
+    const system = `urn:t:${uniq()}`;
+    const entries: object[] = Array.from({ length: 150 }, (_, i) => patientEntry(`urn:uuid:${crypto.randomUUID()}`, system, String(i)));
+    entries.push({ request: { method: 'POST', url: 'Observation' }, resource: { resourceType: 'Observation', status: 'final' } });
+    const res = await post(tx(entries));
+    expect(res.status).toBe(422);
+    expect(res.body.issue[0].expression).toContain('Bundle.entry[150].resource.Observation.code');
+    expect(await count(`Patient?identifier=${system}|`)).toBe(0);
+  });
+
+  test('a value that is invalid and also unwritable is reported as the invalid element', async () => {
+    const system = `urn:t:${uniq()}`;
+    const entries: object[] = Array.from({ length: 120 }, (_, i) => patientEntry(`urn:uuid:${crypto.randomUUID()}`, system, String(i)));
+    // A NUL character is not a FHIR string, and PostgreSQL cannot store it either: the write of
+    // the first chunk fails in the database while (or after) the validators reject the entry.
+    const bad = patientEntry(`urn:uuid:${crypto.randomUUID()}`, system, 'bad') as { resource: Record<string, unknown> };
+    bad.resource.name = [{ family: 'Nul\u0000Char' }];
+    entries.unshift(bad);
+    const res = await post(tx(entries));
+    expect(res.status).toBe(422);
+    expect(res.body.issue[0].expression).toContain('Bundle.entry[0].resource.Patient.name[0].family');
+    expect(await count(`Patient?identifier=${system}|`)).toBe(0);
+  });
+
   test('an entry for an unknown resource type rolls back with a 404', async () => {
     const system = `urn:t:${uniq()}`;
     const res = await post(tx([patientEntry(`urn:uuid:${crypto.randomUUID()}`, system), { request: { method: 'POST', url: 'Spaceship' }, resource: { resourceType: 'Spaceship' } }]));

@@ -4,11 +4,12 @@ import { sharedData } from '../../helpers/test-app';
 import { startFhirTestApp, type FhirTestApp } from './helpers/fhir-app';
 
 /**
- * Transaction Bundle ingest rate: the largest Synthea bundle (297 resources) posted repeatedly,
- * one after the other and two at a time. Prints resources/s; asserts only a floor that a loaded
- * CI machine still clears (the figure to report comes from the printed line).
+ * Repeated transaction Bundle ingest: the largest Synthea bundle (297 resources) posted again and
+ * again, one after the other and several at once; every one must commit and every resource be
+ * stored (new ids each time). It prints resources/s for a glance; the speed target is measured
+ * by bench/fhir.ts, never asserted here.
  */
-describe('transaction Bundle ingest throughput', () => {
+describe('repeated transaction Bundle ingest', () => {
   let f: FhirTestApp;
   const text = fs.readFileSync(sharedData('fhir', 'synthea-r4', 'Estrella_Daugherty_ecc5586f-45d1-4fb2-bb4c-3fce1b7b4456.json'), 'utf8');
   const size = (JSON.parse(text).entry as unknown[]).length;
@@ -34,6 +35,5 @@ describe('transaction Bundle ingest throughput', () => {
     process.stdout.write(`FHIR transaction ingest: ${Math.round(sequential)} resources/s sequential, ${Math.round(concurrent)} resources/s with ${rounds} bundles in flight\n`);
     const stored = await f.t.app.db.knex('fhir_resource').count<{ count: string }[]>('* as count');
     expect(Number(stored[0].count)).toBe((2 * rounds + 1) * size);
-    expect(sequential).toBeGreaterThan(100);
   }, 120_000);
 });
