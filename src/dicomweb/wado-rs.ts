@@ -93,8 +93,12 @@ export interface WadoAnswer {
 
 const MAX_FRAMES_PER_REQUEST = 10_000;
 const METADATA_PAGE = 200;
-/** Blobs opened ahead of the one streaming in a multi-instance answer. */
-const PREFETCH_BLOBS = 4;
+/** Instances at most this size are read whole into memory instead of streamed. */
+const WHOLE_READ_BYTES = 1024 * 1024;
+/** Parts opened or read ahead of the one being written in a multi-instance answer ... */
+const PREFETCH_PARTS = 16;
+/** ... and their bytes (the next part is always opened, whatever its size). */
+const PREFETCH_BYTES = 8 * 1024 * 1024;
 
 // ---------------------------------------------------------------- instances (PS3.18 10.4.1.1.1-3)
 
@@ -146,24 +150,27 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
             : '; no transcoder is configured, so no other transfer syntax can be produced'),
     );
   }
-  const parts = instances.map((instance) => {
+  const parts = instances.map((instance): InstancePart => {
     const ts = plan.transferSyntax === '*' ? delivered(instance) : plan.transferSyntax;
     const transcode = ts !== delivered(instance);
     const prefix = instance.hasFileMeta ? null : buildFileMeta(instance);
-    const length = transcode ? undefined : instance.size + (prefix?.length ?? 0);
-    const open = () => openPart10(services.blobs, instance, prefix);
+    const headers: Record<string, string> = { 'Content-Type': `application/dicom; transfer-syntax=${ts}` };
     if (deid && ctx) {
       // The header is rewritten (PS3.15 Annex E), so the length is known only once streamed.
-      const body = async () => coalesceChunks(await deid.engine.deidentifyInstance(services.blobs, instance, ctx));
-      return { headers: { 'Content-Type': `application/dicom; transfer-syntax=${ts}` } as Record<string, string>, length: undefined as number | undefined, body };
+      return { headers, length: undefined, body: async () => coalesceChunks(await deid.engine.deidentifyInstance(services.blobs, instance, ctx)) };
     }
-    const body = transcode ? () => transcoder!.transcodeInstance({ instance, open }, ts) : open;
-    return { headers: { 'Content-Type': `application/dicom; transfer-syntax=${ts}`, ...(length !== undefined ? { 'Content-Length': String(length) } : {}) }, length, body };
+    const open = () => openPart10(services.blobs, instance, prefix);
+    if (transcode) return { headers, length: undefined, body: () => transcoder!.transcodeInstance({ instance, open }, ts) };
+    const length = instance.size + (prefix?.length ?? 0);
+    headers['Content-Length'] = String(length);
+    // A small instance is one read into memory: no stream, no per-chunk work.
+    const body = instance.size <= WHOLE_READ_BYTES ? () => readPart10(services.blobs, instance, prefix) : open;
+    return { headers, length, body };
   });
   // The first body is opened before answering, so a missing blob is a clean error, not a cut stream.
-  const prefetched: Array<Promise<Readable> | undefined> = [parts[0].body()];
+  const prefetched: Array<Promise<PartBody> | undefined> = [parts[0].body()];
   await prefetched[0];
-  const discard = () => prefetched.forEach((p) => p?.then((s) => s.destroy(), () => undefined));
+  const discard = () => prefetched.forEach((p) => p?.then((b) => Buffer.isBuffer(b) || b.destroy(), () => undefined));
 
   if (!plan.multipart) {
     const part = parts[0];
@@ -171,8 +178,9 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
       status: 200,
       headers: { 'Content-Type': part.headers['Content-Type'], ...(part.length !== undefined ? { 'Content-Length': String(part.length) } : {}) },
       async send(out) {
-        const stream = await prefetched[0]!;
-        await pump(stream, out);
+        const body = await prefetched[0]!;
+        if (Buffer.isBuffer(body)) await writeWithBackpressure(out, body);
+        else await pump(body, out);
         await endResponse(out);
       },
       discard,
@@ -190,24 +198,47 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
     },
     async send(out) {
       const writer = new MultipartWriter(out, boundary);
+      let ahead = 0; // parts opened or read beyond the current one
       for (let i = 0; i < parts.length; i++) {
-        const stream = await (prefetched[i] ?? parts[i].body());
-        // Open the next few blobs while this one streams: their open latency (an S3 round trip) is hidden.
-        for (let k = i + 1; k < Math.min(parts.length, i + 1 + PREFETCH_BLOBS); k++) {
-          if (prefetched[k]) continue;
+        const body = await (prefetched[i] ?? parts[i].body());
+        prefetched[i] = undefined;
+        ahead = Math.max(0, ahead - 1);
+        // Read the next parts while this one is written: their latency (a thread-pool read, an S3
+        // round trip) is hidden. Bounded by count and bytes, since small bodies are read whole.
+        let bytes = 0;
+        for (let k = i + 1; k < parts.length && k <= i + PREFETCH_PARTS; k++) {
+          bytes += parts[k].length ?? WHOLE_READ_BYTES;
+          if (k > i + 1 && bytes > PREFETCH_BYTES) break;
+          if (k <= i + ahead) continue;
           prefetched[k] = parts[k].body();
           prefetched[k]!.catch(() => undefined);
+          ahead = k - i;
         }
-        const written = await writer.writePart(parts[i].headers, stream);
+        const written = await writer.writePart(parts[i].headers, body);
         if (parts[i].length !== undefined && written !== parts[i].length) {
           throw new Error(`instance ${instances[i].sopInstanceUID}: blob has ${written} bytes, the index says ${parts[i].length}`);
         }
-        prefetched[i] = undefined;
       }
       await writer.end();
     },
     discard,
   };
+}
+
+/** A part body: small instances as one buffer, others as a stream. */
+type PartBody = Buffer | Readable;
+
+/** One instance of a multi-instance answer: its part headers, length when known up front, and how to get its bytes. */
+interface InstancePart {
+  headers: Record<string, string>;
+  length: number | undefined;
+  body(): Promise<PartBody>;
+}
+
+/** A stored instance as Part 10, read whole (a small instance): the blob behind generated File Meta Information when stored without one. */
+async function readPart10(blobs: BlobStore, instance: StoredInstance, prefix: Buffer | null): Promise<Buffer> {
+  const bytes = instance.size > 0 ? await blobs.readBuffer(instance.blobKey, 0, instance.size - 1).catch(storeFailure) : Buffer.alloc(0);
+  return prefix ? Buffer.concat([prefix, bytes]) : bytes;
 }
 
 /** A stored instance as Part 10: the blob, behind a generated File Meta Information group when it was stored without one. */
@@ -711,11 +742,13 @@ class RangeCursor {
         j++;
       }
       const spanStart = ranges[i].offset;
-      const stream = await this.blobs.readRange(this.key, spanStart, end - 1).catch(storeFailure);
+      // A frame-sized span is one buffer (no stream per frame); a longer one streams.
+      const stream = end - spanStart > WHOLE_READ_BYTES ? await this.blobs.readRange(this.key, spanStart, end - 1).catch(storeFailure) : null;
+      const source: Iterable<Buffer> | AsyncIterable<Buffer> = stream ?? [await this.blobs.readBuffer(this.key, spanStart, end - 1).catch(storeFailure)];
       let pos = spanStart;
       let k = i;
       try {
-        for await (const raw of stream as AsyncIterable<Buffer>) {
+        for await (const raw of source) {
           const chunkStart = pos;
           pos += raw.length;
           while (k < j) {
@@ -728,7 +761,7 @@ class RangeCursor {
           }
         }
       } finally {
-        stream.destroy();
+        stream?.destroy();
       }
       if (k < j) throw new Error(`blob ${this.key} ended before the recorded byte ranges`);
       i = j;

@@ -25,6 +25,12 @@ export interface BlobStore {
   read(key: string): Promise<Readable>;
   /** Streams bytes [start, end] inclusive of a blob; `end` past the blob is clamped, `start` past it is a RangeError. */
   readRange(key: string, start: number, end: number): Promise<Readable>;
+  /**
+   * Bytes [start, end] inclusive of a blob in one buffer, with readRange's clamping and errors.
+   * For ranges small enough to hold in memory (a frame, a header, a small instance): it skips
+   * the per-chunk work of a stream.
+   */
+  readBuffer(key: string, start: number, end: number): Promise<Buffer>;
   /** Size and modification time, or null when absent. */
   stat(key: string): Promise<{ size: number; lastModified: Date } | null>;
   /** Removes a blob; absent is not an error. */

@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import fs, { constants } from 'node:fs';
 import { access, link, lstat, mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { BlobNotFoundError, type BlobStore, type CommittedBlob, type StagedBlob } from './blob-store';
 import { assertBlobKey, assertByteRange, isBlobKey } from './blob-key';
 import { errnoCode, toBlobStoreError } from './fs-error';
-import { HandleCache } from './handle-cache';
+import { HandleCache, type CachedHandle } from './handle-cache';
 import {
   createSpooledBlob,
   dropSpooledBlob,
@@ -24,8 +24,12 @@ export interface FsBlobStoreOptions {
   memory?: SpoolMemoryOptions;
 }
 
-/** Read buffer per open blob stream: big enough for disk throughput, small enough for many readers. */
-const READ_HIGH_WATER_MARK = 256 * 1024;
+/**
+ * Read size per open blob stream (large instances): 1 MiB reads keep the per-chunk work (a
+ * thread-pool round trip, a socket write, stream bookkeeping) small against the bytes moved,
+ * while memory per reader stays bounded.
+ */
+const READ_HIGH_WATER_MARK = 1024 * 1024;
 /** Ranges shorter than this (a frame, a header) are read in one piece into memory instead of streamed. */
 const SMALL_RANGE_BYTES = 1024 * 1024;
 /** Open descriptors kept for small range reads (a viewer scrolling through a few volumes). */
@@ -110,7 +114,28 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
   /** Recently read blobs kept open: blobs are immutable, so a descriptor stays valid until delete. */
   const handles = new HandleCache(HANDLE_CACHE_SIZE);
 
-  async function readSmallRange(key: string, start: number, end: number): Promise<Readable> {
+  /**
+   * Bytes [start, end] in one buffer: on a cached descriptor when there is one (frames of a
+   * volume being viewed). Descriptors here go through the callback API: a FileHandle and a
+   * promise per call cost about twice the CPU, which matters at one read per CT slice.
+   */
+  async function readBuffer(key: string, start: number, end: number): Promise<Buffer> {
+    assertByteRange(start, end);
+    const cached = handles.acquireCached(key);
+    if (cached) return readCached(cached, key, start, end);
+    if (start === 0 && end < SMALL_RANGE_BYTES) {
+      // A leading range (a small instance, a header): open, one read, close. Not cached: a study's
+      // instances are read once each and would push out the descriptors of volumes being viewed.
+      // Without a size (no fstat), an empty first read is what tells a start past the end.
+      const fd = await openBlobFd(key);
+      try {
+        const buf = await readAt(fd, key, Buffer.allocUnsafe(end + 1), 0);
+        if (buf.length === 0) throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (0 bytes)`);
+        return buf;
+      } finally {
+        fs.close(fd, () => undefined);
+      }
+    }
     const entry = await handles.acquire(key, async () => {
       const fh = await openBlob(key);
       try {
@@ -120,24 +145,29 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
         throw toBlobStoreError(err, `reading blob ${key}`);
       }
     });
+    return readCached(entry, key, start, end);
+  }
+
+  /** A range read on a cached descriptor, which it releases. */
+  async function readCached(entry: CachedHandle, key: string, start: number, end: number): Promise<Buffer> {
     try {
       if (start >= entry.size) {
         throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (${entry.size} bytes)`);
       }
-      const length = Math.min(end, entry.size - 1) - start + 1;
-      const buf = Buffer.allocUnsafe(length);
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await entry.fh.read(buf, got, length - got, start + got).catch((err: unknown) => {
-          throw toBlobStoreError(err, `reading blob ${key}`);
-        });
-        if (bytesRead === 0) break; // the file is shorter than it was: hand out what is there
-        got += bytesRead;
-      }
-      return Readable.from(got === length ? [buf] : [buf.subarray(0, got)], { objectMode: false });
+      return await readAt(entry.fh.fd, key, Buffer.allocUnsafe(Math.min(end, entry.size - 1) - start + 1), start);
     } finally {
       handles.release(entry);
     }
+  }
+
+  function openBlobFd(key: string): Promise<number> {
+    const file = blobPath(key);
+    return new Promise((resolve, reject) => {
+      fs.open(file, 'r', (err, fd) => {
+        if (!err) resolve(fd);
+        else reject(errnoCode(err) === 'ENOENT' ? new BlobNotFoundError(key) : toBlobStoreError(err, `opening blob ${key}`));
+      });
+    });
   }
 
   return {
@@ -177,8 +207,8 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
 
     async readRange(key: string, start: number, end: number): Promise<Readable> {
       assertByteRange(start, end);
-      // A frame-sized range: one positional read on a cached descriptor, no open/stat/close per call.
-      if (end - start < SMALL_RANGE_BYTES) return readSmallRange(key, start, end);
+      // A frame-sized range: one positional read (on a cached descriptor for frames), no stream per call.
+      if (end - start < SMALL_RANGE_BYTES) return Readable.from([await readBuffer(key, start, end)], { objectMode: false });
       const fh = await openBlob(key);
       let size: number;
       try {
@@ -193,6 +223,8 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       }
       return fh.createReadStream({ start, end: Math.min(end, size - 1), highWaterMark: READ_HIGH_WATER_MARK });
     },
+
+    readBuffer,
 
     async stat(key: string) {
       const file = blobPath(key);
@@ -248,6 +280,22 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       await handles.clear();
     },
   };
+}
+
+/**
+ * Fills `buf` from position `at` of an open blob; a file that ends first gives the bytes it has
+ * (a short answer, which callers comparing against the index report as such).
+ */
+async function readAt(fd: number, key: string, buf: Buffer, at: number): Promise<Buffer> {
+  let got = 0;
+  while (got < buf.length) {
+    const bytesRead = await new Promise<number>((resolve, reject) => {
+      fs.read(fd, buf, got, buf.length - got, at + got, (err, n) => (err ? reject(toBlobStoreError(err, `reading blob ${key}`)) : resolve(n)));
+    });
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got === buf.length ? buf : buf.subarray(0, got);
 }
 
 /**

@@ -27,16 +27,21 @@ export class HandleCache {
     return this.entries.size;
   }
 
+  /** The cached handle for `key` when there is one (counted as in use until `release`), else null; never opens. */
+  acquireCached(key: string): CachedHandle | null {
+    const hit = this.entries.get(key);
+    if (!hit) return null;
+    this.entries.delete(key);
+    this.entries.set(key, hit);
+    hit.refs++;
+    return hit;
+  }
+
   /** The cached handle for `key` (opened with `open` when absent), counted as in use until `release`. */
   async acquire(key: string, open: () => Promise<{ fh: FileHandle; size: number }>): Promise<CachedHandle> {
-    const hit = this.entries.get(key);
-    if (hit) {
-      // Re-insert: Map order is the LRU order.
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      hit.refs++;
-      return hit;
-    }
+    // Re-inserted on a hit: Map order is the LRU order.
+    const hit = this.acquireCached(key);
+    if (hit) return hit;
     let pending = this.opening.get(key);
     if (!pending) {
       pending = open().then(

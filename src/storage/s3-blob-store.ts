@@ -214,6 +214,27 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
     }
   }
 
+  async function readRange(key: string, start: number, end: number): Promise<Readable> {
+    assertByteRange(start, end);
+    let out;
+    try {
+      out = await get(key, `bytes=${start}-${end}`);
+    } catch (err) {
+      if ((err as { name?: string }).name === 'InvalidRange') {
+        throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key}`);
+      }
+      throw err;
+    }
+    const window = parseContentRange(out.ContentRange);
+    const total = window.total ?? (out.ContentRange ? undefined : out.ContentLength);
+    if (total !== undefined && start >= total) {
+      (out.Body as Readable).destroy();
+      throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (${total} bytes)`);
+    }
+    const length = total === undefined ? end - start + 1 : Math.min(end, total - 1) - start + 1;
+    return sliceBody(out.Body as Readable, window, start, length, key);
+  }
+
   return {
     kind: 's3',
 
@@ -248,25 +269,12 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
       return sliceBody(out.Body as Readable, { first: 0 }, 0, out.ContentLength ?? Infinity, key);
     },
 
-    async readRange(key: string, start: number, end: number): Promise<Readable> {
-      assertByteRange(start, end);
-      let out;
-      try {
-        out = await get(key, `bytes=${start}-${end}`);
-      } catch (err) {
-        if ((err as { name?: string }).name === 'InvalidRange') {
-          throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key}`);
-        }
-        throw err;
-      }
-      const window = parseContentRange(out.ContentRange);
-      const total = window.total ?? (out.ContentRange ? undefined : out.ContentLength);
-      if (total !== undefined && start >= total) {
-        (out.Body as Readable).destroy();
-        throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (${total} bytes)`);
-      }
-      const length = total === undefined ? end - start + 1 : Math.min(end, total - 1) - start + 1;
-      return sliceBody(out.Body as Readable, window, start, length, key);
+    readRange,
+
+    async readBuffer(key: string, start: number, end: number): Promise<Buffer> {
+      const chunks: Buffer[] = [];
+      for await (const chunk of await readRange(key, start, end)) chunks.push(chunk as Buffer);
+      return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
     },
 
     stat: head,

@@ -8,6 +8,15 @@ import { errnoCode, toBlobStoreError } from './fs-error';
 /** How much a staging writer buffers before `write()` returns false: bounds memory per upload. */
 const SPOOL_HIGH_WATER_MARK = 1024 * 1024;
 
+/** Spilled bytes are written in batches of at least this many: one write call per MiB, not one per socket read. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+/**
+ * A spilling part is flushed to stable storage in the background every time this many more bytes
+ * were written, so the disk works while the rest arrives and the commit's fsync only waits for
+ * the tail (the commit still fsyncs the whole file before anything points at it).
+ */
+const BACKGROUND_SYNC_BYTES = 8 * 1024 * 1024;
+
 /** Parts up to this size are held in memory (unless the budget is spent); larger ones spill to a file. */
 export const DEFAULT_MEMORY_PART_LIMIT = 2 * 1024 * 1024;
 /** Process-wide cap on bytes held by in-memory spools: 64 concurrent small uploads fit, more spill. */
@@ -167,8 +176,9 @@ export async function removeStaleFiles(dir: string, olderThanMs: number, keep: R
 
 /**
  * Hashes every chunk and keeps it in memory while the part stays within its limit and the budget
- * allows; past that, opens the spool file once, writes what was kept, and appends from then on.
- * A chunk is acknowledged only once kept or written.
+ * allows; past that, opens the spool file once, writes what was kept, and appends from then on in
+ * batches of WRITE_BATCH_BYTES. A chunk is acknowledged only once kept (in memory or in the batch,
+ * both bounded) or written; the last batch is written before 'finish'.
  */
 class SpoolWriter extends Writable {
   private readonly hash: Hash = createHash('sha256');
@@ -180,6 +190,15 @@ class SpoolWriter extends Writable {
   private reserved = 0;
   spilled = false;
   size = 0;
+  /** Bytes acknowledged but not yet written to the spool file. */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  /** Bytes written to the spool file, and how many of them a background sync was started for. */
+  private written = 0;
+  private syncedUpTo = 0;
+  private backgroundSync: Promise<void> | null = null;
+  /** A failed background sync fails the blob: after a write-back error a later fsync may wrongly succeed. */
+  private syncError: unknown = null;
 
   constructor(
     private readonly filePath: string,
@@ -224,15 +243,57 @@ class SpoolWriter extends Writable {
       for (const b of buffers) this.memory.push(b.length * 2 < b.buffer.byteLength ? Buffer.from(b) : b);
       return callback();
     }
-    const pending = this.memory ? [...this.memory, ...buffers] : buffers;
-    this.releaseMemory();
+    const spillStarts = this.memory !== null;
+    if (spillStarts) {
+      // What was kept goes first, written at once: from here on the part lives in its file.
+      for (const b of this.memory!) this.batch.push(b);
+      this.batchBytes += this.size - bytes;
+      this.releaseMemory();
+    }
+    for (const b of buffers) this.batch.push(b);
+    this.batchBytes += bytes;
+    if (this.batchBytes < WRITE_BATCH_BYTES && !spillStarts) return callback();
+    this.flush(callback);
+  }
+
+  /** Writes the batch (opening the spool file first if need be), then calls back. */
+  private flush(callback: (error?: Error | null) => void): void {
+    const pending = this.batch;
+    const bytes = this.batchBytes;
+    this.batch = [];
+    this.batchBytes = 0;
     const ready = this.file ? Promise.resolve(this.file) : this.openSpill();
     ready
-      .then((fh) => writeFully(fh, pending))
+      .then(async (fh) => {
+        await writeFully(fh, pending);
+        this.written += bytes;
+        this.syncInBackground(fh);
+      })
       .then(
         () => callback(),
         (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
       );
+  }
+
+  /** Starts a datasync of what was written so far when enough is unsynced and none is running. */
+  private syncInBackground(fh: FileHandle): void {
+    if (this.backgroundSync || this.written - this.syncedUpTo < BACKGROUND_SYNC_BYTES) return;
+    this.syncedUpTo = this.written;
+    this.backgroundSync = fh.datasync().then(
+      () => {
+        this.backgroundSync = null;
+      },
+      (err: unknown) => {
+        this.syncError ??= err;
+        this.backgroundSync = null;
+      },
+    );
+  }
+
+  /** Waits for a background sync still running: its descriptor must not be closed under it. */
+  private async settleSync(): Promise<void> {
+    await this.backgroundSync;
+    if (this.syncError) throw this.syncError;
   }
 
   private async openSpill(): Promise<FileHandle> {
@@ -251,25 +312,35 @@ class SpoolWriter extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    if (this.batchBytes > 0) {
+      this.flush((err) => (err ? callback(err) : this._final(callback)));
+      return;
+    }
     // Close now so an abandoned staged blob does not hold a descriptor; commit reopens to fsync.
     const fh = this.file;
     this.file = null;
-    (fh ? fh.close() : Promise.resolve()).then(
+    const closed = fh ? this.settleSync().finally(() => fh.close()) : Promise.resolve();
+    closed.then(
       () => callback(),
-      (err: unknown) => callback(toBlobStoreError(err, 'closing staging file') as Error),
+      (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
     );
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     // autoDestroy also runs this after a normal finish: the kept bytes then wait for commit.
     if (!this.writableFinished) this.releaseMemory();
+    this.batch = [];
+    this.batchBytes = 0;
     const fh = this.file;
     this.file = null;
     if (!fh) return callback(error);
-    fh.close().then(
-      () => callback(error),
-      () => callback(error),
-    );
+    this.settleSync()
+      .catch(() => undefined)
+      .then(() => fh.close())
+      .then(
+        () => callback(error),
+        () => callback(error),
+      );
   }
 }
 

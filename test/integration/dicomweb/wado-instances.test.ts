@@ -205,6 +205,25 @@ describe('WADO-RS retrieve instances (PS3.18 10.4.1.1.1)', () => {
     expect(errorText(res)).toBe(`the stored bytes ${row.blob_key} are missing from the blob store`);
   });
 
+  test('a series of many small instances around large ones comes back whole, in instance order, with an exact length', async () => {
+    // Small instances are read whole and several ahead; those past 1 MiB are streamed: both kinds interleave here.
+    const study2 = newUid();
+    const series2 = newUid();
+    const sizes = Array.from({ length: 40 }, (_, n) => (n === 7 || n === 8 || n === 30 ? 1024 : 16));
+    const made = sizes.map((side, n) =>
+      createSyntheticInstance({ studyInstanceUID: study2, seriesInstanceUID: series2, seriesNumber: 1, instanceNumber: n + 1, rows: side, columns: side, bitsAllocated: 16 }),
+    );
+    expect(made[7].bytes.length).toBeGreaterThan(1024 * 1024);
+    // Stored out of order, so the order comes from the index, not from arrival.
+    await stow(t, [...made].reverse().map((m) => m.bytes));
+    const res = await request(app).get(`/dicomweb/studies/${study2}/series/${series2}`).buffer(true).parse(binary);
+    expect(res.status).toBe(200);
+    expect(Number(res.headers['content-length'])).toBe(res.body.length);
+    const got = await parts(res.headers['content-type'], res.body);
+    expect(got.map((p) => sopOf(p.body))).toEqual(made.map((m) => m.sopInstanceUID));
+    expect(got.every((p, n) => p.body.equals(made[n].bytes) && Number(p.headers['content-length']) === made[n].bytes.length)).toBe(true);
+  });
+
   test('a client that goes away mid-study leaves the server answering', async () => {
     const big = createSyntheticInstance({ rows: 1024, columns: 1024, numberOfFrames: 4 });
     await stow(t, [big.bytes]);

@@ -129,13 +129,16 @@ describe('WADO-RS retrieve metadata (PS3.18 10.4.1.1.2)', () => {
   test('metadata never reads a blob', async () => {
     const read = jest.spyOn(t.app.blobs, 'read');
     const readRange = jest.spyOn(t.app.blobs, 'readRange');
+    const readBuffer = jest.spyOn(t.app.blobs, 'readBuffer');
     try {
       expect((await request(app).get(`/dicomweb/studies/${study}/metadata`)).status).toBe(200);
       expect(read).not.toHaveBeenCalled();
       expect(readRange).not.toHaveBeenCalled();
+      expect(readBuffer).not.toHaveBeenCalled();
     } finally {
       read.mockRestore();
       readRange.mockRestore();
+      readBuffer.mockRestore();
     }
   });
 

@@ -1,6 +1,6 @@
 import { PassThrough, Writable } from 'node:stream';
 import { readMultipart } from '../../../src/dicomweb/multipart';
-import { ClientGoneError, closingLength, MultipartWriter, partOverhead, writeWithBackpressure } from '../../../src/dicomweb/multipart-writer';
+import { ClientGoneError, closingLength, MAX_QUEUED_BYTES, MultipartWriter, partOverhead, writeWithBackpressure } from '../../../src/dicomweb/multipart-writer';
 
 async function* chunks(...parts: string[]): AsyncGenerator<Buffer> {
   for (const p of parts) yield Buffer.from(p);
@@ -54,6 +54,26 @@ describe('writeWithBackpressure', () => {
     release();
     await pending;
     expect(resolved).toBe(true);
+  });
+
+  test('with a queue limit, small chunks queue up to it without waiting, then the writer waits', async () => {
+    // A destination that accepts nothing: what the writer queues is all there is.
+    const stuck = new Writable({ highWaterMark: 16, write() {} });
+    const chunk = Buffer.alloc(34_000);
+    let queued = 0;
+    while (queued + chunk.length < MAX_QUEUED_BYTES) {
+      await writeWithBackpressure(stuck, chunk, MAX_QUEUED_BYTES);
+      queued += chunk.length;
+    }
+    let resolved = false;
+    void writeWithBackpressure(stuck, chunk, MAX_QUEUED_BYTES).then(
+      () => (resolved = true),
+      () => undefined,
+    );
+    await new Promise((r) => setImmediate(r));
+    expect(resolved).toBe(false);
+    expect(stuck.writableLength).toBeLessThan(MAX_QUEUED_BYTES + chunk.length);
+    stuck.destroy();
   });
 
   test('rejects with ClientGoneError when the destination closes while waiting', async () => {

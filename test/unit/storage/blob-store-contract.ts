@@ -215,6 +215,39 @@ export function describeBlobStoreContract(name: string, factory: () => Promise<C
       await expect(store.readRange(key, -1, 9)).rejects.toBeInstanceOf(RangeError);
     });
 
+    test('readBuffer gives the bytes readRange gives, for leading, inner and clamped ranges', async () => {
+      const bytes = randomBytes(100_000);
+      const { key } = await putBytes(store, bytes);
+      const cases: Array<[number, number]> = [
+        [0, 99_999], // a whole small instance
+        [0, 131], // a header
+        [10, 19],
+        [65_530, 65_545],
+        [99_990, 200_000], // end clamped
+        [0, 200_000],
+      ];
+      for (const [start, end] of cases) {
+        const got = await store.readBuffer(key, start, end);
+        expect({ start, end, hex: got.toString('hex') }).toEqual({ start, end, hex: bytes.subarray(start, end + 1).toString('hex') });
+      }
+    });
+
+    test('readBuffer refuses a start past the blob and a malformed range, and reports a missing blob', async () => {
+      const { key } = await putBytes(store, randomBytes(1000));
+      await expect(store.readBuffer(key, 1000, 1010)).rejects.toBeInstanceOf(RangeError);
+      await expect(store.readBuffer(key, 10, 9)).rejects.toBeInstanceOf(RangeError);
+      await expect(store.readBuffer(key, -1, 9)).rejects.toBeInstanceOf(RangeError);
+      const missing = sha256Hex(Buffer.from('never stored either'));
+      await expect(store.readBuffer(missing, 0, 10)).rejects.toBeInstanceOf(BlobNotFoundError);
+      await expect(store.readBuffer(missing, 5, 10)).rejects.toBeInstanceOf(BlobNotFoundError);
+    });
+
+    test('readBuffer of an empty blob is a RangeError, as for readRange', async () => {
+      const { key } = await putBytes(store, Buffer.alloc(0));
+      await expect(store.readBuffer(key, 0, 0)).rejects.toBeInstanceOf(RangeError);
+      await expect(store.readRange(key, 0, 0)).rejects.toBeInstanceOf(RangeError);
+    });
+
     test('absent blobs: read rejects with BlobNotFoundError, stat is null, delete is quiet', async () => {
       const missing = sha256Hex(Buffer.from('never stored'));
       await expect(store.read(missing)).rejects.toBeInstanceOf(BlobNotFoundError);
@@ -226,6 +259,7 @@ export function describeBlobStoreContract(name: string, factory: () => Promise<C
     test.each(TRAVERSAL_KEYS)('malformed key %j is refused by every operation', async (bad) => {
       await expect(store.read(bad)).rejects.toBeInstanceOf(TypeError);
       await expect(store.readRange(bad, 0, 1)).rejects.toBeInstanceOf(TypeError);
+      await expect(store.readBuffer(bad, 0, 1)).rejects.toBeInstanceOf(TypeError);
       await expect(store.stat(bad)).rejects.toBeInstanceOf(TypeError);
       await expect(store.delete(bad)).rejects.toBeInstanceOf(TypeError);
     });

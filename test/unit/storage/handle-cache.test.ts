@@ -40,6 +40,20 @@ describe('HandleCache', () => {
     expect(handles.map((h) => h.closes())).toEqual([1, 0, 0]);
   });
 
+  test('acquireCached hands out only what is already open and never opens', async () => {
+    const cache = new HandleCache(4);
+    expect(cache.acquireCached('k')).toBeNull();
+    expect(cache.size).toBe(0);
+    const h = fakeHandle();
+    cache.release(await cache.acquire('k', async () => ({ fh: h.fh, size: 7 })));
+    const hit = cache.acquireCached('k');
+    expect(hit?.size).toBe(7);
+    await cache.evict('k');
+    expect(h.closes()).toBe(0); // still in use by `hit`
+    cache.release(hit!);
+    expect(h.closes()).toBe(1);
+  });
+
   test('an entry evicted while in use is closed only when its last reader releases it', async () => {
     const cache = new HandleCache(4);
     const h = fakeHandle();
@@ -79,6 +93,16 @@ describe('fs store small range reads (cached descriptors)', () => {
       }
     }
     await Promise.all(reads);
+  });
+
+  test('a deleted blob is gone for whole and range buffer reads too, after reads through the cache', async () => {
+    const bytes = randomBytes(5000);
+    const { key } = await putBytes(store, bytes);
+    expect((await store.readBuffer(key, 100, 199)).equals(bytes.subarray(100, 200))).toBe(true); // cached descriptor
+    expect((await store.readBuffer(key, 0, 4999)).equals(bytes)).toBe(true); // a whole read finds it cached
+    await store.delete(key);
+    await expect(store.readBuffer(key, 0, 4999)).rejects.toBeInstanceOf(BlobNotFoundError);
+    await expect(store.readBuffer(key, 100, 199)).rejects.toBeInstanceOf(BlobNotFoundError);
   });
 
   test('a deleted blob is gone for range reads too, even after it was read through the cache', async () => {
