@@ -1,5 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import type { AppConfig } from '../config';
@@ -31,7 +33,13 @@ export function createDatabase(cfg: AppConfig['database'], logger: Logger): Data
   } else {
     fs.mkdirSync(path.dirname(cfg.dir), { recursive: true });
     lockEmbeddedDirectory(cfg.dir);
-    knex = knexFactory({ client: ClientPgLite as unknown as typeof knexFactory.Client, dialect: 'postgres', connection: { filename: cfg.dir } } as Knex.Config);
+    const pglite = new EmbeddedEngine(cfg.dir);
+    knex = knexFactory({
+      client: EmbeddedClient,
+      dialect: 'postgres',
+      connection: { pglite },
+      acquireConnectionTimeout: ENGINE_START_TIMEOUT_MS,
+    } as Knex.Config);
   }
   logger.info({ database: cfg.kind }, 'database configured');
   return {
@@ -45,6 +53,91 @@ export function createDatabase(cfg: AppConfig['database'], logger: Logger): Data
       if (cfg.kind === 'embedded') unlockEmbeddedDirectory(cfg.dir);
     },
   };
+}
+
+/**
+ * Start-up settings of the embedded engine: PGlite's own flags plus smaller memory than
+ * PostgreSQL's server defaults (shared_buffers 128 MB, wal_buffers 4 MB, temp_buffers 8 MB).
+ * Inside the engine's WebAssembly memory those buffers stay resident for the life of the server
+ * process; a single-process index is well served by less, and the operating system's page cache
+ * keeps its files warm. work_mem stays at the default 4 MB (sorts of QIDO pages).
+ */
+const EMBEDDED_OPTIONS: PGliteOptions = {
+  startParams: [
+    ...PGlite.defaultStartParams,
+    ...['shared_buffers=16MB', 'wal_buffers=1MB', 'temp_buffers=1MB', 'work_mem=4MB', 'maintenance_work_mem=16MB'].flatMap((s) => ['-c', s]),
+  ],
+};
+
+/**
+ * The first query waits for the engine to start and, on first use, for its database to be
+ * created (initdb in WebAssembly): over half a minute on a busy machine, past knex's default
+ * connection timeouts.
+ */
+const ENGINE_START_TIMEOUT_MS = 300_000;
+
+/** knex-pglite, whose pool cannot be configured from outside, with room for the engine's start. */
+class EmbeddedClient extends ClientPgLite {
+  override poolDefaults() {
+    return { ...super.poolDefaults(), createTimeoutMillis: ENGINE_START_TIMEOUT_MS };
+  }
+}
+
+/**
+ * Creating a new data directory (initdb) runs a second engine instance whose WebAssembly
+ * memories would stay in the server's heap until a garbage collection happened to free them
+ * (some 300 MB of resident memory): it runs in a worker thread instead, which gives everything
+ * back when it exits.
+ */
+const INIT_WORKER = `
+const { workerData } = require('node:worker_threads');
+const { PGlite } = require(workerData.module);
+const db = new PGlite(workerData.dir, workerData.options);
+db.waitReady.then(() => db.close()).catch((err) => { setImmediate(() => { throw err; }); });
+`;
+
+function initDataDirectory(dir: string): Promise<void> {
+  if (fs.existsSync(path.join(dir, 'PG_VERSION'))) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(INIT_WORKER, {
+      eval: true,
+      workerData: { module: require.resolve('@electric-sql/pglite'), dir, options: EMBEDDED_OPTIONS },
+    });
+    let failure: Error | null = null;
+    worker.once('error', (err) => (failure = err));
+    worker.once('exit', (code) => {
+      if (failure || code !== 0) reject(new Error(`creating the embedded database in ${dir} failed: ${failure?.message ?? `exit code ${code}`}`));
+      else resolve();
+    });
+  });
+}
+
+/**
+ * The embedded engine as knex-pglite uses it (waitReady, query, close), opened once its data
+ * directory exists.
+ */
+class EmbeddedEngine {
+  readonly waitReady: Promise<void>;
+  private db: PGlite | null = null;
+
+  constructor(dir: string) {
+    this.waitReady = initDataDirectory(dir).then(async () => {
+      this.db = new PGlite(dir, EMBEDDED_OPTIONS);
+      await this.db.waitReady;
+    });
+    // knex reports a failed start on the first query; an unused engine must not crash the process.
+    this.waitReady.catch(() => undefined);
+  }
+
+  query(...args: Parameters<PGlite['query']>): ReturnType<PGlite['query']> {
+    if (!this.db) return Promise.reject(new Error('the embedded database is not open'));
+    return this.db.query(...args);
+  }
+
+  async close(): Promise<void> {
+    await this.waitReady.catch(() => undefined);
+    await this.db?.close();
+  }
 }
 
 /**

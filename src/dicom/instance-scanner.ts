@@ -40,6 +40,9 @@ export function createInstanceScanner(opts: ScannerOptions): { writable: Writabl
 
   let outcome: ScannedInstance | DicomInstanceError | null = null;
   const writable = new Writable({
+    // Above a socket read (64 KiB): with the default 16 KiB every chunk would report "full" and
+    // cost the tee a wait for 'drain', though the scan takes each chunk at once.
+    highWaterMark: 1024 * 1024,
     write(chunk: Buffer, _encoding, callback) {
       scan.write(chunk, () => callback());
     },

@@ -1,4 +1,4 @@
-import { PassThrough, type Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 /**
  * A streaming reader for `multipart/related` bodies (RFC 2387, RFC 2046 5.1.1) as used by
@@ -24,8 +24,11 @@ export class MultipartError extends Error {
 }
 
 const CRLF = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 const HEADER_END = Buffer.from('\r\n\r\n');
 const MAX_HEADER_BYTES = 16 * 1024;
+/** Bytes a part's body may hold unread before reading of the request pauses. */
+const PART_HIGH_WATER_MARK = 1024 * 1024;
 
 type State = 'preamble' | 'afterDelimiter' | 'headers' | 'body' | 'epilogue';
 
@@ -45,20 +48,24 @@ export async function readMultipart(
   const delimiter = Buffer.concat([CRLF, dashBoundary]);
   let state: State = 'preamble';
   let pending: Buffer = Buffer.alloc(0);
-  let body: PassThrough | null = null;
+  let body: PartBody | null = null;
   let count = 0;
 
   const push = async (data: Buffer) => {
     // A consumer that gave up on a part (destroyed its body) gets no more bytes of it.
     if (data.length === 0 || !body || body.destroyed) return;
-    if (!body.write(data)) await waitDrain(body);
+    if (!body.push(data)) await body.wanted();
+  };
+  const endBody = () => {
+    if (body && !body.destroyed) body.push(null);
+    body = null;
   };
 
   try {
     await consume();
   } catch (err) {
     // The source failed (client gone, size limit): the part being read fails with it.
-    const current = body as PassThrough | null;
+    const current = body as PartBody | null;
     if (current && !current.destroyed) current.destroy(err as Error);
     throw err;
   }
@@ -66,15 +73,34 @@ export async function readMultipart(
     const err = new MultipartError(
       state === 'preamble' ? 'no multipart boundary found in body' : 'multipart body ended before its closing boundary',
     );
-    (body as PassThrough | null)?.destroy(err);
+    (body as PartBody | null)?.destroy(err);
     throw err;
   }
   return count;
 
   async function consume(): Promise<void> {
   for await (const raw of source) {
-    let chunk: Buffer = pending.length ? Buffer.concat([pending, raw]) : raw;
-    pending = Buffer.alloc(0);
+    let chunk: Buffer = raw;
+    if (pending.length > 0) {
+      if (state === 'body' && raw.length >= delimiter.length) {
+        // Inside a body only the seam needs joining: a delimiter that starts in the kept tail ends
+        // within the next delimiter-length bytes. Copying every chunk behind the tail would cost a
+        // memcpy of the whole upload.
+        const seam = Buffer.concat([pending, raw.subarray(0, delimiter.length - 1)]);
+        const at = seam.indexOf(delimiter);
+        if (at >= 0 && at < pending.length) {
+          await push(seam.subarray(0, at));
+          endBody();
+          chunk = raw.subarray(at + delimiter.length - pending.length);
+          state = 'afterDelimiter';
+        } else {
+          await push(pending);
+        }
+      } else {
+        chunk = Buffer.concat([pending, raw]);
+      }
+      pending = EMPTY;
+    }
     // Loop until the chunk is used up or more bytes are needed.
     for (;;) {
       if (state === 'preamble') {
@@ -127,23 +153,23 @@ export async function readMultipart(
         if (end > MAX_HEADER_BYTES) throw new MultipartError('multipart part headers too large');
         const headers = parseHeaders(chunk.subarray(0, end).toString('latin1'));
         chunk = chunk.subarray(end + skip);
-        body = new PassThrough({ highWaterMark: 1024 * 1024 });
+        body = new PartBody();
         onPart({ headers, body, index: count++ });
         state = 'body';
       } else if (state === 'body') {
         const at = chunk.indexOf(delimiter);
         if (at >= 0) {
           await push(chunk.subarray(0, at));
-          body!.end();
-          body = null;
+          endBody();
           chunk = chunk.subarray(at + delimiter.length);
           state = 'afterDelimiter';
           continue;
         }
-        // Keep the tail that could be the start of a delimiter split across chunks.
-        const keep = Math.min(chunk.length, delimiter.length - 1);
-        await push(chunk.subarray(0, chunk.length - keep));
-        pending = Buffer.from(chunk.subarray(chunk.length - keep));
+        // Keep back only a tail that could be the start of a delimiter split across reads; most
+        // reads have none and go on whole, as they came.
+        const keep = partialDelimiterTail(chunk, delimiter);
+        await push(keep === 0 ? chunk : chunk.subarray(0, chunk.length - keep));
+        if (keep > 0) pending = Buffer.from(chunk.subarray(chunk.length - keep));
         break;
       } else {
         break; // epilogue: ignored
@@ -153,18 +179,51 @@ export async function readMultipart(
   }
 }
 
-/** Resolves on 'drain' or 'close', removing both listeners so long uploads do not accumulate them. */
-function waitDrain(stream: PassThrough): Promise<void> {
-  if (stream.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-  });
+/**
+ * One part's body: a plain Readable fed by the multipart reader. Chunks go to a flowing consumer
+ * as they are (no copy, no Transform in between); `wanted` waits while the consumer is behind.
+ */
+class PartBody extends Readable {
+  private waiting: (() => void) | null = null;
+
+  constructor() {
+    super({ highWaterMark: PART_HIGH_WATER_MARK });
+  }
+
+  override _read(): void {
+    this.release();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.release();
+    callback(err);
+  }
+
+  /** Resolves once the consumer wants more bytes, or has gone (destroyed). */
+  wanted(): Promise<void> {
+    if (this.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
+  }
+
+  private release(): void {
+    const resolve = this.waiting;
+    this.waiting = null;
+    resolve?.();
+  }
+}
+
+/** Length of the longest tail of `chunk` that is a proper prefix of `delimiter` (0 if none). */
+function partialDelimiterTail(chunk: Buffer, delimiter: Buffer): number {
+  const first = delimiter[0];
+  for (let at = Math.max(0, chunk.length - delimiter.length + 1); at < chunk.length; at++) {
+    at = chunk.indexOf(first, at);
+    if (at < 0) return 0;
+    const tail = chunk.length - at;
+    if (chunk.compare(delimiter, 0, tail, at) === 0) return tail;
+  }
+  return 0;
 }
 
 function parseHeaders(text: string): Record<string, string> {
