@@ -16,7 +16,7 @@ export interface ComparedServer extends DicomwebEndpoint {
   /** Its database when it is a PostgreSQL server on this machine (backend CPU is read from /proc). */
   database?: BenchDatabase;
   /** Instances sent in STOW requests so far, and how many the answers acknowledged (ReferencedSOPSequence items). */
-  tally: { sent: number; acknowledged: number };
+  tally: { sent: number; acknowledged: number; resent?: number; repaired?: number };
 }
 
 /** One measurement of one figure on one server. */
@@ -99,6 +99,7 @@ export async function measureStow(
   concurrency: number,
   figure: Figure,
   per: 'inst' | 'MB',
+  repair = false,
 ): Promise<void> {
   const instances = requests.reduce((n, r) => n + r.instances, 0);
   const mb = requests.reduce((n, r) => n + r.dicomBytes, 0) / 1e6;
@@ -108,6 +109,23 @@ export async function measureStow(
     s.tally.sent += instances;
     s.tally.acknowledged += m.stats.referenced;
     push(figure, s.name, { value: per === 'inst' ? m.stats.referenced / m.seconds : (mb * share) / m.seconds, units: per === 'inst' ? instances : mb, m });
+    if (repair) await resendIncomplete(s, requests, m.stats.incomplete ?? []);
+  }
+}
+
+/**
+ * Sends the requests a server did not fully acknowledge again, one at a time and off the clock
+ * (up to three tries each), so that both servers hold the same population before it is queried.
+ * The timed figure keeps crediting only what the first answers acknowledged.
+ */
+async function resendIncomplete(s: ComparedServer, requests: PreparedRequest[], incomplete: number[]): Promise<void> {
+  let pending = incomplete.map((i) => requests[i]!);
+  for (let attempt = 0; attempt < 3 && pending.length > 0; attempt++) {
+    s.tally.resent = (s.tally.resent ?? 0) + pending.length;
+    const stats = await sendAll(stowTargetOf(s), pending, 1, 600_000);
+    const left = new Set(stats.incomplete ?? []);
+    s.tally.repaired = (s.tally.repaired ?? 0) + pending.length - left.size;
+    pending = pending.filter((_, i) => left.has(i));
   }
 }
 

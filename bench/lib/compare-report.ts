@@ -63,7 +63,7 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
       '',
       'Stored at the end (instances): ' +
         Object.entries(v.stored)
-          .map(([name, c]) => `${name} sent ${fmt(c.sent, 0)}, acknowledged ${fmt(c.acknowledged, 0)}, found ${c.found === undefined ? '?' : fmt(c.found, 0)} (${c.how})`)
+          .map(([name, c]) => `${name} sent ${fmt(c.sent, 0)}, acknowledged ${fmt(c.acknowledged, 0)}${c.resent ? ` (population requests not fully acknowledged, sent again off the clock: ${fmt(c.resent, 0)}, complete after that: ${fmt(c.repaired ?? 0, 0)})` : ''}, found ${c.found === undefined ? '?' : fmt(c.found, 0)} (${c.how})`)
           .join('; ') +
         '.',
     );

@@ -60,7 +60,7 @@ export interface CompareVariant {
   qido: Array<{ requested: number; reached: number; loadSeconds: number }>;
   orthancConfig?: Record<string, unknown>;
   /** Instances sent, acknowledged by the STOW answers, and found stored afterwards, per server. */
-  stored?: Record<string, { sent: number; acknowledged: number; found?: number; how: string }>;
+  stored?: Record<string, { sent: number; acknowledged: number; resent?: number; repaired?: number; found?: number; how: string }>;
   error?: string;
 }
 
@@ -182,7 +182,7 @@ async function runFigures(v: CompareVariant, servers: ComparedServer[], sizes: C
       }
       const next = Math.min(target, studies + 100);
       const batch = prepareQidoStudies(studies, next, sizes.batch, 'q');
-      await measureStow(servers, chunk++, batch.requests, 8, load, 'inst');
+      await measureStow(servers, chunk++, batch.requests, 8, load, 'inst', true);
       studies = next;
     }
     v.qido.push({ requested: scale, reached: studies * 10, loadSeconds: (performance.now() - t0) / 1000 });

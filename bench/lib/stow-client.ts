@@ -39,6 +39,8 @@ export interface RequestStats {
   failureSamples: string[];
   referenced: number;
   latenciesMs: number[];
+  /** Indices (into the sent requests) of the requests that did not get every instance acknowledged. */
+  incomplete?: number[];
 }
 
 /** Where STOW requests go and what they carry besides the body. */
@@ -181,6 +183,7 @@ export async function sendAll(target: StowTarget, requests: PreparedRequest[], c
       const r = requests[i]!;
       const o = await postStow(target, agent, r.body, r.contentType, r.body.length, r.instances, timeoutMs);
       record(stats, o);
+      if (o.problem) (stats.incomplete ??= []).push(i);
     }
   };
   try {
