@@ -57,8 +57,10 @@ describe('filesystem store: writing a large part', () => {
     await staged.done;
     const calls = writeCalls() - before;
     // 384 chunks. Each file write also costs libuv a wake-up write (eventfd) when it completes:
-    // about 2 x 24 in MiB batches, about 2 x 384 when every chunk is written on its own.
-    expect(calls).toBeLessThanOrEqual(100);
+    // about 2 x 24 in MiB batches, about 2 x 384 when every chunk is written on its own. The
+    // tally is the whole process's (timers, the background fdatasync's wake-ups, the test
+    // runner's own writes), hence the wide margin: still less than half of the unbatched count.
+    expect(calls).toBeLessThanOrEqual(300);
     expect((staged as SpooledBlob).spilled).toBe(true);
     const blob = await store.commit(staged);
     const sha = createHash('sha256').update(bytes).digest('hex');
