@@ -121,10 +121,10 @@ export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJson
  */
 export function finishStudyJson(row: StudyJsonRow, plan: StudyJsonPlan): string {
   let json = row.json;
+  const url = `${plan.studiesUrl}${encodeURIComponent(row.study_uid)}`;
   if (plan.written) {
     const at = json.indexOf(STUDY_URL_PLACEHOLDER);
-    const url = JSON.stringify(`${plan.studiesUrl}${encodeURIComponent(row.study_uid)}`);
-    if (at >= 0) json = `${json.slice(0, at)}"00081190": {"vr": "UR", "Value": [${url}]}${json.slice(at + STUDY_URL_PLACEHOLDER.length)}`;
+    if (at >= 0) json = `${json.slice(0, at)}"00081190": {"vr": "UR", "Value": [${JSON.stringify(url)}]}${json.slice(at + STUDY_URL_PLACEHOLDER.length)}`;
     if (!json.includes('"BulkDataURI"')) return json;
   } else if (/^[0-9.]+$/.test(row.study_uid) && !json.includes('"BulkDataURI"')) {
     return json;
@@ -135,7 +135,7 @@ export function finishStudyJson(row: StudyJsonRow, plan: StudyJsonPlan): string 
     const element = withoutRelativeBulkData(parsed[tag], undefined);
     if (element) out[tag] = element;
   }
-  if (out['00081190']) out['00081190'] = { vr: 'UR', Value: [`${plan.studiesUrl}${encodeURIComponent(row.study_uid)}`] };
+  if (out['00081190']) out['00081190'] = { vr: 'UR', Value: [url] };
   return JSON.stringify(out);
 }
 
