@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
@@ -11,6 +11,7 @@ import { createBenchDatabase } from './lib/postgres';
 import { updateResultsFile } from './lib/report';
 import { findFreePort, staleBuildWarning } from './lib/server-process';
 import { readCpuSeconds } from './lib/process-stats';
+import { renderCpuProfile, summariseCpuProfile } from './lib/cpu-profile';
 import knexFactory from 'knex';
 import { loadFhirDefinitions } from '../src/fhir/definitions';
 import { applyWrites, prepareWrite } from '../src/fhir/store/resource-writer';
@@ -25,11 +26,13 @@ import { benchCli } from './lib/cli';
  * engine's, checks that consistency on a sample, then times the searches.
  *
  *   npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]
- *   npx tsx bench/fhir.ts --database NAME [--server source|dist] [--admin-url URL]
+ *   npx tsx bench/fhir.ts --database NAME [--server source|dist] [--only a,b] [--cpu-prof] [--admin-url URL]
  *
  * `--database` times the searches only, on a database a `--keep` run loaded (loading a million
  * rows takes a quarter of an hour), so plans can be compared before and after a change; the
- * database is left in place.
+ * database is left in place. There, `--only` times the searches whose names start with one of
+ * the given prefixes, and `--cpu-prof` runs the built server under `node --cpu-prof` and prints
+ * where its main thread spent the time of the timed searches.
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed, an
  * answer was wrong or the index was inconsistent, 2 bad arguments.
@@ -39,7 +42,7 @@ const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
   'usage: npx tsx bench/fhir.ts [--quick] [--write] [--server source|dist] [--rows N] [--keep] [--ingest-only] [--admin-url URL]\n' +
-  '       npx tsx bench/fhir.ts --database NAME [--server source|dist] [--admin-url URL]   (searches only, on a database kept by --keep)\n';
+  '       npx tsx bench/fhir.ts --database NAME [--server source|dist] [--only a,b] [--cpu-prof] [--admin-url URL]   (searches only, on a database kept by --keep)\n';
 const cli = benchCli('bench/fhir.ts', USAGE);
 const usage = cli.usage;
 const SEARCH_TARGET_MS = 30;
@@ -57,6 +60,10 @@ interface Options {
   adminUrl: string;
   /** An existing, loaded database: only the searches run. */
   database?: string;
+  /** With `database`: only the searches whose names start with one of these. */
+  only?: string[];
+  /** With `database`: profile the server's main thread (needs `--server dist`). */
+  cpuProf: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -69,6 +76,8 @@ function parseOptions(argv: string[]): Options {
     'ingest-only': { type: 'boolean', default: false },
     'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
     database: { type: 'string' },
+    only: { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false },
   });
   const server = String(values.server);
   if (server !== 'source' && server !== 'dist') usage(`--server must be source or dist, not ${server}`);
@@ -77,6 +86,8 @@ function parseOptions(argv: string[]): Options {
   const database = values.database === undefined ? undefined : String(values.database);
   if (database !== undefined && !/^[a-z_][a-z0-9_]*$/.test(database)) usage(`--database must be a plain database name, not ${database}`);
   if (database !== undefined && (values.write || values.keep || values['ingest-only'])) usage('--database runs the searches only: no --write, --keep or --ingest-only');
+  if (database === undefined && (values.only !== undefined || values['cpu-prof'])) usage('--only and --cpu-prof go with --database');
+  if (values['cpu-prof'] && server !== 'dist') usage('--cpu-prof profiles the built server: add --server dist');
   return {
     quick: Boolean(values.quick),
     write: Boolean(values.write),
@@ -86,6 +97,8 @@ function parseOptions(argv: string[]): Options {
     ingestOnly: Boolean(values['ingest-only']),
     adminUrl: String(values['admin-url']),
     database,
+    only: values.only === undefined ? undefined : String(values.only).split(',').filter(Boolean),
+    cpuProf: Boolean(values['cpu-prof']),
   };
 }
 
@@ -193,7 +206,9 @@ async function runSearchesOnly(options: Options, database: string): Promise<numb
   const workRoot = await mkdtemp(path.join(os.tmpdir(), 'imaging-lake-fhir-bench-'));
   const port = await findFreePort();
   const env = { DATA_DIR: workRoot, DATABASE_URL: url.toString(), PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', SWEEP_INTERVAL_SECONDS: '0' };
-  const { server, authorization } = await startFhirBenchServer(REPO_ROOT, env, options.server);
+  const nodeFlags = options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', workRoot] : [];
+  const { server, authorization } = await startFhirBenchServer(REPO_ROOT, env, options.server, nodeFlags);
+  let window: { fromUs: number; toUs: number } | undefined;
   try {
     const facts = await readFacts(url.toString(), false);
     log(`database ${database}: ${Object.entries(facts.counts).map(([t, n]) => `${n.toLocaleString('en-US')} ${t}`).join(', ')}`);
@@ -210,7 +225,10 @@ async function runSearchesOnly(options: Options, database: string): Promise<numb
     };
     const cpu: Array<{ server: number; db: number }> = [];
     let before = { server: 0, db: 0 };
-    const queries = await runQueries(server.baseUrl, authorization, facts.patientIds, options.quick, async (phase) => {
+    const queries = await runQueries(server.baseUrl, authorization, facts.patientIds, options.quick, options.only, async (phase) => {
+      const us = Number(process.hrtime.bigint() / 1000n);
+      if (phase === 'before' && !window) window = { fromUs: us, toUs: us };
+      if (phase === 'after' && window) window.toUs = us;
       const pids = await backends();
       const now = { server: readCpuSeconds(server.pid), db: pids.reduce((a, pid) => a + readCpuSeconds(pid), 0) };
       if (phase === 'after') cpu.push({ server: now.server - before.server, db: Math.max(0, now.db - before.db) });
@@ -231,6 +249,11 @@ async function runSearchesOnly(options: Options, database: string): Promise<numb
     throw err;
   } finally {
     await server.stop();
+    if (options.cpuProf) {
+      const file = (await readdir(workRoot)).find((f) => f.endsWith('.cpuprofile'));
+      if (file) process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(workRoot, file), 25, window), 'Server main thread during the searches')}\n`);
+      else log('no .cpuprofile was written');
+    }
     await rm(workRoot, { recursive: true, force: true });
   }
 }
@@ -342,7 +365,7 @@ async function readFacts(url: string, withSizes = true): Promise<{ counts: Recor
   }
 }
 
-async function runQueries(baseUrl: string, authorization: string, patientIds: string[], quick: boolean, around?: (phase: 'before' | 'after') => Promise<void>) {
+async function runQueries(baseUrl: string, authorization: string, patientIds: string[], quick: boolean, only?: string[], around?: (phase: 'before' | 'after') => Promise<void>) {
   const n = quick ? 100 : 300;
   const warmup = quick ? 10 : 20;
   const patientAt = (i: number) => patientIds[(i * 7919) % patientIds.length];
@@ -398,7 +421,7 @@ async function runQueries(baseUrl: string, authorization: string, patientIds: st
     },
   ];
   const out = [];
-  for (const spec of specs) {
+  for (const spec of specs.filter((s) => !only || only.some((o) => s.name.startsWith(o)))) {
     await around?.('before');
     const result = await measureQuery(baseUrl, authorization, spec, n, warmup);
     await around?.('after');

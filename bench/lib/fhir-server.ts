@@ -16,9 +16,9 @@ export interface FhirBenchServer {
   authorization: string;
 }
 
-/** Starts the server with `env` and mints its admin token. */
-export async function startFhirBenchServer(repoRoot: string, env: Record<string, string>, from: 'dist' | 'source'): Promise<FhirBenchServer> {
-  const server = from === 'dist' ? await startServer({ repoRoot, env }) : await startSourceServer(repoRoot, env);
+/** Starts the server with `env` (the built one with `nodeFlags`, e.g. `--cpu-prof`) and mints its admin token. */
+export async function startFhirBenchServer(repoRoot: string, env: Record<string, string>, from: 'dist' | 'source', nodeFlags: string[] = []): Promise<FhirBenchServer> {
+  const server = from === 'dist' ? await startServer({ repoRoot, env, nodeFlags }) : await startSourceServer(repoRoot, env);
   return { server, authorization: server.headers?.Authorization ?? (await mintAuthorization(env)) };
 }
 
