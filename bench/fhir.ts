@@ -223,22 +223,27 @@ async function runSearchesOnly(options: Options, database: string): Promise<numb
         await c.end();
       }
     };
-    const cpu: Array<{ server: number; db: number }> = [];
-    let before = { server: 0, db: 0 };
+    // Per backend pid: a connection the pool opened during a search counts from zero; one it
+    // closed is left out (its last CPU cannot be read), so the PostgreSQL figure is a floor.
+    const cpu: Array<{ server: number; db: number; closed: number }> = [];
+    let before = { server: 0, db: new Map<number, number>() };
     const queries = await runQueries(server.baseUrl, authorization, facts.patientIds, options.quick, options.only, async (phase) => {
       const us = Number(process.hrtime.bigint() / 1000n);
       if (phase === 'before' && !window) window = { fromUs: us, toUs: us };
       if (phase === 'after' && window) window.toUs = us;
-      const pids = await backends();
-      const now = { server: readCpuSeconds(server.pid), db: pids.reduce((a, pid) => a + readCpuSeconds(pid), 0) };
-      if (phase === 'after') cpu.push({ server: now.server - before.server, db: Math.max(0, now.db - before.db) });
+      const now = { server: readCpuSeconds(server.pid), db: new Map((await backends()).map((pid) => [pid, readCpuSeconds(pid)])) };
+      if (phase === 'after') {
+        let db = 0;
+        for (const [pid, seconds] of now.db) if (seconds > 0) db += seconds - (before.db.get(pid) ?? 0);
+        cpu.push({ server: now.server - before.server, db, closed: [...before.db.keys()].filter((pid) => !now.db.has(pid)).length });
+      }
       before = now;
     });
     for (const [i, q] of queries.entries()) {
       const perRequest = (s: number) => ((s * 1000) / (q.result.n + (options.quick ? 10 : 20))).toFixed(2);
       process.stdout.write(
         `${q.spec.name}: p50 ${q.result.p50.toFixed(1)} ms, p95 ${q.result.p95.toFixed(1)} ms, max ${q.result.max.toFixed(1)} ms; ` +
-          `CPU per request: server ${perRequest(cpu[i].server)} ms, PostgreSQL ${perRequest(cpu[i].db)} ms; ${q.result.failures.length} failures\n`,
+          `CPU per request: server ${perRequest(cpu[i].server)} ms, PostgreSQL ${perRequest(cpu[i].db)} ms${cpu[i].closed ? ` (${cpu[i].closed} backends closed meanwhile, not counted)` : ''}; ${q.result.failures.length} failures\n`,
       );
       for (const f of q.result.failures.slice(0, 3)) process.stdout.write(`  ${f}\n`);
     }
