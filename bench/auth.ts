@@ -185,7 +185,8 @@ async function serve(): Promise<void> {
   const bare = await listen(composeBare(handle));
   const noAudit = await listen(composeBare(handle, { guardWithoutAudit: true }));
   // Diagnostic: the full guard with one INSERT (and commit) per AuditEvent, as before group commit.
-  const perRequest = await listen(composeBare(handle, { auditWriter: createAuditWriter(handle.db.knex, { maxBatch: 1, maxInFlight: 1_000 }) }));
+  const perRequestWriter = createAuditWriter(handle.db.knex, { maxBatch: 1, maxInFlight: 1_000 });
+  const perRequest = await listen(composeBare(handle, { auditWriter: perRequestWriter }));
   // Diagnostic: the full guard writing reads' AuditEvents after the answer is ready, as before they overlapped the handler.
   // Its own group-commit writer (same options as the app's), so each prints how it batched.
   const lateWriter = createAuditWriter(handle.db.knex);
@@ -211,7 +212,10 @@ async function serve(): Promise<void> {
     perRequest.server.close();
     late.server.close();
     early.server.close();
-    shutdownApp(handle).finally(() => process.exit(0));
+    // The diagnostic writers hand their pooled connections back before the database closes.
+    Promise.allSettled([perRequestWriter, lateWriter, earlyWriter].map((w) => w.close()))
+      .then(() => shutdownApp(handle))
+      .finally(() => process.exit(0));
   });
 }
 

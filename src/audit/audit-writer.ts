@@ -13,7 +13,8 @@
  */
 import type { Knex } from 'knex';
 import type { AuditEvent } from './audit-event';
-import { AuditWriteError, correctAuditEvent, insertAuditRows, serializeAuditRow } from './audit-store';
+import { AuditWriteError, auditConnectionPool, correctAuditEvent, insertAuditRows, insertAuditRowsOn, serializeAuditRow } from './audit-store';
+import { createConnectionLease } from './connection-lease';
 
 /** Tuning of one writer. */
 export interface AuditWriterOptions {
@@ -21,6 +22,8 @@ export interface AuditWriterOptions {
   maxBatch?: number;
   /** Most INSERTs running at once; more than one only when the queue fills a batch (default 2). */
   maxInFlight?: number;
+  /** How long a pooled connection stays with the writer after its last INSERT (default 1000 ms). */
+  holdConnectionMs?: number;
 }
 
 /** Counters of one writer (for logs, benchmarks and tests). */
@@ -74,6 +77,12 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   const counters: AuditWriterStats = { events: 0, batches: 0, failed: 0, largestBatch: 0, corrected: 0 };
   let scheduled = false;
   let closed = false;
+  // With the node-postgres driver the writer keeps its connections between INSERTs (connection-lease.ts).
+  const pool = auditConnectionPool(knex);
+  const lease = pool ? createConnectionLease(pool, options.holdConnectionMs) : undefined;
+  const insert = (rows: string[]): Promise<void> => (lease ? lease.use((conn) => insertAuditRowsOn(conn, rows)) : insertAuditRows(knex, rows));
+  // A knex destroyed without closeAuditWriter first would wait for the held connections forever.
+  if (lease) (knex.client as { pool?: { on?(event: string, listener: () => void): void } }).pool?.on?.('poolDestroyRequest', () => void lease.close());
 
   /**
    * Writes `batch` and settles its waiters. A batch refused for the content of a row (a data or
@@ -81,7 +90,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
    */
   const commit = async (batch: Waiter[]): Promise<void> => {
     try {
-      await insertAuditRows(knex, batch.map((w) => w.row));
+      await insert(batch.map((w) => w.row));
     } catch (err) {
       if (batch.length > 1 && isRowError(err)) {
         const half = Math.ceil(batch.length / 2);
@@ -167,6 +176,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
     async close() {
       closed = true;
       await flush();
+      await lease?.close();
     },
     stats: () => ({ ...counters }),
   };

@@ -115,6 +115,18 @@ describe('the audit trail', () => {
     expect(await ensureAuditPartitions(knex(), 2)).toEqual([]);
   });
 
+  test('the resource column of the table and every partition, new ones included, is LZ4-compressed on PostgreSQL (the default elsewhere)', async () => {
+    await ensureAuditPartitions(knex(), 4);
+    const columns = rowsOf<{ rel: string; method: string }>(
+      await knex().raw(`SELECT a.attrelid::regclass::text AS rel, a.attcompression::text AS method FROM pg_attribute a
+        WHERE a.attname = 'resource' AND (a.attrelid = 'audit_events'::regclass OR a.attrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'audit_events'::regclass))`),
+    );
+    expect(columns.length).toBeGreaterThanOrEqual(t.base.app.db.kind === 'postgres' ? 6 : 1);
+    // 'l' is LZ4; '' is the engine's default (pglz), kept where the engine has no LZ4 (PGlite).
+    const expected = t.base.app.db.kind === 'postgres' ? 'l' : '';
+    expect(columns.filter((c) => c.method !== expected)).toEqual([]);
+  });
+
   test('append-only: the database refuses UPDATE, DELETE and TRUNCATE', async () => {
     await expect(knex()('audit_events').update({ outcome: '0' })).rejects.toThrow(/append-only/);
     await expect(knex()('audit_events').delete()).rejects.toThrow(/append-only/);
