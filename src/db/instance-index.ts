@@ -72,14 +72,14 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
       touchedSeries.add(seriesPk);
       placed.push({ item, i, studyPk, seriesPk });
     }
-    // One look-up (locking the rows found, in UID order) splits the batch: UIDs the index does
-    // not hold and that occur once in the request are inserted together.
-    const known = await lockExistingInstances(trx, [...perUid.keys()]);
-    const fresh = placed.filter((p) => !known.has(p.item.scanned.attributes.sopInstanceUID) && perUid.get(p.item.scanned.attributes.sopInstanceUID) === 1);
-    // A concurrent request may insert one of these UIDs between the look-up and the insert; the
-    // unique index then fails this transaction and withTransaction() retries it (the UID is known then).
-    await insertInstances(trx, fresh);
-    for (const p of fresh) outcomes[p.i] = { status: 'created' };
+    // UIDs that occur once in the request are inserted together; those the index already holds
+    // are skipped by the insert (not locked: the row-by-row path locks them in UID order).
+    // A concurrent request inserting one of them makes ours wait for its end, then skip it.
+    const single = placed.filter((p) => perUid.get(p.item.scanned.attributes.sopInstanceUID) === 1);
+    // The same statement brings the counts of every touched level up to date (exact: they
+    // add the rows it inserted to those already there, under the study locks held).
+    const inserted = await insertInstances(trx, single, [...touchedSeries], [...touchedStudies]);
+    for (const p of single) if (inserted?.has(p.item.scanned.attributes.sopInstanceUID)) outcomes[p.i] = { status: 'created' };
     // The rest one by one, by UID and then by position in the request, so a later part with
     // the same SOP Instance UID wins even when it names another series.
     const rest = placed.filter((p) => !outcomes[p.i]).sort((x, y) => cmp(x.item.scanned.attributes.sopInstanceUID, y.item.scanned.attributes.sopInstanceUID) || x.item.order - y.item.order);
@@ -93,23 +93,15 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
       }
       outcomes[p.i] = result.outcome;
     }
-    // Only an instance moving to another series or study can empty a level.
-    const removedStudies = await refreshAggregates(trx, [...touchedSeries], [...touchedStudies], { mayEmpty: moved });
+    // Only an instance moving to another series or study can empty a level. When every instance
+    // was new, the insert already refreshed the aggregates.
+    const removedStudies = inserted && rest.length === 0 ? [] : await refreshAggregates(trx, [...touchedSeries], [...touchedStudies], { mayEmpty: moved });
     if (onChange) {
       const removed = new Set(removedStudies.map((r) => r.id));
       await onChange(trx, { studyPks: [...touchedStudies].filter((pk) => !removed.has(pk)), removedStudies });
     }
     return outcomes;
   });
-}
-
-async function lockExistingInstances(trx: Knex.Transaction, uids: string[]): Promise<Set<string>> {
-  if (uids.length === 0) return new Set();
-  const result = await trx.raw(
-    `SELECT sop_instance_uid FROM instances WHERE sop_instance_uid = ANY(?::text[]) ORDER BY sop_instance_uid FOR UPDATE`,
-    [uids],
-  );
-  return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
 }
 
 /** Columns of an instance row and their SQL types, for the multi-row insert from one JSON parameter. */
@@ -127,17 +119,51 @@ const INSTANCE_NAMES = INSTANCE_COLUMNS.map(([n]) => `"${n}"`).join(', ');
 const INSTANCE_DEFS = INSTANCE_COLUMNS.map(([n, t]) => `"${n}" ${t}`).join(', ');
 
 /**
- * Inserts new instance rows in one statement: the rows travel as one JSON text that
- * PostgreSQL unpacks (json_to_recordset), instead of one INSERT (and round trip) each.
+ * Inserts the instance rows whose UID the index does not hold yet, in one statement: the rows
+ * travel as one JSON text that PostgreSQL unpacks (json_to_recordset), instead of one INSERT
+ * (and round trip) each. The same statement refreshes the aggregates of the given series and
+ * studies with the inserted rows counted in (a statement's parts share one snapshot, so the
+ * counts read the rows that were there and add those inserted). Returns the UIDs inserted, or
+ * null when there was nothing to insert (and the aggregates were not touched).
  */
-async function insertInstances(trx: Knex.Transaction, rows: Array<{ item: InstanceToIndex; studyPk: number; seriesPk: number }>): Promise<void> {
-  if (rows.length === 0) return;
+async function insertInstances(
+  trx: Knex.Transaction,
+  rows: Array<{ item: InstanceToIndex; studyPk: number; seriesPk: number }>,
+  seriesPks: number[],
+  studyPks: number[],
+): Promise<Set<string> | null> {
+  if (rows.length === 0) return null;
   const payload = rows.map((r) => instanceRow(r.item, r.studyPk, r.seriesPk, false));
   let json = JSON.stringify(payload);
   // jsonb cannot hold U+0000: clean only when the serialised text shows one (rare), not every string of every header.
   if (json.includes('\\u0000')) json = JSON.stringify(stripNul(payload));
-  await trx.raw(`INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${INSTANCE_NAMES} FROM json_to_recordset(?::json) AS x(${INSTANCE_DEFS})`, [json]);
+  const result = await trx.raw(INSERT_AND_COUNT, [json, seriesPks, studyPks]);
+  return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
 }
+
+const INSERT_AND_COUNT = `WITH ins AS (
+    INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${INSTANCE_NAMES} FROM json_to_recordset(?::json) AS x(${INSTANCE_DEFS})
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING sop_instance_uid, series_pk, study_pk, sop_class_uid),
+  counted AS (
+    UPDATE series s SET
+      num_instances = (SELECT count(*) FROM instances i WHERE i.series_pk = s.id) + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id),
+      updated_at = now()
+    WHERE s.id = ANY(?::bigint[])
+    RETURNING s.id),
+  studied AS (
+    UPDATE studies st SET
+      num_series = (SELECT count(*) FROM series se WHERE se.study_pk = st.id),
+      num_instances = (SELECT count(*) FROM instances i WHERE i.study_pk = st.id) + (SELECT count(*) FROM ins WHERE ins.study_pk = st.id),
+      modalities = coalesce((SELECT array_agg(DISTINCT se.modality ORDER BY se.modality) FROM series se
+                              WHERE se.study_pk = st.id AND se.modality IS NOT NULL), '{}'),
+      sop_classes = coalesce((SELECT array_agg(DISTINCT u.c ORDER BY u.c) FROM (
+                                SELECT i.sop_class_uid AS c FROM instances i WHERE i.study_pk = st.id
+                                UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),
+      updated_at = now()
+    WHERE st.id = ANY(?::bigint[])
+    RETURNING st.id)
+SELECT sop_instance_uid FROM ins`;
 
 function compareKeys(a: InstanceToIndex, b: InstanceToIndex): number {
   const x = a.scanned.attributes;
@@ -165,7 +191,8 @@ export function patientIdentity(scanned: ScannedInstance): string {
  * Upserts the patient, study and series of an instance (those not already written in this
  * transaction) in one statement: each level's INSERT ... ON CONFLICT is a WITH query that the
  * next one reads its parent key from. The study row stays locked until the transaction ends,
- * which is what serialises concurrent requests into one study.
+ * which is what serialises concurrent requests into one study. The statement text is built once
+ * per shape (which parent keys are known), not per request.
  */
 async function upsertLevels(
   trx: Knex.Transaction,
@@ -173,94 +200,134 @@ async function upsertLevels(
   identity: string,
   known: { patientPk?: number; studyPk?: number },
 ): Promise<{ patientPk: number; studyPk: number; seriesPk: number }> {
-  let query = trx.queryBuilder();
-  const patientRef: number | Knex.Raw = known.patientPk ?? trx.raw('(SELECT id FROM p)');
+  const a = scanned.attributes;
+  const patientPk = known.patientPk;
+  const studyPk = known.studyPk;
+  const knowsPatient = patientPk !== undefined;
+  const knowsStudy = studyPk !== undefined;
+  // Bindings in the order of the placeholders in the text (see levelsStatement()).
+  const bindings: Knex.RawBinding[] = [];
   // A data-modifying WITH query runs even when nothing reads it (a second patient in a known study).
-  if (known.patientPk === undefined) query = query.with('p', patientUpsert(trx, identity, scanned));
-  const studyRef: number | Knex.Raw = known.studyPk ?? trx.raw('(SELECT id FROM st)');
-  if (known.studyPk === undefined) query = query.with('st', studyUpsert(trx, patientRef, scanned));
-  query = query.with('se', seriesUpsert(trx, studyRef, scanned));
-  const [row] = await query.select(
-    trx.raw(
-      `${known.patientPk === undefined ? '(SELECT id FROM p)' : '?::bigint'} AS patient_pk,
-       ${known.studyPk === undefined ? '(SELECT id FROM st)' : '?::bigint'} AS study_pk,
-       (SELECT id FROM se) AS series_pk`,
-      [known.patientPk, known.studyPk].filter((v): v is number => v !== undefined),
-    ),
+  if (!knowsPatient) {
+    bindings.push(identity, textOrNull(a.patientID), textOrNull(a.issuerOfPatientID), textOrNull(a.patientName), toSqlDate(a.patientBirthDate), textOrNull(a.patientSex));
+  }
+  if (!knowsStudy) {
+    bindings.push(a.studyInstanceUID);
+    if (patientPk !== undefined) bindings.push(patientPk);
+    bindings.push(
+      textOrNull(a.patientID),
+      textOrNull(a.issuerOfPatientID),
+      textOrNull(a.patientName),
+      normalizePersonName(a.patientName),
+      toSqlDate(a.patientBirthDate),
+      textOrNull(a.patientSex),
+      toSqlDate(a.studyDate),
+      textOrNull(a.studyTime),
+      textOrNull(a.accessionNumber),
+      textOrNull(a.studyID),
+      textOrNull(a.studyDescription),
+      textOrNull(a.referringPhysicianName),
+      textOrNull(a.institutionName),
+      JSON.stringify(stripNul(pickStudyAttributes(scanned.dataset))),
+    );
+  }
+  bindings.push(a.seriesInstanceUID);
+  if (studyPk !== undefined) bindings.push(studyPk);
+  bindings.push(
+    textOrNull(a.modality),
+    intOrNull(a.seriesNumber),
+    textOrNull(a.seriesDescription),
+    toSqlDate(a.seriesDate),
+    textOrNull(a.seriesTime),
+    textOrNull(a.bodyPartExamined),
+    textOrNull(a.laterality),
+    textOrNull(a.manufacturer),
+    textOrNull(a.manufacturerModelName),
+    textOrNull(a.stationName),
+    a.acquisitionDeviceTypeCodes.map((c) => c.replace(/\u0000/g, '')),
+    toSqlDate(a.performedProcedureStepStartDate),
+    textOrNull(a.performedProcedureStepStartTime),
+    JSON.stringify(stripNul(pickSeriesAttributes(scanned.dataset))),
   );
+  if (patientPk !== undefined) bindings.push(patientPk);
+  if (studyPk !== undefined) bindings.push(studyPk);
+  const result = await trx.raw(levelsStatement(knowsPatient, knowsStudy), bindings);
+  const row = result.rows[0];
   return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
 }
 
-function patientUpsert(trx: Knex.Transaction, identity: string, scanned: ScannedInstance): Knex.QueryBuilder {
-  const a = scanned.attributes;
-  const row = {
-    identity_key: identity,
-    patient_id: textOrNull(a.patientID),
-    issuer_of_patient_id: textOrNull(a.issuerOfPatientID),
-    patient_name: textOrNull(a.patientName),
-    birth_date: toSqlDate(a.patientBirthDate),
-    sex: textOrNull(a.patientSex),
-  };
-  return trx('patients')
-    .insert(row)
-    .onConflict('identity_key')
-    .merge({
-      patient_name: trx.raw('coalesce(excluded.patient_name, patients.patient_name)'),
-      birth_date: trx.raw('coalesce(excluded.birth_date, patients.birth_date)'),
-      sex: trx.raw('coalesce(excluded.sex, patients.sex)'),
-      updated_at: trx.fn.now(),
-    })
-    .returning('id');
+const PATIENT_UPSERT = `INSERT INTO patients (identity_key, patient_id, issuer_of_patient_id, patient_name, birth_date, sex)
+  VALUES (?, ?, ?, ?, ?, ?)
+  ON CONFLICT (identity_key) DO UPDATE SET
+    patient_name = coalesce(excluded.patient_name, patients.patient_name),
+    birth_date = coalesce(excluded.birth_date, patients.birth_date),
+    sex = coalesce(excluded.sex, patients.sex),
+    updated_at = CURRENT_TIMESTAMP
+  RETURNING id`;
+
+/** Study columns after study_uid, in binding order; an upsert rewrites them all. Its updated_at is set by the aggregates update that always follows. */
+const STUDY_COLUMNS = [
+  'patient_pk',
+  'patient_id',
+  'issuer_of_patient_id',
+  'patient_name',
+  'patient_name_norm',
+  'patient_birth_date',
+  'patient_sex',
+  'study_date',
+  'study_time',
+  'accession_number',
+  'study_id',
+  'study_description',
+  'referring_physician_name',
+  'institution_name',
+  'dataset',
+];
+
+/** Series columns after series_uid, in binding order (study_pk first); updated_at as for studies. */
+const SERIES_COLUMNS = [
+  'study_pk',
+  'modality',
+  'series_number',
+  'series_description',
+  'series_date',
+  'series_time',
+  'body_part_examined',
+  'laterality',
+  'manufacturer',
+  'manufacturer_model_name',
+  'station_name',
+  'device_type_codes',
+  'pps_start_date',
+  'pps_start_time',
+  'dataset',
+];
+
+function levelUpsert(table: string, uidColumn: string, columns: string[], parentRef: string): string {
+  const values = columns.map((_column, i) => (i === 0 ? parentRef : '?'));
+  return `INSERT INTO ${table} (${uidColumn}, ${columns.join(', ')}) VALUES (?, ${values.join(', ')})
+  ON CONFLICT (${uidColumn}) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}
+  RETURNING id`;
 }
 
-/** The study row's upsert; its updated_at is set by the aggregates update that always follows. */
-function studyUpsert(trx: Knex.Transaction, patientPk: number | Knex.Raw, scanned: ScannedInstance): Knex.QueryBuilder {
-  const a = scanned.attributes;
-  const row = {
-    study_uid: a.studyInstanceUID,
-    patient_pk: patientPk,
-    patient_id: textOrNull(a.patientID),
-    issuer_of_patient_id: textOrNull(a.issuerOfPatientID),
-    patient_name: textOrNull(a.patientName),
-    patient_name_norm: normalizePersonName(a.patientName),
-    patient_birth_date: toSqlDate(a.patientBirthDate),
-    patient_sex: textOrNull(a.patientSex),
-    study_date: toSqlDate(a.studyDate),
-    study_time: textOrNull(a.studyTime),
-    accession_number: textOrNull(a.accessionNumber),
-    study_id: textOrNull(a.studyID),
-    study_description: textOrNull(a.studyDescription),
-    referring_physician_name: textOrNull(a.referringPhysicianName),
-    institution_name: textOrNull(a.institutionName),
-    dataset: JSON.stringify(stripNul(pickStudyAttributes(scanned.dataset))),
-  };
-  const { study_uid: _uid, ...updates } = row;
-  return trx('studies').insert(row).onConflict('study_uid').merge(Object.keys(updates)).returning('id');
-}
+const levelStatements = new Map<string, string>();
 
-/** The series row's upsert; its updated_at is set by the aggregates update that always follows. */
-function seriesUpsert(trx: Knex.Transaction, studyPk: number | Knex.Raw, scanned: ScannedInstance): Knex.QueryBuilder {
-  const a = scanned.attributes;
-  const row = {
-    series_uid: a.seriesInstanceUID,
-    study_pk: studyPk,
-    modality: textOrNull(a.modality),
-    series_number: intOrNull(a.seriesNumber),
-    series_description: textOrNull(a.seriesDescription),
-    series_date: toSqlDate(a.seriesDate),
-    series_time: textOrNull(a.seriesTime),
-    body_part_examined: textOrNull(a.bodyPartExamined),
-    laterality: textOrNull(a.laterality),
-    manufacturer: textOrNull(a.manufacturer),
-    manufacturer_model_name: textOrNull(a.manufacturerModelName),
-    station_name: textOrNull(a.stationName),
-    device_type_codes: a.acquisitionDeviceTypeCodes.map((c) => c.replace(/\u0000/g, '')),
-    pps_start_date: toSqlDate(a.performedProcedureStepStartDate),
-    pps_start_time: textOrNull(a.performedProcedureStepStartTime),
-    dataset: JSON.stringify(stripNul(pickSeriesAttributes(scanned.dataset))),
-  };
-  const { series_uid: _uid, ...updates } = row;
-  return trx('series').insert(row).onConflict('series_uid').merge(Object.keys(updates)).returning('id');
+/** The levels statement for one shape: `?` placeholders in the order upsertLevels() binds them. */
+function levelsStatement(knowsPatient: boolean, knowsStudy: boolean): string {
+  const shape = `${knowsPatient}|${knowsStudy}`;
+  let sql = levelStatements.get(shape);
+  if (sql === undefined) {
+    const ctes: string[] = [];
+    if (!knowsPatient) ctes.push(`p AS (${PATIENT_UPSERT})`);
+    if (!knowsStudy) ctes.push(`st AS (${levelUpsert('studies', 'study_uid', STUDY_COLUMNS, knowsPatient ? '?::bigint' : '(SELECT id FROM p)')})`);
+    ctes.push(`se AS (${levelUpsert('series', 'series_uid', SERIES_COLUMNS, knowsStudy ? '?::bigint' : '(SELECT id FROM st)')})`);
+    sql = `WITH ${ctes.join(',\n')}
+SELECT ${knowsPatient ? '?::bigint' : '(SELECT id FROM p)'} AS patient_pk,
+       ${knowsStudy ? '?::bigint' : '(SELECT id FROM st)'} AS study_pk,
+       (SELECT id FROM se) AS series_pk`;
+    levelStatements.set(shape, sql);
+  }
+  return sql;
 }
 
 interface InstanceWrite {

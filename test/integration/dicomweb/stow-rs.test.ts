@@ -164,6 +164,30 @@ describe('STOW-RS store instances (PS3.18 10.5)', () => {
     expect(a.num_instances).toBe(1);
   });
 
+  test('study aggregates count the rows already there and those a later request adds', async () => {
+    const study = newUid();
+    const series = newUid();
+    const first = createSyntheticInstance({ studyInstanceUID: study, seriesInstanceUID: series });
+    expect((await post(t, [first.bytes])).status).toBe(200);
+    const mrSeries = newUid();
+    const later = [
+      createSyntheticInstance({ studyInstanceUID: study, seriesInstanceUID: series, seed: 2 }),
+      createSyntheticInstance({ studyInstanceUID: study, seriesInstanceUID: mrSeries, modality: 'MR', sopClassUID: '1.2.840.10008.5.1.4.1.1.4', seed: 3 }),
+    ];
+    // The first instance again (unchanged) with two new ones: counts stay exact either way.
+    expect((await post(t, [first.bytes, ...later.map((i) => i.bytes)])).status).toBe(200);
+    const s = await t.app.db.knex('studies').where({ study_uid: study }).first();
+    expect(s.num_instances).toBe(3);
+    expect(s.num_series).toBe(2);
+    expect(s.sop_classes).toEqual(['1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.5.1.4.1.1.4']);
+    expect(Number((await t.app.db.knex('series').where({ series_uid: series }).first()).num_instances)).toBe(2);
+    const third = createSyntheticInstance({ studyInstanceUID: study, seriesInstanceUID: mrSeries, modality: 'MR', sopClassUID: '1.2.840.10008.5.1.4.1.1.4', seed: 4 });
+    expect((await post(t, [third.bytes])).status).toBe(200);
+    const after = await t.app.db.knex('studies').where({ study_uid: study }).first();
+    expect(after.num_instances).toBe(4);
+    expect(Number((await t.app.db.knex('series').where({ series_uid: mrSeries }).first()).num_instances)).toBe(2);
+  });
+
   test('study and series aggregates are exact right after the response (BRAINIX, 44 instances, 2 series)', async () => {
     const dir = sharedData('dicom/series/orthanc-BRAINIX');
     const files = ['Epi', 'Flair'].flatMap((d) =>

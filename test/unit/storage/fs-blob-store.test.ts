@@ -51,6 +51,18 @@ describe('fs blob store', () => {
     expect(results.filter((r) => !r.existed)).toHaveLength(1);
   });
 
+  test('a blob directory removed behind its back is made again on the next commit', async () => {
+    const store = createFsBlobStore({ root });
+    const { key } = await putBytes(store, Buffer.from('first of its shard'));
+    await store.delete(key);
+    await rm(path.join(root, 'blobs', key.slice(0, 2)), { recursive: true });
+    // Same content, same shard: the store remembers the directory, which no longer exists.
+    const again = await putBytes(store, Buffer.from('first of its shard'));
+    expect(again.key).toBe(key);
+    expect(await readAll(await store.read(key))).toEqual(Buffer.from('first of its shard'));
+    expect(await readdir(path.join(root, 'staging'))).toEqual([]);
+  });
+
   test('an existing blob gets a fresh mtime on commit, so the orphan grace period restarts', async () => {
     const store = createFsBlobStore({ root });
     const { key } = await putBytes(store, Buffer.from('re-sent instance'));
