@@ -6,9 +6,10 @@ import { IndexLoader } from './lib/index-loader';
 import { studiesFor } from './lib/index-population';
 import { measureDiskFloor } from './lib/machine-floor';
 import { measurePhase } from './lib/phase-meter';
-import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
+import { createBenchDatabase, openBenchDatabase, type BenchDatabase } from './lib/postgres';
 import { readMemory } from './lib/process-stats';
 import { buildReadCases } from './lib/qido-wado-cases';
+import { loadKeptIndex, saveKeptIndex, type KeptReadIndex } from './lib/qido-wado-state';
 import { caseVerdict, renderReadRun, type ReadRun, type ScaleResult } from './lib/qido-wado-report';
 import { runReadSeries, type DicomwebEndpoint } from './lib/read-client';
 import { storeRealStudies } from './lib/real-studies';
@@ -23,6 +24,7 @@ import { benchCli } from './lib/cli';
  * searches, metadata, single frames and study retrieves at each.
  *
  *   npx tsx bench/qido-wado.ts [--quick] [--scales 10000,100000,1000000] [--requests N] [--write] [--keep] [--admin-url URL]
+ *                              [--keep-db FILE | --reuse FILE] [--server-root DIR] [--only case,case] [--cpu-prof DIR]
  *
  * Exit status: 0 all targets met at the largest scale, 3 only performance targets missed,
  * 1 a request failed or the index was not filled as planned, 2 bad arguments.
@@ -30,7 +32,9 @@ import { benchCli } from './lib/cli';
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
-const USAGE = 'usage: npx tsx bench/qido-wado.ts [--quick] [--scales N,N,...] [--requests N] [--write] [--keep] [--admin-url URL]\n';
+const USAGE =
+  'usage: npx tsx bench/qido-wado.ts [--quick] [--scales N,N,...] [--requests N] [--write] [--keep] [--admin-url URL]\n' +
+  '                                  [--keep-db FILE | --reuse FILE] [--server-root DIR] [--only case,case] [--cpu-prof DIR]\n';
 const cli = benchCli('bench/qido-wado.ts', USAGE);
 const usage = cli.usage;
 
@@ -43,6 +47,16 @@ interface ReadOptions {
   write: boolean;
   keep: boolean;
   adminUrl: string;
+  /** Keep the database and DATA_DIR, and describe them in this file. */
+  keepDb?: string;
+  /** Measure again on the index a `--keep-db` run kept (and keep it). */
+  reuse?: string;
+  /** The directory whose dist/main.js is run (default: this repository), for A/B runs of two builds. */
+  serverRoot: string;
+  /** Case ids to run (default: all). */
+  only?: string[];
+  /** Run the server under `node --cpu-prof`, writing its profile into this directory. */
+  cpuProfDir?: string;
 }
 
 /** Parses the command line; exits with status 2 and a message on anything invalid. */
@@ -55,7 +69,13 @@ export function parseReadOptions(argv: string[]): ReadOptions {
     keep: { type: 'boolean', default: false },
     'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
     db: { type: 'string', default: 'postgres' },
+    'keep-db': { type: 'string' },
+    reuse: { type: 'string' },
+    'server-root': { type: 'string' },
+    only: { type: 'string' },
+    'cpu-prof': { type: 'string' },
   });
+  if (values['keep-db'] && values.reuse) usage('--keep-db and --reuse exclude each other (--reuse keeps the index anyway)');
   if (values.db !== 'postgres') usage('only --db postgres is supported: the index is filled with SQL on a PostgreSQL server');
   const quick = Boolean(values.quick);
   const scales = String(values.scales ?? (quick ? '100000' : '10000,100000,1000000'))
@@ -74,6 +94,11 @@ export function parseReadOptions(argv: string[]): ReadOptions {
     write: Boolean(values.write),
     keep: Boolean(values.keep),
     adminUrl: String(values['admin-url']),
+    keepDb: values['keep-db'] ? path.resolve(String(values['keep-db'])) : undefined,
+    reuse: values.reuse ? path.resolve(String(values.reuse)) : undefined,
+    serverRoot: path.resolve(String(values['server-root'] ?? REPO_ROOT)),
+    only: values.only ? String(values.only).split(',').map((s) => s.trim()) : undefined,
+    cpuProfDir: values['cpu-prof'] ? path.resolve(String(values['cpu-prof'])) : undefined,
   };
 }
 
@@ -84,9 +109,12 @@ const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2)): Promise<number> {
   const options = parseReadOptions(argv);
   const loadAtStart = os.loadavg();
-  const stale = staleBuildWarning(REPO_ROOT);
+  const stale = options.serverRoot === REPO_ROOT ? staleBuildWarning(REPO_ROOT) : null;
   if (stale) log(`warning: ${stale}`);
-  const workRoot = await mkdtemp(path.join(os.tmpdir(), 'imaging-lake-bench-read-'));
+  const kept: KeptReadIndex | undefined = options.reuse ? loadKeptIndex(options.reuse) : undefined;
+  // A kept index is kept once its state file is written (a failure before that drops it).
+  let keepIndex = Boolean(kept);
+  const workRoot = kept?.workRoot ?? (await mkdtemp(path.join(os.tmpdir(), 'imaging-lake-bench-read-')));
   log(`work directory ${workRoot}`);
   const run: ReadRun = {
     quick: options.quick,
@@ -106,13 +134,14 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
   let server: ServerProcess | undefined;
   let loader: IndexLoader | undefined;
   try {
-    database = await createBenchDatabase(options.adminUrl);
-    log(`created database ${database.name}`);
+    database = kept ? openBenchDatabase(kept.adminUrl, kept.databaseName) : await createBenchDatabase(options.adminUrl);
+    log(`${kept ? 'reusing' : 'created'} database ${database.name}`);
     run.postgres = await postgresSettings(database.url);
-    const dataDir = await mkdtemp(path.join(workRoot, 'data-'));
+    const dataDir = kept?.dataDir ?? (await mkdtemp(path.join(workRoot, 'data-')));
     const t0 = performance.now();
     server = await startServer({
-      repoRoot: REPO_ROOT,
+      repoRoot: options.serverRoot,
+      nodeFlags: options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : [],
       env: {
         PORT: String(await findFreePort()),
         HOST: '127.0.0.1',
@@ -126,21 +155,28 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
     run.serverStartSeconds = (performance.now() - t0) / 1000;
     run.serverIdleRssBytes = readMemory(server.pid)?.rssBytes ?? 0;
     log(`server pid ${server.pid} ready on ${server.baseUrl}`);
-    const real = await storeRealStudies(server, log);
+    const real = kept?.real ?? (await storeRealStudies(server, log));
     run.realStudiesMB = Object.values(real).reduce((n, s) => n + s.bytes, 0) / 1e6;
     run.diskFloor = await measureDiskFloor(workRoot, real.oct.bytes * options.retrieves);
-    loader = await IndexLoader.open(database.url, real);
+    loader = await IndexLoader.open(database.url, real, kept?.loader);
+    const keepState = (l: IndexLoader) => {
+      const file = options.keepDb ?? options.reuse!;
+      saveKeptIndex(file, { adminUrl: kept?.adminUrl ?? options.adminUrl, databaseName: database!.name, workRoot, dataDir, real, loader: l.state() });
+      keepIndex = true;
+      log(`kept database ${database!.name} and ${workRoot}: ${file}`);
+    };
     const endpoint: DicomwebEndpoint = { name: 'imaging-lake', pid: server.pid, baseUrl: server.baseUrl, root: '/dicomweb', headers: server.headers ?? {} };
     for (const scale of options.scales) {
       const studies = studiesFor(scale);
       log(`scale ${fmt(scale, 0)}: growing the index to ${fmt(studies, 0)} generated studies`);
       const load = await loader.growTo(studies, log);
+      if (options.keepDb || kept) keepState(loader);
       const census = await loader.census();
       log(`index: ${fmt(census.instances, 0)} instances, ${fmt(census.studies, 0)} studies, ${fmt(census.tableBytes / 1e6, 0)} MB`);
       const result: ScaleResult = { requestedInstances: scale, census, loadSeconds: load.seconds, vacuumSeconds: load.vacuumSeconds, cases: [] };
       run.scales.push(result);
       const cases = buildReadCases({ studies, studyUid: (k) => loader!.studyUid(k), seriesUid: (k, s) => loader!.seriesUid(k, s), real, retrieves: options.retrieves });
-      for (const c of cases) {
+      for (const c of cases.filter((x) => !options.only || options.only.includes(x.id))) {
         const count = c.fixedCount ?? options.requests;
         const warmup = c.fixedCount ? 1 : options.warmup;
         const m = await measurePhase(server, database, () => runReadSeries(endpoint, count, warmup, (i) => c.make(i), 300_000));
@@ -160,7 +196,9 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
       const exit = server.exited();
       if (exit && exit !== 'exit code 0') log(`server ended with ${exit}`);
     }
-    if (database) {
+    if (database && keepIndex) {
+      log(`database ${database.name} kept (drop it with DROP DATABASE ${database.name} WITH (FORCE), and rm -rf ${workRoot})`);
+    } else if (database) {
       const name = database.name;
       await database.drop().then(
         () => log(`dropped database ${name}`),
@@ -176,7 +214,7 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
     updateResultsFile(RESULTS_FILE, key, section);
     log(`updated ${path.relative(REPO_ROOT, RESULTS_FILE)} section ${key}`);
   }
-  if (options.keep) log(`kept ${workRoot}`);
+  if (options.keep || keepIndex) log(`kept ${workRoot}`);
   else await rm(workRoot, { recursive: true, force: true });
   const last = run.scales[run.scales.length - 1];
   if (run.error || !last || last.cases.some((c) => c.m.stats.failures > 0)) return 1;

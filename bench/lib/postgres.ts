@@ -19,6 +19,12 @@ export interface BenchDatabase {
 export async function createBenchDatabase(adminUrl: string): Promise<BenchDatabase> {
   const name = `il_bench_${randomBytes(6).toString('hex')}`;
   await withClient(adminUrl, (c) => c.query(`CREATE DATABASE ${name}`));
+  return openBenchDatabase(adminUrl, name);
+}
+
+/** A handle on a benchmark database that already exists (one a run kept); drop() removes it. */
+export function openBenchDatabase(adminUrl: string, name: string): BenchDatabase {
+  if (!/^il_bench_[0-9a-f]+$/.test(name)) throw new Error(`${name} is not a benchmark database name`);
   const url = databaseUrl(adminUrl, name);
   return {
     url,

@@ -169,19 +169,51 @@ export function isStudyComputedTag(tag: string): boolean {
 
 /** Runs a study-level search whose results the database writes as DICOM JSON text; one row more than the limit tells whether more exist. */
 export async function findQidoStudyJson(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Promise<{ rows: StudyJsonRow[]; more: boolean }> {
-  const rows = (await buildQidoStudyJsonQuery(knex, search, plan)) as StudyJsonRow[];
-  const more = rows.length > search.limit;
-  return { rows: more ? rows.slice(0, search.limit) : rows, more };
+  const found = (await buildQidoStudyJsonQuery(knex, search, plan)) as Array<{ study_uid: string; json: string | null }>;
+  const more = found.length > search.limit;
+  if (more) found.length = search.limit;
+  // Rows written before studies.qido_json existed hold NULL: their text is computed now, by UID.
+  if (plan.written && found.some((r) => r.json === null)) return { rows: await fillOlderRows(knex, found, plan), more };
+  return { rows: found as StudyJsonRow[], more };
+}
+
+async function fillOlderRows(knex: Knex, found: Array<{ study_uid: string; json: string | null }>, plan: StudyJsonPlan): Promise<StudyJsonRow[]> {
+  const missing = found.filter((r) => r.json === null).map((r) => r.study_uid);
+  const [expression, bindings] = studyJsonExpression(plan);
+  const filled = (await knex('studies as st').whereIn('st.study_uid', missing).select('st.study_uid', knex.raw(`${expression} AS json`, bindings))) as StudyJsonRow[];
+  const byUid = new Map(filled.map((r) => [r.study_uid, r.json]));
+  const rows: StudyJsonRow[] = [];
+  // A study deleted between the two reads is left out, as if the search had run after the delete.
+  for (const r of found) {
+    const json = r.json ?? byUid.get(r.study_uid);
+    if (json !== undefined) rows.push({ study_uid: r.study_uid, json });
+  }
+  return rows;
 }
 
 /**
  * The SQL of a study-level search that returns DICOM JSON text (exported so tests can EXPLAIN
- * it): the same matching, order and paging as buildQidoQuery, one expression per row over the
- * study row alone (its dataset and aggregates), evaluated for the returned page only.
+ * it): the same matching, order and paging as buildQidoQuery. For the default attributes it
+ * reads `studies.qido_json` as stored (NULL on rows older than the column: findQidoStudyJson
+ * fills those in by UID), so that the sorted rows carry that text only, not the dataset too;
+ * otherwise one expression per row over the study row alone (its dataset and aggregates),
+ * evaluated for the returned page only.
  */
 export function buildQidoStudyJsonQuery(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Knex.QueryBuilder {
   if (search.level !== 'study') throw new Error('buildQidoStudyJsonQuery is for study-level searches');
   const q = buildMatching(knex, search);
+  if (plan.written) {
+    q.select('st.study_uid', 'st.qido_json as json');
+  } else {
+    const [expression, bindings] = studyJsonExpression(plan);
+    q.select('st.study_uid', knex.raw(`${expression} AS json`, bindings));
+  }
+  orderRows(q, search);
+  return q.limit(search.limit + 1).offset(search.offset);
+}
+
+/** One study result as DICOM JSON text, in SQL over the study row `st`, and its bindings. */
+function studyJsonExpression(plan: StudyJsonPlan): [string, Knex.RawBinding[]] {
   const bindings: Knex.RawBinding[] = [JSON.stringify(plan.empty)];
   let dataset = 'st.dataset';
   if (plan.dropKeys) {
@@ -200,11 +232,7 @@ export function buildQidoStudyJsonQuery(knex: Knex, search: QidoSearch, plan: St
     if (tag === '00081190') bindings.push(plan.studiesUrl);
   }
   const added = computed.length > 0 ? ` || jsonb_build_object(${computed.join(', ')})` : '';
-  const expression = `(?::jsonb || ${dataset}${added})::text`;
-  // Rows written before the column existed hold NULL: the same text, computed now.
-  q.select('st.study_uid', knex.raw(plan.written ? `coalesce(st.qido_json, ${expression}) AS json` : `${expression} AS json`, bindings));
-  orderRows(q, search);
-  return q.limit(search.limit + 1).offset(search.offset);
+  return [`(?::jsonb || ${dataset}${added})::text`, bindings];
 }
 
 /** SOP Instance UIDs of every instance an instance-level search matches (no paging), at most `cap`. */
