@@ -52,10 +52,11 @@ export function validationWorkerCount(): number {
 }
 
 function startWorker(): Promise<PoolWorker> {
-  // From the TypeScript sources (tests, tsx) the worker runs through tsx; from dist it is plain JS.
+  // From the TypeScript sources (tests, tsx) the worker runs through tsx; from dist it is plain JS
+  // and inherits the process's node flags (so `node --cpu-prof dist/main.js` profiles the workers too).
   const fromSource = __filename.endsWith('.ts');
   const file = path.join(__dirname, `validation-worker${fromSource ? '.ts' : '.js'}`);
-  const worker = new Worker(file, { execArgv: fromSource ? ['--import', 'tsx'] : [] });
+  const worker = new Worker(file, fromSource ? { execArgv: ['--import', 'tsx'] } : {});
   worker.unref();
   const pw: PoolWorker = { worker, pending: new Map() };
   return new Promise((resolve, reject) => {
