@@ -62,12 +62,17 @@ export function validationWorkerCount(): number {
 }
 
 function startWorker(): Promise<PoolWorker> {
-  // From the TypeScript sources (tests, tsx) the worker runs through tsx; from dist it is plain JS
-  // and inherits the process's node flags (so `node --cpu-prof dist/main.js` profiles the workers too).
+  // From dist the worker is plain JS and inherits the process's node flags (so `node --cpu-prof
+  // dist/main.js` profiles the workers too). From the TypeScript sources (tests, tsx) a small
+  // CommonJS bootstrap registers tsx's require hook and loads the .ts entry point (`--import tsx`
+  // does not make a .ts worker file loadable on Node 20: the workers never started under jest).
   const fromSource = __filename.endsWith('.ts');
   const file = path.join(__dirname, `validation-worker${fromSource ? '.ts' : '.js'}`);
   const { port1, port2 } = new MessageChannel();
-  const worker = new Worker(file, { ...(fromSource ? { execArgv: ['--import', 'tsx'] } : {}), workerData: { port: port1 }, transferList: [port1] });
+  const options = { workerData: { port: port1 }, transferList: [port1] };
+  const worker = fromSource
+    ? new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(file)});`, { ...options, eval: true })
+    : new Worker(file, options);
   worker.unref();
   port2.unref();
   const pw: PoolWorker = { worker, port: port2, pending: new Map() };
@@ -112,7 +117,13 @@ function collectAnswers(workers: readonly PoolWorker[]): void {
 function validateOn(pw: PoolWorker, resources: Resource[], cb: ChunkCallback): void {
   const id = nextId++;
   pw.pending.set(id, cb);
-  pw.port.postMessage({ id, resources });
+  try {
+    pw.port.postMessage({ id, resources });
+  } catch (err) {
+    // A value that cannot be sent (DataCloneError) fails the chunk over to this thread.
+    pw.pending.delete(id);
+    cb(err instanceof Error ? err : new Error(String(err)));
+  }
 }
 
 /** The issues of one resource; an unexpected failure of the validator is an error issue, so the resource is rejected, never let through. */
