@@ -128,11 +128,22 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
     const warm = await postBundles(server.baseUrl, authorization, bundles.slice(0, 1), 1);
     if (warm.failures.length) throw new Error(`warm-up Bundle failed: ${warm.failures[0]}`);
     const half = 1 + Math.floor((bundles.length - 1) / 2);
+    // CPU of the server process (all threads: validation workers included) and of its PostgreSQL
+    // backends per resource written: steadier than resources/s on a shared machine.
+    const cpuNow = async () => ({ server: readCpuSeconds(server.pid), db: (await db.backendPids()).reduce((a, pid) => a + readCpuSeconds(pid), 0) });
+    const measured = async (label: string, concurrency: number, list: Array<Record<string, unknown>>) => {
+      const before = await cpuNow();
+      const result = await postBundles(server.baseUrl, authorization, list, concurrency);
+      const after = await cpuNow();
+      const ms = (s: number) => (s * 1000) / Math.max(1, result.resources);
+      return { label, concurrency, result, cpuPerResourceMs: { server: ms(after.server - before.server), db: ms(Math.max(0, after.db - before.db)) } };
+    };
     const ingest = [
-      { label: 'seed, one Bundle at a time', concurrency: 1, result: await postBundles(server.baseUrl, authorization, bundles.slice(1, half), 1) },
-      { label: 'seed, two Bundles in flight', concurrency: 2, result: await postBundles(server.baseUrl, authorization, bundles.slice(half), 2) },
+      await measured('seed, one Bundle at a time', 1, bundles.slice(1, half)),
+      await measured('seed, two Bundles in flight', 2, bundles.slice(half)),
     ];
-    for (const i of ingest) log(`ingest c${i.concurrency}: ${Math.round(i.result.resources / i.result.seconds)} resources/s (${i.result.failures.length} failures)`);
+    const cpuText = (i: (typeof ingest)[number]) => `CPU per resource: server ${i.cpuPerResourceMs.server.toFixed(3)} ms, PostgreSQL ${i.cpuPerResourceMs.db.toFixed(3)} ms`;
+    for (const i of ingest) log(`ingest c${i.concurrency}: ${Math.round(i.result.resources / i.result.seconds)} resources/s, ${cpuText(i)} (${i.result.failures.length} failures)`);
     // The large study is written after the searches (it would otherwise be multiplied and searched).
     const studyUpdatePhase = async () => {
       const f = await measureStudyUpdate(db.url, 2_000, options.quick ? 9 : 21);
@@ -143,6 +154,7 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
       await studyUpdatePhase();
       const rates = ingest.map((i) => `c${i.concurrency} ${Math.round(i.result.resources / i.result.seconds)}`).join(', ');
       process.stdout.write(`ingest resources/s: ${rates} (load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')})\n`);
+      for (const i of ingest) process.stdout.write(`ingest c${i.concurrency} ${cpuText(i)}\n`);
       return ingest.some((i) => i.result.failures.length > 0) ? 1 : 0;
     }
 

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import type { FhirDefinitions } from './definitions';
 import { collectValidationIssues } from './validation';
@@ -17,9 +17,19 @@ import { collectValidationIssues } from './validation';
 /** Batches smaller than this are validated on the main thread. */
 export const MIN_PARALLEL_BATCH = 64;
 
+/** What a worker answers for one chunk: its issues, or the error that stopped it. */
+type ChunkCallback = (result: OperationOutcomeIssue[][] | Error) => void;
+
 interface PoolWorker {
   worker: Worker;
-  pending: Map<number, { resolve: (v: OperationOutcomeIssue[][]) => void; reject: (e: Error) => void }>;
+  /**
+   * Our end of the channel the worker answers on. A MessagePort (not the Worker itself) so that
+   * this thread can also collect answers synchronously (receiveMessageOnPort) while it is busy
+   * validating its own share, and hand the worker its next chunk at once.
+   */
+  port: MessagePort;
+  /** Chunks sent and not yet answered, by message id. */
+  pending: Map<number, ChunkCallback>;
 }
 
 /** Workers idle this long are stopped (and started again by the next large batch). */
@@ -52,25 +62,28 @@ export function validationWorkerCount(): number {
 }
 
 function startWorker(): Promise<PoolWorker> {
-  // From the TypeScript sources (tests, tsx) the worker runs through tsx; from dist it is plain JS.
+  // From dist the worker is plain JS and inherits the process's node flags (so `node --cpu-prof
+  // dist/main.js` profiles the workers too). From the TypeScript sources (tests, tsx) a small
+  // CommonJS bootstrap registers tsx's require hook and loads the .ts entry point (`--import tsx`
+  // does not make a .ts worker file loadable on Node 20: the workers never started under jest).
   const fromSource = __filename.endsWith('.ts');
   const file = path.join(__dirname, `validation-worker${fromSource ? '.ts' : '.js'}`);
-  const worker = new Worker(file, { execArgv: fromSource ? ['--import', 'tsx'] : [] });
+  const { port1, port2 } = new MessageChannel();
+  const options = { workerData: { port: port1 }, transferList: [port1] };
+  const worker = fromSource
+    ? new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(file)});`, { ...options, eval: true })
+    : new Worker(file, options);
   worker.unref();
-  const pw: PoolWorker = { worker, pending: new Map() };
+  port2.unref();
+  const pw: PoolWorker = { worker, port: port2, pending: new Map() };
   return new Promise((resolve, reject) => {
-    worker.on('message', (m: { ready?: boolean; id?: number; issues?: OperationOutcomeIssue[][]; error?: string }) => {
-      if (m.ready) return resolve(pw);
-      const p = pw.pending.get(m.id as number);
-      if (!p) return;
-      pw.pending.delete(m.id as number);
-      if (m.error) p.reject(new Error(m.error));
-      else p.resolve(m.issues as OperationOutcomeIssue[][]);
-    });
+    port2.on('message', (m: WorkerAnswer) => (m.ready ? resolve(pw) : answer(pw, m)));
     const fail = (err: Error) => {
       broken = true;
-      for (const p of pw.pending.values()) p.reject(err);
+      const callbacks = [...pw.pending.values()];
       pw.pending.clear();
+      port2.close();
+      for (const cb of callbacks) cb(err);
       reject(err);
     };
     worker.on('error', fail);
@@ -80,12 +93,37 @@ function startWorker(): Promise<PoolWorker> {
   });
 }
 
-function validateOn(pw: PoolWorker, resources: Resource[]): Promise<OperationOutcomeIssue[][]> {
+interface WorkerAnswer {
+  ready?: boolean;
+  id?: number;
+  issues?: OperationOutcomeIssue[][];
+  error?: string;
+}
+
+function answer(pw: PoolWorker, m: WorkerAnswer): void {
+  const cb = pw.pending.get(m.id as number);
+  if (!cb) return;
+  pw.pending.delete(m.id as number);
+  cb(m.error ? new Error(m.error) : (m.issues as OperationOutcomeIssue[][]));
+}
+
+/** Collects, without waiting, the answers the workers have already sent (their callbacks run now). */
+function collectAnswers(workers: readonly PoolWorker[]): void {
+  for (const pw of workers) {
+    for (let m = receiveMessageOnPort(pw.port); m; m = receiveMessageOnPort(pw.port)) answer(pw, m.message as WorkerAnswer);
+  }
+}
+
+function validateOn(pw: PoolWorker, resources: Resource[], cb: ChunkCallback): void {
   const id = nextId++;
-  return new Promise((resolve, reject) => {
-    pw.pending.set(id, { resolve, reject });
-    pw.worker.postMessage({ id, resources });
-  });
+  pw.pending.set(id, cb);
+  try {
+    pw.port.postMessage({ id, resources });
+  } catch (err) {
+    // A value that cannot be sent (DataCloneError) fails the chunk over to this thread.
+    pw.pending.delete(id);
+    cb(err instanceof Error ? err : new Error(String(err)));
+  }
 }
 
 /** The issues of one resource; an unexpected failure of the validator is an error issue, so the resource is rejected, never let through. */
@@ -98,7 +136,13 @@ function validateFailClosed(defs: FhirDefinitions, resource: Resource): Operatio
 }
 
 /** Resources per message to a worker: small enough to share a Bundle out evenly, large enough that messages cost little. */
-export const VALIDATION_CHUNK = 16;
+export const VALIDATION_CHUNK = 8;
+
+/**
+ * Chunks each worker holds at once: one being validated and the next ones already queued, so a
+ * worker never waits for this thread to hand it work while this thread is busy.
+ */
+const WORKER_DEPTH = 3;
 
 /** A validation under way (see {@link startValidation}). */
 export interface ValidationJob {
@@ -111,9 +155,11 @@ export interface ValidationJob {
 /**
  * Starts validating resources (R4 + claimed fhir-profiles/ profiles) on the worker threads, a
  * chunk at a time, so that the calling thread can do other work meanwhile and then share what is
- * left ({@link ValidationJob.helpHere}): each thread takes the next chunk when it is free, which
- * keeps all of them busy whatever else they have to do. Small batches, machines without a spare
- * core and any worker failure validate on the calling thread.
+ * left ({@link ValidationJob.helpHere}). The workers take chunks from the front, each holding a
+ * few, and are handed the next one as soon as an answer arrives, also while this thread is busy
+ * validating: this thread takes chunks from the back and collects the workers' answers between
+ * its own chunks, so every thread stays busy to the end. Small batches, machines without a
+ * spare core and any worker failure validate on the calling thread.
  */
 export function startValidation(defs: FhirDefinitions, resources: Resource[]): ValidationJob {
   const workers = validationWorkerCount();
@@ -123,46 +169,55 @@ export function startValidation(defs: FhirDefinitions, resources: Resource[]): V
   }
   const results: OperationOutcomeIssue[][] = new Array(resources.length);
   const chunks = Math.ceil(resources.length / VALIDATION_CHUNK);
-  let next = 0;
+  /** Chunks [front, back) are still to be taken. */
+  let front = 0;
+  let back = chunks;
   let finished = 0;
   let settle!: () => void;
   const allDone = new Promise<void>((resolve) => (settle = resolve));
-  const take = (): [number, number] | undefined => {
-    if (next >= chunks) return undefined;
-    const start = next++ * VALIDATION_CHUNK;
-    return [start, Math.min(resources.length, start + VALIDATION_CHUNK)];
-  };
+  const range = (chunk: number): [number, number] => [chunk * VALIDATION_CHUNK, Math.min(resources.length, (chunk + 1) * VALIDATION_CHUNK)];
   const store = (start: number, issues: OperationOutcomeIssue[][]) => {
     issues.forEach((x, i) => (results[start + i] = x));
     if (++finished === chunks) settle();
   };
   const here = (start: number, end: number) => store(start, resources.slice(start, end).map((r) => validateFailClosed(defs, r)));
+  let helping: readonly PoolWorker[] = [];
   const helpHere = () => {
-    for (let range = take(); range; range = take()) here(...range);
+    while (front < back) {
+      here(...range(--back));
+      collectAnswers(helping);
+    }
   };
-  const drain = async (pw: PoolWorker) => {
-    for (let range = take(); range; range = take()) {
-      try {
-        store(range[0], await validateOn(pw, resources.slice(...range)));
-      } catch {
+  /** Hands `pw` the next chunk from the front; on its answer, the one after that. */
+  const feed = (pw: PoolWorker) => {
+    if (front >= back) return;
+    const [start, end] = range(front++);
+    validateOn(pw, resources.slice(start, end), (result) => {
+      if (result instanceof Error) {
         // A failed worker takes no more work; what is left is validated here.
         broken = true;
-        here(...range);
+        here(start, end);
         helpHere();
         return;
       }
-    }
+      store(start, result);
+      if (!broken) feed(pw);
+    });
+  };
+  const begin = (ready: readonly PoolWorker[]) => {
+    helping = ready;
+    for (let d = 0; d < WORKER_DEPTH; d++) for (const pw of ready) feed(pw);
   };
   if (idleTimer) clearTimeout(idleTimer);
   activeJobs++;
   if (started) {
-    for (const pw of started) void drain(pw);
+    begin(started);
   } else {
     const starting = (pool ??= Promise.all(Array.from({ length: workers }, startWorker)));
     void starting.then(
       (ready) => {
         if (pool === starting) started = ready;
-        ready.forEach((pw) => void drain(pw));
+        begin(ready);
       },
       () => {
         broken = true;

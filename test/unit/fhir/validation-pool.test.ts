@@ -33,3 +33,18 @@ describe('validation of a batch on worker threads', () => {
     expect(invalidAt(await job.done)).toEqual(expected(MIN_PARALLEL_BATCH - 1));
   });
 });
+
+// Last in this file: a failed hand-over leaves the pool on this thread for the rest of the process.
+describe('validation when a chunk cannot go to a worker', () => {
+  test('the chunk is validated here and every resource still gets its issues', async () => {
+    await startValidation(defs, patients(MIN_PARALLEL_BATCH)).done; // the workers are up: the first chunk goes to one
+    const batch = patients(100);
+    batch[3] = { ...batch[3], notAnElement: () => 1 };
+    const job = startValidation(defs, batch);
+    job.helpHere();
+    const issues = await job.done;
+    expect(issues).toHaveLength(100);
+    expect(invalidAt(issues)).toEqual([...expected(100), 3].sort((a, b) => a - b));
+    expect(issues[3].some((i) => i.severity === 'error')).toBe(true);
+  }, 60_000);
+});
