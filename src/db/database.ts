@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
 import { spawn } from 'node:child_process';
 import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
 import knexFactory, { type Knex } from 'knex';
@@ -117,6 +118,19 @@ async function initDataDirectory(dir: string): Promise<void> {
 }
 
 /**
+ * Compiles WebAssembly with V8's optimizing compiler from the start instead of its baseline
+ * compiler plus tier-up of hot functions while requests run. For the engine's 9 MB module the
+ * tier-up compiles leave some 50 MB of freed-but-resident memory in the allocator's thread
+ * arenas (RSS when ready 287-306 MB against 246-253 MB) and re-compile during requests; eager
+ * optimizing compilation costs about 2 s of CPU at start, and queries run at full speed (the
+ * baseline compiler alone would save as much memory but runs heavy queries some 30% slower).
+ * The flag is process-wide and read when a module is compiled: set before the engine loads.
+ */
+function useOptimizingWasmCompiler(): void {
+  v8.setFlagsFromString('--no-liftoff');
+}
+
+/**
  * The embedded engine as knex-pglite uses it (waitReady, query, close), opened once its data
  * directory exists.
  */
@@ -126,6 +140,7 @@ class EmbeddedEngine {
 
   constructor(dir: string) {
     this.waitReady = initDataDirectory(dir).then(async () => {
+      useOptimizingWasmCompiler();
       this.db = new PGlite(dir, EMBEDDED_OPTIONS);
       await this.db.waitReady;
     });
