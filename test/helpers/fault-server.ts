@@ -9,7 +9,7 @@ import { loadConfig, type AppConfig } from '../../src/config';
 import { useToken } from './fault-client';
 import { startS3Server, type S3TestServer } from './s3-server';
 import { startServerProcess, type ServerProcess } from './server-process';
-import { createTestDatabase, testBlobKind, testDbKind } from './test-app';
+import { createTestDatabase, seedEmbeddedDataDir, testBlobKind, testDbKind } from './test-app';
 
 /**
  * The reliability suite's server fixture: one set of backends (a fresh PostgreSQL database or
@@ -95,9 +95,11 @@ export async function createFaultEnv(options: FaultEnvOptions = {}): Promise<Fau
     if (dbKind === 'postgres') {
       if (options.databaseUrl) env.DATABASE_URL = options.databaseUrl;
       else {
-        database = await createTestDatabase();
+        database = await createTestDatabase({ migrated: true });
         env.DATABASE_URL = database.url;
       }
+    } else if (ownsDataDir) {
+      await seedEmbeddedDataDir(dataDir);
     }
     if (blobKind === 's3') {
       if (!s3) {

@@ -10,6 +10,7 @@ import pino from 'pino';
 import { createApp, shutdownApp, type AppHandle } from '../../src/app';
 import { loadConfig, type AppConfig } from '../../src/config';
 import { startS3Server } from './s3-server';
+import { ADMIN_DATABASE_URL, TEMPLATE_DATABASE_ENV, TEMPLATE_EMBEDDED_DIR_ENV, TEST_RUN_ENV, releasedDatabasePrefix, testBlobKind, testDbKind } from './test-env';
 
 /**
  * Builds a real server for integration tests: PostgreSQL (a fresh database on the machine's
@@ -34,35 +35,62 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export const ADMIN_DATABASE_URL = process.env.TEST_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export { ADMIN_DATABASE_URL, testBlobKind, testDbKind };
 
-/** Which database the suite runs on. */
-export function testDbKind(): 'postgres' | 'embedded' {
-  return process.env.TEST_DB === 'embedded' ? 'embedded' : 'postgres';
-}
-
-/** Which blob store the suite runs on. */
-export function testBlobKind(): 'fs' | 's3' {
-  return process.env.TEST_BLOBS === 's3' ? 's3' : 'fs';
-}
-
-/** Creates an empty PostgreSQL database with a random name and returns its URL. */
-export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+/**
+ * Creates a PostgreSQL database with a random name and returns its URL: empty, or with
+ * `migrated`, a copy of this run's migrated template (global-setup.ts) when there is one.
+ */
+export async function createTestDatabase(options: { migrated?: boolean } = {}): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `il_test_${randomBytes(6).toString('hex')}`;
+  const template = options.migrated ? process.env[TEMPLATE_DATABASE_ENV] : undefined;
   const admin = new Client({ connectionString: ADMIN_DATABASE_URL });
   await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
+  try {
+    await admin.query(template ? `CREATE DATABASE ${name} TEMPLATE ${template}` : `CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
   const url = ADMIN_DATABASE_URL.replace(/\/[^/]*$/, `/${name}`);
   return {
     url,
     async drop() {
       const c = new Client({ connectionString: ADMIN_DATABASE_URL });
       await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
+      try {
+        await releaseOrDrop(c, name);
+      } finally {
+        await c.end();
+      }
     },
   };
+}
+
+/**
+ * Takes a test database out of use. Within a jest run it is renamed for the run's background
+ * dropper (global-setup.ts), since DROP DATABASE waits for a server-wide checkpoint; a database
+ * still in use (the rename is refused) or outside a run is dropped here.
+ */
+async function releaseOrDrop(admin: Client, name: string): Promise<void> {
+  const runId = process.env[TEST_RUN_ENV];
+  if (runId) {
+    try {
+      await admin.query(`ALTER DATABASE ${name} RENAME TO ${releasedDatabasePrefix(runId)}${name}`);
+      return;
+    } catch {
+      // sessions still open on it: drop it now
+    }
+  }
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
+/**
+ * Gives a fresh DATA_DIR the embedded engine's files already migrated (a copy of this run's
+ * template, when there is one), so the app skips initdb and the migrations.
+ */
+export async function seedEmbeddedDataDir(dataDir: string): Promise<void> {
+  const template = process.env[TEMPLATE_EMBEDDED_DIR_ENV];
+  if (template) await fs.cp(template, path.join(dataDir, 'pg'), { recursive: true });
 }
 
 /** Starts a fully composed app on the configured backends with fresh, isolated storage. */
@@ -71,8 +99,10 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
   const env: Record<string, string> = { DATA_DIR: dataDir, LOG_LEVEL: 'silent', SWEEP_INTERVAL_SECONDS: '0', ...overrides };
   let database: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
   if (testDbKind() === 'postgres' && !overrides.DATABASE_URL) {
-    database = await createTestDatabase();
+    database = await createTestDatabase({ migrated: true });
     env.DATABASE_URL = database.url;
+  } else if (testDbKind() === 'embedded' && !overrides.DATABASE_URL && !overrides.DATA_DIR) {
+    await seedEmbeddedDataDir(dataDir);
   }
   let s3: TestApp['s3'];
   if (testBlobKind() === 's3' && !overrides.S3_BUCKET) {

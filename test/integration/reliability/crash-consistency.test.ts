@@ -87,7 +87,8 @@ describe('crash consistency under SIGKILL', () => {
       }
     } finally {
       await database?.drop();
-      await fs.rm(dataDir, { recursive: true, force: true });
+      // Retries: on a busy machine the embedded engine's files can still be settling as the app closes (ENOTEMPTY).
+      await fs.rm(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
     }
   }, 180_000);
 });
