@@ -12,6 +12,7 @@ import {
   dropSpooledBlob,
   ownSpooledBlob,
   removeStaleFiles,
+  writeAllWith,
   type SpooledBlob,
   type SpoolMemoryOptions,
 } from './spooled-blob';
@@ -335,22 +336,8 @@ async function writeDurable(file: string, chunks: readonly Buffer[], prepare: ()
 }
 
 /** Writes every buffer at the descriptor's position, resuming after short writes. */
-async function writeAllFd(fd: number, buffers: readonly Buffer[]): Promise<void> {
-  let pending = buffers.filter((b) => b.length > 0);
-  while (pending.length > 0) {
-    let written = await fdCall<number>((cb) => fs.writev(fd, pending, cb));
-    if (written === 0) throw Object.assign(new Error('short write made no progress'), { code: 'EIO' });
-    const rest: Buffer[] = [];
-    for (const b of pending) {
-      if (written >= b.length) {
-        written -= b.length;
-      } else {
-        rest.push(written > 0 ? b.subarray(written) : b);
-        written = 0;
-      }
-    }
-    pending = rest;
-  }
+function writeAllFd(fd: number, buffers: readonly Buffer[]): Promise<void> {
+  return writeAllWith((pending) => fdCall<number>((cb) => fs.writev(fd, pending, cb)), buffers);
 }
 
 /** One callback-style fs call as a promise. */

@@ -344,19 +344,27 @@ class SpoolWriter extends Writable {
   }
 }
 
-/** Writes all of `buffers`, continuing after short writes (which the OS may return near ENOSPC). */
-export async function writeFully(fh: FileHandle, buffers: Buffer[]): Promise<void> {
+/** Writes all of `buffers` to an open file, continuing after short writes (which the OS may return near ENOSPC). */
+export function writeFully(fh: FileHandle, buffers: readonly Buffer[]): Promise<void> {
+  return writeAllWith(async (pending) => (await fh.writev(pending)).bytesWritten, buffers);
+}
+
+/**
+ * Writes all of `buffers` with `writev` (one vectored write at the current position, resolving
+ * with the bytes written), resuming after short writes.
+ */
+export async function writeAllWith(writev: (pending: Buffer[]) => Promise<number>, buffers: readonly Buffer[]): Promise<void> {
   let pending = buffers.filter((b) => b.length > 0);
   while (pending.length > 0) {
-    let { bytesWritten } = await fh.writev(pending);
-    if (bytesWritten === 0) throw Object.assign(new Error('short write made no progress'), { code: 'EIO' });
+    let written = await writev(pending);
+    if (written === 0) throw Object.assign(new Error('short write made no progress'), { code: 'EIO' });
     const rest: Buffer[] = [];
     for (const b of pending) {
-      if (bytesWritten >= b.length) {
-        bytesWritten -= b.length;
+      if (written >= b.length) {
+        written -= b.length;
       } else {
-        rest.push(bytesWritten > 0 ? b.subarray(bytesWritten) : b);
-        bytesWritten = 0;
+        rest.push(written > 0 ? b.subarray(written) : b);
+        written = 0;
       }
     }
     pending = rest;
