@@ -12,6 +12,7 @@ import { addProjectMember, createProject } from './auth/project-store';
 import { isRole, ROLES, type Role } from './auth/roles';
 import { assertSchemaCurrent } from './db/migrate';
 import { createPrivacyService } from './privacy/privacy-service';
+import { checkGenerateOptions, GenerateError, runGenerate, type GenerateOptions } from './generate/generate';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -74,6 +75,62 @@ export async function main(argv: string[], env: Record<string, string | undefine
         { config: config.auth },
       );
       process.stdout.write(opts.json ? `${JSON.stringify(token)}\n` : `${token.accessToken}\n`);
+    });
+
+  program
+    .command('generate')
+    .description('make a synthetic ophthalmology research population: DICOM (CT, MR, OPT, OP, OPV) and FHIR Patients + Conditions, as files and/or sent to a server')
+    .option('--out <dir>', 'write DICOM files, FHIR transaction Bundles and summary.json under this directory')
+    .option('--url <base>', 'send to a running server (e.g. http://localhost:8080): FHIR Bundles, then one STOW-RS request per visit')
+    .option('--token <token>', 'bearer token for --url (default: IMAGING_LAKE_TOKEN, else an admin token from the local issuer under DATA_DIR)')
+    .option('--patients <n>', 'patients', '10')
+    .option('--studies <n>', 'mean imaging visits per patient', '3')
+    .option('--modalities <list>', 'visit modalities to draw from', 'CT,MR,OPT,OP,OPV')
+    .option('--pixels <preset>', 'small (tiny images, fast) or full (512x512 CT, 61 x 496 x 768 OCT volumes, 1536 x 1536 fundus photos)', 'small')
+    .option('--seed <n>', 'same seed, same data (UIDs included)', '1')
+    .option('--dates <range>', 'study dates YYYYMMDD-YYYYMMDD', '20150101-20251231')
+    .option('--concurrency <n>', 'STOW-RS requests in flight with --url', '4')
+    .option('--bundle-size <n>', 'patients per FHIR transaction Bundle', '50')
+    .option('--no-dicom', 'FHIR only')
+    .option('--no-fhir', 'DICOM only')
+    .action(async (opts: Record<string, string | boolean | undefined>) => {
+      const [from, to] = String(opts.dates).split('-');
+      const options: GenerateOptions = {
+        out: opts.out as string | undefined,
+        url: opts.url as string | undefined,
+        token: (opts.token as string | undefined) ?? env.IMAGING_LAKE_TOKEN,
+        patients: Number(opts.patients),
+        studiesPerPatient: Number(opts.studies),
+        modalities: String(opts.modalities).split(',').map((m) => m.trim().toUpperCase()) as GenerateOptions['modalities'],
+        pixels: opts.pixels as GenerateOptions['pixels'],
+        seed: Number(opts.seed),
+        from: from ?? '',
+        to: to ?? '',
+        concurrency: Number(opts.concurrency),
+        bundleSize: Number(opts.bundleSize),
+        dicom: opts.dicom !== false,
+        fhir: opts.fhir !== false,
+      };
+      try {
+        checkGenerateOptions(options);
+      } catch (err) {
+        if (!(err instanceof GenerateError)) throw err;
+        process.stderr.write(`imaging-lake generate: ${err.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      try {
+        if (options.url && !options.token) {
+          const config = readConfig(withServedIssuer(env));
+          options.token = (await mintLocalToken({ role: 'admin', ttlSeconds: 3600, subject: 'cli:generate' }, { config: config.auth })).accessToken;
+        }
+        const summary = await runGenerate(options, (line) => process.stderr.write(`${line}\n`));
+        process.stdout.write(`${JSON.stringify(summary)}\n`);
+      } catch (err) {
+        if (!(err instanceof GenerateError)) throw err;
+        process.stderr.write(`imaging-lake generate: ${err.message}\n`);
+        process.exitCode = 1;
+      }
     });
 
   const client = program.command('client').description('SMART Backend Services client registrations');

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { DEFAULT_ICD10CM_CODES_PATH } from '../../src/fhir/resources/icd10cm-codes';
+import { createRandom } from '../../src/generate/random';
 
 /**
  * Synthetic ophthalmology data for the FHIR benchmark, written through the engine as
@@ -32,18 +33,6 @@ const EYE = {
 };
 const NAION = ['H47.011', 'H47.012', 'H47.013', 'H47.019'];
 
-/** A small deterministic PRNG (mulberry32). */
-export function createRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Billable ICD-10-CM codes of the eye chapter (H00-H59) from the shipped list. */
 export function eyeCodes(): string[] {
   const text = zlib.gunzipSync(fs.readFileSync(DEFAULT_ICD10CM_CODES_PATH)).toString('utf8');
@@ -52,7 +41,7 @@ export function eyeCodes(): string[] {
 
 /** Builds the transaction Bundles for `patients` patients (numbered from `first`). */
 export function buildSeedBundles(patients: number, first: number, runTag: string, seed = 42): Array<Record<string, unknown>> {
-  const rnd = createRandom(seed + first);
+  const rnd = createRandom(seed + first).next;
   const codes = eyeCodes();
   const pick = <T>(list: readonly T[]) => list[Math.floor(rnd() * list.length)];
   const day = (from: number, span: number) => new Date(Date.UTC(from, 0, 1) + Math.floor(rnd() * span) * 86_400_000).toISOString().slice(0, 10);

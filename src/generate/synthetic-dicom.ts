@@ -41,6 +41,8 @@ export interface SyntheticInstanceOptions {
   extra?: Record<string, unknown>;
   /** Fill byte pattern seed: different seeds give different pixel bytes. */
   seed?: number;
+  /** false: no Pixel Data and no image pixel attributes (measurement objects such as visual fields). */
+  pixelData?: boolean;
 }
 
 const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
@@ -53,6 +55,7 @@ export function newUid(): string {
 
 /** Number of pixel data bytes the options describe. */
 export function pixelDataLength(o: SyntheticInstanceOptions): number {
+  if (o.pixelData === false) return 0;
   const rows = o.rows ?? 64;
   const cols = o.columns ?? 64;
   const bytes = (o.bitsAllocated ?? 16) / 8;
@@ -90,16 +93,20 @@ function buildHeader(o: SyntheticInstanceOptions): { header: Buffer; resolved: R
     StudyID: '1',
     SeriesNumber: o.seriesNumber ?? 1,
     InstanceNumber: o.instanceNumber ?? 1,
-    SamplesPerPixel: spp,
-    PhotometricInterpretation: spp === 3 ? 'RGB' : 'MONOCHROME2',
-    Rows: o.rows ?? 64,
-    Columns: o.columns ?? 64,
-    BitsAllocated: bits,
-    BitsStored: bits,
-    HighBit: bits - 1,
-    PixelRepresentation: 0,
-    ...(spp === 3 ? { PlanarConfiguration: 0 } : {}),
-    ...(o.numberOfFrames && o.numberOfFrames > 1 ? { NumberOfFrames: String(o.numberOfFrames) } : {}),
+    ...(o.pixelData === false
+      ? {}
+      : {
+          SamplesPerPixel: spp,
+          PhotometricInterpretation: spp === 3 ? 'RGB' : 'MONOCHROME2',
+          Rows: o.rows ?? 64,
+          Columns: o.columns ?? 64,
+          BitsAllocated: bits,
+          BitsStored: bits,
+          HighBit: bits - 1,
+          PixelRepresentation: 0,
+          ...(spp === 3 ? { PlanarConfiguration: 0 } : {}),
+          ...(o.numberOfFrames && o.numberOfFrames > 1 ? { NumberOfFrames: String(o.numberOfFrames) } : {}),
+        }),
     ...(o.laterality ? { Laterality: o.laterality } : {}),
     ...(o.imageLaterality ? { ImageLaterality: o.imageLaterality } : {}),
     ...(o.extra ?? {}),
@@ -141,6 +148,7 @@ function fillPixels(buf: Buffer, start: number, seed: number): void {
 /** A complete synthetic instance in memory, with the UIDs it got. */
 export function createSyntheticInstance(o: SyntheticInstanceOptions = {}): { bytes: Buffer; sopInstanceUID: string; sopClassUID: string; studyInstanceUID: string; seriesInstanceUID: string } {
   const { header, resolved } = buildHeader(o);
+  if (o.pixelData === false) return { bytes: header, ...resolved };
   const len = pixelDataLength(o);
   const pixels = Buffer.alloc(len);
   fillPixels(pixels, 0, o.seed ?? 1);
@@ -154,7 +162,7 @@ export function createSyntheticInstance(o: SyntheticInstanceOptions = {}): { byt
 export function streamSyntheticInstance(o: SyntheticInstanceOptions = {}, chunkSize = 1024 * 1024): { stream: Readable; size: number; sopInstanceUID: string; studyInstanceUID: string; seriesInstanceUID: string } {
   const { header, resolved } = buildHeader(o);
   const len = pixelDataLength(o);
-  const prefix = Buffer.concat([header, pixelDataElementHeader(len, o.bitsAllocated ?? 16)]);
+  const prefix = o.pixelData === false ? header : Buffer.concat([header, pixelDataElementHeader(len, o.bitsAllocated ?? 16)]);
   const block = Buffer.alloc(chunkSize);
   fillPixels(block, 0, o.seed ?? 1);
   let sent = 0;
