@@ -32,6 +32,9 @@ const RETINA = code('5665001', 'Retina');
 const OCT_SCANNER = code('392012008', 'Optical Coherence Tomography Scanner');
 const FUNDUS_CAMERA = code('409898007', 'Fundus Camera');
 
+/** A decimal string (DS) value: at most 16 characters (PS3.5 6.2). */
+const ds = (x: number) => Number(x.toFixed(6));
+
 export interface PlannedInstance {
   seriesNumber: number;
   instanceNumber: number;
@@ -163,7 +166,7 @@ function modalityAttributes(study: PlannedStudy, s: SeriesPlan, n: number, prese
         BodyPartExamined: 'HEAD',
         KVP: 120,
         SliceThickness: 2,
-        PixelSpacing: [200 / g.columns, 200 / g.rows],
+        PixelSpacing: [ds(200 / g.columns), ds(200 / g.rows)],
         ImageOrientationPatient: [1, 0, 0, 0, 1, 0],
         ImagePositionPatient: [-100, -100, -40 + 2 * n],
         SliceLocation: -40 + 2 * n,
@@ -189,7 +192,7 @@ function modalityAttributes(study: PlannedStudy, s: SeriesPlan, n: number, prese
         EchoTrainLength: t1 ? 1 : 16,
         MagneticFieldStrength: 3,
         SliceThickness: 3,
-        PixelSpacing: [180 / g.columns, 180 / g.rows],
+        PixelSpacing: [ds(180 / g.columns), ds(180 / g.rows)],
         ImageOrientationPatient: [1, 0, 0, 0, 1, 0],
         ImagePositionPatient: [-90, -90, -30 + 3 * n],
         SliceLocation: -30 + 3 * n,
@@ -219,7 +222,7 @@ function modalityAttributes(study: PlannedStudy, s: SeriesPlan, n: number, prese
         SharedFunctionalGroupsSequence: [
           {
             FrameAnatomySequence: [{ FrameLaterality: eye, AnatomicRegionSequence: [EYE_REGION[eye]] }],
-            PixelMeasuresSequence: [{ PixelSpacing: [0.0039, 6 / g.columns], SliceThickness: 6 / g.count }],
+            PixelMeasuresSequence: [{ PixelSpacing: [0.0039, ds(6 / g.columns)], SliceThickness: ds(6 / g.count) }],
             PlaneOrientationSequence: [{ ImageOrientationPatient: [1, 0, 0, 0, 0, -1] }],
           },
         ],
@@ -227,7 +230,7 @@ function modalityAttributes(study: PlannedStudy, s: SeriesPlan, n: number, prese
           FrameContentSequence: [
             { FrameAcquisitionDateTime: acquired, FrameReferenceDateTime: acquired, FrameAcquisitionDuration: 25, StackID: '1', InStackPositionNumber: i + 1, DimensionIndexValues: [i + 1] },
           ],
-          PlanePositionSequence: [{ ImagePositionPatient: [-3, -3 + (6 * i) / g.count, 0] }],
+          PlanePositionSequence: [{ ImagePositionPatient: [-3, ds(-3 + (6 * i) / g.count), 0] }],
         })),
       };
     }
