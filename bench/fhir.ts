@@ -127,7 +127,8 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
     log(`seed: ${seedPatients} patients in ${bundles.length} transaction Bundles; ${copies} copies make ${(seedPatients * PER_PATIENT * copies).toLocaleString('en-US')} of each type`);
     const warm = await postBundles(server.baseUrl, authorization, bundles.slice(0, 1), 1);
     if (warm.failures.length) throw new Error(`warm-up Bundle failed: ${warm.failures[0]}`);
-    const half = 1 + Math.floor((bundles.length - 1) / 2);
+    // The seed after the warm-up Bundle in three parts: one, two and four Bundles in flight.
+    const third = Math.floor((bundles.length - 1) / 3);
     // CPU of the server process (all threads: validation workers included) and of its PostgreSQL
     // backends per resource written: steadier than resources/s on a shared machine.
     const cpuNow = async () => ({ server: readCpuSeconds(server.pid), db: (await db.backendPids()).reduce((a, pid) => a + readCpuSeconds(pid), 0) });
@@ -139,8 +140,9 @@ export async function runFhirBenchmark(argv: string[] = process.argv.slice(2)): 
       return { label, concurrency, result, cpuPerResourceMs: { server: ms(after.server - before.server), db: ms(Math.max(0, after.db - before.db)) } };
     };
     const ingest = [
-      await measured('seed, one Bundle at a time', 1, bundles.slice(1, half)),
-      await measured('seed, two Bundles in flight', 2, bundles.slice(half)),
+      await measured('seed, one Bundle at a time', 1, bundles.slice(1, 1 + third)),
+      await measured('seed, two Bundles in flight', 2, bundles.slice(1 + third, 1 + 2 * third)),
+      await measured('seed, four Bundles in flight', 4, bundles.slice(1 + 2 * third)),
     ];
     const cpuText = (i: (typeof ingest)[number]) => `CPU per resource: server ${i.cpuPerResourceMs.server.toFixed(3)} ms, PostgreSQL ${i.cpuPerResourceMs.db.toFixed(3)} ms`;
     for (const i of ingest) log(`ingest c${i.concurrency}: ${Math.round(i.result.resources / i.result.seconds)} resources/s, ${cpuText(i)} (${i.result.failures.length} failures)`);
