@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { ScannedInstance } from '../dicom/types';
 import { withTransaction } from './database';
 import { pickSeriesAttributes, pickStudyAttributes, stripNul } from './level-attributes';
+import { preparedRaw } from './prepared-statement';
 import { intOrNull, normalizePersonName, textOrNull, toSqlDate } from './normalize';
 
 /** One instance whose bytes are durable in the blob store, ready to be indexed. */
@@ -137,7 +138,7 @@ async function insertInstances(
   let json = JSON.stringify(payload);
   // jsonb cannot hold U+0000: clean only when the serialised text shows one (rare), not every string of every header.
   if (json.includes('\\u0000')) json = JSON.stringify(stripNul(payload));
-  const result = await trx.raw(INSERT_AND_COUNT, [json, seriesPks, studyPks]);
+  const result = await preparedRaw(trx, INSERT_AND_COUNT, [json, seriesPks, studyPks]);
   return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
 }
 
@@ -251,7 +252,7 @@ async function upsertLevels(
   );
   if (patientPk !== undefined) bindings.push(patientPk);
   if (studyPk !== undefined) bindings.push(studyPk);
-  const result = await trx.raw(levelsStatement(knowsPatient, knowsStudy), bindings);
+  const result = await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy), bindings);
   const row = result.rows[0];
   return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
 }
