@@ -22,3 +22,25 @@ function statementName(sql: string): string {
   }
   return name;
 }
+
+/** The two texts of a statement over a set of row keys: for one key, and for several. */
+export interface KeyedStatement {
+  one: string;
+  many: string;
+}
+
+/**
+ * Builds a statement whose `{keys}` placeholders match row keys: `= ?::bigint` for one key,
+ * `= ANY(?::bigint[])` for several. PostgreSQL keeps a prepared statement's generic plan only
+ * when its estimated cost is close to that of plans made for the actual values; an array
+ * parameter is estimated at ten keys, so with ANY alone a one-key call (one instance, one
+ * series, one study) would be planned anew on every execution.
+ */
+export function keyedStatement(sql: string): KeyedStatement {
+  return { one: sql.replaceAll('{keys}', '= ?::bigint'), many: sql.replaceAll('{keys}', '= ANY(?::bigint[])') };
+}
+
+/** Whether every key set holds one key (use `one`, binding the key itself), else `many` with the arrays. */
+export function singleKeys(...keySets: ReadonlyArray<readonly number[]>): boolean {
+  return keySets.every((keys) => keys.length === 1);
+}

@@ -3,7 +3,7 @@
  * only bound and executed, with the right answers for every binding.
  */
 import knexFactory, { type Knex } from 'knex';
-import { preparedRaw } from '../../../src/db/prepared-statement';
+import { keyedStatement, preparedRaw, singleKeys } from '../../../src/db/prepared-statement';
 import { createTestDatabase } from '../../helpers/test-app';
 
 describe('preparedRaw', () => {
@@ -36,5 +36,15 @@ describe('preparedRaw', () => {
     expect((await preparedRaw(knex, SUM, [1, 1])).rows).toEqual([{ n: 2 }]);
     const names = (await knex.raw(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'il\\_%'`)).rows.map((r: { name: string }) => r.name);
     expect(new Set(names).size).toBe(2);
+  });
+
+  test('a keyed statement matches one key by equality and several by ANY, with the same answers', async () => {
+    const statement = keyedStatement('SELECT array_agg(g ORDER BY g) AS keys FROM generate_series(1, 10) AS g WHERE g {keys}');
+    expect(statement.one).toContain('g = ?::bigint');
+    expect(statement.many).toContain('g = ANY(?::bigint[])');
+    expect(singleKeys([7])).toBe(true);
+    expect(singleKeys([7], [2, 3])).toBe(false);
+    expect((await preparedRaw(knex, statement.one, [7])).rows[0].keys).toEqual([7]);
+    expect((await preparedRaw(knex, statement.many, [[2, 3, 11]])).rows[0].keys).toEqual([2, 3]);
   });
 });
