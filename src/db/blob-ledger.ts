@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { preparedRaw } from './prepared-statement';
 
 /**
  * The blob ledger (migration 20261122000200): claims made before bytes are committed, and
@@ -21,13 +22,12 @@ export async function claimBlobs(knex: Knex, claims: Array<{ key: string; size: 
   const bySize = new Map<string, number>();
   for (const c of claims) bySize.set(c.key, c.size);
   const keys = [...bySize.keys()].sort();
-  await knex.raw(
-    `INSERT INTO blobs (key, size, claimed_at)
-     SELECT k, s, now() FROM unnest(?::text[], ?::bigint[]) AS u(k, s) ORDER BY k
-     ON CONFLICT (key) DO UPDATE SET claimed_at = now(), size = excluded.size`,
-    [keys, keys.map((k) => bySize.get(k)!)],
-  );
+  await preparedRaw(knex, CLAIM, [keys, keys.map((k) => bySize.get(k)!)]);
 }
+
+const CLAIM = `INSERT INTO blobs (key, size, claimed_at)
+  SELECT k, s, now() FROM unnest(?::text[], ?::bigint[]) AS u(k, s) ORDER BY k
+  ON CONFLICT (key) DO UPDATE SET claimed_at = now(), size = excluded.size`;
 
 /** Claims one blob, sharing a statement with the other claims waiting at the same moment. */
 export type BlobClaimer = (key: string, size: number) => Promise<void>;

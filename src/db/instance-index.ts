@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { ScannedInstance } from '../dicom/types';
 import { withTransaction } from './database';
 import { pickSeriesAttributes, pickStudyAttributes, stripNul } from './level-attributes';
+import { keyedStatement, preparedRaw, singleKeys } from './prepared-statement';
 import { intOrNull, normalizePersonName, textOrNull, toSqlDate } from './normalize';
 
 /** One instance whose bytes are durable in the blob store, ready to be indexed. */
@@ -137,11 +138,13 @@ async function insertInstances(
   let json = JSON.stringify(payload);
   // jsonb cannot hold U+0000: clean only when the serialised text shows one (rare), not every string of every header.
   if (json.includes('\\u0000')) json = JSON.stringify(stripNul(payload));
-  const result = await trx.raw(INSERT_AND_COUNT, [json, seriesPks, studyPks]);
+  const result = singleKeys(seriesPks, studyPks)
+    ? await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]])
+    : await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
   return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
 }
 
-const INSERT_AND_COUNT = `WITH ins AS (
+const INSERT_AND_COUNT = keyedStatement(`WITH ins AS (
     INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${INSTANCE_NAMES} FROM json_to_recordset(?::json) AS x(${INSTANCE_DEFS})
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING sop_instance_uid, series_pk, study_pk, sop_class_uid),
@@ -149,7 +152,7 @@ const INSERT_AND_COUNT = `WITH ins AS (
     UPDATE series s SET
       num_instances = (SELECT count(*) FROM instances i WHERE i.series_pk = s.id) + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id),
       updated_at = now()
-    WHERE s.id = ANY(?::bigint[])
+    WHERE s.id {keys}
     RETURNING s.id),
   studied AS (
     UPDATE studies st SET
@@ -161,9 +164,9 @@ const INSERT_AND_COUNT = `WITH ins AS (
                                 SELECT i.sop_class_uid AS c FROM instances i WHERE i.study_pk = st.id
                                 UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),
       updated_at = now()
-    WHERE st.id = ANY(?::bigint[])
+    WHERE st.id {keys}
     RETURNING st.id)
-SELECT sop_instance_uid FROM ins`;
+SELECT sop_instance_uid FROM ins`);
 
 function compareKeys(a: InstanceToIndex, b: InstanceToIndex): number {
   const x = a.scanned.attributes;
@@ -251,7 +254,7 @@ async function upsertLevels(
   );
   if (patientPk !== undefined) bindings.push(patientPk);
   if (studyPk !== undefined) bindings.push(studyPk);
-  const result = await trx.raw(levelsStatement(knowsPatient, knowsStudy), bindings);
+  const result = await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy), bindings);
   const row = result.rows[0];
   return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
 }

@@ -5,6 +5,7 @@
  * linked to a project (the ingest hook) and backfilled for links made any other way.
  */
 import type { Knex } from 'knex';
+import { keyedStatement, preparedRaw, singleKeys } from '../db/prepared-statement';
 import type { ResolvedUid } from './privacy-types';
 import { deidentifyUid } from './uid-map';
 
@@ -80,15 +81,7 @@ export async function recordChangedStudyUids(trx: Knex.Transaction, key: Buffer,
   const pks = [...new Set(studyPks.map(Number))];
   if (pks.length === 0) return;
   // One round trip: every (study, project) link of the change, and whether its study UID is recorded yet.
-  const links = (
-    await trx.raw(
-      `SELECT st.id, st.study_uid, ps.project_id,
-              EXISTS (SELECT 1 FROM deid_uids d WHERE d.uid = st.study_uid AND d.project_id = ps.project_id AND d.level = 'study') AS recorded
-         FROM studies st JOIN project_studies ps ON ps.study_pk = st.id
-        WHERE st.id = ANY(?::bigint[])`,
-      [pks],
-    )
-  ).rows as Array<{ id: string | number; study_uid: string; project_id: string; recorded: boolean }>;
+  const links = (singleKeys(pks) ? await preparedRaw(trx, STUDY_LINKS.one, [pks[0]]) : await preparedRaw(trx, STUDY_LINKS.many, [pks])).rows as Array<{ id: string | number; study_uid: string; project_id: string; recorded: boolean }>;
   const rows: UidRow[] = [];
   for (const pk of pks) {
     const mine = links.filter((l) => Number(l.id) === pk);
@@ -99,6 +92,12 @@ export async function recordChangedStudyUids(trx: Knex.Transaction, key: Buffer,
   }
   await insertRows(trx, rows);
 }
+
+/** Every (study, project) link of some studies, and whether the study's UID is recorded for that project yet. */
+const STUDY_LINKS = keyedStatement(`SELECT st.id, st.study_uid, ps.project_id,
+    EXISTS (SELECT 1 FROM deid_uids d WHERE d.uid = st.study_uid AND d.project_id = ps.project_id AND d.level = 'study') AS recorded
+  FROM studies st JOIN project_studies ps ON ps.study_pk = st.id
+  WHERE st.id {keys}`);
 
 /**
  * Records the UIDs of every (project, study) link that has none yet: links made before this

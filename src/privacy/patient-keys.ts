@@ -7,6 +7,7 @@
  */
 import { createHmac, randomInt } from 'node:crypto';
 import type { Knex } from 'knex';
+import { keyedStatement, preparedRaw, singleKeys } from '../db/prepared-statement';
 import { issuerSystem } from '../fhir/dicom/dicom-codes';
 import type { PatientPseudonym } from './privacy-types';
 
@@ -256,15 +257,29 @@ export async function assignFhirPatientKeys(db: Db, options: PatientKeyOptions, 
 export async function assignKeysForStudies(trx: Knex.Transaction, options: PatientKeyOptions, studyPks: readonly number[]): Promise<void> {
   if (studyPks.length === 0) return;
   const studies = [...new Set(studyPks.map(Number))];
+  // One round trip when every patient has its key already (a study stored into before): link
+  // the FHIR Patients of keyed patients and list the patients still without a key.
+  const unkeyed = (
+    singleKeys(studies)
+      ? await preparedRaw(trx, LINK_KEYED_LIST_UNKEYED.one, [studies[0], studies[0]])
+      : await preparedRaw(trx, LINK_KEYED_LIST_UNKEYED.many, [studies, studies])
+  ).rows as Array<{ id: string | number }>;
+  if (unkeyed.length === 0) return;
   const without = trx('patients')
     .whereNull('patient_key_id')
     .whereIn('id', trx('studies').whereIn('id', studies).select('patient_pk'));
   await assignLocked(trx, options, without, new Map(), false);
-  await trx.raw(
-    `INSERT INTO fhir_patient_keys (resource_id, patient_key_id)
-     SELECT DISTINCT p.fhir_id, p.patient_key_id FROM studies st JOIN patients p ON p.id = st.patient_pk
-     WHERE st.id = ANY(?::bigint[]) AND p.fhir_id IS NOT NULL AND p.patient_key_id IS NOT NULL
-     ON CONFLICT (resource_id) DO NOTHING`,
-    [studies],
-  );
+  await trx.raw(LINK_KEYED.many, [studies]);
 }
+
+/** Links the FHIR Patient of each keyed patient of the studies to the patient's key (mirrors share one key). */
+const LINK_KEYED_SQL = `INSERT INTO fhir_patient_keys (resource_id, patient_key_id)
+  SELECT DISTINCT p.fhir_id, p.patient_key_id FROM studies st JOIN patients p ON p.id = st.patient_pk
+  WHERE st.id {keys} AND p.fhir_id IS NOT NULL AND p.patient_key_id IS NOT NULL
+  ON CONFLICT (resource_id) DO NOTHING`;
+const LINK_KEYED = keyedStatement(LINK_KEYED_SQL);
+
+/** LINK_KEYED, and the patients of the same studies that have no key yet. */
+const LINK_KEYED_LIST_UNKEYED = keyedStatement(`WITH linked AS (${LINK_KEYED_SQL})
+  SELECT p.id FROM studies st JOIN patients p ON p.id = st.patient_pk
+  WHERE st.id {keys} AND p.patient_key_id IS NULL`);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
+import { keyedStatement, preparedRaw, singleKeys } from '../../db/prepared-statement';
 import { loadFhirDefinitions } from '../definitions';
 import { applyWrites, prepareDelete, prepareWrite } from '../store/resource-writer';
 import { readCurrent, toStored, type StoredResource } from '../store/resource-store';
@@ -52,27 +53,29 @@ export async function markImagingStudiesPending(trx: Knex.Transaction, studyPks:
   const pks = [...new Set(studyPks)].sort((a, b) => a - b);
   // PostgreSQL runs data-modifying WITH parts to completion whether or not they are read.
   const rows: Array<{ patient_pk: number; patient_linked: boolean; endpoint_address: string | null }> = (
-    await trx.raw(
-      `WITH marked AS (
-         INSERT INTO imaging_study_pending (study_pk) SELECT pk FROM unnest(?::bigint[]) AS pk ORDER BY pk
-         ON CONFLICT (study_pk) DO UPDATE SET gen = imaging_study_pending.gen + 1
-         RETURNING study_pk
-       ), named AS (
-         UPDATE studies SET fhir_id = gen_random_uuid()::text WHERE id = ANY(?::bigint[]) AND fhir_id IS NULL RETURNING id
-       )
-       SELECT DISTINCT p.id AS patient_pk,
-              EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked,
-              (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address
-       FROM studies st JOIN patients p ON p.id = st.patient_pk
-       WHERE st.id = ANY(?::bigint[])
-       ORDER BY p.id`,
-      [pks, pks, DICOMWEB_ENDPOINT_ID, pks],
-    )
+    singleKeys(pks)
+      ? await preparedRaw(trx, MARK_PENDING.one, [pks[0], pks[0], DICOMWEB_ENDPOINT_ID, pks[0]])
+      : await preparedRaw(trx, MARK_PENDING.many, [pks, pks, DICOMWEB_ENDPOINT_ID, pks])
   ).rows;
   if (rows.length === 0) return;
   if (rows[0].endpoint_address !== options.dicomwebBaseUrl) await ensureEndpoint(trx, options.dicomwebBaseUrl);
   for (const row of rows) if (!row.patient_linked) await resolvePatient(trx, Number(row.patient_pk));
 }
+
+/** The mark, the study ids and what decides whether the Patient and the Endpoint need writing, in one statement (see above). */
+const MARK_PENDING = keyedStatement(`WITH marked AS (
+     INSERT INTO imaging_study_pending (study_pk) SELECT id FROM studies WHERE id {keys} ORDER BY id
+     ON CONFLICT (study_pk) DO UPDATE SET gen = imaging_study_pending.gen + 1
+     RETURNING study_pk
+   ), named AS (
+     UPDATE studies SET fhir_id = gen_random_uuid()::text WHERE id {keys} AND fhir_id IS NULL RETURNING id
+   )
+   SELECT DISTINCT p.id AS patient_pk,
+          EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked,
+          (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address
+   FROM studies st JOIN patients p ON p.id = st.patient_pk
+   WHERE st.id {keys}
+   ORDER BY p.id`);
 
 /**
  * Rewrites the ImagingStudy of each study (by primary key) from the index, resolving its

@@ -74,6 +74,18 @@ describe('privacy store: PatientKeys', () => {
     expect(fhir.get(row.fhir_id)).toEqual(await keyOfStudy(t, inst.studyInstanceUID));
   });
 
+  test('a later STOW into a keyed patient links its FHIR Patient to the key again when the link is missing', async () => {
+    const mrn = randomMrn();
+    const first = await stowInto(t, 'pk-a', { patientID: mrn, issuerOfPatientID: 'HOSP-A' });
+    const patient = await t.app.db.knex('patients').where('id', await patientPkOfStudy(t, first.studyInstanceUID)).first('fhir_id', 'patient_key_id');
+    expect(patient.patient_key_id).toBeTruthy();
+    // A link lost (or made before FHIR Patients were keyed): the patient already has its key, so only the link is written.
+    await t.app.db.knex('fhir_patient_keys').where('resource_id', patient.fhir_id).delete();
+    await stowInto(t, 'pk-a', { patientID: mrn, issuerOfPatientID: 'HOSP-A', studyInstanceUID: first.studyInstanceUID });
+    const link = await t.app.db.knex('fhir_patient_keys').where('resource_id', patient.fhir_id).first('patient_key_id');
+    expect(Number(link?.patient_key_id)).toBe(Number(patient.patient_key_id));
+  });
+
   test('a FHIR Patient without identifier gets its own random key, stable across calls', async () => {
     const a = await createFhirPatient(t, 'pk-c');
     const b = await createFhirPatient(t, 'pk-c');

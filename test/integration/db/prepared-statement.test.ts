@@ -1,0 +1,50 @@
+/**
+ * Named prepared statements for the hot STOW-RS statements: parsed once per connection, then
+ * only bound and executed, with the right answers for every binding.
+ */
+import knexFactory, { type Knex } from 'knex';
+import { keyedStatement, preparedRaw, singleKeys } from '../../../src/db/prepared-statement';
+import { createTestDatabase } from '../../helpers/test-app';
+
+describe('preparedRaw', () => {
+  let database: Awaited<ReturnType<typeof createTestDatabase>>;
+  let knex: Knex;
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    // One connection, so every statement below meets the statements prepared before it.
+    knex = knexFactory({ client: 'pg', connection: database.url, pool: { min: 1, max: 1 } });
+  });
+  afterAll(async () => {
+    await knex?.destroy();
+    await database?.drop();
+  });
+
+  const SUM = 'SELECT ?::int + ?::int AS n';
+  const PRODUCT = 'SELECT ?::int * ?::int AS n';
+
+  test('answers with the bindings of each call, the statement prepared once on the connection', async () => {
+    expect((await preparedRaw(knex, SUM, [2, 3])).rows).toEqual([{ n: 5 }]);
+    expect((await preparedRaw(knex, SUM, [10, 20])).rows).toEqual([{ n: 30 }]);
+    const prepared = (await knex.raw(`SELECT name, statement FROM pg_prepared_statements WHERE statement LIKE '%$1::int + $2::int%'`)).rows;
+    expect(prepared).toHaveLength(1);
+    expect(prepared[0].name).toMatch(/^il_[0-9a-f]{24}$/);
+  });
+
+  test('another text gets another name, also inside a transaction', async () => {
+    const n = await knex.transaction(async (trx) => (await preparedRaw(trx, PRODUCT, [6, 7])).rows[0].n);
+    expect(n).toBe(42);
+    expect((await preparedRaw(knex, SUM, [1, 1])).rows).toEqual([{ n: 2 }]);
+    const names = (await knex.raw(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'il\\_%'`)).rows.map((r: { name: string }) => r.name);
+    expect(new Set(names).size).toBe(2);
+  });
+
+  test('a keyed statement matches one key by equality and several by ANY, with the same answers', async () => {
+    const statement = keyedStatement('SELECT array_agg(g ORDER BY g) AS keys FROM generate_series(1, 10) AS g WHERE g {keys}');
+    expect(statement.one).toContain('g = ?::bigint');
+    expect(statement.many).toContain('g = ANY(?::bigint[])');
+    expect(singleKeys([7])).toBe(true);
+    expect(singleKeys([7], [2, 3])).toBe(false);
+    expect((await preparedRaw(knex, statement.one, [7])).rows[0].keys).toEqual([7]);
+    expect((await preparedRaw(knex, statement.many, [[2, 3, 11]])).rows[0].keys).toEqual([2, 3]);
+  });
+});
