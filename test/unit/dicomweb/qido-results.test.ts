@@ -144,14 +144,44 @@ describe('study results written by the database', () => {
       { study_uid: 'x y', json: '{"00081190": {"vr": "UR"}, "0020000D": {"vr": "UI", "Value": ["x y"]}}' },
       { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}}' },
     ];
-    const body = writeStudyResults(rows, plan(true));
+    const body = writeStudyResults(rows, plan(true)).toString('utf8');
     expect(JSON.parse(body)).toEqual([
       { '00081190': { vr: 'UR', Value: ['http://h/studies/1.2'] }, '0020000D': { vr: 'UI', Value: ['1.2'] } },
       { '00081190': { vr: 'UR', Value: ['http://h/studies/x%20y'] }, '0020000D': { vr: 'UI', Value: ['x y'] } },
       { '00081190': { vr: 'UR', Value: ['http://h/studies/1.3'] } },
     ]);
-    expect(writeStudyResults([], plan(true))).toBe('[]');
-    expect(writeStudyResults([rows[0]], plan(false))).toBe(`[${rows[0].json}]`);
+    expect(writeStudyResults([], plan(true)).toString('utf8')).toBe('[]');
+    expect(writeStudyResults([rows[0]], plan(false)).toString('utf8')).toBe(`[${rows[0].json}]`);
+  });
+
+  test('the body bytes are the UTF-8 of the finished rows joined, for ASCII, non-ASCII and rows that need finishing', () => {
+    const rows = [
+      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Smith^Jo"}]}}' },
+      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "Value": ["Müller – Kopf"]}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}}' },
+      { study_uid: '1.4', json: '{"00081030": {"vr": "LO", "Value": ["\u{1F600} emoji"]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.5', json: '{"00100010": {"vr": "PN"}}' },
+      { study_uid: 'x/y', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Åsa"}]}}' },
+      { study_uid: '1.6', json: '{"00080090": {"vr": "PN", "Value": [{"Alphabetic": "ARTHUR"}]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.7', json: '{"00081030": {"vr": "LO", "Value": ["BulkDataURI as a word"]}, "00081190": {"vr": "UR"}}' },
+    ];
+    for (const written of [true, false]) {
+      const expected = `[${rows.map((r) => finishStudyJson(r, plan(written))).join(',')}]`;
+      const body = writeStudyResults(rows, plan(written));
+      expect(body.toString('utf8')).toBe(expected);
+      expect(body.length).toBe(Buffer.byteLength(expected));
+    }
+  });
+
+  test('a BulkDataURI in one row of a page is dropped from that row only; the others are spliced', () => {
+    const rows = [
+      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Ñandú"}]}}' },
+      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}}' },
+    ];
+    const body = JSON.parse(writeStudyResults(rows, plan(true)).toString('utf8'));
+    expect(body).toEqual([
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/1.2'] }, '00100010': { vr: 'PN', Value: [{ Alphabetic: 'Ñandú' }] } },
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/1.3'] } },
+    ]);
   });
 
   test('relative BulkDataURIs are dropped from written rows, attribute order kept', () => {
