@@ -41,10 +41,7 @@ function param(req: Request, name: string): string | undefined {
 
 function send(res: Response, result: SearchResponse): void {
   for (const w of result.warnings.slice(0, 20)) res.append('Warning', `299 imaging-lake ${quoteWarning(w)}`);
-  res.status(result.status);
-  // Bytes written by the database are sent in one piece, with the charset a string answer gets.
-  if (result.json) res.set('Content-Type', `${DICOM_JSON}; charset=utf-8`).send(result.json);
-  else res.type(DICOM_JSON).send(JSON.stringify(result.body));
+  res.status(result.status).type(DICOM_JSON).send(result.json ?? JSON.stringify(result.body));
 }
 
 /** 406 unless the Accept header allows DICOM JSON; XML (multipart/related; type=application/dicom+xml) is not offered. */

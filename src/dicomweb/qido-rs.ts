@@ -45,8 +45,8 @@ export interface SearchResponse {
   status: 200;
   /** The results (parsed from `json` on first read when the database wrote them as text). */
   readonly body: DicomJson[];
-  /** The results as DICOM JSON in UTF-8, when the database wrote them: sent as is. */
-  json?: Buffer;
+  /** The results as DICOM JSON text, when the database wrote them: sent as is. */
+  json?: string;
   warnings: string[];
 }
 
@@ -127,7 +127,7 @@ async function searchStudiesAsJson(services: SearchServices, prepared: PreparedS
     status: 200,
     json,
     get body() {
-      return (parsed ??= JSON.parse(json.toString('utf8')) as DicomJson[]);
+      return (parsed ??= JSON.parse(json) as DicomJson[]);
     },
     warnings: pagingWarnings(prepared.query, found.more, found.rows.length),
   };
