@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { inflateRawSync } from 'node:zlib';
 import request from 'supertest';
+import { findStoredFrames, type StudyRestriction } from '../../../src/db/wado-index';
 import { registerWadoRoutes } from '../../../src/dicomweb/wado-routes';
 import { dicomwebErrorHandler } from '../../../src/dicomweb/routes';
 import { parseMediaType } from '../../../src/dicomweb/media-type';
@@ -232,6 +233,33 @@ describe('WADO-RS retrieve frames (PS3.18 10.4.1.1.4)', () => {
     const res = await request(app).get(`${paths.emri.replace(/instances\/.*/, 'instances/1.2.3')}/frames/1`);
     expect(res.status).toBe(404);
     expect(errorText(res)).toMatch(/^instance 1\.2\.3 not found/);
+  });
+
+  /** The OPT volume as a retrieve target, from its stored path. */
+  function optTarget() {
+    const [, studyInstanceUID, seriesInstanceUID, sopInstanceUID] = paths.opt.match(/studies\/([^/]+)\/series\/([^/]+)\/instances\/([^/]+)/)!;
+    return { studyInstanceUID, seriesInstanceUID, sopInstanceUID };
+  }
+
+  test('the frame look-up finds the same instance, pixel description and locations with a row filter as without one', async () => {
+    const target = optTarget();
+    const allowAll: StudyRestriction = (qb) => {
+      qb.whereNotNull('studies.id');
+    };
+    const unrestricted = await findStoredFrames(t.app.db.knex, target, [31, 1]);
+    expect(unrestricted).toMatchObject({ sopInstanceUID: target.sopInstanceUID, frameCount: 61, pixel: { rows: 496, columns: 768, bitsAllocated: 8, numberOfFrames: 61 } });
+    expect(unrestricted!.locations).toHaveLength(2);
+    expect(unrestricted!.locations[0]![0].offset).toBeGreaterThan(unrestricted!.locations[1]![0].offset);
+    expect(await findStoredFrames(t.app.db.knex, target, [31, 1], allowAll)).toEqual(unrestricted);
+  });
+
+  test('the frame look-up finds nothing for a study a row filter leaves out, nor for an unknown instance', async () => {
+    const target = optTarget();
+    const hide: StudyRestriction = (qb) => {
+      qb.whereNot('studies.study_uid', target.studyInstanceUID);
+    };
+    expect(await findStoredFrames(t.app.db.knex, target, [1], hide)).toBeNull();
+    expect(await findStoredFrames(t.app.db.knex, { ...target, sopInstanceUID: '1.2.3' }, [1])).toBeNull();
   });
 });
 

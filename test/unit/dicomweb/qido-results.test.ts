@@ -154,6 +154,34 @@ describe('study results written by the database', () => {
     expect(writeStudyResults([rows[0]], plan(false))).toBe(`[${rows[0].json}]`);
   });
 
+  test('the body is the finished rows joined, for ASCII, non-ASCII and rows that need finishing', () => {
+    const rows = [
+      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Smith^Jo"}]}}' },
+      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "Value": ["Müller – Kopf"]}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}}' },
+      { study_uid: '1.4', json: '{"00081030": {"vr": "LO", "Value": ["\u{1F600} emoji"]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.5', json: '{"00100010": {"vr": "PN"}}' },
+      { study_uid: 'x/y', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Åsa"}]}}' },
+      { study_uid: '1.6', json: '{"00080090": {"vr": "PN", "Value": [{"Alphabetic": "ARTHUR"}]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.7', json: '{"00081030": {"vr": "LO", "Value": ["BulkDataURI as a word"]}, "00081190": {"vr": "UR"}}' },
+    ];
+    for (const written of [true, false]) {
+      const expected = `[${rows.map((r) => finishStudyJson(r, plan(written))).join(',')}]`;
+      expect(writeStudyResults(rows, plan(written))).toBe(expected);
+    }
+  });
+
+  test('a BulkDataURI in one row of a page is dropped from that row only; the others are spliced', () => {
+    const rows = [
+      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Ñandú"}]}}' },
+      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}}' },
+    ];
+    const body = JSON.parse(writeStudyResults(rows, plan(true)));
+    expect(body).toEqual([
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/1.2'] }, '00100010': { vr: 'PN', Value: [{ Alphabetic: 'Ñandú' }] } },
+      { '00081190': { vr: 'UR', Value: ['http://h/studies/1.3'] } },
+    ]);
+  });
+
   test('relative BulkDataURIs are dropped from written rows, attribute order kept', () => {
     const json = '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00101010": {"vr": "AS", "Value": ["040Y"]}, "0020000D": {"vr": "UI"}}';
     const out = finishStudyJson({ study_uid: '1.2', json }, plan(false));
