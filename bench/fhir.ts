@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
@@ -268,8 +268,12 @@ async function runSearchesOnly(options: Options, database: string): Promise<numb
     await server.stop();
     if (options.cpuProf) {
       const file = (await readdir(workRoot)).find((f) => f.endsWith('.cpuprofile'));
-      if (file) process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(workRoot, file), 25, window), 'Server main thread during the searches')}\n`);
-      else log('no .cpuprofile was written');
+      if (file) {
+        // Kept outside the work directory (removed below) for a closer look: cpu-profile-summary.ts or DevTools.
+        const kept = path.join(os.tmpdir(), `imaging-lake-fhir-search-${Date.now()}.cpuprofile`);
+        await copyFile(path.join(workRoot, file), kept);
+        process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(kept, 25, window), 'Server main thread during the searches')}\n\nProfile kept in ${kept}${window ? ` (searches from ${window.fromUs} to ${window.toUs} µs)` : ''}\n`);
+      } else log('no .cpuprofile was written');
     }
     await rm(workRoot, { recursive: true, force: true });
   }
