@@ -197,6 +197,12 @@ async function materializePending(knex: Knex, imagingStudyId?: string): Promise<
   return written;
 }
 
+/** A `_revinclude` value `Type:param[:Target]` that brings resources of a type other than ImagingStudy. */
+function revincludesOtherType(value: string): boolean {
+  const m = /^([A-Z][A-Za-z]+):[A-Za-z0-9*-]+(?::[A-Z][A-Za-z]+)?$/.exec(value);
+  return m !== null && m[1] !== 'ImagingStudy';
+}
+
 /** Parameters that change how an answer is written, not what it holds. */
 const FORMAT_PARAMS = new Set(['_format', '_pretty', '_summary', '_elements']);
 
@@ -224,6 +230,8 @@ export function observableScope(req: FhirRequestShape): 'none' | 'all' | { imagi
     for (const [k, v] of Object.entries(req.body as Record<string, unknown>)) params.push([k, (Array.isArray(v) ? v : [v]).map(String)]);
   }
   for (const [key, values] of params) {
+    // `_revinclude=Condition:patient` adds only Conditions (no :iterate round follows it).
+    if (key === '_revinclude' && values.every(revincludesOtherType)) continue;
     if (key.startsWith('_include') || key.startsWith('_revinclude') || key.startsWith('_has') || key.includes('.') || key.includes('ImagingStudy')) return 'all';
     if (values.some((v) => v.includes('ImagingStudy'))) return 'all';
   }
