@@ -29,6 +29,11 @@ export interface ImagingStudyFlusher {
   noteChange(trx?: Knex.Transaction): void;
   /** Rewrites, before it runs, the pending studies a FHIR request could read (none for most requests). */
   refreshFor(req: FhirRequestShape): Promise<void>;
+  /**
+   * For a search that may read any pending study: the check its page statement can make itself
+   * (true when studies are pending) and the rewrite to run then; undefined for other scopes.
+   */
+  deferredRefreshFor(req: FhirRequestShape): { sql: string; refresh(): Promise<void> } | undefined;
   /** Rewrites every study pending now, waiting for marks held by others; resolves with how many it wrote. */
   flushAll(): Promise<number>;
   /** Stops the background (timers; a running pass finishes), then rewrites what is still pending; `refreshFor` and `flushAll` keep working. */
@@ -134,6 +139,15 @@ export function startImagingStudyFlusher(options: ImagingStudyFlusherOptions): I
       const scope = observableScope(req);
       if (scope === 'none') return;
       await materializePending(knex, scope === 'all' ? undefined : scope.imagingStudyId);
+    },
+    deferredRefreshFor(req) {
+      if (observableScope(req) !== 'all') return undefined;
+      return {
+        sql: 'EXISTS (SELECT 1 FROM imaging_study_pending)',
+        refresh: async () => {
+          await materializePending(knex);
+        },
+      };
     },
     flushAll: () => materializePending(knex),
     async stop() {

@@ -5,7 +5,8 @@ import { outcome } from '../outcome';
 import { accessSql, type AccessFilter } from '../store/access';
 import { toStored, type StoredResource } from '../store/resource-store';
 import { firstRoundSql, resolveIncludes } from './includes';
-import { buildSearchSql, withPageParts } from './search-sql';
+import { buildSearchSql, withPageParts, type Sql } from './search-sql';
+import type { DeferredRefresh } from '../http/fhir-request';
 import { parseSearchRequest, type SearchRequest } from './search-request';
 import { applyElements, applySummary } from './subset';
 import { queryRows } from '../store/raw';
@@ -20,6 +21,8 @@ export interface SearchContext {
   access?: AccessFilter;
   /** The caller's view of the resources (de-identified for researchers): checks and plans every search. */
   searchView?: SearchView;
+  /** A refresh of derived resources left to this search: checked in the page statement, run (and the search repeated) when due. */
+  deferredRefresh?: DeferredRefresh;
 }
 
 /** Candidates a post-filtered search may scan; a broader search is refused (narrow it). */
@@ -39,6 +42,12 @@ interface Matches {
  * `_revinclude` is read in the same statement (one round trip less).
  */
 export async function findMatches(ctx: SearchContext, req: SearchRequest, options: { withIncludes?: boolean } = {}): Promise<Matches> {
+  const deferred = ctx.deferredRefresh;
+  if (deferred && (ctx.searchView || req.summary === 'count' || req.count === 0)) {
+    // These run other statements first, or no page statement: refresh before, as other requests do.
+    await deferred.refresh();
+    return findMatches({ ...ctx, deferredRefresh: undefined }, req, options);
+  }
   if (ctx.searchView) {
     const prepared = await ctx.searchView.prepare(ctx.db, req, ctx.access);
     if (prepared.postFilter) return findPostFiltered(ctx, req, prepared.request, prepared.postFilter);
@@ -49,13 +58,28 @@ export async function findMatches(ctx: SearchContext, req: SearchRequest, option
   const total = wantsTotal ? Number((await queryRows(ctx.db, sql.count.sql, sql.count.bindings))[0].total) : undefined;
   if (req.summary === 'count' || req.count === 0) return { matches: [], more: false, total };
   const parts = options.withIncludes ? firstRoundSql(ctx.defs, req, ctx.access) : [];
-  const statement = withPageParts(sql.page, parts);
+  // The refresh check is the last part: a row when there is something to refresh.
+  const statement = withPageParts(sql.page, deferred ? [...parts, refreshCheckSql(deferred)] : parts);
   const rows = await queryRows(ctx.db, statement.sql, statement.bindings);
-  const byPart: Array<Record<string, any>[]> = [[], ...parts.map(() => [])];
+  const byPart: Array<Record<string, any>[]> = [[], ...parts.map(() => []), []];
   for (const row of rows) byPart[Number(row.part ?? 0)].push(row);
-  const [page, ...included] = byPart;
+  if (byPart[parts.length + 1].length > 0 && deferred) {
+    await deferred.refresh();
+    return findMatches({ ...ctx, deferredRefresh: undefined }, req, options);
+  }
+  const [page, ...included] = byPart.slice(0, parts.length + 1);
   const more = page.length > req.count;
   return { matches: page.slice(0, req.count).map(toStored), more, total, firstRound: options.withIncludes ? included.map((list) => list.map(toStored)) : undefined };
+}
+
+/** One row, in the columns of a page part, when the deferred refresh is due. */
+function refreshCheckSql(deferred: DeferredRefresh): Sql {
+  return {
+    sql:
+      'SELECT NULL::bigint AS rid, NULL::text AS resource_type, NULL::text AS id, NULL::integer AS version_id, ' +
+      `NULL::timestamptz AS last_updated, NULL::boolean AS deleted, NULL::jsonb AS content WHERE ${deferred.sql}`,
+    bindings: [],
+  };
 }
 
 /**
