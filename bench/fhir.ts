@@ -32,7 +32,8 @@ import { benchCli } from './lib/cli';
  * rows takes a quarter of an hour), so plans can be compared before and after a change; the
  * database is left in place. There, `--only` times the searches whose names start with one of
  * the given prefixes, and `--cpu-prof` runs the built server under `node --cpu-prof` and prints
- * where its main thread spent the time of the timed searches.
+ * where its main thread spent the time of the timed searches (the .cpuprofile is kept in the
+ * temp directory, its path and the searches' time window printed).
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed, an
  * answer was wrong or the index was inconsistent, 2 bad arguments.
