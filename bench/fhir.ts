@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'pg';
@@ -32,7 +32,8 @@ import { benchCli } from './lib/cli';
  * rows takes a quarter of an hour), so plans can be compared before and after a change; the
  * database is left in place. There, `--only` times the searches whose names start with one of
  * the given prefixes, and `--cpu-prof` runs the built server under `node --cpu-prof` and prints
- * where its main thread spent the time of the timed searches.
+ * where its main thread spent the time of the timed searches (the .cpuprofile is kept in the
+ * temp directory, its path and the searches' time window printed).
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed, an
  * answer was wrong or the index was inconsistent, 2 bad arguments.
@@ -270,8 +271,12 @@ async function runSearchesOnly(options: Options, database: string): Promise<numb
     await server.stop();
     if (options.cpuProf) {
       const file = (await readdir(workRoot)).find((f) => f.endsWith('.cpuprofile'));
-      if (file) process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(workRoot, file), 25, window), 'Server main thread during the searches')}\n`);
-      else log('no .cpuprofile was written');
+      if (file) {
+        // Kept outside the work directory (removed below) for a closer look: cpu-profile-summary.ts or DevTools.
+        const kept = path.join(os.tmpdir(), `imaging-lake-fhir-search-${Date.now()}.cpuprofile`);
+        await copyFile(path.join(workRoot, file), kept);
+        process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(kept, 25, window), 'Server main thread during the searches')}\n\nProfile kept in ${kept}${window ? ` (searches from ${window.fromUs} to ${window.toUs} µs)` : ''}\n`);
+      } else log('no .cpuprofile was written');
     }
     await rm(workRoot, { recursive: true, force: true });
   }

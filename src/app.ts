@@ -181,6 +181,8 @@ function buildExpress(deps: {
       maxDateOffsetDays: config.privacy.dateShiftMaxDays,
       // Pending ImagingStudy rewrites happen before any request that could read them.
       refreshDerived: (req) => imagingStudies.refreshFor(req),
+      // A search checks for them in its own statement (one round trip less).
+      deferRefresh: (req) => imagingStudies.deferredRefreshFor(req),
     }),
   );
 

@@ -48,7 +48,11 @@ export async function handleFhirRequest(ctx: FhirRouteContext, req: FhirRequest)
   }
   if (!ctx.defs.resourceTypes.has(first)) throw notFound(`Unknown resource type or endpoint: ${first}`);
   const handler = ctx.typeHandlers?.[first];
-  if (handler) return handler(ctx, req);
+  if (handler) {
+    // A refresh left to the search service is done here: the handler reads on its own.
+    if (ctx.deferredRefresh) await ctx.deferredRefresh.refresh();
+    return handler({ ...ctx, deferredRefresh: undefined }, req);
+  }
   const type = first;
 
   if (segments.length === 1) {

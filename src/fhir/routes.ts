@@ -12,7 +12,7 @@ import { createDeidView, type DeidView } from './deid/deid-view';
 import { loadFhirDefinitions } from './definitions';
 import { handleFhirRequest } from './fhir-router';
 import { checkRequestContentType, isJsonContentType, negotiateResponseType } from './http/format';
-import { parseQueryString, type FhirContext, type FhirRequest, type FhirTypeHandler } from './http/fhir-request';
+import { parseQueryString, type DeferredRefresh, type FhirContext, type FhirRequest, type FhirTypeHandler } from './http/fhir-request';
 import { fhirError, OperationOutcomeError } from './outcome';
 import type { ResourceRules } from './resources/resource-rules';
 import type { AccessFilter } from './store/access';
@@ -57,6 +57,11 @@ export interface FhirRouterDeps {
    * ImagingStudy of studies a DICOM ingest marked pending). Runs before the request's own transaction.
    */
   refreshDerived?: (req: FhirRequest) => Promise<void>;
+  /**
+   * For a search (GET on a type): the refresh it may check in its own page statement instead
+   * (one round trip less); undefined when it must run before, through refreshDerived.
+   */
+  deferRefresh?: (req: FhirRequest) => DeferredRefresh | undefined;
   /** The largest |date offset| the privacy service draws (widens date searches in SQL); absent: not widened. */
   maxDateOffsetDays?: number;
 }
@@ -96,7 +101,8 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
       };
       const baseUrl = `${requestBaseUrl(req, deps.publicBaseUrl)}${req.baseUrl}`;
       if (deps.authorizeBundleEntry) authorizeBundle(req, fhirReq, deps.authorizeBundleEntry);
-      if (deps.refreshDerived) await deps.refreshDerived(fhirReq);
+      const deferredRefresh = isTypeSearch(fhirReq) ? deps.deferRefresh?.(fhirReq) : undefined;
+      if (!deferredRefresh && deps.refreshDerived) await deps.refreshDerived(fhirReq);
       const deid = deidViewOf(res, deps, defs);
       const run = (knex: Knex | Knex.Transaction) =>
         handleFhirRequest(
@@ -111,6 +117,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             now: () => new Date(),
             typeHandlers: deps.typeHandlers,
             resourceRules: deps.resourceRules,
+            deferredRefresh,
           },
           fhirReq,
         );
@@ -146,6 +153,11 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
     send(res, e.status, headers, e.outcome, 'application/fhir+json; charset=utf-8', false);
   });
   return router;
+}
+
+/** GET (or HEAD) on a resource type: a search (FHIR R4 3.1.1), answered by the search service alone. */
+function isTypeSearch(req: FhirRequest): boolean {
+  return (req.method === 'GET' || req.method === 'HEAD') && /^\/[A-Z][A-Za-z]+\/?$/.test(req.path);
 }
 
 function isDeidentified(res: Response): boolean {

@@ -29,6 +29,11 @@ export interface ImagingStudyFlusher {
   noteChange(trx?: Knex.Transaction): void;
   /** Rewrites, before it runs, the pending studies a FHIR request could read (none for most requests). */
   refreshFor(req: FhirRequestShape): Promise<void>;
+  /**
+   * For a search that may read any pending study: the check its page statement can make itself
+   * (true when studies are pending) and the rewrite to run then; undefined for other scopes.
+   */
+  deferredRefreshFor(req: FhirRequestShape): { sql: string; refresh(): Promise<void> } | undefined;
   /** Rewrites every study pending now, waiting for marks held by others; resolves with how many it wrote. */
   flushAll(): Promise<number>;
   /** Stops the background (timers; a running pass finishes), then rewrites what is still pending; `refreshFor` and `flushAll` keep working. */
@@ -135,6 +140,15 @@ export function startImagingStudyFlusher(options: ImagingStudyFlusherOptions): I
       if (scope === 'none') return;
       await materializePending(knex, scope === 'all' ? undefined : scope.imagingStudyId);
     },
+    deferredRefreshFor(req) {
+      if (observableScope(req) !== 'all') return undefined;
+      return {
+        sql: 'EXISTS (SELECT 1 FROM imaging_study_pending)',
+        refresh: async () => {
+          await materializePending(knex);
+        },
+      };
+    },
     flushAll: () => materializePending(knex),
     async stop() {
       stopped = true;
@@ -197,6 +211,12 @@ async function materializePending(knex: Knex, imagingStudyId?: string): Promise<
   return written;
 }
 
+/** A `_revinclude` value `Type:param[:Target]` that brings resources of a type other than ImagingStudy. */
+function revincludesOtherType(value: string): boolean {
+  const m = /^([A-Z][A-Za-z]+):[A-Za-z0-9*-]+(?::[A-Z][A-Za-z]+)?$/.exec(value);
+  return m !== null && m[1] !== 'ImagingStudy';
+}
+
 /** Parameters that change how an answer is written, not what it holds. */
 const FORMAT_PARAMS = new Set(['_format', '_pretty', '_summary', '_elements']);
 
@@ -224,6 +244,8 @@ export function observableScope(req: FhirRequestShape): 'none' | 'all' | { imagi
     for (const [k, v] of Object.entries(req.body as Record<string, unknown>)) params.push([k, (Array.isArray(v) ? v : [v]).map(String)]);
   }
   for (const [key, values] of params) {
+    // `_revinclude=Condition:patient` adds only Conditions (no :iterate round follows it).
+    if (key === '_revinclude' && values.every(revincludesOtherType)) continue;
     if (key.startsWith('_include') || key.startsWith('_revinclude') || key.startsWith('_has') || key.includes('.') || key.includes('ImagingStudy')) return 'all';
     if (values.some((v) => v.includes('ImagingStudy'))) return 'all';
   }

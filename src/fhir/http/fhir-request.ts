@@ -56,6 +56,18 @@ export interface FhirContext {
   typeHandlers?: Readonly<Record<string, FhirTypeHandler>>;
   /** Per-type rules checked on every client write and by $validate (ICD-10-CM codes, Group members); default: the shipped code lists. */
   resourceRules?: ResourceRules;
+  /** Set on a search whose refresh of derived resources was left to the search itself. */
+  deferredRefresh?: DeferredRefresh;
+}
+
+/**
+ * A refresh of derived resources (e.g. pending ImagingStudy rewrites) that a search checks in
+ * its own page statement instead of in a round trip before it: `sql` is a condition, true when
+ * there is something to refresh; the search then calls `refresh` and runs again.
+ */
+export interface DeferredRefresh {
+  sql: string;
+  refresh(): Promise<void>;
 }
 
 /** Serves every interaction on one resource type from elsewhere (see FhirContext.typeHandlers). */

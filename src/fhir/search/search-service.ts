@@ -4,8 +4,9 @@ import type { FhirDefinitions } from '../definitions';
 import { outcome } from '../outcome';
 import { accessSql, type AccessFilter } from '../store/access';
 import { toStored, type StoredResource } from '../store/resource-store';
-import { resolveIncludes } from './includes';
-import { buildSearchSql } from './search-sql';
+import { firstRoundSql, resolveIncludes } from './includes';
+import { buildSearchSql, withPageParts, type Sql } from './search-sql';
+import type { DeferredRefresh } from '../http/fhir-request';
 import { parseSearchRequest, type SearchRequest } from './search-request';
 import { applyElements, applySummary } from './subset';
 import { queryRows } from '../store/raw';
@@ -20,13 +21,33 @@ export interface SearchContext {
   access?: AccessFilter;
   /** The caller's view of the resources (de-identified for researchers): checks and plans every search. */
   searchView?: SearchView;
+  /** A refresh of derived resources left to this search: checked in the page statement, run (and the search repeated) when due. */
+  deferredRefresh?: DeferredRefresh;
 }
 
 /** Candidates a post-filtered search may scan; a broader search is refused (narrow it). */
 export const POST_FILTER_LIMIT = 10_000;
 
-/** Runs the page query (one row past the page, to know whether there is a next page) and the count when asked. */
-export async function findMatches(ctx: SearchContext, req: SearchRequest): Promise<{ matches: StoredResource[]; more: boolean; total?: number }> {
+/** A page of matches; `firstRound` holds what each include rule found from them, when they were read together. */
+interface Matches {
+  matches: StoredResource[];
+  more: boolean;
+  total?: number;
+  firstRound?: StoredResource[][];
+}
+
+/**
+ * Runs the page query (one row past the page, to know whether there is a next page) and the
+ * count when asked. With `withIncludes`, the first round of the request's `_include` and
+ * `_revinclude` is read in the same statement (one round trip less).
+ */
+export async function findMatches(ctx: SearchContext, req: SearchRequest, options: { withIncludes?: boolean } = {}): Promise<Matches> {
+  const deferred = ctx.deferredRefresh;
+  if (deferred && (ctx.searchView || req.summary === 'count' || req.count === 0)) {
+    // These run other statements first, or no page statement: refresh before, as other requests do.
+    await deferred.refresh();
+    return findMatches({ ...ctx, deferredRefresh: undefined }, req, options);
+  }
   if (ctx.searchView) {
     const prepared = await ctx.searchView.prepare(ctx.db, req, ctx.access);
     if (prepared.postFilter) return findPostFiltered(ctx, req, prepared.request, prepared.postFilter);
@@ -36,9 +57,29 @@ export async function findMatches(ctx: SearchContext, req: SearchRequest): Promi
   const wantsTotal = req.total === 'accurate' || req.summary === 'count';
   const total = wantsTotal ? Number((await queryRows(ctx.db, sql.count.sql, sql.count.bindings))[0].total) : undefined;
   if (req.summary === 'count' || req.count === 0) return { matches: [], more: false, total };
-  const rows = await queryRows(ctx.db, sql.page.sql, sql.page.bindings);
-  const more = rows.length > req.count;
-  return { matches: rows.slice(0, req.count).map(toStored), more, total };
+  const parts = options.withIncludes ? firstRoundSql(ctx.defs, req, ctx.access) : [];
+  // The refresh check is the last part: a row when there is something to refresh.
+  const statement = withPageParts(sql.page, deferred ? [...parts, refreshCheckSql(deferred)] : parts);
+  const rows = await queryRows(ctx.db, statement.sql, statement.bindings);
+  const byPart: Array<Record<string, any>[]> = [[], ...parts.map(() => []), []];
+  for (const row of rows) byPart[Number(row.part ?? 0)].push(row);
+  if (byPart[parts.length + 1].length > 0 && deferred) {
+    await deferred.refresh();
+    return findMatches({ ...ctx, deferredRefresh: undefined }, req, options);
+  }
+  const [page, ...included] = byPart.slice(0, parts.length + 1);
+  const more = page.length > req.count;
+  return { matches: page.slice(0, req.count).map(toStored), more, total, firstRound: options.withIncludes ? included.map((list) => list.map(toStored)) : undefined };
+}
+
+/** One row, in the columns of a page part, when the deferred refresh is due. */
+function refreshCheckSql(deferred: DeferredRefresh): Sql {
+  return {
+    sql:
+      'SELECT NULL::bigint AS rid, NULL::text AS resource_type, NULL::text AS id, NULL::integer AS version_id, ' +
+      `NULL::timestamptz AS last_updated, NULL::boolean AS deleted, NULL::jsonb AS content WHERE ${deferred.sql}`,
+    bindings: [],
+  };
 }
 
 /**
@@ -50,7 +91,7 @@ async function findPostFiltered(
   req: SearchRequest,
   wide: SearchRequest,
   postFilter: NonNullable<Awaited<ReturnType<SearchView['prepare']>>['postFilter']>,
-): Promise<{ matches: StoredResource[]; more: boolean; total?: number }> {
+): Promise<Matches> {
   const sql = buildSearchSql({ ...wide, count: POST_FILTER_LIMIT, offset: 0 }, accessSql(ctx.access, 'r'), { baseUrl: ctx.baseUrl });
   const rows = await queryRows(ctx.db, sql.page.sql, sql.page.bindings);
   if (rows.length > POST_FILTER_LIMIT) {
@@ -88,8 +129,8 @@ function searchUrl(baseUrl: string, req: SearchRequest, offset: number): string 
 
 /** A search as a searchset Bundle with self/next/previous links (FHIR R4 3.1.1.5.6 paging). */
 export async function searchToBundle(ctx: SearchContext, req: SearchRequest): Promise<Bundle> {
-  const { matches, more, total } = await findMatches(ctx, req);
-  const included = await resolveIncludes(ctx.db, ctx.defs, matches, req.includes, req.revincludes, ctx.access);
+  const { matches, more, total, firstRound } = await findMatches(ctx, req, { withIncludes: true });
+  const included = await resolveIncludes(ctx.db, ctx.defs, matches, req.includes, req.revincludes, ctx.access, firstRound);
   const shape = (r: Resource): Resource => {
     if (req.elements?.length) return applyElements(r, req.elements);
     if (req.summary === 'true' || req.summary === 'text' || req.summary === 'data') return applySummary(ctx.defs, r, req.summary);

@@ -313,6 +313,27 @@ export function buildOrderSql(sort: SortRule[], r: string): Sql {
   return { sql: parts.join(', '), bindings };
 }
 
+/** The name of the page's rows (columns ord, rid, id, ...) in the statement of withPageParts. */
+export const PAGE_ALIAS = 'page_rows';
+
+/**
+ * One statement for a page and what `parts` add to it: the page's rows (ord = their position)
+ * as part 0, then the rows of each part (queries over the page, named PAGE_ALIAS, e.g. the first round
+ * of `_include`) as parts 1, 2, ... Every row carries `part`, `ord` and the page query's columns.
+ */
+export function withPageParts(page: Sql, parts: Sql[]): Sql {
+  if (parts.length === 0) return page;
+  const m = PAGE_ALIAS;
+  return {
+    sql:
+      `WITH ${m} AS MATERIALIZED (${page.sql}) ` +
+      `SELECT 0 AS part, ${m}.ord, ${m}.rid, ${m}.resource_type, ${m}.id, ${m}.version_id, ${m}.last_updated, ${m}.deleted, ${m}.content FROM ${m}` +
+      parts.map((part, i) => ` UNION ALL (SELECT ${i + 1} AS part, i.rid AS ord, i.* FROM (${part.sql}) i)`).join('') +
+      ' ORDER BY part, ord',
+    bindings: [...page.bindings, ...parts.flatMap((part) => part.bindings)],
+  };
+}
+
 /**
  * The complete page query and, when asked, the count query. The page is chosen on rids alone
  * (an index-only walk of (resource_type, rid) when in rid order) and only its rows are then read
@@ -334,7 +355,7 @@ export function buildSearchSql(req: SearchRequest, access: Sql, options: SqlOpti
   return {
     page: {
       sql:
-        `SELECT f.rid, f.resource_type, f.id, f.version_id, f.last_updated, f.deleted, f.content ` +
+        `SELECT p.n AS ord, f.rid, f.resource_type, f.id, f.version_id, f.last_updated, f.deleted, f.content ` +
         `FROM unnest(ARRAY(SELECT r.rid ${page.sql} ORDER BY ${order.sql} LIMIT ? OFFSET ?)) WITH ORDINALITY AS p(rid, n) ` +
         `JOIN fhir_resource f ON f.rid = p.rid ORDER BY p.n`,
       bindings: [...page.bindings, ...order.bindings, req.count + 1, req.offset],

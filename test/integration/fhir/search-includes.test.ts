@@ -92,6 +92,37 @@ describe('FHIR search _include and _revinclude', () => {
     ]);
   });
 
+  /** The statements a request runs that read the reference index (the page and the include steps). */
+  const includeStatements = async (query: string) => {
+    const seen: string[] = [];
+    const listen = (q: { sql: string }) => {
+      if (q.sql.includes('fhir_reference')) seen.push(q.sql);
+    };
+    f.t.app.db.knex.on('query', listen);
+    try {
+      await entries(query);
+    } finally {
+      f.t.app.db.knex.removeListener('query', listen);
+    }
+    return seen.length;
+  };
+
+  test('the first round of _include and _revinclude is read in the same statement as the page', async () => {
+    expect(await includeStatements(`Condition?_id=${id('c3')}&_include=Condition:subject&_revinclude=Provenance:target`)).toBe(1);
+  });
+
+  test(':iterate rounds after the first are read from the resources found so far', async () => {
+    expect(await includeStatements(`Condition?_id=${id('c3')}&_include=Condition:subject&_revinclude=Provenance:target&_revinclude:iterate=Group:member`)).toBeGreaterThan(1);
+  });
+
+  test('includes follow the matches of the page only, not the row read to know whether a next page exists', async () => {
+    expect(await entries(`Patient?_id=${id('p1')},${id('p2')}&_count=1&_revinclude=Condition:patient`)).toEqual([
+      `match:Patient/${id('p1')}`,
+      `include:Condition/${id('c1')}`,
+      `include:Condition/${id('c2')}`,
+    ]);
+  });
+
   test(':iterate reverse-includes from a frontier of several resource types', async () => {
     // Round 1 adds the Patient (include) and the Provenance (revinclude); round 2 looks for
     // Groups pointing at either and finds the Patient's.

@@ -10,6 +10,8 @@ describe('observableScope', () => {
     ['/Observation', { subject: ['Patient/abc'], _count: ['10'] }],
     ['/metadata', {}],
     ['/AuditEvent', { entity: ['Patient/1'] }],
+    ['/Patient', { _revinclude: ['Condition:patient'], _count: ['20'] }],
+    ['/Patient', { _revinclude: ['Condition:subject:Patient', 'Provenance:*'] }],
   ])('%s %j cannot read an ImagingStudy', (path, query) => {
     expect(get(path, query)).toBe('none');
   });
@@ -32,6 +34,9 @@ describe('observableScope', () => {
     ['/Patient', { '_has:ImagingStudy:subject:modality': ['MR'] }],
     ['/DiagnosticReport', { 'subject:Patient.name': ['x'] }],
     ['/Patient/abc', { _revinclude: ['*'] }],
+    ['/Patient', { _revinclude: ['Condition:patient', 'ImagingStudy:patient'] }],
+    ['/Patient', { _revinclude: ['Condition:patient'], '_revinclude:iterate': ['Observation:has-member'] }],
+    ['/Patient', { _revinclude: ['Condition'] }],
   ])('%s %j may read any ImagingStudy', (path, query) => {
     expect(get(path, query)).toBe('all');
   });
