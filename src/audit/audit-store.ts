@@ -164,13 +164,38 @@ const CORRECT_ROW_SQL = `UPDATE audit_events AS a SET outcome = r.outcome, patie
   WHERE a.id = r.id AND a.recorded = r.recorded RETURNING a.id`;
 
 /**
+ * The same correction as ONE statement (one round trip, its own implicit transaction) for a
+ * node-postgres connection: the row is named by set_config(..., true) in a subquery of the
+ * UPDATE's FROM list, which is evaluated before any row reaches the append-only trigger, and the
+ * setting ends with the statement's transaction like with BEGIN ... COMMIT.
+ */
+const CORRECT_ROW_STATEMENT = {
+  name: 'imaging_lake_audit_correct',
+  text: `UPDATE audit_events AS a SET outcome = r.outcome, patient = r.patient, entity = r.entity, resource = r.resource
+  FROM jsonb_to_record($1::jsonb) AS r(id uuid, recorded timestamptz, outcome text, patient text, entity text[], resource jsonb),
+    (SELECT set_config('imaging_lake.audit_correction', $2, true) AS named) AS c
+  WHERE a.id = r.id AND a.recorded = r.recorded AND c.named = $2 RETURNING a.id`,
+};
+
+/**
  * Corrects the AuditEvent of a read that was committed early with the outcome expected at
  * authorization (audit-response.ts), once the answer turned out otherwise: same id, same
  * recorded time, same agents; the new outcome and entities. One transaction that names the row
  * (the append-only trigger lets exactly that row be corrected, once, and only from a success;
- * migrations/20261123004000_audit_events_read_correction.js). Throws AuditWriteError.
+ * migrations/20261123004000_audit_events_read_correction.js): on `conn`, a pooled node-postgres
+ * connection, one statement; otherwise BEGIN, set_config, UPDATE, COMMIT through knex.
+ * Throws AuditWriteError.
  */
-export async function correctAuditEvent(knex: Knex, event: AuditEvent): Promise<void> {
+export async function correctAuditEvent(knex: Knex, event: AuditEvent, conn?: AuditConnection): Promise<void> {
+  if (conn) {
+    try {
+      const result = (await conn.query({ ...CORRECT_ROW_STATEMENT, values: [rowsJson([serializeAuditRow(event)]).slice(1, -1), event.id] })) as { rowCount?: number | null };
+      if (result?.rowCount !== 1) throw new Error(`AuditEvent ${event.id} to correct was not found`);
+    } catch (err) {
+      throw err instanceof AuditWriteError ? err : new AuditWriteError(err);
+    }
+    return;
+  }
   try {
     const row = rowsJson([serializeAuditRow(event)]).slice(1, -1);
     await knex.transaction(async (trx) => {

@@ -46,7 +46,8 @@ export interface AuditWriter {
   write(event: AuditEvent): Promise<void>;
   /**
    * Rewrites an event this writer committed early with its final outcome and entities (same id):
-   * its own transaction, not batched (the rare path: the read failed or touched more).
+   * its own transaction, not batched (the rare path: the read failed or touched more); one
+   * statement on a held connection with the node-postgres driver.
    */
   correct(event: AuditEvent): Promise<void>;
   /** Resolves when every event queued so far has been committed or refused. */
@@ -165,7 +166,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
     async correct(event) {
       if (closed) throw new AuditWriteError(new Error('the audit writer is closed (server shutting down)'));
       try {
-        await correctAuditEvent(knex, event);
+        await (lease ? lease.use((conn) => correctAuditEvent(knex, event, conn)) : correctAuditEvent(knex, event));
       } catch (err) {
         counters.failed += 1;
         throw err;
