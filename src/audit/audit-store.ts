@@ -59,7 +59,7 @@ const INSERT_JSON_ROWS_STATEMENT = { name: 'imaging_lake_audit_insert_json', tex
 
 /** One node-postgres connection of knex's pool, as the prepared-statement path uses it. */
 export interface AuditConnection {
-  query(q: { name?: string; text: string; values: unknown[] }): Promise<unknown>;
+  query(q: { name: string; text: string; values: unknown[] }): Promise<unknown>;
   /** Set by knex once the connection failed or ended: it must not be used again. */
   __knex__disposed?: unknown;
 }
