@@ -95,8 +95,13 @@ export function createTransactionAuditor(recorder: Pick<AuditRecorder, 'source'>
 
 type AnyFn = (...args: unknown[]) => unknown;
 
-/** The early starters of the responses the gate holds (set by the gate, called by the guard). */
-const readStarters = new WeakMap<Response, () => void>();
+/**
+ * Where the gate leaves the early starter of a response it holds (called by the guard). A
+ * property of the response rather than a WeakMap entry: every request has one, and a WeakMap
+ * keyed by short-lived objects makes each garbage collection work through its entries.
+ */
+const READ_STARTER = Symbol('imaging-lake.audit.readStarter');
+type StartableResponse = Response & { [READ_STARTER]?: () => void };
 
 /**
  * Starts writing the AuditEvent of an authorized read now, in parallel with its handler (the
@@ -104,18 +109,47 @@ const readStarters = new WeakMap<Response, () => void>();
  * nothing themselves (GET/HEAD); a no-op without a gate or without `res.locals.audit`.
  */
 export function beginReadAudit(res: Response): void {
-  readStarters.get(res)?.();
+  (res as StartableResponse)[READ_STARTER]?.();
 }
 
-/** What an event says apart from its id and time: equal keys describe the same event. */
-function describedKey(input: AuditInput): string {
-  return JSON.stringify({ ...input, status: undefined, outcome: input.outcome ?? outcomeForStatus(input.status ?? 200) });
+/** True when `a` and `b` describe the same event (everything but the id and time; the status only through its outcome). */
+export function sameAuditDescription(a: AuditInput, b: AuditInput): boolean {
+  return (
+    a.protocol === b.protocol &&
+    a.action === b.action &&
+    a.resourceType === b.resourceType &&
+    a.resourceId === b.resourceId &&
+    a.query === b.query &&
+    a.patient === b.patient &&
+    (a.outcome ?? outcomeForStatus(a.status ?? 200)) === (b.outcome ?? outcomeForStatus(b.status ?? 200)) &&
+    a.outcomeDescription === b.outcomeDescription &&
+    a.requestId === b.requestId &&
+    sameList(a.studyUids, b.studyUids) &&
+    sameRecord(a.agent, b.agent) &&
+    sameRecord(a.details, b.details)
+  );
+}
+
+function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.length !== b.length) return false;
+  return a.every((v, i) => v === b[i]);
+}
+
+/** Shallow equality of two records of strings, a key whose value is undefined counting as absent. */
+function sameRecord(a: object | undefined, b: object | undefined): boolean {
+  if (a === b) return true;
+  const x = (a ?? {}) as Record<string, unknown>;
+  const y = (b ?? {}) as Record<string, unknown>;
+  for (const k in x) if (x[k] !== y[k]) return false;
+  for (const k in y) if (x[k] !== y[k]) return false;
+  return true;
 }
 
 /** An event written ahead of the answer. */
 interface EarlyEvent {
   event: AuditEvent;
-  key: string;
+  input: AuditInput;
   committed: Promise<void>;
 }
 
@@ -191,7 +225,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
       let corrected: AuditEvent | undefined;
       try {
         const input = auditInputFromRequest(req, res, { status });
-        if (describedKey(input) !== written.key) corrected = { ...buildAuditEvent(input, recorder.source, new Date(written.event.recorded)), id: written.event.id };
+        if (!sameAuditDescription(input, written.input)) corrected = { ...buildAuditEvent(input, recorder.source, new Date(written.event.recorded)), id: written.event.id };
       } catch (err) {
         written.committed.then(() => refuse(err), refuse);
         return;
@@ -213,7 +247,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
       const committed = writer.write(event);
       // Settled by the gate (settleEarly); no rejection is left unhandled meanwhile.
       committed.catch(() => undefined);
-      early = { event, key: describedKey(input), committed };
+      early = { event, input, committed };
       // A client that leaves before the answer: the event must not stand as a success.
       res.once('close', () => {
         if (state !== 'open' || !early) return;
@@ -222,7 +256,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
         settleEarly(early, 499);
       });
     };
-    readStarters.set(res, begin);
+    (res as StartableResponse)[READ_STARTER] = begin;
     const start = (statusFromArgs?: unknown) => {
       state = 'pending';
       const locals = res.locals.audit as AuditLocals | undefined;

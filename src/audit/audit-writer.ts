@@ -13,7 +13,7 @@
  */
 import type { Knex } from 'knex';
 import type { AuditEvent } from './audit-event';
-import { AuditWriteError, auditConnectionPool, correctAuditEvent, insertAuditRows, insertAuditRowsOn, serializeAuditRow } from './audit-store';
+import { AuditWriteError, auditConnectionPool, correctAuditEvent, insertAuditRows, insertAuditRowsOn, serializeAuditRow, type AuditRow } from './audit-store';
 import { createConnectionLease } from './connection-lease';
 
 /** Tuning of one writer. */
@@ -46,7 +46,8 @@ export interface AuditWriter {
   write(event: AuditEvent): Promise<void>;
   /**
    * Rewrites an event this writer committed early with its final outcome and entities (same id):
-   * its own transaction, not batched (the rare path: the read failed or touched more).
+   * its own transaction, not batched (the rare path: the read failed or touched more); one
+   * statement on a held connection with the node-postgres driver.
    */
   correct(event: AuditEvent): Promise<void>;
   /** Resolves when every event queued so far has been committed or refused. */
@@ -57,7 +58,7 @@ export interface AuditWriter {
 }
 
 interface Waiter {
-  row: string;
+  row: AuditRow;
   resolve: () => void;
   reject: (err: AuditWriteError) => void;
 }
@@ -80,7 +81,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   // With the node-postgres driver the writer keeps its connections between INSERTs (connection-lease.ts).
   const pool = auditConnectionPool(knex);
   const lease = pool ? createConnectionLease(pool, options.holdConnectionMs) : undefined;
-  const insert = (rows: string[]): Promise<void> => (lease ? lease.use((conn) => insertAuditRowsOn(conn, rows)) : insertAuditRows(knex, rows));
+  const insert = (rows: AuditRow[]): Promise<void> => (lease ? lease.use((conn) => insertAuditRowsOn(conn, rows)) : insertAuditRows(knex, rows));
   // A knex destroyed without closeAuditWriter first would wait for the held connections forever.
   if (lease) (knex.client as { pool?: { on?(event: string, listener: () => void): void } }).pool?.on?.('poolDestroyRequest', () => void lease.close());
 
@@ -151,7 +152,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   return {
     write(event) {
       if (closed) return Promise.reject(new AuditWriteError(new Error('the audit writer is closed (server shutting down)')));
-      let row: string;
+      let row: AuditRow;
       try {
         row = serializeAuditRow(event);
       } catch (err) {
@@ -165,7 +166,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
     async correct(event) {
       if (closed) throw new AuditWriteError(new Error('the audit writer is closed (server shutting down)'));
       try {
-        await correctAuditEvent(knex, event);
+        await (lease ? lease.use((conn) => correctAuditEvent(knex, event, conn)) : correctAuditEvent(knex, event));
       } catch (err) {
         counters.failed += 1;
         throw err;

@@ -6,8 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
 import request from 'supertest';
-import { buildAuditEvent, type AuditEvent } from '../../../src/audit/audit-event';
-import { auditWriterFor } from '../../../src/audit/audit-writer';
+import { auditIndexColumns, buildAuditEvent, type AuditEvent } from '../../../src/audit/audit-event';
+import { auditWriterFor, createAuditWriter } from '../../../src/audit/audit-writer';
 import { shutdownApp } from '../../../src/app';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 
@@ -58,6 +58,45 @@ describe('audit group commit', () => {
     // Every one of them went through the group-commit writer (the searches above add theirs too).
     expect(after.events - before.events).toBeGreaterThanOrEqual(CONCURRENT);
     expect(after.failed).toBe(before.failed);
+  });
+
+  test.each([1, 3, 17, 40])('an INSERT of %i rows stores each event whole: its index columns and its resource, U+0000 replaced', async (size) => {
+    const knex = t.app.db.knex;
+    // Its own writer, so the batch is exactly the events of this test (one INSERT of `size` rows).
+    const writer = createAuditWriter(knex);
+    const marker = `rows-${size}-${randomUUID()}`;
+    const events = Array.from({ length: size }, (_, i) =>
+      buildAuditEvent(
+        {
+          protocol: i % 2 ? 'dicomweb' : 'fhir',
+          action: i % 3 ? 'read' : 'search',
+          resourceType: 'Patient',
+          resourceId: `${marker}-${i}`,
+          studyUids: i % 2 ? [`1.2.3.${i}`, `1.2.4.${i}`] : undefined,
+          query: i % 3 ? undefined : `GET /fhir/Patient?name=${marker}`,
+          patient: i % 2 ? `Patient/${marker}-${i}` : undefined,
+          status: i % 4 ? 200 : 404,
+          agent: { subject: marker, clientId: i % 2 ? 'viewer' : undefined, role: 'researcher', address: i % 5 ? '127.0.0.1' : 'nul\u0000addr', tokenId: `jti-${i}` },
+          requestId: `${marker}-${i}`,
+          details: i === 0 ? { note: 'a\u0000b' } : undefined,
+        },
+        { observer: 'test' },
+      ),
+    );
+    await Promise.all(events.map((e) => writer.write(e)));
+    expect(writer.stats()).toMatchObject({ events: size, batches: 1, largestBatch: size, failed: 0 });
+    await writer.close();
+    const rows = await knex('audit_events').where({ agent_subject: marker }).orderBy('request_id').select('*');
+    expect(rows).toHaveLength(size);
+    const byId = new Map(events.map((e) => [e.id, e]));
+    for (const row of rows) {
+      const stored = JSON.parse(JSON.stringify(byId.get(row.id)).replaceAll('\\u0000', '\ufffd')) as AuditEvent;
+      const resource = typeof row.resource === 'string' ? JSON.parse(row.resource) : row.resource;
+      expect(resource).toEqual(stored);
+      expect(new Date(row.recorded).toISOString()).toBe(stored.recorded);
+      const { id: _id, recorded: _recorded, resource: _resource, ...columns } = row;
+      expect(columns).toEqual(auditIndexColumns(stored));
+    }
   });
 
   test('a failing flush fails every request waiting on it (503, nothing served), and the next requests are audited again', async () => {

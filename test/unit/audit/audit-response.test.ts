@@ -3,7 +3,8 @@ import express from 'express';
 import type { Knex } from 'knex';
 import pino from 'pino';
 import request from 'supertest';
-import { createAuditGate } from '../../../src/audit/audit-response';
+import type { AuditInput } from '../../../src/audit/audit-event';
+import { createAuditGate, sameAuditDescription } from '../../../src/audit/audit-response';
 
 /** A stand-in for knex that records the rows of the audit INSERT, or fails it. */
 function fakeKnex(behaviour: { fail?: boolean; delayMs?: number }) {
@@ -117,5 +118,50 @@ describe('the audit gate', () => {
     ).get('/fhir/Patient/1');
     expect(res.status).toBe(201);
     expect(rows).toHaveLength(0);
+  });
+});
+
+describe('sameAuditDescription (does the answer still say what the early event says?)', () => {
+  const base: AuditInput = {
+    protocol: 'dicomweb',
+    action: 'search',
+    resourceType: 'ImagingStudy',
+    query: 'GET /dicomweb/studies?PatientID=1',
+    studyUids: ['1.2.3'],
+    status: 200,
+    agent: { subject: 'alice', role: 'researcher', address: '127.0.0.1' },
+    requestId: 'r1',
+    details: { grant: 'client_credentials' },
+  };
+
+  test('equal descriptions, statuses of the same outcome, and keys set to undefined count as the same', () => {
+    expect(sameAuditDescription(base, { ...base, studyUids: ['1.2.3'], agent: { ...base.agent }, details: { ...base.details } })).toBe(true);
+    expect(sameAuditDescription(base, { ...base, status: 204 })).toBe(true);
+    expect(sameAuditDescription(base, { ...base, status: undefined })).toBe(true);
+    expect(sameAuditDescription(base, { ...base, agent: { ...base.agent, clientId: undefined } })).toBe(true);
+    expect(sameAuditDescription({ ...base, details: undefined }, { ...base, details: {} })).toBe(true);
+  });
+
+  test.each<[string, Partial<AuditInput>]>([
+    ['protocol', { protocol: 'fhir' }],
+    ['action', { action: 'read' }],
+    ['resource type', { resourceType: 'Patient' }],
+    ['resource id', { resourceId: '7' }],
+    ['query', { query: 'GET /dicomweb/studies?PatientID=2' }],
+    ['patient', { patient: 'Patient/7' }],
+    ['outcome of the status', { status: 404 }],
+    ['explicit outcome', { outcome: '8' }],
+    ['outcome description', { outcomeDescription: 'the client closed the connection before the answer' }],
+    ['request id', { requestId: 'r2' }],
+    ['one more study', { studyUids: ['1.2.3', '1.2.4'] }],
+    ['another study', { studyUids: ['1.2.4'] }],
+    ['no study', { studyUids: undefined }],
+    ['agent', { agent: { ...base.agent, role: 'admin' } }],
+    ['agent with one more key', { agent: { ...base.agent, tokenId: 'j1' } }],
+    ['details', { details: { grant: 'password' } }],
+    ['no details', { details: undefined }],
+  ])('a different %s is a different event', (_name, change) => {
+    expect(sameAuditDescription(base, { ...base, ...change })).toBe(false);
+    expect(sameAuditDescription({ ...base, ...change }, base)).toBe(false);
   });
 });

@@ -157,10 +157,14 @@ describe('the audit group-commit writer', () => {
   });
 
   test('serializeAuditRow stringifies the event once into the row and replaces U+0000, which PostgreSQL cannot store', () => {
-    const e = buildAuditEvent({ protocol: 'auth', action: 'login', agent: {}, details: { issuer: 'evil\u0000issuer', path: 'C:\\u0000dir' } }, { observer: 'test' });
-    const row = JSON.parse(serializeAuditRow(e));
-    expect(row).toMatchObject({ id: e.id, recorded: e.recorded, type_code: '110114', outcome: '0' });
-    const details = row.resource.entity.find((x: { detail?: unknown }) => x.detail).detail;
+    const e = buildAuditEvent({ protocol: 'auth', action: 'login', agent: { subject: 'nul\u0000user' }, details: { issuer: 'evil\u0000issuer', path: 'C:\\u0000dir' } }, { observer: 'test' });
+    const row = serializeAuditRow(e);
+    expect(row.columns.slice(0, 3)).toEqual([e.id, e.recorded, '110114']);
+    // agent_subject, a text column: the character itself is replaced too.
+    expect(row.columns[6]).toBe('nul\ufffduser');
+    const resource = JSON.parse(row.resource);
+    expect(resource.id).toBe(e.id);
+    const details = resource.entity.find((x: { detail?: unknown }) => x.detail).detail;
     expect(details).toEqual([
       { type: 'issuer', valueString: 'evil\ufffdissuer' },
       { type: 'path', valueString: 'C:\\u0000dir' },
