@@ -112,22 +112,34 @@ export function beginReadAudit(res: Response): void {
   (res as StartableResponse)[READ_STARTER]?.();
 }
 
+/**
+ * How each field of an AuditInput is compared when deciding whether two inputs describe the same
+ * event. Every field but status and outcome (compared through the outcome they give) must be
+ * listed: a field added to AuditInput and not here fails to compile, rather than being ignored.
+ */
+const DESCRIPTION_FIELDS: { [K in Exclude<keyof AuditInput, 'status' | 'outcome'>]-?: (a: AuditInput[K], b: AuditInput[K]) => boolean } = {
+  protocol: Object.is,
+  action: Object.is,
+  resourceType: Object.is,
+  resourceId: Object.is,
+  query: Object.is,
+  patient: Object.is,
+  outcomeDescription: Object.is,
+  requestId: Object.is,
+  studyUids: sameList,
+  agent: sameRecord,
+  details: sameRecord,
+};
+const DESCRIPTION_KEYS = Object.keys(DESCRIPTION_FIELDS) as Array<keyof typeof DESCRIPTION_FIELDS>;
+
 /** True when `a` and `b` describe the same event (everything but the id and time; the status only through its outcome). */
 export function sameAuditDescription(a: AuditInput, b: AuditInput): boolean {
-  return (
-    a.protocol === b.protocol &&
-    a.action === b.action &&
-    a.resourceType === b.resourceType &&
-    a.resourceId === b.resourceId &&
-    a.query === b.query &&
-    a.patient === b.patient &&
-    (a.outcome ?? outcomeForStatus(a.status ?? 200)) === (b.outcome ?? outcomeForStatus(b.status ?? 200)) &&
-    a.outcomeDescription === b.outcomeDescription &&
-    a.requestId === b.requestId &&
-    sameList(a.studyUids, b.studyUids) &&
-    sameRecord(a.agent, b.agent) &&
-    sameRecord(a.details, b.details)
-  );
+  if ((a.outcome ?? outcomeForStatus(a.status ?? 200)) !== (b.outcome ?? outcomeForStatus(b.status ?? 200))) return false;
+  for (const key of DESCRIPTION_KEYS) {
+    const same = DESCRIPTION_FIELDS[key] as (x: unknown, y: unknown) => boolean;
+    if (!same(a[key], b[key])) return false;
+  }
+  return true;
 }
 
 function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {

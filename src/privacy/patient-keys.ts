@@ -269,7 +269,7 @@ export async function assignKeysForStudies(trx: Knex.Transaction, options: Patie
     .whereNull('patient_key_id')
     .whereIn('id', trx('studies').whereIn('id', studies).select('patient_pk'));
   await assignLocked(trx, options, without, new Map(), false);
-  await trx.raw(LINK_KEYED.many, [studies]);
+  await trx.raw(LINK_KEYED, [studies]);
 }
 
 /** Links the FHIR Patient of each keyed patient of the studies to the patient's key (mirrors share one key). */
@@ -277,7 +277,7 @@ const LINK_KEYED_SQL = `INSERT INTO fhir_patient_keys (resource_id, patient_key_
   SELECT DISTINCT p.fhir_id, p.patient_key_id FROM studies st JOIN patients p ON p.id = st.patient_pk
   WHERE st.id {keys} AND p.fhir_id IS NOT NULL AND p.patient_key_id IS NOT NULL
   ON CONFLICT (resource_id) DO NOTHING`;
-const LINK_KEYED = keyedStatement(LINK_KEYED_SQL);
+const LINK_KEYED = keyedStatement(LINK_KEYED_SQL).many;
 
 /** LINK_KEYED, and the patients of the same studies that have no key yet. */
 const LINK_KEYED_LIST_UNKEYED = keyedStatement(`WITH linked AS (${LINK_KEYED_SQL})

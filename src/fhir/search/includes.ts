@@ -65,7 +65,7 @@ export function includeSql(defs: FhirDefinitions, rule: IncludeRule, reverse: bo
  * Resolves `_include` and `_revinclude` (FHIR R4 3.1.1.5.4) for a page of matches, following
  * `:iterate` rules over newly added resources a few rounds deep. `firstRound`, when given, holds
  * what each rule (includes, then revincludes, in order) found from the matches, read already
- * with the page (searchIncludeParts): only the `:iterate` rounds run here then.
+ * with the page (firstRoundSql, in the page statement): only the `:iterate` rounds run here then.
  */
 export async function resolveIncludes(
   db: Knex | Knex.Transaction,

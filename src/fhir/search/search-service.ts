@@ -43,8 +43,9 @@ interface Matches {
  */
 export async function findMatches(ctx: SearchContext, req: SearchRequest, options: { withIncludes?: boolean } = {}): Promise<Matches> {
   const deferred = ctx.deferredRefresh;
-  if (deferred && (ctx.searchView || req.summary === 'count' || req.count === 0)) {
-    // These run other statements first, or no page statement: refresh before, as other requests do.
+  if (deferred && (ctx.searchView || req.summary === 'count' || req.count === 0 || req.total === 'accurate')) {
+    // These run other statements first (a count has its own snapshot, which must not predate the
+    // refresh), or no page statement: refresh before, as other requests do.
     await deferred.refresh();
     return findMatches({ ...ctx, deferredRefresh: undefined }, req, options);
   }

@@ -80,6 +80,13 @@ describe('FHIR search with a deferred refresh', () => {
     expect([before, refreshes]).toEqual([0, 1]);
   });
 
+  test('a search with _total=accurate refreshes first: its count runs in a statement of its own', async () => {
+    const res = await api().get(`/fhir/Patient?family=Fam${tag}&_total=accurate`);
+    expect(res.status).toBe(200);
+    expect(res.body.total).toBe(ids(res).length);
+    expect([before, refreshes]).toEqual([0, 1]);
+  });
+
   test('a read refreshes before it runs', async () => {
     const res = await api().get(`/fhir/Patient/p-${tag}`);
     expect(res.status).toBe(200);
