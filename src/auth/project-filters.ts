@@ -13,12 +13,13 @@ import type { AccessDecision } from './policy';
  * studies WHERE <restriction>)`, which joins `studies` once more (on PostgreSQL 15 a QIDO
  * study search by PatientID took ~1.7x as long in that form and ~1.1x in this one).
  */
+
 export type StudyRestriction = ((qb: Knex.QueryBuilder) => void) & {
   onColumn?: (qb: Knex.QueryBuilder, column: string) => void;
 };
 
 /**
- * `EXISTS (SELECT 1 FROM project_studies WHERE study_pk = studies.id AND project_id IN (...))`,
+ * `EXISTS (SELECT 1 FROM project_studies WHERE study_pk = studies.id AND project_id IN (...) OFFSET 0)`,
  * optionally also requiring the project's facility. An empty list matches nothing.
  */
 export function restrictStudiesToProjects(projectIds: readonly string[], options: { facility?: string } = {}): StudyRestriction {
@@ -33,7 +34,14 @@ export function restrictStudiesToProjects(projectIds: readonly string[], options
       this.select(this.client.raw('1'))
         .from('project_studies as ps')
         .whereRaw(`ps.study_pk = ${ref}`)
-        .whereIn('ps.project_id', ids);
+        .whereIn('ps.project_id', ids)
+        // OFFSET 0 is PostgreSQL's optimization fence (simplify_EXISTS_query leaves such a sublink
+        // alone): the filter stays a correlated SubPlan, one index probe per candidate row, instead
+        // of a semi-join whose join orders the planner searches on every (unprepared) statement.
+        // Backend CPU of QIDO /studies?PatientID= for one project (PostgreSQL 15, after ANALYZE):
+        // 175 µs unrestricted, 360-450 µs as a semi-join, 210-235 µs with the fence. knex drops a
+        // numeric offset(0), hence the raw 0.
+        .offset(this.client.raw('0'));
       if (options.facility !== undefined) {
         this.join('projects as p', 'p.id', 'ps.project_id').where('p.facility', options.facility);
       }
