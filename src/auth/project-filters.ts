@@ -19,33 +19,34 @@ export type StudyRestriction = ((qb: Knex.QueryBuilder) => void) & {
 };
 
 /**
- * `EXISTS (SELECT 1 FROM project_studies WHERE study_pk = studies.id AND project_id IN (...) OFFSET 0)`,
+ * `EXISTS (SELECT 1 FROM project_studies WHERE study_pk = studies.id AND project_id = ANY(...) OFFSET 0)`,
  * optionally also requiring the project's facility. An empty list matches nothing.
+ *
+ * OFFSET 0 is PostgreSQL's optimization fence (simplify_EXISTS_query leaves such a sublink
+ * alone): the filter stays a correlated SubPlan, one index probe of project_studies (study_pk,
+ * project_id) per candidate row, instead of a semi-join whose join orders the planner searches on
+ * every (unprepared) statement. Backend CPU of QIDO /studies?PatientID= for one project
+ * (PostgreSQL 15, after ANALYZE): 175 µs unrestricted, 360-450 µs as a semi-join, 210-235 µs
+ * with the fence. Written as one raw condition (the project ids in one array parameter): knex
+ * compiles it in a fraction of the time of a nested builder, on every restricted request.
  */
 export function restrictStudiesToProjects(projectIds: readonly string[], options: { facility?: string } = {}): StudyRestriction {
   const ids = [...new Set(projectIds)];
+  const facility = options.facility;
   const onColumn = (qb: Knex.QueryBuilder, column: string) => {
-    const ref = quoteColumn(column);
     if (ids.length === 0) {
       qb.whereRaw('false');
       return;
     }
-    qb.whereExists(function projectStudies(this: Knex.QueryBuilder) {
-      this.select(this.client.raw('1'))
-        .from('project_studies as ps')
-        .whereRaw(`ps.study_pk = ${ref}`)
-        .whereIn('ps.project_id', ids)
-        // OFFSET 0 is PostgreSQL's optimization fence (simplify_EXISTS_query leaves such a sublink
-        // alone): the filter stays a correlated SubPlan, one index probe per candidate row, instead
-        // of a semi-join whose join orders the planner searches on every (unprepared) statement.
-        // Backend CPU of QIDO /studies?PatientID= for one project (PostgreSQL 15, after ANALYZE):
-        // 175 µs unrestricted, 360-450 µs as a semi-join, 210-235 µs with the fence. knex drops a
-        // numeric offset(0), hence the raw 0.
-        .offset(this.client.raw('0'));
-      if (options.facility !== undefined) {
-        this.join('projects as p', 'p.id', 'ps.project_id').where('p.facility', options.facility);
-      }
-    });
+    const ref = quoteColumn(column);
+    if (facility === undefined) {
+      qb.whereRaw(`EXISTS (SELECT 1 FROM project_studies ps WHERE ps.study_pk = ${ref} AND ps.project_id = ANY(?::text[]) OFFSET 0)`, [ids]);
+    } else {
+      qb.whereRaw(
+        `EXISTS (SELECT 1 FROM project_studies ps JOIN projects p ON p.id = ps.project_id WHERE ps.study_pk = ${ref} AND ps.project_id = ANY(?::text[]) AND p.facility = ? OFFSET 0)`,
+        [ids, facility],
+      );
+    }
   };
   const restriction: StudyRestriction = (qb) => onColumn(qb, 'studies.id');
   restriction.onColumn = (qb, column) => {

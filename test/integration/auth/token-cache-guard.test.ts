@@ -77,6 +77,9 @@ describe('study restriction on a column (correlated EXISTS)', () => {
     await linkStudyToProjects(knex, pks.a, ['col-a']);
     await linkStudyToProjects(knex, pks.b, ['col-b']);
     await linkStudyToProjects(knex, pks.ab, ['col-a', 'col-b']);
+    await createProject(knex, { id: 'col-n', name: 'North', facility: 'north' });
+    pks.n = await insertStudy(t, '1.2.826.0.1.74');
+    await linkStudyToProjects(knex, pks.n, ['col-n']);
   });
   afterAll(async () => {
     await t?.close();
@@ -95,6 +98,16 @@ describe('study restriction on a column (correlated EXISTS)', () => {
       expect(viaColumn).toEqual(viaSubquery);
     }
     expect((await both(['col-a'])).viaColumn).toEqual(['1.2.826.0.1.71', '1.2.826.0.1.73']);
+  });
+
+  test('with a facility, only the studies of the listed projects at that facility', async () => {
+    const knex = t.base.app.db.knex;
+    const at = async (facility: string) => {
+      const r = restrictStudiesToProjects(['col-a', 'col-n'], { facility });
+      return (await knex('studies as st').where((qb) => r.onColumn!(qb, 'st.id')).pluck('st.study_uid')).sort();
+    };
+    expect(await at('north')).toEqual(['1.2.826.0.1.74']);
+    expect(await at('south')).toEqual([]);
   });
 
   test('no project matches nothing', async () => {
