@@ -256,7 +256,9 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
         return; // the gate writes the event with the answer instead
       }
       writer ??= auditWriterFor(recorder.knex);
-      const committed = writer.write(event);
+      // Sent now when the writer is idle: the handler's own query goes after it, and its commit
+      // (the longer of the two at one client) starts before the handler's synchronous work.
+      const committed = writer.write(event, { now: true });
       // Settled by the gate (settleEarly); no rejection is left unhandled meanwhile.
       committed.catch(() => undefined);
       early = { event, input, committed };

@@ -7,7 +7,10 @@
  *   - an event queued while no INSERT is running is flushed at the end of the current turn of
  *     the event loop (setImmediate), together with whatever else that turn queued;
  *   - events queued while an INSERT runs wait for it and then go together in the next one;
- *   - a queue that reaches `maxBatch` is flushed at once, up to `maxInFlight` INSERTs at a time.
+ *   - a queue that reaches `maxBatch` is flushed at once, up to `maxInFlight` INSERTs at a time;
+ *   - an event written with `{ now: true }` while no INSERT runs is sent at once, in the caller's
+ *     turn (a read's event started at authorization: its commit then runs while the handler
+ *     builds and sends its own query, instead of after it).
  * Each waiter is resolved when the INSERT holding its event has committed and rejected (with
  * AuditWriteError) when it failed, so the gate answers 503 instead of serving unaudited.
  */
@@ -42,8 +45,11 @@ export interface AuditWriterStats {
 
 /** A group-commit queue in front of `audit_events`. */
 export interface AuditWriter {
-  /** Queues `event`; resolves once the INSERT holding it committed, rejects with AuditWriteError otherwise. */
-  write(event: AuditEvent): Promise<void>;
+  /**
+   * Queues `event`; resolves once the INSERT holding it committed, rejects with AuditWriteError
+   * otherwise. With `now`, an idle writer sends it at once instead of at the end of the turn.
+   */
+  write(event: AuditEvent, options?: { now?: boolean }): Promise<void>;
   /**
    * Rewrites an event this writer committed early with its final outcome and entities (same id):
    * its own transaction, not batched (the rare path: the read failed or touched more); one
@@ -127,7 +133,11 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
     }
   }
 
-  const schedule = () => {
+  const schedule = (now: boolean) => {
+    if (now && inFlight.size === 0) {
+      drain();
+      return;
+    }
     if (inFlight.size > 0) {
       // The running INSERT's completion drains the queue; only a full batch goes ahead of it.
       if (queue.length >= maxBatch) drain();
@@ -150,7 +160,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   };
 
   return {
-    write(event) {
+    write(event, options) {
       if (closed) return Promise.reject(new AuditWriteError(new Error('the audit writer is closed (server shutting down)')));
       let row: AuditRow;
       try {
@@ -160,7 +170,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
       }
       return new Promise<void>((resolve, reject) => {
         queue.push({ row, resolve, reject });
-        schedule();
+        schedule(options?.now === true);
       });
     },
     async correct(event) {

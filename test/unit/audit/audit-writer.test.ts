@@ -94,6 +94,39 @@ describe('the audit group-commit writer', () => {
     expect(writer.stats()).toEqual({ events: 4, batches: 2, failed: 0, largestBatch: 3, corrected: 0 });
   });
 
+  test('an event written with now on an idle writer is sent in the caller\'s turn, with whatever this turn queued before it', async () => {
+    const { knex, inserts } = controlledKnex();
+    const writer = createAuditWriter(knex);
+    const before = track(writer.write(event('before')));
+    const urgent = track(writer.write(event('urgent'), { now: true }));
+    // No turn has passed: the INSERT is already on its way.
+    expect(inserts).toHaveLength(1);
+    expect(inserts[0].rows.map((r) => r.resource.entity?.[0].what?.reference)).toEqual(['Patient/before', 'Patient/urgent']);
+    await turn();
+    expect(inserts).toHaveLength(1);
+    expect(urgent.settled).toBe(false);
+    inserts[0].commit();
+    await turn();
+    expect(before.ok && urgent.ok).toBe(true);
+  });
+
+  test('an event written with now while an INSERT runs waits for it like any other', async () => {
+    const { knex, inserts } = controlledKnex();
+    const writer = createAuditWriter(knex);
+    writer.write(event('first'));
+    await turn();
+    const urgent = track(writer.write(event('urgent'), { now: true }));
+    await turn();
+    expect(inserts).toHaveLength(1);
+    inserts[0].commit();
+    await turn();
+    expect(inserts).toHaveLength(2);
+    expect(inserts[1].rows.map((r) => r.resource.entity?.[0].what?.reference)).toEqual(['Patient/urgent']);
+    inserts[1].commit();
+    await turn();
+    expect(urgent.ok).toBe(true);
+  });
+
   test('a full batch is flushed without waiting for the running INSERT, up to maxInFlight at once', async () => {
     const { knex, inserts } = controlledKnex();
     const writer = createAuditWriter(knex, { maxBatch: 3, maxInFlight: 2 });
