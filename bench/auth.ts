@@ -443,7 +443,7 @@ function renderTable(rows: Row[]): string {
   const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? '–' : `${fmt(a / b, 2)}x`);
   const ms = (f: Figures | undefined, key: 'p50' | 'p95') => (f ? fmt(f[key], 2) : '–');
   return markdownTable(
-    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'CPU µs/req node+pg bare', 'CPU µs/req node+pg guarded', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio', 'guard w/o audit: CPU µs/req node+pg', 'audit after answer: p50 ratio', 'audit after answer: throughput ratio', 'audit after answer: CPU µs/req node+pg', 'same composition, audit early: p50 ratio', 'same composition, audit early: throughput ratio', 'same composition, audit early: CPU µs/req node+pg', 'INSERT per request: p50 ratio', 'INSERT per request: throughput ratio'],
+    ['call', 'conc.', 'bare p50 ms', 'guarded p50 ms', 'p50 ratio', 'bare p95 ms', 'guarded p95 ms', 'p95 ratio', 'bare req/s', 'guarded req/s', 'throughput ratio', 'CPU µs/req node+pg bare', 'CPU µs/req node+pg guarded', 'guard w/o audit: p50 ratio', 'guard w/o audit: throughput ratio', 'guard w/o audit: CPU µs/req node+pg', 'audit after answer: p50 ratio', 'audit after answer: throughput ratio', 'audit after answer: CPU µs/req node+pg', 'same composition, audit early: p50 ratio', 'same composition, audit early: throughput ratio', 'same composition, audit early: CPU µs/req node+pg', 'INSERT per request: p50 ratio', 'INSERT per request: throughput ratio', 'INSERT per request: CPU µs/req node+pg'],
     rows.map((r) => [
       r.workload,
       String(r.concurrency),
@@ -469,8 +469,9 @@ function renderTable(rows: Row[]): string {
       cpuOf(r.early),
       ratio(r.perRequest?.p50, r.bare.p50),
       ratio(r.bare.rps, r.perRequest?.rps),
+      cpuOf(r.perRequest),
     ]),
-    ['l', ...Array.from({ length: 23 }, () => 'r' as const)],
+    ['l', ...Array.from({ length: 24 }, () => 'r' as const)],
   );
 }
 
