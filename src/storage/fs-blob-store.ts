@@ -93,6 +93,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       // The bytes must be on disk before a name points at them, or a crash leaves a torn blob.
       // (No existence probe first: a miss costs an ENOENT error on every new blob, the common case.)
       if (chunks) await writeDurable(staged.path, chunks, ensureDirs);
+      else if (staged.synced) await staged.synced;
       else await syncSpool(staged.path);
       const shard = sha256.slice(0, 4);
       if (!placedDirs.has(shard)) {
@@ -194,7 +195,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     kind: 'fs',
 
     stage(): StagedBlob {
-      const staged = createSpooledBlob(owner, stagingDir, ensureDirs, options.memory);
+      const staged = createSpooledBlob(owner, stagingDir, ensureDirs, options.memory, { durable: true });
       active.add(staged.path);
       return staged;
     },
