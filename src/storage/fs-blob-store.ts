@@ -1,18 +1,18 @@
 import fs, { constants } from 'node:fs';
-import { access, link, lstat, mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { access, lstat, mkdir, open, readdir, stat, unlink, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { BlobNotFoundError, type BlobStore, type CommittedBlob, type StagedBlob } from './blob-store';
 import { assertBlobKey, assertByteRange, isBlobKey } from './blob-key';
 import { errnoCode, toBlobStoreError } from './fs-error';
+import { fdCall, fsyncDir, fsyncParents, linkNoReplace, mkdirDurable, syncSpool, writeDurable } from './durable-fs';
 import { HandleCache, type CachedHandle } from './handle-cache';
 import {
   createSpooledBlob,
   dropSpooledBlob,
   ownSpooledBlob,
   removeStaleFiles,
-  writeAllWith,
   type SpooledBlob,
   type SpoolMemoryOptions,
 } from './spooled-blob';
@@ -52,7 +52,33 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
    * At most 65,536 short strings.
    */
   const placedDirs = new Set<string>();
+  /** `<aa>/<bb>` directories being made: concurrent commits into one new shard share its mkdir and its flush. */
+  const makingDirs = new Map<string, Promise<NewShardDir>>();
   let ready: Promise<void> | null = null;
+
+  /**
+   * Makes the shard directory of a blob about to be linked. Resolves once it exists; the flush of
+   * the new entries (its parent's, and the grandparent's when `<aa>` is new too) runs on, so that
+   * the commit waits for it together with the flush of the link: the concurrent directory fsyncs
+   * share one journal commit, where waiting for each in turn cost one more per new shard (most
+   * blobs of a young store).
+   */
+  function makeShardDir(shard: string, dir: string): Promise<NewShardDir> {
+    let making = makingDirs.get(shard);
+    if (making) return making;
+    making = mkdir(dir, { recursive: true }).then((first) => {
+      const durable = first === undefined ? Promise.resolve() : fsyncParents(dir, first);
+      durable.then(
+        () => placedDirs.add(shard),
+        () => undefined,
+      );
+      void durable.finally(() => makingDirs.delete(shard)).catch(() => undefined);
+      return { durable };
+    });
+    making.catch(() => makingDirs.delete(shard));
+    makingDirs.set(shard, making);
+    return making;
+  }
 
   /** Creates blobs/ and staging/ once; retried after a failure. */
   function ensureDirs(): Promise<void> {
@@ -93,12 +119,10 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       // The bytes must be on disk before a name points at them, or a crash leaves a torn blob.
       // (No existence probe first: a miss costs an ENOENT error on every new blob, the common case.)
       if (chunks) await writeDurable(staged.path, chunks, ensureDirs);
+      else if (staged.synced) await staged.synced;
       else await syncSpool(staged.path);
       const shard = sha256.slice(0, 4);
-      if (!placedDirs.has(shard)) {
-        await mkdirDurable(dir);
-        placedDirs.add(shard);
-      }
+      const newDir = placedDirs.has(shard) ? null : await makeShardDir(shard, dir);
       let existed: boolean;
       try {
         existed = await linkNoReplace(staged.path, final);
@@ -117,7 +141,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
         await utimes(final, now, now);
       }
       // Also when it existed: a concurrent committer may have linked it without its fsync done yet.
-      await fsyncDir(dir);
+      await Promise.all([fsyncDir(dir), newDir?.durable]);
       return { key: sha256, sha256, size, existed };
     } catch (err) {
       throw toBlobStoreError(err, `committing blob ${sha256}`);
@@ -194,7 +218,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     kind: 'fs',
 
     stage(): StagedBlob {
-      const staged = createSpooledBlob(owner, stagingDir, ensureDirs, options.memory);
+      const staged = createSpooledBlob(owner, stagingDir, ensureDirs, options.memory, { durable: true });
       active.add(staged.path);
       return staged;
     },
@@ -318,89 +342,9 @@ async function readAt(fd: number, key: string, buf: Buffer, at: number): Promise
   return got === buf.length ? buf : buf.subarray(0, got);
 }
 
-/**
- * Writes in-memory bytes to a fresh staging file, read-only and fsynced, in one open: the file
- * is linked to its content address next, so it must be complete on disk first.
- */
-async function writeDurable(file: string, chunks: readonly Buffer[], prepare: () => Promise<void>): Promise<void> {
-  await prepare();
-  // Created read-only (0444 applies to later opens; this descriptor may still write), so no chmod.
-  // Plain descriptors and callbacks: a FileHandle and a promise per call cost about twice the CPU.
-  const fd = await fdCall<number>((cb) => fs.open(file, 'wx', 0o444, cb));
-  try {
-    await writeAllFd(fd, chunks);
-    await fdCall<void>((cb) => fs.fsync(fd, cb));
-  } finally {
-    await fdCall<void>((cb) => fs.close(fd, cb));
-  }
-}
-
-/** Writes every buffer at the descriptor's position, resuming after short writes. */
-function writeAllFd(fd: number, buffers: readonly Buffer[]): Promise<void> {
-  return writeAllWith((pending) => fdCall<number>((cb) => fs.writev(fd, pending, cb)), buffers);
-}
-
-/** One callback-style fs call as a promise. */
-function fdCall<T>(call: (cb: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => call((err, value) => (err ? reject(err) : resolve(value))));
-}
-
-/** Makes a spilled staging file read-only and flushes it to stable storage. */
-async function syncSpool(file: string): Promise<void> {
-  const fh = await open(file, 'r+');
-  try {
-    await fh.chmod(0o444); // before the sync, so the mode is flushed with the bytes
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * Hard-links `from` to `to` unless `to` exists. Returns true when it already existed.
- * link(2) fails atomically with EEXIST, so two concurrent commits of the same bytes agree
- * on which one stored it; rename(2) would silently replace.
- */
-async function linkNoReplace(from: string, to: string): Promise<boolean> {
-  try {
-    await link(from, to);
-    return false;
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'EEXIST') return true;
-    // Filesystems without hard links: check then rename (identical bytes, so a lost race is harmless).
-    if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS' || code === 'EMLINK') {
-      try {
-        await lstat(to);
-        return true;
-      } catch (e) {
-        if (errnoCode(e) !== 'ENOENT') throw e;
-      }
-      await rename(from, to);
-      return false;
-    }
-    throw err;
-  }
-}
-
-/** mkdir -p that also fsyncs the parent of every directory it created, so the path survives power loss. */
-async function mkdirDurable(dir: string): Promise<void> {
-  const first = await mkdir(dir, { recursive: true });
-  if (first === undefined) return;
-  for (let d = dir; ; d = path.dirname(d)) {
-    await fsyncDir(path.dirname(d));
-    if (d === first || path.dirname(d) === d) break;
-  }
-}
-
-/** Flushes a directory's entries (new names, renames, links) to stable storage. */
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = await fdCall<number>((cb) => fs.open(dir, 'r', cb));
-  try {
-    await fdCall<void>((cb) => fs.fsync(fd, cb));
-  } finally {
-    await fdCall<void>((cb) => fs.close(fd, cb));
-  }
+/** A shard directory that exists; `durable` settles once its entry is on stable storage. */
+interface NewShardDir {
+  durable: Promise<unknown>;
 }
 
 /** Yields every blob under `blobs/<aa>/<bb>/`, ignoring anything that is not a well-placed key. */

@@ -5,8 +5,14 @@ import { Writable } from 'node:stream';
 import type { CommittedBlob, StagedBlob } from './blob-store';
 import { errnoCode, toBlobStoreError } from './fs-error';
 
-/** How much a staging writer buffers before `write()` returns false: bounds memory per upload. */
-const SPOOL_HIGH_WATER_MARK = 1024 * 1024;
+/**
+ * How much a staging writer buffers before `write()` returns false: bounds memory per upload.
+ * Room for a few batches behind the one being written, so a write that is slow to come back
+ * (the thread pool busy, a background sync) does not pause the request: with 1 MiB a 23 MB part
+ * paused its socket about 19 times, each pause and resume a round of stream bookkeeping, socket
+ * read stops and starts, and re-optimised stream code; with 4 MiB about 3 (counted over 24 volumes).
+ */
+const SPOOL_HIGH_WATER_MARK = 4 * 1024 * 1024;
 
 /** Spilled bytes are written in batches of at least this many: one write call per MiB, not one per socket read. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
@@ -66,6 +72,17 @@ export interface SpoolMemoryOptions {
   budget?: SpoolMemoryBudget;
 }
 
+/** What the owning store does with a spill file once the part has ended. */
+export interface SpoolFileOptions {
+  /**
+   * The file becomes the blob itself (filesystem store: linked to its content address): it is
+   * created read-only and flushed to stable storage as soon as the last byte is written, on the
+   * descriptor already open, while the caller checks the instance (`synced`). Otherwise (a spool
+   * that is only read back and uploaded) it stays private and is not flushed.
+   */
+  durable?: boolean;
+}
+
 /**
  * A staged blob hashed as it arrives and held in memory when small (no file is opened at all),
  * or spooled to a local file at `path` once it outgrows its memory allowance. Shared by both
@@ -86,8 +103,9 @@ export class SpooledBlob implements StagedBlob {
     readonly path: string,
     prepare: () => Promise<void>,
     memory: SpoolMemoryOptions = {},
+    file: SpoolFileOptions = {},
   ) {
-    const writer = new SpoolWriter(path, prepare, memory.partLimit ?? DEFAULT_MEMORY_PART_LIMIT, memory.budget ?? processSpoolBudget);
+    const writer = new SpoolWriter(path, prepare, memory.partLimit ?? DEFAULT_MEMORY_PART_LIMIT, memory.budget ?? processSpoolBudget, file.durable ?? false);
     this.writer = writer;
     this.writable = writer;
     this.done = new Promise((resolve, reject) => {
@@ -115,6 +133,15 @@ export class SpooledBlob implements StagedBlob {
     return this.writer.spilled;
   }
 
+  /**
+   * For a durable spool that spilled: settles once the finished file is on stable storage (its
+   * descriptor then closed), rejecting when the flush failed. Null before the end, or when there
+   * is no such flush (in memory, or not durable).
+   */
+  get synced(): Promise<void> | null {
+    return this.writer.synced;
+  }
+
   /** Gives the in-memory bytes back to the budget; idempotent. */
   releaseMemory(): void {
     this.writer.releaseMemory();
@@ -122,8 +149,14 @@ export class SpooledBlob implements StagedBlob {
 }
 
 /** Opens a staging writer whose spill file (if it needs one) is a fresh random path inside `dir`. */
-export function createSpooledBlob(owner: object, dir: string, prepare: () => Promise<void>, memory?: SpoolMemoryOptions): SpooledBlob {
-  return new SpooledBlob(owner, path.join(dir, randomUUID()), prepare, memory);
+export function createSpooledBlob(
+  owner: object,
+  dir: string,
+  prepare: () => Promise<void>,
+  memory?: SpoolMemoryOptions,
+  file?: SpoolFileOptions,
+): SpooledBlob {
+  return new SpooledBlob(owner, path.join(dir, randomUUID()), prepare, memory, file);
 }
 
 /** Narrows a StagedBlob to one this store created, so a foreign object can never be committed. */
@@ -199,12 +232,15 @@ class SpoolWriter extends Writable {
   private backgroundSync: Promise<void> | null = null;
   /** A failed background sync fails the blob: after a write-back error a later fsync may wrongly succeed. */
   private syncError: unknown = null;
+  /** The flush of a durable spill file started when the part ended (see SpooledBlob.synced). */
+  synced: Promise<void> | null = null;
 
   constructor(
     private readonly filePath: string,
     private readonly prepare: () => Promise<void>,
     private readonly partLimit: number,
     private readonly budget: SpoolMemoryBudget,
+    private readonly durable: boolean,
   ) {
     super({ highWaterMark: SPOOL_HIGH_WATER_MARK });
   }
@@ -299,7 +335,9 @@ class SpoolWriter extends Writable {
   private async openSpill(): Promise<FileHandle> {
     await this.prepare();
     // 'wx': a random name that already exists is someone else's file; never write into it.
-    const fh = await open(this.filePath, 'wx', 0o600);
+    // A durable spool becomes the blob: read-only from the start (the mode applies to later
+    // opens; this descriptor may still write), so it needs no chmod before it is linked.
+    const fh = await open(this.filePath, 'wx', this.durable ? 0o444 : 0o600);
     if (this.destroyed) {
       // Destroyed while the open was in flight: nobody else will close or remove this file.
       await fh.close().catch(() => undefined);
@@ -316,9 +354,21 @@ class SpoolWriter extends Writable {
       this.flush((err) => (err ? callback(err) : this._final(callback)));
       return;
     }
-    // Close now so an abandoned staged blob does not hold a descriptor; commit reopens to fsync.
     const fh = this.file;
     this.file = null;
+    if (fh && this.durable) {
+      // The flush starts now, on this descriptor, and 'finish' does not wait for it: the caller
+      // scans and claims meanwhile, and the commit waits for `synced` before anything points at
+      // the file. Reopening at commit cost an open, a chmod and a close, and the flush only
+      // started once the instance had been checked.
+      const synced = this.settleSync()
+        .then(() => fh.sync())
+        .finally(() => fh.close());
+      synced.catch(() => undefined); // a part discarded after its end never asks
+      this.synced = synced;
+      return callback();
+    }
+    // Close now so an abandoned staged blob does not hold a descriptor.
     const closed = fh ? this.settleSync().finally(() => fh.close()) : Promise.resolve();
     closed.then(
       () => callback(),

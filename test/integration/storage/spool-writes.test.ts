@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -42,6 +42,20 @@ async function countFileWrites(work: () => Promise<void>): Promise<number> {
     proto.writev = originals.writev;
   }
   return calls;
+}
+
+/** Replaces one FileHandle method (on the prototype every handle shares) while `work` runs. */
+async function withFileHandleMethod<T>(name: 'writev' | 'sync', replace: (original: (...args: unknown[]) => unknown) => (...args: unknown[]) => unknown, work: () => Promise<T>): Promise<T> {
+  const probe = await open(os.devNull, 'r');
+  const proto = Object.getPrototypeOf(probe) as Record<string, (...args: unknown[]) => unknown>;
+  await probe.close();
+  const original = proto[name]!;
+  proto[name] = replace(original);
+  try {
+    return await work();
+  } finally {
+    proto[name] = original;
+  }
 }
 
 function chunked(bytes: Buffer, size: number): Buffer[] {
@@ -109,6 +123,62 @@ describe('filesystem store: writing a large part', () => {
     staged.writable.destroy(new Error('client went away'));
     await expect(staged.done).rejects.toThrow();
     await store.discard(staged);
+    expect(await readdir(path.join(root, 'staging'))).toEqual([]);
+  });
+
+  test('a slow write does not stop the part: several MiB are taken while one batch is being written', async () => {
+    const staged = store.stage();
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let accepted = 0;
+    await withFileHandleMethod(
+      'writev',
+      (original) =>
+        function (this: unknown, ...args: unknown[]) {
+          return held.then(() => original.apply(this, args));
+        },
+      async () => {
+        // Every write call hangs until released: count what the writer takes before it asks to wait.
+        for (const c of chunked(randomBytes(16 * MiB), 64 * KiB)) {
+          accepted += c.length;
+          if (!staged.writable.write(c)) break;
+        }
+        release();
+        staged.writable.end();
+        await staged.done;
+      },
+    );
+    // The in-memory allowance (2 MiB), the batch in flight (1 MiB) and the writer's buffer behind it.
+    expect(accepted).toBeGreaterThanOrEqual(6 * MiB);
+    expect(accepted).toBeLessThan(16 * MiB);
+  });
+
+  test('a spilled part is read-only and on its way to stable storage once it has ended; the commit waits for that', async () => {
+    const bytes = randomBytes(5 * MiB);
+    const staged = store.stage() as SpooledBlob;
+    await pipeline(Readable.from(chunked(bytes, 64 * KiB)), staged.writable);
+    await staged.done;
+    expect(staged.spilled).toBe(true);
+    expect(staged.synced).not.toBeNull();
+    expect((await stat(staged.path)).mode & 0o777).toBe(0o444);
+    await staged.synced;
+    const blob = await store.commit(staged);
+    expect(blob.key).toBe(createHash('sha256').update(bytes).digest('hex'));
+  });
+
+  test('a failed flush of a spilled part fails its commit, and nothing is placed', async () => {
+    const bytes = randomBytes(5 * MiB);
+    const staged = store.stage();
+    await withFileHandleMethod(
+      'sync',
+      () => () => Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' })),
+      async () => {
+        await pipeline(Readable.from(chunked(bytes, 64 * KiB)), staged.writable);
+        await expect(store.commit(staged)).rejects.toThrow(/EIO/);
+      },
+    );
+    const key = createHash('sha256').update(bytes).digest('hex');
+    expect(await store.stat(key)).toBeNull();
     expect(await readdir(path.join(root, 'staging'))).toEqual([]);
   });
 });

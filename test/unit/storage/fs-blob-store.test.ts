@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { mkdtemp, mkdir, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -61,6 +62,48 @@ describe('fs blob store', () => {
     expect(again.key).toBe(key);
     expect(await readAll(await store.read(key))).toEqual(Buffer.from('first of its shard'));
     expect(await readdir(path.join(root, 'staging'))).toEqual([]);
+  });
+
+  test('a commit into a new shard links at once and answers only once the new directory entries are flushed', async () => {
+    const store = createFsBlobStore({ root });
+    const bytes = Buffer.from('first blob of a new shard');
+    const key = sha256Hex(bytes);
+    const parent = path.join(root, 'blobs', key.slice(0, 2)); // holds the new <bb> entry
+    const { open: realOpen, fsync: realFsync } = fs;
+    const opened = new Map<number, string>();
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let reachedParentSync!: () => void;
+    const parentSyncAsked = new Promise<void>((r) => (reachedParentSync = r));
+    const patched = fs as unknown as Record<'open' | 'fsync', (...args: unknown[]) => void>;
+    patched.open = (...args: unknown[]) => {
+      const cb = args[args.length - 1] as (err: Error | null, fd?: number) => void;
+      (realOpen as (...a: unknown[]) => void)(...args.slice(0, -1), (err: Error | null, fd?: number) => {
+        if (!err && fd !== undefined) opened.set(fd, String(args[0]));
+        cb(err, fd);
+      });
+    };
+    patched.fsync = (fd: unknown, cb: unknown) => {
+      if (opened.get(fd as number) !== parent) return realFsync(fd as number, cb as (err: Error | null) => void);
+      reachedParentSync();
+      void held.then(() => realFsync(fd as number, cb as (err: Error | null) => void));
+    };
+    try {
+      let answered = false;
+      const committing = putBytes(store, bytes).then((b) => ((answered = true), b));
+      await parentSyncAsked;
+      await new Promise((r) => setTimeout(r, 50));
+      // The link did not wait for the parent's flush, the answer does.
+      expect((await stat(path.join(parent, key.slice(2, 4), key))).isFile()).toBe(true);
+      expect(answered).toBe(false);
+      release();
+      expect((await committing).key).toBe(key);
+    } finally {
+      patched.open = realOpen as never;
+      patched.fsync = realFsync as never;
+      release();
+      await store.close();
+    }
   });
 
   test('an existing blob gets a fresh mtime on commit, so the orphan grace period restarts', async () => {
