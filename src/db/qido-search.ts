@@ -201,6 +201,7 @@ async function fillOlderRows(knex: Knex, found: Array<{ study_uid: string; json:
  */
 export function buildQidoStudyJsonQuery(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Knex.QueryBuilder {
   if (search.level !== 'study') throw new Error('buildQidoStudyJsonQuery is for study-level searches');
+  if (plan.written && byDateOnly(search)) return datePageQuery(knex, search);
   const q = buildMatching(knex, search);
   if (plan.written) {
     q.select('st.study_uid', 'st.qido_json as json');
@@ -210,6 +211,37 @@ export function buildQidoStudyJsonQuery(knex: Knex, search: QidoSearch, plan: St
   }
   orderRows(q, search);
   return q.limit(search.limit + 1).offset(search.offset);
+}
+
+/**
+ * The predicate of the covering index studies_qido_page_idx (migration 20261125001000), word for
+ * word: the planner uses a partial index only for a query that repeats its predicate.
+ */
+const PAGE_ROW_FITS = 'octet_length(st.qido_json) + octet_length(st.study_uid) + coalesce(octet_length(st.study_time), 0) <= 2400';
+
+/** A study search matched on the study date alone (or on nothing): its results come in the order studies_qido_page_idx holds. */
+function byDateOnly(search: QidoSearch): boolean {
+  return search.conditions.every((c) => c.column.level === 'study' && c.column.column === 'study_date' && !c.shift);
+}
+
+/**
+ * Default study results by date as two index scans: the rows studies_qido_page_idx covers (their
+ * text read from the index, in order, without a visit to each study's heap page) and the rare
+ * rest (studies_qido_page_rest_idx), merged in the result order and paged there.
+ */
+function datePageQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
+  const branch = (fits: boolean) => {
+    const q = buildMatching(knex, search).select('st.study_uid', 'st.qido_json as json', 'st.study_date', 'st.study_time', 'st.id');
+    q.whereRaw(fits ? PAGE_ROW_FITS : `NOT coalesce(${PAGE_ROW_FITS}, false)`);
+    orderRows(q, search);
+    return q.limit(search.offset + search.limit + 1);
+  };
+  return knex
+    .select('u.study_uid', 'u.json')
+    .from(knex.unionAll([branch(true), branch(false)], true).as('u'))
+    .orderByRaw('u.study_date DESC NULLS LAST, u.study_time DESC NULLS LAST, u.id DESC')
+    .limit(search.limit + 1)
+    .offset(search.offset);
 }
 
 /** One study result as DICOM JSON text, in SQL over the study row `st`, and its bindings. */

@@ -158,6 +158,16 @@ describePg(`QIDO-RS query plans on ${INSTANCES} generated instances`, () => {
     expect({ name, plan }).not.toEqual({ name, plan: expect.stringMatching(/Seq Scan on (studies|series|instances)\b/) });
   });
 
+  test('a StudyDate search reads the result texts from the covering index, not the study rows', async () => {
+    const req: SearchRequest = { query: { StudyDate: '20100101-20100131' }, dicomwebBaseUrl: 'http://h/dicomweb' };
+    const { search, plan: returned } = prepareSearch('study', req);
+    const sql = buildQidoStudyJsonQuery(t.app.db.knex, search, planStudyJson(returned, req.dicomwebBaseUrl)).toSQL();
+    const result = await t.app.db.knex.raw(`EXPLAIN (FORMAT TEXT) ${sql.sql}`, sql.bindings as unknown as Knex.RawBinding[]);
+    const plan = (result.rows as Array<{ 'QUERY PLAN': string }>).map((r) => r['QUERY PLAN']).join('\n');
+    expect(plan).toMatch(/Index Only Scan using studies_qido_page_idx/);
+    expect(plan).toMatch(/studies_qido_page_rest_idx/);
+  });
+
   test('a search the default limit cuts short says that more results exist', async () => {
     const res = await searchForStudies({ db: t.app.db }, { query: { PatientSex: 'F' }, dicomwebBaseUrl: 'http://h/dicomweb' });
     expect(res.body).toHaveLength(1000);

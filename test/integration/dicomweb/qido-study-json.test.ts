@@ -140,6 +140,18 @@ describe('QIDO-RS study results written by the database', () => {
     expect(res.body).toEqual(await generic({ PatientID: 'JSON-1' }));
   });
 
+  test('a study whose text is too long for the covering index is found by date all the same, in order', async () => {
+    const study = newUid();
+    await stow([createSyntheticInstance({ studyInstanceUID: study, patientID: 'JSON-LONG', studyDate: '20210203', studyTime: '123000', studyDescription: 'long '.repeat(500) }).bytes]);
+    const [{ n }] = await t.app.db.knex('studies').where({ study_uid: study }).whereRaw('octet_length(qido_json) > 2400').count('* as n');
+    expect(Number(n)).toBe(1);
+    for (const query of [{ StudyDate: '20210201-20210204' }, { StudyDate: '20210201-20210204', limit: '2', offset: '1' }]) {
+      const res = await written(query);
+      expect(res.body).toEqual(await generic(query));
+      if (!query.limit) expect(res.body.map((r) => (r['00100020'].Value as string[])[0])).toContain('JSON-LONG');
+    }
+  });
+
   test('an empty answer is an empty array', async () => {
     const res = await written({ PatientID: 'nobody-here' });
     expect(res.json).toBe('[]');
