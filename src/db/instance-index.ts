@@ -208,16 +208,17 @@ async function upsertLevels(
   const studyPk = known.studyPk;
   const knowsPatient = patientPk !== undefined;
   const knowsStudy = studyPk !== undefined;
-  // Bindings in the order of the placeholders in the text (see levelsStatement()).
-  const bindings: Knex.RawBinding[] = [];
+  // Bindings in the order of the placeholders in the text (see levelsStatement()), by level.
+  const patientValues: Knex.RawBinding[] = [];
+  const studyValues: Knex.RawBinding[] = [];
   // A data-modifying WITH query runs even when nothing reads it (a second patient in a known study).
   if (!knowsPatient) {
-    bindings.push(identity, textOrNull(a.patientID), textOrNull(a.issuerOfPatientID), textOrNull(a.patientName), toSqlDate(a.patientBirthDate), textOrNull(a.patientSex));
+    patientValues.push(identity, textOrNull(a.patientID), textOrNull(a.issuerOfPatientID), textOrNull(a.patientName), toSqlDate(a.patientBirthDate), textOrNull(a.patientSex));
   }
   if (!knowsStudy) {
-    bindings.push(a.studyInstanceUID);
-    if (patientPk !== undefined) bindings.push(patientPk);
-    bindings.push(
+    studyValues.push(a.studyInstanceUID);
+    if (patientPk !== undefined) studyValues.push(patientPk);
+    studyValues.push(
       textOrNull(a.patientID),
       textOrNull(a.issuerOfPatientID),
       textOrNull(a.patientName),
@@ -234,9 +235,9 @@ async function upsertLevels(
       JSON.stringify(stripNul(pickStudyAttributes(scanned.dataset))),
     );
   }
-  bindings.push(a.seriesInstanceUID);
-  if (studyPk !== undefined) bindings.push(studyPk);
-  bindings.push(
+  const seriesValues: Knex.RawBinding[] = [a.seriesInstanceUID];
+  if (studyPk !== undefined) seriesValues.push(studyPk);
+  seriesValues.push(
     textOrNull(a.modality),
     intOrNull(a.seriesNumber),
     textOrNull(a.seriesDescription),
@@ -252,21 +253,45 @@ async function upsertLevels(
     textOrNull(a.performedProcedureStepStartTime),
     JSON.stringify(stripNul(pickSeriesAttributes(scanned.dataset))),
   );
-  if (patientPk !== undefined) bindings.push(patientPk);
-  if (studyPk !== undefined) bindings.push(studyPk);
-  const result = await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy), bindings);
-  const row = result.rows[0];
+  const knownKeys = [...(knowsPatient ? [patientPk] : []), ...(knowsStudy ? [studyPk] : [])];
+  // Usually every level exists with the same attributes (the next instance of a series): the
+  // conditional statement then only locks the rows (no new row versions, no index entries, no
+  // trigger). It takes each upserted level's unique key after the level's values, to look the row up.
+  const conditional = [
+    ...patientValues,
+    ...(knowsPatient ? [] : [identity]),
+    ...studyValues,
+    ...(knowsStudy ? [] : [a.studyInstanceUID]),
+    ...seriesValues,
+    ...knownKeys,
+    a.seriesInstanceUID,
+  ];
+  let row = (await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy, true), conditional)).rows[0];
+  if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
+    // A concurrent request committed an identical row after this statement's snapshot was taken:
+    // locked, but neither returned nor visible. The plain upsert returns it (rare).
+    row = (await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys])).rows[0];
+  }
   return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
 }
 
-const PATIENT_UPSERT = `INSERT INTO patients (identity_key, patient_id, issuer_of_patient_id, patient_name, birth_date, sex)
-  VALUES (?, ?, ?, ?, ?, ?)
-  ON CONFLICT (identity_key) DO UPDATE SET
-    patient_name = coalesce(excluded.patient_name, patients.patient_name),
-    birth_date = coalesce(excluded.birth_date, patients.birth_date),
-    sex = coalesce(excluded.sex, patients.sex),
-    updated_at = CURRENT_TIMESTAMP
+const PATIENT_COLUMNS = ['identity_key', 'patient_id', 'issuer_of_patient_id', 'patient_name', 'birth_date', 'sex'];
+/** What an existing patient row gets: known values replace, absent ones keep what the row has. */
+const PATIENT_SET = ['patient_name', 'birth_date', 'sex'].map((c) => [c, `coalesce(excluded.${c}, patients.${c})`] as const);
+
+function patientUpsert(conditional: boolean): string {
+  return `INSERT INTO patients (${PATIENT_COLUMNS.join(', ')})
+  VALUES (${PATIENT_COLUMNS.map(() => '?').join(', ')})
+  ON CONFLICT (identity_key) DO UPDATE SET ${PATIENT_SET.map(([c, v]) => `${c} = ${v}`).join(', ')}, updated_at = CURRENT_TIMESTAMP${
+    conditional ? `\n  WHERE ${distinct(PATIENT_SET.map(([c]) => `patients.${c}`), PATIENT_SET.map(([, v]) => v))}` : ''
+  }
   RETURNING id`;
+}
+
+/** `(a, b) IS DISTINCT FROM (x, y)` (a one-column row is written without the brackets). */
+function distinct(left: string[], right: string[]): string {
+  return left.length === 1 ? `${left[0]} IS DISTINCT FROM ${right[0]}` : `(${left.join(', ')}) IS DISTINCT FROM (${right.join(', ')})`;
+}
 
 /** Study columns after study_uid, in binding order; an upsert rewrites them all. Its updated_at is set by the aggregates update that always follows. */
 const STUDY_COLUMNS = [
@@ -306,28 +331,56 @@ const SERIES_COLUMNS = [
   'dataset',
 ];
 
-function levelUpsert(table: string, uidColumn: string, columns: string[], parentRef: string): string {
+/**
+ * The upsert of a study or series row under its parent (`parentRef`). The conditional form
+ * (see levelsStatement) inserts only when the parent key is known, and updates only a row that
+ * differs: ON CONFLICT DO UPDATE locks the conflicting row whether or not its WHERE holds
+ * (PostgreSQL INSERT, "ON CONFLICT Clause").
+ */
+function levelUpsert(table: string, uidColumn: string, columns: string[], parentRef: string, conditional: boolean): string {
   const values = columns.map((_column, i) => (i === 0 ? parentRef : '?'));
-  return `INSERT INTO ${table} (${uidColumn}, ${columns.join(', ')}) VALUES (?, ${values.join(', ')})
-  ON CONFLICT (${uidColumn}) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}
+  // A bound parent key is never NULL; a looked-up one may be (and is not bound twice).
+  const guarded = conditional && !parentRef.startsWith('?');
+  const source = guarded ? `SELECT ?, ${values.join(', ')} WHERE ${parentRef} IS NOT NULL` : `VALUES (?, ${values.join(', ')})`;
+  const when = conditional ? `\n  WHERE ${distinct(columns.map((c) => `${table}.${c}`), columns.map((c) => `excluded.${c}`))}` : '';
+  return `INSERT INTO ${table} (${uidColumn}, ${columns.join(', ')}) ${source}
+  ON CONFLICT (${uidColumn}) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}${when}
   RETURNING id`;
 }
 
 const levelStatements = new Map<string, string>();
 
-/** The levels statement for one shape: `?` placeholders in the order upsertLevels() binds them. */
-function levelsStatement(knowsPatient: boolean, knowsStudy: boolean): string {
-  const shape = `${knowsPatient}|${knowsStudy}`;
+/**
+ * The levels statement for one shape: `?` placeholders in the order upsertLevels() binds them
+ * (withLookups() for the conditional form). The conditional form leaves unchanged rows as they
+ * are and reads their key from the statement's snapshot; a level whose parent key it could not
+ * find (a row committed by another transaction after the snapshot) is skipped and its key comes
+ * back NULL, for the caller to run the plain form.
+ */
+function levelsStatement(knowsPatient: boolean, knowsStudy: boolean, conditional: boolean): string {
+  const shape = `${knowsPatient}|${knowsStudy}|${conditional}`;
   let sql = levelStatements.get(shape);
   if (sql === undefined) {
     const ctes: string[] = [];
-    if (!knowsPatient) ctes.push(`p AS (${PATIENT_UPSERT})`);
-    if (!knowsStudy) ctes.push(`st AS (${levelUpsert('studies', 'study_uid', STUDY_COLUMNS, knowsPatient ? '?::bigint' : '(SELECT id FROM p)')})`);
-    ctes.push(`se AS (${levelUpsert('series', 'series_uid', SERIES_COLUMNS, knowsStudy ? '?::bigint' : '(SELECT id FROM st)')})`);
+    const key = (cte: string, table: string, uidColumn: string) =>
+      conditional ? `coalesce((SELECT id FROM ${cte}), (SELECT id FROM ${table} WHERE ${uidColumn} = ?))` : `(SELECT id FROM ${cte})`;
+    let patientRef = '?::bigint';
+    let studyRef = '?::bigint';
+    if (!knowsPatient) {
+      ctes.push(`p AS (${patientUpsert(conditional)})`);
+      ctes.push(`pk AS (SELECT ${key('p', 'patients', 'identity_key')} AS id)`);
+      patientRef = '(SELECT id FROM pk)';
+    }
+    if (!knowsStudy) {
+      ctes.push(`st AS (${levelUpsert('studies', 'study_uid', STUDY_COLUMNS, knowsPatient ? '?::bigint' : patientRef, conditional)})`);
+      ctes.push(`sk AS (SELECT ${key('st', 'studies', 'study_uid')} AS id)`);
+      studyRef = '(SELECT id FROM sk)';
+    }
+    ctes.push(`se AS (${levelUpsert('series', 'series_uid', SERIES_COLUMNS, knowsStudy ? '?::bigint' : studyRef, conditional)})`);
     sql = `WITH ${ctes.join(',\n')}
-SELECT ${knowsPatient ? '?::bigint' : '(SELECT id FROM p)'} AS patient_pk,
-       ${knowsStudy ? '?::bigint' : '(SELECT id FROM st)'} AS study_pk,
-       (SELECT id FROM se) AS series_pk`;
+SELECT ${patientRef} AS patient_pk,
+       ${studyRef} AS study_pk,
+       ${key('se', 'series', 'series_uid')} AS series_pk`;
     levelStatements.set(shape, sql);
   }
   return sql;
