@@ -123,9 +123,12 @@ const INSTANCE_DEFS = INSTANCE_COLUMNS.map(([n, t]) => `"${n}" ${t}`).join(', ')
  * Inserts the instance rows whose UID the index does not hold yet, in one statement: the rows
  * travel as one JSON text that PostgreSQL unpacks (json_to_recordset), instead of one INSERT
  * (and round trip) each. The same statement refreshes the aggregates of the given series and
- * studies with the inserted rows counted in (a statement's parts share one snapshot, so the
- * counts read the rows that were there and add those inserted). Returns the UIDs inserted, or
- * null when there was nothing to insert (and the aggregates were not touched).
+ * studies by adding the inserted rows to the counts and SOP classes the rows hold: those are
+ * exact (every writer keeps them so, and a recount follows any other change), and the rows are
+ * locked since upsertLevels(), so no other writer can have changed them. Recounting instead
+ * would read every instance of the series and study on each STOW (O(n) per request).
+ * Returns the UIDs inserted, or null when there was nothing to insert (and the aggregates were
+ * not touched).
  */
 async function insertInstances(
   trx: Knex.Transaction,
@@ -150,18 +153,18 @@ const INSERT_AND_COUNT = keyedStatement(`WITH ins AS (
     RETURNING sop_instance_uid, series_pk, study_pk, sop_class_uid),
   counted AS (
     UPDATE series s SET
-      num_instances = (SELECT count(*) FROM instances i WHERE i.series_pk = s.id) + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id),
+      num_instances = s.num_instances + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id),
       updated_at = now()
     WHERE s.id {keys}
     RETURNING s.id),
   studied AS (
     UPDATE studies st SET
       num_series = (SELECT count(*) FROM series se WHERE se.study_pk = st.id),
-      num_instances = (SELECT count(*) FROM instances i WHERE i.study_pk = st.id) + (SELECT count(*) FROM ins WHERE ins.study_pk = st.id),
+      num_instances = st.num_instances + (SELECT count(*) FROM ins WHERE ins.study_pk = st.id),
       modalities = coalesce((SELECT array_agg(DISTINCT se.modality ORDER BY se.modality) FROM series se
                               WHERE se.study_pk = st.id AND se.modality IS NOT NULL), '{}'),
       sop_classes = coalesce((SELECT array_agg(DISTINCT u.c ORDER BY u.c) FROM (
-                                SELECT i.sop_class_uid AS c FROM instances i WHERE i.study_pk = st.id
+                                SELECT unnest(st.sop_classes) AS c
                                 UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),
       updated_at = now()
     WHERE st.id {keys}
