@@ -6,9 +6,9 @@ import { createDatabase, type Database } from './db/database';
 import { assertSchemaCurrent, runMigrations } from './db/migrate';
 import { createCorsMiddleware } from './dicomweb/cors';
 import { createDicomwebRouter } from './dicomweb/routes';
+import { createIndexChangeSync } from './dicomweb/index-change-sync';
 import { createRenderedImageCache } from './dicom/pixel-image-cache';
 import { createTranscodeHook } from './dicom/transcode-hook';
-import { syncFhirFromIndex } from './fhir/dicom/imaging-study-sync';
 import { startImagingStudyFlusher, type ImagingStudyFlusher } from './fhir/dicom/imaging-study-flusher';
 import { createFhirRouter } from './fhir/routes';
 import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
@@ -19,7 +19,7 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker, linkStowToProjects } from './auth/request-access';
+import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker } from './auth/request-access';
 import { createLogger, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
@@ -153,13 +153,8 @@ function buildExpress(deps: {
       privacy,
       // One truth: the index change marks its studies pending in its own transaction (with the
       // ImagingStudy id and Patient); the flusher writes the ImagingStudy before FHIR can read it.
-      onIndexChange: async (trx, change, context) => {
-        await syncFhirFromIndex(trx, change, context);
-        await privacy.assignPatientKeysForChange(trx, change);
-        await linkStowToProjects(trx, change, context);
-        await privacy.recordDeidUidsForChange(trx, change);
-        imagingStudies.noteChange(trx);
-      },
+      // Then PatientKeys, project links and de-identified UIDs, in the same transaction.
+      onIndexChange: createIndexChangeSync({ privacy, imagingStudies }),
     }),
   );
 
