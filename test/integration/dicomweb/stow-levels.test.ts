@@ -66,4 +66,9 @@ describe('STOW-RS: patient, study and series rows', () => {
     expect(rows).toHaveLength(1);
     expect(await t.app.db.knex('patients').where({ patient_id: patientID }).count({ n: '*' })).toEqual([{ n: '1' }]);
   });
+
+  test('no index covers studies.updated_at, so the count update of a STOW can be a HOT update', async () => {
+    const rows = await t.app.db.knex.raw(`SELECT indexname FROM pg_indexes WHERE tablename = 'studies' AND indexdef LIKE '%(updated_at)%'`);
+    expect(rows.rows).toEqual([]);
+  });
 });
