@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { ScannedInstance } from '../dicom/types';
 import { withTransaction } from './database';
-import { pickSeriesAttributes, pickStudyAttributes, stripNul } from './level-attributes';
+import { jsonWithoutNul, pickSeriesAttributes, pickStudyAttributes } from './level-attributes';
 import { keyedStatement, preparedRaw, singleKeys } from './prepared-statement';
 import { intOrNull, normalizePersonName, textOrNull, toSqlDate } from './normalize';
 
@@ -138,9 +138,7 @@ async function insertInstances(
 ): Promise<Set<string> | null> {
   if (rows.length === 0) return null;
   const payload = rows.map((r) => instanceRow(r.item, r.studyPk, r.seriesPk, false));
-  let json = JSON.stringify(payload);
-  // jsonb cannot hold U+0000: clean only when the serialised text shows one (rare), not every string of every header.
-  if (json.includes('\\u0000')) json = JSON.stringify(stripNul(payload));
+  const json = jsonWithoutNul(payload);
   const result = singleKeys(seriesPks, studyPks)
     ? await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]])
     : await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
@@ -235,7 +233,7 @@ async function upsertLevels(
       textOrNull(a.studyDescription),
       textOrNull(a.referringPhysicianName),
       textOrNull(a.institutionName),
-      JSON.stringify(stripNul(pickStudyAttributes(scanned.dataset))),
+      jsonWithoutNul(pickStudyAttributes(scanned.dataset)),
     );
   }
   const seriesValues: Knex.RawBinding[] = [a.seriesInstanceUID];
@@ -254,7 +252,7 @@ async function upsertLevels(
     a.acquisitionDeviceTypeCodes.map((c) => c.replace(/\u0000/g, '')),
     toSqlDate(a.performedProcedureStepStartDate),
     textOrNull(a.performedProcedureStepStartTime),
-    JSON.stringify(stripNul(pickSeriesAttributes(scanned.dataset))),
+    jsonWithoutNul(pickSeriesAttributes(scanned.dataset)),
   );
   const knownKeys = [...(knowsPatient ? [patientPk] : []), ...(knowsStudy ? [studyPk] : [])];
   // Usually every level exists with the same attributes (the next instance of a series): the
@@ -424,7 +422,7 @@ function instanceRow(item: InstanceToIndex, studyPk: number, seriesPk: number, j
     header_length: s.headerLength,
     pixel_data_offset: s.pixelDataOffset,
     frames: jsonAsText ? JSON.stringify(s.frames) : s.frames,
-    dataset: jsonAsText ? JSON.stringify(stripNul(s.dataset)) : s.dataset,
+    dataset: jsonAsText ? jsonWithoutNul(s.dataset) : s.dataset,
   };
 }
 
