@@ -113,6 +113,11 @@ function buildExpress(deps: {
         return id;
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+      // A request's log lines name it, never its credentials: the default serializer logs every
+      // header (Authorization: Bearer ..., cookies). A few fields are also cheap to bind to the
+      // child logger pino-http makes for every request, whether or not anything is logged.
+      wrapSerializers: false,
+      serializers: { req: serializeRequest, res: (res: Response) => ({ statusCode: res.statusCode }) },
     }),
   );
 
@@ -194,4 +199,15 @@ function buildExpress(deps: {
     res.status(status).json({ error: status >= 500 ? 'internal error' : String((err as Error)?.message ?? err) });
   });
   return app;
+}
+
+/** What request log lines say about the request (no headers: they carry tokens and cookies). */
+function serializeRequest(req: Request & { id?: unknown }): Record<string, unknown> {
+  return {
+    id: req.id,
+    method: req.method,
+    url: req.originalUrl ?? req.url,
+    remoteAddress: req.socket?.remoteAddress,
+    userAgent: req.headers['user-agent'],
+  };
 }
