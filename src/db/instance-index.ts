@@ -20,6 +20,21 @@ export interface IndexChange {
   studyPks: number[];
   /** Studies emptied and removed from the index, with the FHIR ImagingStudy id they had. */
   removedStudies: Array<{ id: number; fhirId: string | null }>;
+  /** The row the caller's AlongsideQuery read, when the insert statement ran it. */
+  alongside?: Record<string, unknown>;
+}
+
+/**
+ * Work of the index-change hook that can share the instance insert's statement (one round trip
+ * less), for a change of one study: WITH queries (`ctes`, starting with a comma) and a SELECT
+ * over them (`select`), whose `?` placeholders take `bindings(studyPk)` in text order. They must
+ * not write the studies, series or instances rows (the statement writes those). The insert then
+ * also gives a study without a FHIR id its id. Its row comes back in IndexChange.alongside.
+ */
+export interface AlongsideQuery {
+  ctes: string;
+  select: string;
+  bindings(studyPk: number): Knex.RawBinding[];
 }
 
 /** Called inside the index transaction after rows and aggregates are written; a throw rolls everything back. */
@@ -38,7 +53,7 @@ export type IndexOutcome =
  * Instances new to the index go in one multi-row statement; re-sent and replaced ones take the
  * row-by-row path.
  */
-export async function indexInstances(knex: Knex, items: InstanceToIndex[], onChange?: OnIndexChange): Promise<IndexOutcome[]> {
+export async function indexInstances(knex: Knex, items: InstanceToIndex[], onChange?: OnIndexChange, alongside?: AlongsideQuery): Promise<IndexOutcome[]> {
   const order = items
     .map((item, i) => ({ item, i }))
     .sort((a, b) => compareKeys(a.item, b.item) || a.item.order - b.item.order);
@@ -79,7 +94,8 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
     const single = placed.filter((p) => perUid.get(p.item.scanned.attributes.sopInstanceUID) === 1);
     // The same statement brings the counts of every touched level up to date (exact: they
     // add the rows it inserted to those already there, under the study locks held).
-    const inserted = await insertInstances(trx, single, [...touchedSeries], [...touchedStudies]);
+    const along = onChange ? alongside : undefined;
+    const { uids: inserted, alongsideRow } = await insertInstances(trx, single, [...touchedSeries], [...touchedStudies], along);
     for (const p of single) if (inserted?.has(p.item.scanned.attributes.sopInstanceUID)) outcomes[p.i] = { status: 'created' };
     // The rest one by one, by UID and then by position in the request, so a later part with
     // the same SOP Instance UID wins even when it names another series.
@@ -99,7 +115,7 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
     const removedStudies = inserted && rest.length === 0 ? [] : await refreshAggregates(trx, [...touchedSeries], [...touchedStudies], { mayEmpty: moved });
     if (onChange) {
       const removed = new Set(removedStudies.map((r) => r.id));
-      await onChange(trx, { studyPks: [...touchedStudies].filter((pk) => !removed.has(pk)), removedStudies });
+      await onChange(trx, { studyPks: [...touchedStudies].filter((pk) => !removed.has(pk)), removedStudies, alongside: alongsideRow });
     }
     return outcomes;
   });
@@ -135,17 +151,42 @@ async function insertInstances(
   rows: Array<{ item: InstanceToIndex; studyPk: number; seriesPk: number }>,
   seriesPks: number[],
   studyPks: number[],
-): Promise<Set<string> | null> {
-  if (rows.length === 0) return null;
+  alongside?: AlongsideQuery,
+): Promise<{ uids: Set<string> | null; alongsideRow?: Record<string, unknown> }> {
+  if (rows.length === 0) return { uids: null };
   const payload = rows.map((r) => instanceRow(r.item, r.studyPk, r.seriesPk, false));
   const json = jsonWithoutNul(payload);
-  const result = singleKeys(seriesPks, studyPks)
-    ? await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]])
-    : await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
-  return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
+  if (!singleKeys(seriesPks, studyPks)) {
+    const result = await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
+    return { uids: new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid)) };
+  }
+  if (!alongside) {
+    const result = await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]]);
+    return { uids: new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid)) };
+  }
+  const row = (await preparedRaw(trx, insertAlongside(alongside), [json, seriesPks[0], studyPks[0], ...alongside.bindings(studyPks[0])])).rows[0] as Record<string, unknown>;
+  const { inserted_uids: uids, ...rest } = row;
+  const list = (typeof uids === 'string' ? JSON.parse(uids) : uids) as string[];
+  return { uids: new Set(list), alongsideRow: rest };
 }
 
-const INSERT_AND_COUNT = keyedStatement(`WITH ins AS (
+const alongsideStatements = new WeakMap<AlongsideQuery, string>();
+
+/** INSERT_AND_COUNT for one series and study with the hook's work alongside, and the study named for FHIR. */
+function insertAlongside(alongside: AlongsideQuery): string {
+  let sql = alongsideStatements.get(alongside);
+  if (sql === undefined) {
+    sql = `${insertAndCountCtes(true).replaceAll('{keys}', '= ?::bigint')}${alongside.ctes}
+SELECT (SELECT coalesce(json_agg(sop_instance_uid), '[]') FROM ins) AS inserted_uids, a.*
+FROM (SELECT 1) one LEFT JOIN LATERAL (${alongside.select}) a ON true`;
+    alongsideStatements.set(alongside, sql);
+  }
+  return sql;
+}
+
+/** The WITH queries of the insert statement; `named` also gives a study without a FHIR id its id (see AlongsideQuery). */
+function insertAndCountCtes(named: boolean): string {
+  return `WITH ins AS (
     INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${INSTANCE_NAMES} FROM json_to_recordset(?::json) AS x(${INSTANCE_DEFS})
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING sop_instance_uid, series_pk, study_pk, sop_class_uid),
@@ -163,10 +204,13 @@ const INSERT_AND_COUNT = keyedStatement(`WITH ins AS (
                               WHERE se.study_pk = st.id AND se.modality IS NOT NULL), '{}'),
       sop_classes = coalesce((SELECT array_agg(DISTINCT u.c ORDER BY u.c) FROM (
                                 SELECT unnest(st.sop_classes) AS c
-                                UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),
+                                UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),${named ? '\n      fhir_id = coalesce(st.fhir_id, gen_random_uuid()::text),' : ''}
       updated_at = now()
     WHERE st.id {keys}
-    RETURNING st.id)
+    RETURNING st.id)`;
+}
+
+const INSERT_AND_COUNT = keyedStatement(`${insertAndCountCtes(false)}
 SELECT sop_instance_uid FROM ins`);
 
 function compareKeys(a: InstanceToIndex, b: InstanceToIndex): number {

@@ -74,15 +74,18 @@ export async function completePendingMark(trx: Knex.Transaction, rows: PendingMa
   for (const row of rows) if (!row.patient_linked) await resolvePatient(trx, Number(row.patient_pk));
 }
 
+/** The pending row of the studies, or its generation bumped (`{keys}` as in keyedStatement()). */
+export const PENDING_MARK_CTE = `marked AS (
+     INSERT INTO imaging_study_pending (study_pk) SELECT id FROM studies WHERE id {keys} ORDER BY id
+     ON CONFLICT (study_pk) DO UPDATE SET gen = imaging_study_pending.gen + 1
+     RETURNING study_pk
+   )`;
+
 /**
  * The data-modifying part of the mark (`{keys}` as in keyedStatement()): the pending row (or its
  * generation bumped) and the study's ImagingStudy id; `?` is bound to the study key(s) twice.
  */
-export const MARK_PENDING_CTES = `marked AS (
-     INSERT INTO imaging_study_pending (study_pk) SELECT id FROM studies WHERE id {keys} ORDER BY id
-     ON CONFLICT (study_pk) DO UPDATE SET gen = imaging_study_pending.gen + 1
-     RETURNING study_pk
-   ), named AS (
+export const MARK_PENDING_CTES = `${PENDING_MARK_CTE}, named AS (
      UPDATE studies SET fhir_id = gen_random_uuid()::text WHERE id {keys} AND fhir_id IS NULL RETURNING id
    )`;
 
