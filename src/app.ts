@@ -6,9 +6,9 @@ import { createDatabase, type Database } from './db/database';
 import { assertSchemaCurrent, runMigrations } from './db/migrate';
 import { createCorsMiddleware } from './dicomweb/cors';
 import { createDicomwebRouter } from './dicomweb/routes';
+import { createIndexChangeSync } from './dicomweb/index-change-sync';
 import { createRenderedImageCache } from './dicom/pixel-image-cache';
 import { createTranscodeHook } from './dicom/transcode-hook';
-import { syncFhirFromIndex } from './fhir/dicom/imaging-study-sync';
 import { startImagingStudyFlusher, type ImagingStudyFlusher } from './fhir/dicom/imaging-study-flusher';
 import { createFhirRouter } from './fhir/routes';
 import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
@@ -19,7 +19,7 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker, linkStowToProjects } from './auth/request-access';
+import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker } from './auth/request-access';
 import { createLogger, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
@@ -113,6 +113,11 @@ function buildExpress(deps: {
         return id;
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info'),
+      // A request's log lines name it, never its credentials: the default serializer logs every
+      // header (Authorization: Bearer ..., cookies). A few fields are also cheap to bind to the
+      // child logger pino-http makes for every request, whether or not anything is logged.
+      wrapSerializers: false,
+      serializers: { req: serializeRequest, res: (res: Response) => ({ statusCode: res.statusCode }) },
     }),
   );
 
@@ -153,13 +158,8 @@ function buildExpress(deps: {
       privacy,
       // One truth: the index change marks its studies pending in its own transaction (with the
       // ImagingStudy id and Patient); the flusher writes the ImagingStudy before FHIR can read it.
-      onIndexChange: async (trx, change, context) => {
-        await syncFhirFromIndex(trx, change, context);
-        await privacy.assignPatientKeysForChange(trx, change);
-        await linkStowToProjects(trx, change, context);
-        await privacy.recordDeidUidsForChange(trx, change);
-        imagingStudies.noteChange(trx);
-      },
+      // Then PatientKeys, project links and de-identified UIDs, in the same transaction.
+      onIndexChange: createIndexChangeSync({ privacy, imagingStudies }),
     }),
   );
 
@@ -199,4 +199,15 @@ function buildExpress(deps: {
     res.status(status).json({ error: status >= 500 ? 'internal error' : String((err as Error)?.message ?? err) });
   });
   return app;
+}
+
+/** What request log lines say about the request (no headers: they carry tokens and cookies). */
+function serializeRequest(req: Request & { id?: unknown }): Record<string, unknown> {
+  return {
+    id: req.id,
+    method: req.method,
+    url: req.originalUrl ?? req.url,
+    remoteAddress: req.socket?.remoteAddress,
+    userAgent: req.headers['user-agent'],
+  };
 }

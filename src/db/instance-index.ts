@@ -1,9 +1,10 @@
 import type { Knex } from 'knex';
 import type { ScannedInstance } from '../dicom/types';
 import { withTransaction } from './database';
-import { pickSeriesAttributes, pickStudyAttributes, stripNul } from './level-attributes';
+import { jsonWithoutNul } from './level-attributes';
+import { patientIdentity, upsertLevels } from './level-upsert';
 import { keyedStatement, preparedRaw, singleKeys } from './prepared-statement';
-import { intOrNull, normalizePersonName, textOrNull, toSqlDate } from './normalize';
+import { intOrNull, textOrNull, toSqlDate } from './normalize';
 
 /** One instance whose bytes are durable in the blob store, ready to be indexed. */
 export interface InstanceToIndex {
@@ -20,6 +21,21 @@ export interface IndexChange {
   studyPks: number[];
   /** Studies emptied and removed from the index, with the FHIR ImagingStudy id they had. */
   removedStudies: Array<{ id: number; fhirId: string | null }>;
+  /** The row the caller's AlongsideQuery read, when the insert statement ran it. */
+  alongside?: Record<string, unknown>;
+}
+
+/**
+ * Work of the index-change hook that can share the instance insert's statement (one round trip
+ * less), for a change of one study: WITH queries (`ctes`, starting with a comma) and a SELECT
+ * over them (`select`), whose `?` placeholders take `bindings(studyPk)` in text order. They must
+ * not write the studies, series or instances rows (the statement writes those). The insert then
+ * also gives a study without a FHIR id its id. Its row comes back in IndexChange.alongside.
+ */
+export interface AlongsideQuery {
+  ctes: string;
+  select: string;
+  bindings(studyPk: number): Knex.RawBinding[];
 }
 
 /** Called inside the index transaction after rows and aggregates are written; a throw rolls everything back. */
@@ -38,7 +54,7 @@ export type IndexOutcome =
  * Instances new to the index go in one multi-row statement; re-sent and replaced ones take the
  * row-by-row path.
  */
-export async function indexInstances(knex: Knex, items: InstanceToIndex[], onChange?: OnIndexChange): Promise<IndexOutcome[]> {
+export async function indexInstances(knex: Knex, items: InstanceToIndex[], onChange?: OnIndexChange, alongside?: AlongsideQuery): Promise<IndexOutcome[]> {
   const order = items
     .map((item, i) => ({ item, i }))
     .sort((a, b) => compareKeys(a.item, b.item) || a.item.order - b.item.order);
@@ -79,7 +95,8 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
     const single = placed.filter((p) => perUid.get(p.item.scanned.attributes.sopInstanceUID) === 1);
     // The same statement brings the counts of every touched level up to date (exact: they
     // add the rows it inserted to those already there, under the study locks held).
-    const inserted = await insertInstances(trx, single, [...touchedSeries], [...touchedStudies]);
+    const along = onChange ? alongside : undefined;
+    const { uids: inserted, alongsideRow } = await insertInstances(trx, single, [...touchedSeries], [...touchedStudies], along);
     for (const p of single) if (inserted?.has(p.item.scanned.attributes.sopInstanceUID)) outcomes[p.i] = { status: 'created' };
     // The rest one by one, by UID and then by position in the request, so a later part with
     // the same SOP Instance UID wins even when it names another series.
@@ -99,7 +116,7 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], onCha
     const removedStudies = inserted && rest.length === 0 ? [] : await refreshAggregates(trx, [...touchedSeries], [...touchedStudies], { mayEmpty: moved });
     if (onChange) {
       const removed = new Set(removedStudies.map((r) => r.id));
-      await onChange(trx, { studyPks: [...touchedStudies].filter((pk) => !removed.has(pk)), removedStudies });
+      await onChange(trx, { studyPks: [...touchedStudies].filter((pk) => !removed.has(pk)), removedStudies, alongside: alongsideRow });
     }
     return outcomes;
   });
@@ -123,49 +140,78 @@ const INSTANCE_DEFS = INSTANCE_COLUMNS.map(([n, t]) => `"${n}" ${t}`).join(', ')
  * Inserts the instance rows whose UID the index does not hold yet, in one statement: the rows
  * travel as one JSON text that PostgreSQL unpacks (json_to_recordset), instead of one INSERT
  * (and round trip) each. The same statement refreshes the aggregates of the given series and
- * studies with the inserted rows counted in (a statement's parts share one snapshot, so the
- * counts read the rows that were there and add those inserted). Returns the UIDs inserted, or
- * null when there was nothing to insert (and the aggregates were not touched).
+ * studies by adding the inserted rows to the counts and SOP classes the rows hold: those are
+ * exact (every writer keeps them so, and a recount follows any other change), and the rows are
+ * locked since upsertLevels(), so no other writer can have changed them. Recounting instead
+ * would read every instance of the series and study on each STOW (O(n) per request).
+ * Returns the UIDs inserted, or null when there was nothing to insert (and the aggregates were
+ * not touched).
  */
 async function insertInstances(
   trx: Knex.Transaction,
   rows: Array<{ item: InstanceToIndex; studyPk: number; seriesPk: number }>,
   seriesPks: number[],
   studyPks: number[],
-): Promise<Set<string> | null> {
-  if (rows.length === 0) return null;
+  alongside?: AlongsideQuery,
+): Promise<{ uids: Set<string> | null; alongsideRow?: Record<string, unknown> }> {
+  if (rows.length === 0) return { uids: null };
   const payload = rows.map((r) => instanceRow(r.item, r.studyPk, r.seriesPk, false));
-  let json = JSON.stringify(payload);
-  // jsonb cannot hold U+0000: clean only when the serialised text shows one (rare), not every string of every header.
-  if (json.includes('\\u0000')) json = JSON.stringify(stripNul(payload));
-  const result = singleKeys(seriesPks, studyPks)
-    ? await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]])
-    : await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
-  return new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid));
+  const json = jsonWithoutNul(payload);
+  if (!singleKeys(seriesPks, studyPks)) {
+    const result = await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
+    return { uids: new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid)) };
+  }
+  if (!alongside) {
+    const result = await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]]);
+    return { uids: new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid)) };
+  }
+  const row = (await preparedRaw(trx, insertAlongside(alongside), [json, seriesPks[0], studyPks[0], ...alongside.bindings(studyPks[0])])).rows[0] as Record<string, unknown>;
+  const { inserted_uids: uids, ...rest } = row;
+  const list = (typeof uids === 'string' ? JSON.parse(uids) : uids) as string[];
+  return { uids: new Set(list), alongsideRow: rest };
 }
 
-const INSERT_AND_COUNT = keyedStatement(`WITH ins AS (
+const alongsideStatements = new WeakMap<AlongsideQuery, string>();
+
+/** INSERT_AND_COUNT for one series and study with the hook's work alongside, and the study named for FHIR. */
+function insertAlongside(alongside: AlongsideQuery): string {
+  let sql = alongsideStatements.get(alongside);
+  if (sql === undefined) {
+    sql = `${insertAndCountCtes(true).replaceAll('{keys}', '= ?::bigint')}${alongside.ctes}
+SELECT (SELECT coalesce(json_agg(sop_instance_uid), '[]') FROM ins) AS inserted_uids, a.*
+FROM (SELECT 1) one LEFT JOIN LATERAL (${alongside.select}) a ON true`;
+    alongsideStatements.set(alongside, sql);
+  }
+  return sql;
+}
+
+/** The WITH queries of the insert statement; `named` also gives a study without a FHIR id its id (see AlongsideQuery). */
+function insertAndCountCtes(named: boolean): string {
+  return `WITH ins AS (
     INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${INSTANCE_NAMES} FROM json_to_recordset(?::json) AS x(${INSTANCE_DEFS})
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING sop_instance_uid, series_pk, study_pk, sop_class_uid),
   counted AS (
     UPDATE series s SET
-      num_instances = (SELECT count(*) FROM instances i WHERE i.series_pk = s.id) + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id),
+      num_instances = s.num_instances + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id),
       updated_at = now()
     WHERE s.id {keys}
     RETURNING s.id),
   studied AS (
     UPDATE studies st SET
       num_series = (SELECT count(*) FROM series se WHERE se.study_pk = st.id),
-      num_instances = (SELECT count(*) FROM instances i WHERE i.study_pk = st.id) + (SELECT count(*) FROM ins WHERE ins.study_pk = st.id),
+      num_instances = st.num_instances + (SELECT count(*) FROM ins WHERE ins.study_pk = st.id),
       modalities = coalesce((SELECT array_agg(DISTINCT se.modality ORDER BY se.modality) FROM series se
                               WHERE se.study_pk = st.id AND se.modality IS NOT NULL), '{}'),
       sop_classes = coalesce((SELECT array_agg(DISTINCT u.c ORDER BY u.c) FROM (
-                                SELECT i.sop_class_uid AS c FROM instances i WHERE i.study_pk = st.id
-                                UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),
+                                SELECT unnest(st.sop_classes) AS c
+                                UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),${named ? '\n      fhir_id = coalesce(st.fhir_id, gen_random_uuid()::text),' : ''}
       updated_at = now()
     WHERE st.id {keys}
-    RETURNING st.id)
+    RETURNING st.id)`;
+}
+
+const INSERT_AND_COUNT = keyedStatement(`${insertAndCountCtes(false)}
 SELECT sop_instance_uid FROM ins`);
 
 function compareKeys(a: InstanceToIndex, b: InstanceToIndex): number {
@@ -180,157 +226,6 @@ function compareKeys(a: InstanceToIndex, b: InstanceToIndex): number {
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** The key that makes two instances the same patient: issuer + PatientID (per study when PatientID is absent). */
-export function patientIdentity(scanned: ScannedInstance): string {
-  const a = scanned.attributes;
-  const pid = textOrNull(a.patientID);
-  if (!pid) return `study|${a.studyInstanceUID}`;
-  return `${textOrNull(a.issuerOfPatientID) ?? ''}|${pid}`;
-}
-
-/**
- * Upserts the patient, study and series of an instance (those not already written in this
- * transaction) in one statement: each level's INSERT ... ON CONFLICT is a WITH query that the
- * next one reads its parent key from. The study row stays locked until the transaction ends,
- * which is what serialises concurrent requests into one study. The statement text is built once
- * per shape (which parent keys are known), not per request.
- */
-async function upsertLevels(
-  trx: Knex.Transaction,
-  scanned: ScannedInstance,
-  identity: string,
-  known: { patientPk?: number; studyPk?: number },
-): Promise<{ patientPk: number; studyPk: number; seriesPk: number }> {
-  const a = scanned.attributes;
-  const patientPk = known.patientPk;
-  const studyPk = known.studyPk;
-  const knowsPatient = patientPk !== undefined;
-  const knowsStudy = studyPk !== undefined;
-  // Bindings in the order of the placeholders in the text (see levelsStatement()).
-  const bindings: Knex.RawBinding[] = [];
-  // A data-modifying WITH query runs even when nothing reads it (a second patient in a known study).
-  if (!knowsPatient) {
-    bindings.push(identity, textOrNull(a.patientID), textOrNull(a.issuerOfPatientID), textOrNull(a.patientName), toSqlDate(a.patientBirthDate), textOrNull(a.patientSex));
-  }
-  if (!knowsStudy) {
-    bindings.push(a.studyInstanceUID);
-    if (patientPk !== undefined) bindings.push(patientPk);
-    bindings.push(
-      textOrNull(a.patientID),
-      textOrNull(a.issuerOfPatientID),
-      textOrNull(a.patientName),
-      normalizePersonName(a.patientName),
-      toSqlDate(a.patientBirthDate),
-      textOrNull(a.patientSex),
-      toSqlDate(a.studyDate),
-      textOrNull(a.studyTime),
-      textOrNull(a.accessionNumber),
-      textOrNull(a.studyID),
-      textOrNull(a.studyDescription),
-      textOrNull(a.referringPhysicianName),
-      textOrNull(a.institutionName),
-      JSON.stringify(stripNul(pickStudyAttributes(scanned.dataset))),
-    );
-  }
-  bindings.push(a.seriesInstanceUID);
-  if (studyPk !== undefined) bindings.push(studyPk);
-  bindings.push(
-    textOrNull(a.modality),
-    intOrNull(a.seriesNumber),
-    textOrNull(a.seriesDescription),
-    toSqlDate(a.seriesDate),
-    textOrNull(a.seriesTime),
-    textOrNull(a.bodyPartExamined),
-    textOrNull(a.laterality),
-    textOrNull(a.manufacturer),
-    textOrNull(a.manufacturerModelName),
-    textOrNull(a.stationName),
-    a.acquisitionDeviceTypeCodes.map((c) => c.replace(/\u0000/g, '')),
-    toSqlDate(a.performedProcedureStepStartDate),
-    textOrNull(a.performedProcedureStepStartTime),
-    JSON.stringify(stripNul(pickSeriesAttributes(scanned.dataset))),
-  );
-  if (patientPk !== undefined) bindings.push(patientPk);
-  if (studyPk !== undefined) bindings.push(studyPk);
-  const result = await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy), bindings);
-  const row = result.rows[0];
-  return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
-}
-
-const PATIENT_UPSERT = `INSERT INTO patients (identity_key, patient_id, issuer_of_patient_id, patient_name, birth_date, sex)
-  VALUES (?, ?, ?, ?, ?, ?)
-  ON CONFLICT (identity_key) DO UPDATE SET
-    patient_name = coalesce(excluded.patient_name, patients.patient_name),
-    birth_date = coalesce(excluded.birth_date, patients.birth_date),
-    sex = coalesce(excluded.sex, patients.sex),
-    updated_at = CURRENT_TIMESTAMP
-  RETURNING id`;
-
-/** Study columns after study_uid, in binding order; an upsert rewrites them all. Its updated_at is set by the aggregates update that always follows. */
-const STUDY_COLUMNS = [
-  'patient_pk',
-  'patient_id',
-  'issuer_of_patient_id',
-  'patient_name',
-  'patient_name_norm',
-  'patient_birth_date',
-  'patient_sex',
-  'study_date',
-  'study_time',
-  'accession_number',
-  'study_id',
-  'study_description',
-  'referring_physician_name',
-  'institution_name',
-  'dataset',
-];
-
-/** Series columns after series_uid, in binding order (study_pk first); updated_at as for studies. */
-const SERIES_COLUMNS = [
-  'study_pk',
-  'modality',
-  'series_number',
-  'series_description',
-  'series_date',
-  'series_time',
-  'body_part_examined',
-  'laterality',
-  'manufacturer',
-  'manufacturer_model_name',
-  'station_name',
-  'device_type_codes',
-  'pps_start_date',
-  'pps_start_time',
-  'dataset',
-];
-
-function levelUpsert(table: string, uidColumn: string, columns: string[], parentRef: string): string {
-  const values = columns.map((_column, i) => (i === 0 ? parentRef : '?'));
-  return `INSERT INTO ${table} (${uidColumn}, ${columns.join(', ')}) VALUES (?, ${values.join(', ')})
-  ON CONFLICT (${uidColumn}) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}
-  RETURNING id`;
-}
-
-const levelStatements = new Map<string, string>();
-
-/** The levels statement for one shape: `?` placeholders in the order upsertLevels() binds them. */
-function levelsStatement(knowsPatient: boolean, knowsStudy: boolean): string {
-  const shape = `${knowsPatient}|${knowsStudy}`;
-  let sql = levelStatements.get(shape);
-  if (sql === undefined) {
-    const ctes: string[] = [];
-    if (!knowsPatient) ctes.push(`p AS (${PATIENT_UPSERT})`);
-    if (!knowsStudy) ctes.push(`st AS (${levelUpsert('studies', 'study_uid', STUDY_COLUMNS, knowsPatient ? '?::bigint' : '(SELECT id FROM p)')})`);
-    ctes.push(`se AS (${levelUpsert('series', 'series_uid', SERIES_COLUMNS, knowsStudy ? '?::bigint' : '(SELECT id FROM st)')})`);
-    sql = `WITH ${ctes.join(',\n')}
-SELECT ${knowsPatient ? '?::bigint' : '(SELECT id FROM p)'} AS patient_pk,
-       ${knowsStudy ? '?::bigint' : '(SELECT id FROM st)'} AS study_pk,
-       (SELECT id FROM se) AS series_pk`;
-    levelStatements.set(shape, sql);
-  }
-  return sql;
 }
 
 interface InstanceWrite {
@@ -368,7 +263,7 @@ function instanceRow(item: InstanceToIndex, studyPk: number, seriesPk: number, j
     header_length: s.headerLength,
     pixel_data_offset: s.pixelDataOffset,
     frames: jsonAsText ? JSON.stringify(s.frames) : s.frames,
-    dataset: jsonAsText ? JSON.stringify(stripNul(s.dataset)) : s.dataset,
+    dataset: jsonAsText ? jsonWithoutNul(s.dataset) : s.dataset,
   };
 }
 

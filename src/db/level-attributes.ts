@@ -31,3 +31,13 @@ export function stripNul<T>(value: T): T {
   }
   return value;
 }
+
+/**
+ * JSON text of a value for a jsonb parameter: NUL characters (which jsonb cannot store) are
+ * removed only when the text shows one (rare), instead of copying every string of every header.
+ */
+export function jsonWithoutNul(value: unknown): string {
+  const json = JSON.stringify(value);
+  // U+0000 is written as \u0000 in JSON text (a backslash followed by "u0000" only makes this take the slow path).
+  return json.includes('\\u0000') ? JSON.stringify(stripNul(value)) : json;
+}

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { IndexChange } from '../db/instance-index';
+import type { AlongsideQuery, IndexChange } from '../db/instance-index';
 
 /** Request context an index-change hook may need (links written into derived resources). */
 export interface IndexChangeContext {
@@ -13,6 +13,11 @@ export interface IndexChangeContext {
 
 /**
  * Work that must commit or roll back with an index change (STOW, delete): the FHIR
- * ImagingStudy view of the changed studies, project links, audit rows.
+ * ImagingStudy view of the changed studies, project links, audit rows. `alongsideFor` may give
+ * the part of it that can run in the index's own insert statement for this context
+ * (src/db/instance-index.ts AlongsideQuery); its row then comes in `change.alongside`.
  */
-export type IndexChangeHook = (trx: Knex.Transaction, change: IndexChange, context: IndexChangeContext) => Promise<void>;
+export interface IndexChangeHook {
+  (trx: Knex.Transaction, change: IndexChange, context: IndexChangeContext): Promise<void>;
+  alongsideFor?(context: IndexChangeContext): AlongsideQuery | undefined;
+}

@@ -222,6 +222,7 @@ async function indexStored(services: StoreServices, parts: PartResult[], context
               if (audit) await audit(trx, studies);
             }
           : undefined,
+        hook?.alongsideFor?.(context),
       );
     } catch (err) {
       if (err instanceof DicomInstanceError) {

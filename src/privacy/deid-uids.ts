@@ -77,11 +77,11 @@ export async function recordStudyUids(db: Db, key: Buffer, studyPks: readonly nu
  * The ingest variant (in the STOW transaction): a study already recorded for a project gets
  * only the series and instances this transaction inserted; a study new to a project gets all.
  */
-export async function recordChangedStudyUids(trx: Knex.Transaction, key: Buffer, studyPks: readonly number[]): Promise<void> {
+export async function recordChangedStudyUids(trx: Knex.Transaction, key: Buffer, studyPks: readonly number[], preread?: StudyLink[]): Promise<void> {
   const pks = [...new Set(studyPks.map(Number))];
   if (pks.length === 0) return;
   // One round trip: every (study, project) link of the change, and whether its study UID is recorded yet.
-  const links = (singleKeys(pks) ? await preparedRaw(trx, STUDY_LINKS.one, [pks[0]]) : await preparedRaw(trx, STUDY_LINKS.many, [pks])).rows as Array<{ id: string | number; study_uid: string; project_id: string; recorded: boolean }>;
+  const links = preread ?? ((singleKeys(pks) ? await preparedRaw(trx, STUDY_LINKS.one, [pks[0]]) : await preparedRaw(trx, STUDY_LINKS.many, [pks])).rows as StudyLink[]);
   const rows: UidRow[] = [];
   for (const pk of pks) {
     const mine = links.filter((l) => Number(l.id) === pk);
@@ -93,9 +93,20 @@ export async function recordChangedStudyUids(trx: Knex.Transaction, key: Buffer,
   await insertRows(trx, rows);
 }
 
+/** A (study, project) link and whether the study's UID is recorded for that project yet (a row of STUDY_LINKS). */
+export interface StudyLink {
+  id: string | number;
+  study_uid: string;
+  project_id: string;
+  recorded: boolean;
+}
+
+/** Whether a study's UID is recorded for a project, as an SQL expression over `st` (studies) and `ps` (project_studies). */
+export const STUDY_UID_RECORDED_SQL = `EXISTS (SELECT 1 FROM deid_uids d WHERE d.uid = st.study_uid AND d.project_id = ps.project_id AND d.level = 'study')`;
+
 /** Every (study, project) link of some studies, and whether the study's UID is recorded for that project yet. */
 const STUDY_LINKS = keyedStatement(`SELECT st.id, st.study_uid, ps.project_id,
-    EXISTS (SELECT 1 FROM deid_uids d WHERE d.uid = st.study_uid AND d.project_id = ps.project_id AND d.level = 'study') AS recorded
+    ${STUDY_UID_RECORDED_SQL} AS recorded
   FROM studies st JOIN project_studies ps ON ps.study_pk = st.id
   WHERE st.id {keys}`);
 

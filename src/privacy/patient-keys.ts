@@ -254,17 +254,25 @@ export async function assignFhirPatientKeys(db: Db, options: PatientKeyOptions, 
  * Assigns the PatientKeys of the DICOM patients of studies, and links the FHIR Patient each
  * mirrors to the same key (the ingest hook calls this after the FHIR sync, in its transaction).
  */
-export async function assignKeysForStudies(trx: Knex.Transaction, options: PatientKeyOptions, studyPks: readonly number[]): Promise<void> {
+export async function assignKeysForStudies(
+  trx: Knex.Transaction,
+  options: PatientKeyOptions,
+  studyPks: readonly number[],
+  /** Set when the caller's statement already ran LINK_KEYED_SQL for these studies: how many of their patients have no key. */
+  linkedUnkeyed?: number,
+): Promise<void> {
   if (studyPks.length === 0) return;
   const studies = [...new Set(studyPks.map(Number))];
   // One round trip when every patient has its key already (a study stored into before): link
   // the FHIR Patients of keyed patients and list the patients still without a key.
-  const unkeyed = (
-    singleKeys(studies)
-      ? await preparedRaw(trx, LINK_KEYED_LIST_UNKEYED.one, [studies[0], studies[0]])
-      : await preparedRaw(trx, LINK_KEYED_LIST_UNKEYED.many, [studies, studies])
-  ).rows as Array<{ id: string | number }>;
-  if (unkeyed.length === 0) return;
+  const unkeyed =
+    linkedUnkeyed ??
+    (
+      singleKeys(studies)
+        ? await preparedRaw(trx, LINK_KEYED_LIST_UNKEYED.one, [studies[0], studies[0]])
+        : await preparedRaw(trx, LINK_KEYED_LIST_UNKEYED.many, [studies, studies])
+    ).rows.length;
+  if (unkeyed === 0) return;
   const without = trx('patients')
     .whereNull('patient_key_id')
     .whereIn('id', trx('studies').whereIn('id', studies).select('patient_pk'));
@@ -272,8 +280,8 @@ export async function assignKeysForStudies(trx: Knex.Transaction, options: Patie
   await trx.raw(LINK_KEYED, [studies]);
 }
 
-/** Links the FHIR Patient of each keyed patient of the studies to the patient's key (mirrors share one key). */
-const LINK_KEYED_SQL = `INSERT INTO fhir_patient_keys (resource_id, patient_key_id)
+/** Links the FHIR Patient of each keyed patient of the studies to the patient's key (mirrors share one key); `{keys}` as in keyedStatement(). */
+export const LINK_KEYED_SQL = `INSERT INTO fhir_patient_keys (resource_id, patient_key_id)
   SELECT DISTINCT p.fhir_id, p.patient_key_id FROM studies st JOIN patients p ON p.id = st.patient_pk
   WHERE st.id {keys} AND p.fhir_id IS NOT NULL AND p.patient_key_id IS NOT NULL
   ON CONFLICT (resource_id) DO NOTHING`;

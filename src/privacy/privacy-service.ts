@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
 import type { PrivacyConfig } from '../config';
 import type { IndexChange } from '../db/instance-index';
 import { findWithheldInstances, type WithholdRule } from './burned-in';
-import { backfillDeidUids, recordChangedStudyUids, recordStudyUids, resolveDeidUids } from './deid-uids';
+import { backfillDeidUids, recordChangedStudyUids, recordStudyUids, resolveDeidUids, type StudyLink } from './deid-uids';
 import { readProjectOptions } from './deid-options';
 import { assignDicomPatientKeys, assignFhirPatientKeys, assignKeysForStudies, type PatientKeyOptions } from './patient-keys';
 import { loadPrivacyKey } from './privacy-key';
@@ -30,10 +30,13 @@ export interface AppPrivacyService extends PrivacyService {
   /** Key assignment options (the HMAC key and offset range); never serialise them. */
   readonly patientKeyOptions: PatientKeyOptions;
   readonly withholdRule: WithholdRule;
-  /** Ingest hook (in the STOW transaction, after the FHIR sync): PatientKeys of the changed studies' patients. */
-  assignPatientKeysForChange(trx: Knex.Transaction, change: IndexChange): Promise<void>;
-  /** Ingest hook (in the STOW transaction, after the project links): de-identified UIDs of the changed studies. */
-  recordDeidUidsForChange(trx: Knex.Transaction, change: IndexChange): Promise<void>;
+  /**
+   * Ingest hook (in the STOW transaction, after the FHIR sync): PatientKeys of the changed studies'
+   * patients. `linkedUnkeyed`: the caller linked the keyed patients' FHIR Patients already, and this many patients have no key.
+   */
+  assignPatientKeysForChange(trx: Knex.Transaction, change: IndexChange, linkedUnkeyed?: number): Promise<void>;
+  /** Ingest hook (in the STOW transaction, after the project links): de-identified UIDs of the changed studies (`links`: their project links, if read already). */
+  recordDeidUidsForChange(trx: Knex.Transaction, change: IndexChange, links?: StudyLink[]): Promise<void>;
   /** Gives keys to patients without one and records UIDs of every unrecorded (project, study) link. */
   backfill(db: Knex): Promise<PrivacyBackfillReport>;
   onChange(listener: () => void): void;
@@ -67,8 +70,8 @@ export function createPrivacyService(config: PrivacyConfig): AppPrivacyService {
       await recordStudyUids(db, key, studyPks, projectIds);
     },
     withheldInstances: (db: Db, uids: readonly string[]) => findWithheldInstances(db, withholdRule, uids),
-    assignPatientKeysForChange: (trx, change) => assignKeysForStudies(trx, patientKeyOptions, change.studyPks),
-    recordDeidUidsForChange: (trx, change) => recordChangedStudyUids(trx, key, change.studyPks),
+    assignPatientKeysForChange: (trx, change, linkedUnkeyed) => assignKeysForStudies(trx, patientKeyOptions, change.studyPks, linkedUnkeyed),
+    recordDeidUidsForChange: (trx, change, links) => recordChangedStudyUids(trx, key, change.studyPks, links),
     async backfill(db: Knex) {
       let patients = 0;
       let after = 0;

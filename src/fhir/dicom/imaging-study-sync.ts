@@ -52,27 +52,51 @@ export async function markImagingStudiesPending(trx: Knex.Transaction, studyPks:
   if (studyPks.length === 0) return;
   const pks = [...new Set(studyPks)].sort((a, b) => a - b);
   // PostgreSQL runs data-modifying WITH parts to completion whether or not they are read.
-  const rows: Array<{ patient_pk: number; patient_linked: boolean; endpoint_address: string | null }> = (
+  const rows: PendingMarkRow[] = (
     singleKeys(pks)
       ? await preparedRaw(trx, MARK_PENDING.one, [pks[0], pks[0], DICOMWEB_ENDPOINT_ID, pks[0]])
       : await preparedRaw(trx, MARK_PENDING.many, [pks, pks, DICOMWEB_ENDPOINT_ID, pks])
   ).rows;
+  await completePendingMark(trx, rows, options);
+}
+
+/** What the mark statement reads for each patient of the marked studies. */
+export interface PendingMarkRow {
+  patient_pk: number | string;
+  patient_linked: boolean;
+  endpoint_address: string | null;
+}
+
+/** After the mark: writes the Endpoint when its address is not current and resolves the patients not linked to a FHIR Patient. */
+export async function completePendingMark(trx: Knex.Transaction, rows: PendingMarkRow[], options: ImagingStudySyncOptions): Promise<void> {
   if (rows.length === 0) return;
   if (rows[0].endpoint_address !== options.dicomwebBaseUrl) await ensureEndpoint(trx, options.dicomwebBaseUrl);
   for (const row of rows) if (!row.patient_linked) await resolvePatient(trx, Number(row.patient_pk));
 }
 
-/** The mark, the study ids and what decides whether the Patient and the Endpoint need writing, in one statement (see above). */
-const MARK_PENDING = keyedStatement(`WITH marked AS (
+/** The pending row of the studies, or its generation bumped (`{keys}` as in keyedStatement()). */
+export const PENDING_MARK_CTE = `marked AS (
      INSERT INTO imaging_study_pending (study_pk) SELECT id FROM studies WHERE id {keys} ORDER BY id
      ON CONFLICT (study_pk) DO UPDATE SET gen = imaging_study_pending.gen + 1
      RETURNING study_pk
-   ), named AS (
+   )`;
+
+/**
+ * The data-modifying part of the mark (`{keys}` as in keyedStatement()): the pending row (or its
+ * generation bumped) and the study's ImagingStudy id; `?` is bound to the study key(s) twice.
+ */
+export const MARK_PENDING_CTES = `${PENDING_MARK_CTE}, named AS (
      UPDATE studies SET fhir_id = gen_random_uuid()::text WHERE id {keys} AND fhir_id IS NULL RETURNING id
-   )
-   SELECT DISTINCT p.id AS patient_pk,
+   )`;
+
+/** Whether the patient `p` mirrors a live FHIR Patient, and the Endpoint's address (`?` = its id): the columns of PendingMarkRow. */
+export const PENDING_MARK_COLUMNS = `p.id AS patient_pk,
           EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted) AS patient_linked,
-          (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address
+          (SELECT r.content->>'address' FROM fhir_resource r WHERE r.resource_type = 'Endpoint' AND r.id = ? AND NOT r.deleted) AS endpoint_address`;
+
+/** The mark, the study ids and what decides whether the Patient and the Endpoint need writing, in one statement (see above). */
+const MARK_PENDING = keyedStatement(`WITH ${MARK_PENDING_CTES}
+   SELECT DISTINCT ${PENDING_MARK_COLUMNS}
    FROM studies st JOIN patients p ON p.id = st.patient_pk
    WHERE st.id {keys}
    ORDER BY p.id`);
