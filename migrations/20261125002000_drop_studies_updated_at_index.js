@@ -7,6 +7,13 @@
  * Without it the update is HOT whenever the page has room (measured: 0 of ~270 -> ~85% HOT
  * over 300 one-row updates, backend CPU per update transaction ~1.05 -> ~0.75 ms).
  * The column itself stays and is kept as before.
+ *
+ * Note: studies_qido_page_idx (20261125001000) holds qido_json, which the count update also
+ * changes (the counts are part of the text), so while that index exists the update is not HOT
+ * after all; measured together (bench/stow.ts --phases a, one instance per request at
+ * concurrency 8) the covering index costs about 0.3 ms of PostgreSQL CPU per STOW into a known
+ * study and saves about 3 ms per 30-day QIDO page. This drop still saves one index entry per
+ * update.
  */
 
 /** @param {import('knex').Knex} knex */
