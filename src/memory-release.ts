@@ -21,7 +21,7 @@ import type { Logger } from './logger';
 export interface MemoryReleaseOptions {
   /** Collect only when the heap has grown by this much since the last collection here; 0 = never. */
   slackBytes: number;
-  /** No request in flight for this long counts as idle (default 2 s). */
+  /** No request in flight for this long counts as idle (default 1 s). */
   idleMs?: number;
   /** A request body of at least this many bytes, or of unknown length, counts as a large upload (default 64 MiB). */
   largeBodyBytes?: number;
@@ -43,7 +43,7 @@ export interface MemoryRelease {
   stop(): void;
 }
 
-const DEFAULT_IDLE_MS = 2_000;
+const DEFAULT_IDLE_MS = 1_000;
 const DEFAULT_LARGE_BODY_BYTES = 64 * 1024 * 1024;
 
 /** Starts watching requests; returns a no-op release when `slackBytes` is 0 or no collector is available. */
