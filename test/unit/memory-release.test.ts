@@ -104,6 +104,7 @@ describe('exposeFullCollection', () => {
     const before = oldSpace();
     collect!();
     expect(keep.length).toBe(30_000);
-    expect(oldSpace()).toBeLessThan(before / 2);
+    // The junk was some 60 MB; other suites in this process keep theirs, so count what was given back.
+    expect(before - oldSpace()).toBeGreaterThan(40 * MiB);
   });
 });
