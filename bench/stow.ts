@@ -17,7 +17,7 @@ import { benchCli } from './lib/cli';
  * stored, and prints the figures next to this machine's floor and the project's targets.
  *
  *   npx tsx bench/stow.ts [--quick] [--db embedded|postgres|both] [--store fs|s3] [--write]
- *                         [--cpu-prof] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]
+ *                         [--cpu-prof] [--node-flags=FLAGS] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed or a
  * stored count did not match, 2 bad arguments.
@@ -27,7 +27,7 @@ const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
   'usage: npx tsx bench/stow.ts [--quick] [--db embedded|postgres|both] [--store fs|s3] [--write]\n' +
-  '                            [--cpu-prof] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]\n';
+  '                            [--cpu-prof] [--node-flags=FLAGS] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]\n';
 const cli = benchCli('bench/stow.ts', USAGE);
 const usage = cli.usage;
 
@@ -39,6 +39,7 @@ export function parseStowOptions(argv: string[]): StowOptions {
     store: { type: 'string', default: 'fs' },
     write: { type: 'boolean', default: false },
     'cpu-prof': { type: 'boolean', default: false },
+    'node-flags': { type: 'string', default: '' },
     phases: { type: 'string', default: 'a,b,c' },
     keep: { type: 'boolean', default: false },
     'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
@@ -58,6 +59,7 @@ export function parseStowOptions(argv: string[]): StowOptions {
     store: store as StoreKind,
     write: Boolean(values.write),
     cpuProf: Boolean(values['cpu-prof']),
+    nodeFlags: String(values['node-flags']).split(/\s+/).filter(Boolean),
     phases: phases as Set<PhaseGroup>,
     keep: Boolean(values.keep),
     adminUrl: String(values['admin-url']),

@@ -44,6 +44,7 @@ const EnvSchema = z.object({
   PRIVACY_KEY_FILE: z.string().min(1).optional(),
   DATE_SHIFT_MAX_DAYS: z.coerce.number().int().min(1).max(36500).default(365),
   DEID_WITHHOLD_MODALITIES: z.string().default('US,SC,OP'),
+  MEMORY_RELEASE_SLACK: byteSize.prefault('16MiB'),
 });
 
 export interface AppConfig {
@@ -82,6 +83,11 @@ export interface AppConfig {
   auth: AuthConfig;
   /** Pseudonyms, date shifting and de-identification (src/privacy). */
   privacy: PrivacyConfig;
+  /**
+   * Heap growth past which `serve` runs a full collection when it goes idle or before a large
+   * upload (src/memory-release.ts); 0 = leave it all to V8.
+   */
+  memoryReleaseSlackBytes: number;
 }
 
 /** The privacy section: where the HMAC key comes from and the de-identification rules (src/privacy). */
@@ -151,6 +157,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     orphanGraceSeconds: e.ORPHAN_GRACE_SECONDS,
     sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
     migrateOnStart: e.MIGRATE_ON_START,
+    memoryReleaseSlackBytes: e.MEMORY_RELEASE_SLACK,
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
     corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),

@@ -13,6 +13,7 @@ import { isRole, ROLES, type Role } from './auth/roles';
 import { assertSchemaCurrent } from './db/migrate';
 import { createPrivacyService } from './privacy/privacy-service';
 import { checkGenerateOptions, GenerateError, runGenerate, type GenerateOptions } from './generate/generate';
+import { startMemoryRelease } from './memory-release';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -256,7 +257,12 @@ function readConfig(env: Record<string, string | undefined>): AppConfig {
 
 async function serve(config: AppConfig): Promise<void> {
   const app = await createApp(config);
-  const server = http.createServer(app.express);
+  // Runs before express so that a large upload starts on a heap with its garbage collected.
+  const memory = startMemoryRelease({ slackBytes: config.memoryReleaseSlackBytes, logger: app.logger });
+  const server = http.createServer((req, res) => {
+    memory.onRequest(req, res);
+    app.express(req, res);
+  });
   // Large instances over slow links: no overall request deadline, but headers must arrive promptly.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
@@ -278,7 +284,8 @@ async function serve(config: AppConfig): Promise<void> {
   const stop = async (signal: string) => {
     if (closing) return;
     closing = true;
-    app.logger.info({ signal }, 'shutting down');
+    app.logger.info({ signal, memoryRelease: memory.stats() }, 'shutting down');
+    memory.stop();
     server.close();
     server.closeIdleConnections();
     setTimeout(() => server.closeAllConnections(), 10_000).unref();

@@ -3,6 +3,7 @@ import { existsSync, statSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { bearerHeaders, mintAdminToken } from './auth-token';
+const SERVER_NODE_FLAGS: string[] = require('../../bin/server-node-flags.js');
 
 /** The built server running as a child process, as the benchmark drives it. */
 export interface ServerProcess {
@@ -76,7 +77,9 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
   const entry = builtEntryPoint(options.repoRoot);
   const port = Number(options.env.PORT);
   const host = options.env.HOST ?? '127.0.0.1';
-  const child: ChildProcess = spawn(process.execPath, [...(options.nodeFlags ?? []), entry, 'serve'], {
+  // The flags `npm start`, the Docker image and `npx imaging-lake serve` run the server with.
+  const serverFlags = SERVER_NODE_FLAGS.filter((f) => !(options.nodeFlags ?? []).some((g) => g.split('=')[0] === f.split('=')[0]));
+  const child: ChildProcess = spawn(process.execPath, [...serverFlags, ...(options.nodeFlags ?? []), entry, 'serve'], {
     cwd: options.repoRoot,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

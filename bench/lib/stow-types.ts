@@ -14,6 +14,8 @@ export interface StowOptions {
   store: StoreKind;
   write: boolean;
   cpuProf: boolean;
+  /** Extra node flags for the server process (A/B runs of V8 settings), e.g. ['--max-semi-space-size=8']. */
+  nodeFlags: string[];
   phases: Set<PhaseGroup>;
   keep: boolean;
   adminUrl: string;

@@ -75,7 +75,7 @@ export async function runVariant(
         AWS_SECRET_ACCESS_KEY: s.secretAccessKey,
       });
     }
-    const nodeFlags = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    const nodeFlags = [...options.nodeFlags, ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
     const t0 = performance.now();
     server = await startServer({ repoRoot, env, nodeFlags });
     result.startSeconds = (performance.now() - t0) / 1000;

@@ -28,6 +28,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ MAX_REQUEST_BYTES: 'lots' })).toThrow(/MAX_REQUEST_BYTES/);
   });
 
+  test('MEMORY_RELEASE_SLACK: 16 MiB by default, 0 turns the release off, bad values fail', () => {
+    expect(loadConfig({}).memoryReleaseSlackBytes).toBe(16 * 1024 ** 2);
+    expect(loadConfig({ MEMORY_RELEASE_SLACK: '0' }).memoryReleaseSlackBytes).toBe(0);
+    expect(loadConfig({ MEMORY_RELEASE_SLACK: '64MiB' }).memoryReleaseSlackBytes).toBe(64 * 1024 ** 2);
+    expect(() => loadConfig({ MEMORY_RELEASE_SLACK: 'some' })).toThrow(/MEMORY_RELEASE_SLACK/);
+  });
+
   test('byte sizes', () => {
     expect(parseByteSize('512MB')).toBe(512 * 1024 ** 2);
     expect(parseByteSize('4GiB')).toBe(4 * 1024 ** 3);
