@@ -1,5 +1,5 @@
-// Node flags the server runs with, wherever it is started: `npm start`, `npx imaging-lake serve`
-// (bin/imaging-lake.js), the Dockerfile's CMD and the benchmarks (bench/lib/server-process.ts).
+// Node flags the server runs with: `npm start`, the Dockerfile's CMD and the benchmarks
+// (bench/lib/server-process.ts); `npx imaging-lake serve` takes them from NODE_OPTIONS (README).
 // test/unit/server-node-flags.test.ts checks that those places agree with this list.
 //
 // --max-semi-space-size=8: V8's young generation grows to two 16 MB semi-spaces under load, all
