@@ -25,6 +25,11 @@ export interface MemoryReleaseOptions {
   idleMs?: number;
   /** A request body of at least this many bytes, or of unknown length, counts as a large upload (default 64 MiB). */
   largeBodyBytes?: number;
+  /**
+   * At most one collection before a large upload per this many ms (default 30 s): a gateway that
+   * streams every instance chunked (length unknown) must not pause the server before each one.
+   */
+  largeUploadSpacingMs?: number;
   logger?: Pick<Logger, 'debug' | 'warn'>;
   /** For tests: the collector and the heap size (default: V8's full collection and total heap size). */
   collect?: () => void;
@@ -45,6 +50,7 @@ export interface MemoryRelease {
 
 const DEFAULT_IDLE_MS = 1_000;
 const DEFAULT_LARGE_BODY_BYTES = 64 * 1024 * 1024;
+const DEFAULT_LARGE_UPLOAD_SPACING_MS = 30_000;
 
 /** Starts watching requests; returns a no-op release when `slackBytes` is 0 or no collector is available. */
 export function startMemoryRelease(options: MemoryReleaseOptions): MemoryRelease {
@@ -54,15 +60,18 @@ export function startMemoryRelease(options: MemoryReleaseOptions): MemoryRelease
   const now = options.now ?? (() => performance.now());
   const idleMs = options.idleMs ?? DEFAULT_IDLE_MS;
   const largeBodyBytes = options.largeBodyBytes ?? DEFAULT_LARGE_BODY_BYTES;
+  const largeUploadSpacingMs = options.largeUploadSpacingMs ?? DEFAULT_LARGE_UPLOAD_SPACING_MS;
+  let lastLargeUploadRelease = -Infinity;
   let baseline = heapBytes();
   let inFlight = 0;
   let lastActivity = now();
   let collections = 0;
   let pauseMs = 0;
 
-  const release = (reason: 'idle' | 'large upload') => {
+  /** Collects if the heap grew past the slack; true when it did. */
+  const release = (reason: 'idle' | 'large upload'): boolean => {
     const before = heapBytes();
-    if (before - baseline < options.slackBytes) return;
+    if (before - baseline < options.slackBytes) return false;
     const t0 = now();
     collect();
     const pause = now() - t0;
@@ -70,6 +79,7 @@ export function startMemoryRelease(options: MemoryReleaseOptions): MemoryRelease
     collections++;
     pauseMs += pause;
     options.logger?.debug({ reason, pauseMs: Math.round(pause), heapBeforeMb: mb(before), heapAfterMb: mb(baseline) }, 'heap released');
+    return true;
   };
   const finished = () => {
     inFlight--;
@@ -86,7 +96,9 @@ export function startMemoryRelease(options: MemoryReleaseOptions): MemoryRelease
       inFlight++;
       lastActivity = now();
       res.once('close', finished);
-      if (isLargeUpload(req, largeBodyBytes)) release('large upload');
+      if (isLargeUpload(req, largeBodyBytes) && now() - lastLargeUploadRelease >= largeUploadSpacingMs && release('large upload')) {
+        lastLargeUploadRelease = now();
+      }
     },
     checkIdle,
     stats: () => ({ collections, pauseMs }),

@@ -46,6 +46,20 @@ describe('startMemoryRelease', () => {
     release.stop();
   });
 
+  test('before large uploads, at most one collection per spacing interval', () => {
+    const { state, release, request } = harness({ largeUploadSpacingMs: 30_000 });
+    state.heap += 40 * MiB;
+    request({ 'transfer-encoding': 'chunked' });
+    state.heap += 40 * MiB;
+    state.clock += 10_000;
+    request({ 'transfer-encoding': 'chunked' });
+    expect(state.collected).toBe(1);
+    state.clock += 20_000;
+    request({ 'transfer-encoding': 'chunked' });
+    expect(state.collected).toBe(2);
+    release.stop();
+  });
+
   test('does not collect before a small request, nor before a large one while the heap is within the slack', () => {
     const { state, release, request } = harness();
     state.heap += 40 * MiB;
