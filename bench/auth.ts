@@ -1,5 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,9 +9,9 @@ import path from 'node:path';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { Client } from 'pg';
 import pinoHttp from 'pino-http';
-import { createApp, shutdownApp, type AppHandle } from '../src/app';
-import { auditWriterFor, createAuditWriter, type AuditWriter } from '../src/audit/audit-writer';
-import { createAccessGuard, requestedProjects } from '../src/auth/access-guard';
+import type { AppHandle } from '../src/app';
+import type { AuditWriter } from '../src/audit/audit-writer';
+import { requestedProjects } from '../src/auth/access-guard';
 import { verifyLocalAccessToken } from '../src/auth/access-token';
 import { bearerTokenOf } from '../src/auth/authenticator';
 import { createBearerVerifier } from '../src/auth/bearer-verifier';
@@ -18,20 +19,15 @@ import { decide } from '../src/auth/policy';
 import { classifyRequest } from '../src/auth/policy-routes';
 import { studyRestrictionFor } from '../src/auth/project-filters';
 import { openKeyStore } from '../src/auth/signing-keys';
-import { createAuthRouter } from '../src/auth/auth-router';
-import { fhirAccessFilter } from '../src/auth/request-access';
 import { mintLocalToken } from '../src/auth/local-token';
 import { loadConfig } from '../src/config';
-import { createRenderedImageCache } from '../src/dicom/pixel-image-cache';
-import { createTranscodeHook } from '../src/dicom/transcode-hook';
-import { createDicomwebRouter } from '../src/dicomweb/routes';
-import { syncFhirFromIndex } from '../src/fhir/dicom/imaging-study-sync';
-import { createFhirRouter } from '../src/fhir/routes';
 import { createSyntheticInstance } from '../src/generate/synthetic-dicom';
 import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
 import { renderCpuProfile, summariseCpuProfile } from './lib/cpu-profile';
 import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/report';
 import { benchCli } from './lib/cli';
+import { staleBuildWarning } from './lib/server-process';
+const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
 
 /**
  * What the access layer costs: token verification, the policy decision with
@@ -41,7 +37,7 @@ import { benchCli } from './lib/cli';
  * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at each
  * `--concurrency` (default 1 and 16); the table gives p50/p95 and throughput and their ratio.
  *
- *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--write]
+ *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR] [--write]
  *   npx tsx bench/auth.ts --steps     (only the guard's steps one by one, in this process, no database)
  *
  * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
@@ -53,13 +49,18 @@ import { benchCli } from './lib/cli';
  * `--async-commit` (diagnostic only, never a deployment setting for the audit trail) runs the
  * database with synchronous_commit=off to show what the access layer costs apart from it.
  *
+ * By default the server process runs the TypeScript sources through tsx; `--dist` runs the build
+ * (`dist/`, as `npm start` does, with the same node flags) and `--server-root DIR` the build of
+ * another checkout (A/B runs: a copy of the baseline's `dist/` and `migrations/`).
+ *
  * Exit status: 0 every ratio under the target, 3 a target missed, 1 a request failed, 2 bad arguments.
  */
 
 const TARGET_RATIO = 1.3;
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const ISSUER = 'http://bench.imaging-lake.invalid';
-const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--write] | --steps\n';
+const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR] [--write] | --steps\n';
+const REPO_ROOT = path.resolve(__dirname, '..');
 const cli = benchCli('bench/auth.ts', USAGE);
 const usage = cli.usage;
 
@@ -78,6 +79,8 @@ interface Options {
   steps: boolean;
   /** Variants measured besides `bare` (default all; fewer for shorter runs and a CPU profile of one variant). */
   variants: Variant[];
+  /** Where the server process loads the app from: this checkout's `src/` through tsx, or a checkout's `dist/`. */
+  server: { kind: 'src' } | { kind: 'dist'; root: string };
 }
 
 function parseOptions(argv: string[]): Options {
@@ -91,6 +94,8 @@ function parseOptions(argv: string[]): Options {
     'cpu-prof': { type: 'boolean', default: false },
     steps: { type: 'boolean', default: false },
     variants: { type: 'string', default: VARIANTS.filter((v) => v !== 'bare').join(',') },
+    dist: { type: 'boolean', default: false },
+    'server-root': { type: 'string' },
   });
   const requests = Number(values.requests);
   if (!Number.isInteger(requests) || requests < 200) usage('--requests must be an integer of at least 200');
@@ -101,12 +106,34 @@ function parseOptions(argv: string[]): Options {
   const named = String(values.variants).split(',').filter(Boolean);
   if (named.some((v) => !VARIANTS.includes(v as Variant))) usage(`--variants is a comma-separated list of ${VARIANTS.join(', ')}`);
   const variants = VARIANTS.filter((v) => v === 'bare' || named.includes(v));
-  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants };
+  const serverRoot = values['server-root'] === undefined ? undefined : path.resolve(String(values['server-root']));
+  if (serverRoot && !existsSync(path.join(serverRoot, 'dist', 'app.js'))) usage(`--server-root ${serverRoot} holds no dist/app.js (build it first)`);
+  const server: Options['server'] = serverRoot || values.dist ? { kind: 'dist', root: serverRoot ?? REPO_ROOT } : { kind: 'src' };
+  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server };
 }
 
 
 // ---------------------------------------------------------------------------------------------
 // The server side (child process): both compositions over one AppHandle.
+
+/** The modules the server process composes the app from, loaded from `src/` (through tsx) or a build's `dist/`. */
+function loadServerModules(root: string) {
+  const load = <T>(name: string): T => require(path.join(root, name)) as T;
+  return {
+    ...load<typeof import('../src/app')>('app'),
+    ...load<typeof import('../src/audit/audit-writer')>('audit/audit-writer'),
+    ...load<typeof import('../src/auth/access-guard')>('auth/access-guard'),
+    ...load<typeof import('../src/auth/auth-router')>('auth/auth-router'),
+    ...load<typeof import('../src/auth/request-access')>('auth/request-access'),
+    ...load<typeof import('../src/config')>('config'),
+    ...load<typeof import('../src/dicom/pixel-image-cache')>('dicom/pixel-image-cache'),
+    ...load<typeof import('../src/dicom/transcode-hook')>('dicom/transcode-hook'),
+    ...load<typeof import('../src/dicomweb/routes')>('dicomweb/routes'),
+    ...load<typeof import('../src/fhir/dicom/imaging-study-sync')>('fhir/dicom/imaging-study-sync'),
+    ...load<typeof import('../src/fhir/routes')>('fhir/routes'),
+  };
+}
+type ServerModules = ReturnType<typeof loadServerModules>;
 
 /**
  * The protocol routers exactly as app.ts mounts them, minus the access layer: request ids and
@@ -114,7 +141,7 @@ function parseOptions(argv: string[]): Options {
  * the token check, policy and row filters go back in but not the audit gate (diagnostic: it
  * splits the guard's cost from the audit write's).
  */
-function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; auditWriter?: AuditWriter; lateReadAudit?: AuditWriter; earlyReadAudit?: AuditWriter } = {}): Express {
+function composeBare(m: ServerModules, handle: AppHandle, options: { guardWithoutAudit?: boolean; auditWriter?: AuditWriter; lateReadAudit?: AuditWriter; earlyReadAudit?: AuditWriter } = {}): Express {
   const { config, db, blobs, logger } = handle;
   const app = express();
   app.disable('x-powered-by');
@@ -135,37 +162,37 @@ function composeBare(handle: AppHandle, options: { guardWithoutAudit?: boolean; 
     res.json({ status: 'ok' });
   });
   if (options.guardWithoutAudit) {
-    app.use(createAuthRouter(handle.auth));
+    app.use(m.createAuthRouter(handle.auth));
     // The guard's chain without its first element, the audit gate.
-    app.use(createAccessGuard(handle.auth).slice(1));
+    app.use(m.createAccessGuard(handle.auth).slice(1));
   } else if (options.auditWriter) {
     // The whole guard, its audit gate queueing on the given writer instead of the app's.
-    app.use(createAuthRouter(handle.auth));
-    app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.auditWriter } }));
+    app.use(m.createAuthRouter(handle.auth));
+    app.use(m.createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.auditWriter } }));
   } else if (options.lateReadAudit) {
     // The whole guard, reads' AuditEvents written only once the answer is ready (no overlap).
-    app.use(createAuthRouter(handle.auth));
-    app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.lateReadAudit } }, { earlyReadAudit: false }));
+    app.use(m.createAuthRouter(handle.auth));
+    app.use(m.createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.lateReadAudit } }, { earlyReadAudit: false }));
   } else if (options.earlyReadAudit) {
     // The same composition with reads' AuditEvents started at authorization (as createApp does).
-    app.use(createAuthRouter(handle.auth));
-    app.use(createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.earlyReadAudit } }));
+    app.use(m.createAuthRouter(handle.auth));
+    app.use(m.createAccessGuard({ ...handle.auth, audit: { ...handle.auth.audit, writer: options.earlyReadAudit } }));
   }
   app.use(
     '/dicomweb',
-    createDicomwebRouter({
+    m.createDicomwebRouter({
       db,
       blobs,
       logger,
       config,
       publicBaseUrl: config.publicBaseUrl,
-      transcoder: createTranscodeHook({ db, blobs }),
-      thumbnailCache: createRenderedImageCache(),
-      onIndexChange: (trx, change, context) => syncFhirFromIndex(trx, change, context),
+      transcoder: m.createTranscodeHook({ db, blobs }),
+      thumbnailCache: m.createRenderedImageCache(),
+      onIndexChange: (trx, change, context) => m.syncFhirFromIndex(trx, change, context),
     }),
   );
   const guarded = options.guardWithoutAudit || options.auditWriter !== undefined || options.lateReadAudit !== undefined || options.earlyReadAudit !== undefined;
-  app.use('/fhir', createFhirRouter({ db, logger, publicBaseUrl: config.publicBaseUrl, accessFilter: guarded ? fhirAccessFilter : undefined }));
+  app.use('/fhir', m.createFhirRouter({ db, logger, publicBaseUrl: config.publicBaseUrl, accessFilter: guarded ? m.fhirAccessFilter : undefined }));
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: 'not found', path: req.path });
   });
@@ -186,19 +213,21 @@ function listen(app: Express): Promise<{ server: http.Server; port: number }> {
 }
 
 async function serve(): Promise<void> {
-  const handle = await createApp(loadConfig(process.env));
+  const m = loadServerModules(process.env.AUTH_BENCH_SERVER_ROOT ?? path.join(REPO_ROOT, 'src'));
+  const { createAuditWriter, auditWriterFor, shutdownApp } = m;
+  const handle = await m.createApp(m.loadConfig(process.env));
   const guarded = await listen(handle.express);
-  const bare = await listen(composeBare(handle));
-  const noAudit = await listen(composeBare(handle, { guardWithoutAudit: true }));
+  const bare = await listen(composeBare(m, handle));
+  const noAudit = await listen(composeBare(m, handle, { guardWithoutAudit: true }));
   // Diagnostic: the full guard with one INSERT (and commit) per AuditEvent, as before group commit.
   const perRequestWriter = createAuditWriter(handle.db.knex, { maxBatch: 1, maxInFlight: 1_000 });
-  const perRequest = await listen(composeBare(handle, { auditWriter: perRequestWriter }));
+  const perRequest = await listen(composeBare(m, handle, { auditWriter: perRequestWriter }));
   // Diagnostic: the full guard writing reads' AuditEvents after the answer is ready, as before they overlapped the handler.
   // Its own group-commit writer (same options as the app's), so each prints how it batched.
   const lateWriter = createAuditWriter(handle.db.knex);
-  const late = await listen(composeBare(handle, { lateReadAudit: lateWriter }));
+  const late = await listen(composeBare(m, handle, { lateReadAudit: lateWriter }));
   const earlyWriter = createAuditWriter(handle.db.knex);
-  const early = await listen(composeBare(handle, { earlyReadAudit: earlyWriter }));
+  const early = await listen(composeBare(m, handle, { earlyReadAudit: earlyWriter }));
   process.send?.({ guarded: guarded.port, bare: bare.port, noAudit: noAudit.port, perRequest: perRequest.port, late: late.port, early: early.port });
   // The client asks for this process's CPU time around each block (server CPU per request).
   process.on('message', (m) => {
@@ -540,7 +569,15 @@ async function main(): Promise<void> {
       ...(database ? { DATABASE_URL: database.url } : {}),
     };
     // The servers run in their own process (logs to /dev/null), so the load generator does not share their event loop.
-    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env }, execArgv: ['--import', 'tsx', ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(dataDir, 'cpu-prof')}`] : [])], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    // From the build: the node flags every launcher gives the server (bin/server-node-flags.js).
+    const serverRoot = options.server.kind === 'dist' ? path.join(options.server.root, 'dist') : undefined;
+    if (options.server.kind === 'dist' && options.server.root === REPO_ROOT) {
+      const stale = staleBuildWarning(REPO_ROOT);
+      if (stale) process.stderr.write(`${stale}\n`);
+    }
+    const execArgv = ['--import', 'tsx', ...(serverRoot ? SERVER_NODE_FLAGS : []), ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(dataDir, 'cpu-prof')}`] : [])];
+    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env, ...(serverRoot ? { AUTH_BENCH_SERVER_ROOT: serverRoot } : {}) }, execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    process.stderr.write(`server process: ${serverRoot ? `${serverRoot} (built)` : 'src/ through tsx'}\n`);
     const ports = await new Promise<Ports>((resolve, reject) => {
       child!.once('message', (m) => resolve(m as Ports));
       child!.once('exit', (code) => reject(new Error(`the server process exited with ${code}`)));
