@@ -37,7 +37,7 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
  * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at each
  * `--concurrency` (default 1 and 16); the table gives p50/p95 and throughput and their ratio.
  *
- *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR] [--write]
+ *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR] [--no-analyze] [--write]
  *   npx tsx bench/auth.ts --steps     (only the guard's steps one by one, in this process, no database)
  *
  * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
@@ -59,7 +59,7 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
 const TARGET_RATIO = 1.3;
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const ISSUER = 'http://bench.imaging-lake.invalid';
-const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR] [--write] | --steps\n';
+const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR] [--no-analyze] [--write] | --steps\n';
 const REPO_ROOT = path.resolve(__dirname, '..');
 const cli = benchCli('bench/auth.ts', USAGE);
 const usage = cli.usage;
@@ -79,6 +79,8 @@ interface Options {
   steps: boolean;
   /** Variants measured besides `bare` (default all; fewer for shorter runs and a CPU profile of one variant). */
   variants: Variant[];
+  /** ANALYZE the database after seeding (default; --no-analyze measures on a database without statistics, as before). */
+  analyze: boolean;
   /** Where the server process loads the app from: this checkout's `src/` through tsx, or a checkout's `dist/`. */
   server: { kind: 'src' } | { kind: 'dist'; root: string };
 }
@@ -95,6 +97,7 @@ function parseOptions(argv: string[]): Options {
     steps: { type: 'boolean', default: false },
     variants: { type: 'string', default: VARIANTS.filter((v) => v !== 'bare').join(',') },
     dist: { type: 'boolean', default: false },
+    'no-analyze': { type: 'boolean', default: false },
     'server-root': { type: 'string' },
   });
   const requests = Number(values.requests);
@@ -109,7 +112,7 @@ function parseOptions(argv: string[]): Options {
   const serverRoot = values['server-root'] === undefined ? undefined : path.resolve(String(values['server-root']));
   if (serverRoot && !existsSync(path.join(serverRoot, 'dist', 'app.js'))) usage(`--server-root ${serverRoot} holds no dist/app.js (build it first)`);
   const server: Options['server'] = serverRoot || values.dist ? { kind: 'dist', root: serverRoot ?? REPO_ROOT } : { kind: 'src' };
-  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server };
+  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server, analyze: !values['no-analyze'] };
 }
 
 
@@ -553,6 +556,8 @@ async function main(): Promise<void> {
     return;
   }
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'il-bench-auth-'));
+  // Kept after the run (the DATA_DIR is not), for `npx tsx bench/cpu-profile-summary.ts FILE` or DevTools.
+  const profileDir = options.cpuProf ? await mkdtemp(path.join(os.tmpdir(), 'il-bench-auth-prof-')) : '';
   let database: BenchDatabase | undefined;
   let child: ChildProcess | undefined;
   let statClient: Client | undefined;
@@ -575,7 +580,7 @@ async function main(): Promise<void> {
       const stale = staleBuildWarning(REPO_ROOT);
       if (stale) process.stderr.write(`${stale}\n`);
     }
-    const execArgv = ['--import', 'tsx', ...(serverRoot ? SERVER_NODE_FLAGS : []), ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(dataDir, 'cpu-prof')}`] : [])];
+    const execArgv = ['--import', 'tsx', ...(serverRoot ? SERVER_NODE_FLAGS : []), ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
     child = fork(__filename, ['--serve'], { env: { ...process.env, ...env, ...(serverRoot ? { AUTH_BENCH_SERVER_ROOT: serverRoot } : {}) }, execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     process.stderr.write(`server process: ${serverRoot ? `${serverRoot} (built)` : 'src/ through tsx'}\n`);
     const ports = await new Promise<Ports>((resolve, reject) => {
@@ -609,6 +614,10 @@ async function main(): Promise<void> {
     const manager = (await mintLocalToken({ role: 'data-manager', projects: ['bench-a'], ttlSeconds: 3600 }, { config: auth })).accessToken;
     process.stderr.write(`seeding 200 studies and 100 FHIR Patients (${options.db})\n`);
     const { patientIds, patientIdsFhir } = await seed(ports.guarded, admin, manager);
+    // What autovacuum does within a minute of the seeding on a deployed server (it is off on the
+    // shared benchmark server): without statistics the planner starts the guarded study search
+    // from every study of the project (a hash of 100 links and 100 probes) instead of the patient's one.
+    if (database && options.analyze) await sql(database.url, 'ANALYZE');
 
     const workloads: Workload[] = [
       {
@@ -666,9 +675,8 @@ async function main(): Promise<void> {
     }
     if (options.cpuProf) {
       // Every variant's calls are in one profile: compare it with a run of fewer variants, or read the audit frames.
-      const dir = path.join(dataDir, 'cpu-prof');
-      for (const f of await readdir(dir).catch(() => [] as string[])) {
-        process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(dir, f), 40), `server CPU profile (all variants): ${f}`)}\n`);
+      for (const f of await readdir(profileDir).catch(() => [] as string[])) {
+        process.stdout.write(`\n${renderCpuProfile(summariseCpuProfile(path.join(profileDir, f), 40), `server CPU profile (all variants): ${path.join(profileDir, f)}`)}\n`);
       }
     }
     await statClient?.end().catch(() => undefined);
