@@ -49,13 +49,13 @@ export function singleKeys(...keySets: ReadonlyArray<readonly number[]>): boolea
  * Runs a fixed statement (SQL with `?` placeholders, none inside a literal, no jsonb `?`
  * operator) as a named prepared statement straight on one node-postgres connection of knex's
  * pool, for the reads a viewer sends most often (a frame) and the writes of every STOW-RS
- * request. Besides what preparedRaw gives
- * (parsed once per connection, a generic plan kept: measured on the frame look-up, 0.35 ms of
- * planning per request before, 0.01 ms after), it skips knex's query compiler and runner. The
- * rows are parsed by the same node-postgres type parsers as through knex. In a transaction it
- * runs on the transaction's own connection (the statements of a STOW-RS index change: knex's
- * compiler and runner cost about as much node CPU as node-postgres itself per statement). The
- * embedded engine (knex-pglite) takes the same text through knex.raw.
+ * request. Besides what preparedRaw gives (parsed once per connection, a generic plan kept:
+ * measured on the frame look-up, 0.35 ms of planning per request before, 0.01 ms after), it
+ * skips knex's query compiler and runner. The rows are parsed by the same node-postgres type
+ * parsers as through knex. In a transaction it runs on the transaction's own connection (the
+ * statements of a STOW-RS index change: knex's compiler and runner cost about as much node CPU
+ * as node-postgres itself per statement). The embedded engine (knex-pglite) takes the same text
+ * through knex.raw.
  */
 export async function queryPrepared(db: Knex | Knex.Transaction, sql: string, values: readonly unknown[]): Promise<Array<Record<string, any>>> {
   const pool = pgPool(db);
