@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { preparedRaw } from './prepared-statement';
+import { queryPrepared } from './prepared-statement';
 
 /**
  * The blob ledger (migration 20261122000200): claims made before bytes are committed, and
@@ -22,7 +22,7 @@ export async function claimBlobs(knex: Knex, claims: Array<{ key: string; size: 
   const bySize = new Map<string, number>();
   for (const c of claims) bySize.set(c.key, c.size);
   const keys = [...bySize.keys()].sort();
-  await preparedRaw(knex, CLAIM, [keys, keys.map((k) => bySize.get(k)!)]);
+  await queryPrepared(knex, CLAIM, [keys, keys.map((k) => bySize.get(k)!)]);
 }
 
 const CLAIM = `INSERT INTO blobs (key, size, claimed_at)

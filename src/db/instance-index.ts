@@ -3,7 +3,7 @@ import type { ScannedInstance } from '../dicom/types';
 import { withTransaction } from './database';
 import { jsonWithoutNul } from './level-attributes';
 import { patientIdentity, upsertLevels } from './level-upsert';
-import { keyedStatement, preparedRaw, singleKeys } from './prepared-statement';
+import { keyedStatement, queryPrepared, singleKeys } from './prepared-statement';
 import { intOrNull, textOrNull, toSqlDate } from './normalize';
 
 /** One instance whose bytes are durable in the blob store, ready to be indexed. */
@@ -158,14 +158,14 @@ async function insertInstances(
   const payload = rows.map((r) => instanceRow(r.item, r.studyPk, r.seriesPk, false));
   const json = jsonWithoutNul(payload);
   if (!singleKeys(seriesPks, studyPks)) {
-    const result = await preparedRaw(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
-    return { uids: new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid)) };
+    const rows = await queryPrepared(trx, INSERT_AND_COUNT.many, [json, seriesPks, studyPks]);
+    return { uids: new Set(rows.map((r) => r.sop_instance_uid as string)) };
   }
   if (!alongside) {
-    const result = await preparedRaw(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]]);
-    return { uids: new Set((result.rows as Array<{ sop_instance_uid: string }>).map((r) => r.sop_instance_uid)) };
+    const rows = await queryPrepared(trx, INSERT_AND_COUNT.one, [json, seriesPks[0], studyPks[0]]);
+    return { uids: new Set(rows.map((r) => r.sop_instance_uid as string)) };
   }
-  const row = (await preparedRaw(trx, insertAlongside(alongside), [json, seriesPks[0], studyPks[0], ...alongside.bindings(studyPks[0])])).rows[0] as Record<string, unknown>;
+  const row = (await queryPrepared(trx, insertAlongside(alongside), [json, seriesPks[0], studyPks[0], ...alongside.bindings(studyPks[0])]))[0] as Record<string, unknown>;
   const { inserted_uids: uids, ...rest } = row;
   const list = (typeof uids === 'string' ? JSON.parse(uids) : uids) as string[];
   return { uids: new Set(list), alongsideRow: rest };

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { ScannedInstance } from '../dicom/types';
 import { jsonWithoutNul, pickSeriesAttributes, pickStudyAttributes } from './level-attributes';
-import { preparedRaw } from './prepared-statement';
+import { queryPrepared } from './prepared-statement';
 import { intOrNull, normalizePersonName, textOrNull, toSqlDate } from './normalize';
 
 /**
@@ -93,11 +93,11 @@ export async function upsertLevels(
     ...knownKeys,
     a.seriesInstanceUID,
   ];
-  let row = (await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy, true), conditional)).rows[0];
+  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true), conditional))[0]!;
   if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
     // A concurrent request committed an identical row after this statement's snapshot was taken:
     // locked, but neither returned nor visible. The plain upsert returns it (rare).
-    row = (await preparedRaw(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys])).rows[0];
+    row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys]))[0]!;
   }
   return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
 }

@@ -46,17 +46,25 @@ export function singleKeys(...keySets: ReadonlyArray<readonly number[]>): boolea
 }
 
 /**
- * Runs a fixed read statement (SQL with `?` placeholders, none inside a literal, no jsonb `?`
+ * Runs a fixed statement (SQL with `?` placeholders, none inside a literal, no jsonb `?`
  * operator) as a named prepared statement straight on one node-postgres connection of knex's
- * pool, for the reads a viewer sends most often (a frame). Besides what preparedRaw gives
- * (parsed once per connection, a generic plan kept: measured on the frame look-up, 0.35 ms of
- * planning per request before, 0.01 ms after), it skips knex's query compiler and runner. The
- * rows are parsed by the same node-postgres type parsers as through knex. The embedded engine
- * (knex-pglite) and transactions take the same text through knex.raw.
+ * pool, for the reads a viewer sends most often (a frame) and the writes of every STOW-RS
+ * request. Besides what preparedRaw gives (parsed once per connection, a generic plan kept:
+ * measured on the frame look-up, 0.35 ms of planning per request before, 0.01 ms after), it
+ * skips knex's query compiler and runner. The rows are parsed by the same node-postgres type
+ * parsers as through knex. In a transaction it runs on the transaction's own connection (the
+ * statements of a STOW-RS index change: knex's compiler and runner cost about as much node CPU
+ * as node-postgres itself per statement). The embedded engine (knex-pglite) takes the same text
+ * through knex.raw.
  */
 export async function queryPrepared(db: Knex | Knex.Transaction, sql: string, values: readonly unknown[]): Promise<Array<Record<string, any>>> {
   const pool = pgPool(db);
   if (!pool) return ((await db.raw(sql, values as Knex.RawBinding[])) as { rows: Array<Record<string, any>> }).rows;
+  if ((db as Knex.Transaction).isTransaction) {
+    // A transaction's client hands out its one connection and never releases it to the pool.
+    const conn = await pool.acquireConnection();
+    return (await conn.query({ name: statementName(sql), text: positionalText(sql), values: values as unknown[] })).rows;
+  }
   // A connection that failed is marked by knex (its error listener) and not handed out again.
   const conn = await pool.acquireConnection();
   try {
@@ -89,9 +97,8 @@ interface PgPool {
   releaseConnection(conn: PgConnection): Promise<void> | void;
 }
 
-/** knex's client when it is the node-postgres driver outside a transaction; undefined otherwise. */
+/** knex's client when it is the node-postgres driver (a transaction's: its own connection); undefined otherwise. */
 function pgPool(db: Knex | Knex.Transaction): PgPool | undefined {
-  if ((db as Knex.Transaction).isTransaction) return undefined;
   const client = db.client as ({ driverName?: string; config?: { client?: unknown } } & Partial<PgPool>) | undefined;
   // knex-pglite inherits driverName 'pg' but takes no named statements: only the configured 'pg' client qualifies.
   const pg = client?.driverName === 'pg' && client.config?.client === 'pg';

@@ -50,7 +50,7 @@ describe('preparedRaw', () => {
   });
 });
 
-/** Read statements straight on a pooled node-postgres connection: the same rows as through knex.raw, and the knex.raw path for transactions. */
+/** Statements straight on a node-postgres connection (pooled, or a transaction's): the same rows as through knex.raw. */
 describe('queryPrepared', () => {
   const PAIR = 'SELECT ?::int + ?::int AS n, ?::text AS s, unnest(?::int[]) AS u';
 
@@ -66,13 +66,30 @@ describe('queryPrepared', () => {
     expect(prepared[0].name).toMatch(/^il_[0-9a-f]{24}$/);
   });
 
-  test('inside a transaction it runs on the transaction, through knex.raw', async () => {
-    const rows = await knex.transaction(async (trx) => {
+  test('inside a transaction it runs on the transaction\'s connection, as a named statement', async () => {
+    // The pool holds one connection, which the transaction has: a pooled query would wait for it.
+    const { rows, prepared } = await knex.transaction(async (trx) => {
       await trx.raw('CREATE TEMP TABLE seen (x int) ON COMMIT DROP');
       await trx.raw('INSERT INTO seen VALUES (41)');
-      return queryPrepared(trx, 'SELECT x + ?::int AS n FROM seen', [1]);
+      const rows = await queryPrepared(trx, 'SELECT x + ?::int AS n FROM seen', [1]);
+      const prepared = (await trx.raw(`SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT x + $1::int AS n FROM seen'`)).rows;
+      return { rows, prepared };
     });
     expect(rows).toEqual([{ n: 42 }]);
+    expect(prepared).toHaveLength(1);
+    expect(prepared[0].name).toMatch(/^il_[0-9a-f]{24}$/);
+  });
+
+  test('a write inside a transaction that fails later is rolled back with it', async () => {
+    await knex.raw('CREATE TABLE IF NOT EXISTS kept (x int)');
+    await expect(
+      knex.transaction(async (trx) => {
+        await queryPrepared(trx, 'INSERT INTO kept VALUES (?::int)', [7]);
+        expect(await queryPrepared(trx, 'SELECT count(*)::int AS n FROM kept', [])).toEqual([{ n: 1 }]);
+        await queryPrepared(trx, 'SELECT 1 / ?::int AS n', [0]);
+      }),
+    ).rejects.toThrow(/division by zero/);
+    expect((await knex.raw('SELECT count(*)::int AS n FROM kept')).rows).toEqual([{ n: 0 }]);
   });
 
   test('a database error is thrown as is and the connection stays usable', async () => {
