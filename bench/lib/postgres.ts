@@ -24,7 +24,8 @@ export async function createBenchDatabase(adminUrl: string): Promise<BenchDataba
 
 /** A handle on a benchmark database that already exists (one a run kept); drop() removes it. */
 export function openBenchDatabase(adminUrl: string, name: string): BenchDatabase {
-  if (!/^il_bench_[0-9a-f]+$/.test(name)) throw new Error(`${name} is not a benchmark database name`);
+  // A run's own random name, or an engineer's copy of a kept index (`il_<letter>_...`, e.g. made with createdb -T).
+  if (!/^il_(bench_[0-9a-f]+|[a-z]_[a-z0-9_]+)$/.test(name)) throw new Error(`${name} is not a benchmark database name`);
   const url = databaseUrl(adminUrl, name);
   return {
     url,

@@ -5,6 +5,7 @@
  * cut out of the JSONB datasets (blobs are never read).
  */
 import type { Knex } from 'knex';
+import { preparedRaw } from './prepared-statement';
 import { applyStudyRestriction, type StudyRestriction } from './wado-index';
 
 export type QidoLevel = 'study' | 'series' | 'instance';
@@ -169,7 +170,16 @@ export function isStudyComputedTag(tag: string): boolean {
 
 /** Runs a study-level search whose results the database writes as DICOM JSON text; one row more than the limit tells whether more exist. */
 export async function findQidoStudyJson(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Promise<{ rows: StudyJsonRow[]; more: boolean }> {
-  const found = (await buildQidoStudyJsonQuery(knex, search, plan)) as Array<{ study_uid: string; json: string | null }>;
+  const query = buildQidoStudyJsonQuery(knex, search, plan);
+  let found: Array<{ study_uid: string; json: string | null }>;
+  if (isPreparedPage(search, plan)) {
+    // Through knex (node-postgres' callback API): queryPrepared's promise API was measured to
+    // cost ~1.5 ms more per 820-row page in young-generation garbage collection.
+    const { sql, bindings } = query.toSQL();
+    found = (await preparedRaw(knex, sql, bindings)).rows as typeof found;
+  } else {
+    found = (await query) as typeof found;
+  }
   const more = found.length > search.limit;
   if (more) found.length = search.limit;
   // Rows written before studies.qido_json existed hold NULL: their text is computed now, by UID.
@@ -218,6 +228,18 @@ export function buildQidoStudyJsonQuery(knex: Knex, search: QidoSearch, plan: St
  * word: the planner uses a partial index only for a query that repeats its predicate.
  */
 const PAGE_ROW_FITS = 'octet_length(st.qido_json) + octet_length(st.study_uid) + coalesce(octet_length(st.study_time), 0) <= 2400';
+
+/**
+ * Whether a study search is the study list by date with the default attributes (at most one
+ * date or range, every study visible): its few SQL texts run as named prepared statements, so
+ * that PostgreSQL plans each once per connection and keeps the generic plan (the two index
+ * scans of datePageQuery, whatever the dates), instead of planning the union on every request
+ * (measured at 1M instances: ~0.7 ms of backend CPU per 30-day page). A restricted search is
+ * left to custom plans: which plan is best depends on how many studies the caller's projects hold.
+ */
+function isPreparedPage(search: QidoSearch, plan: StudyJsonPlan): boolean {
+  return plan.written && !search.restrictStudies && byDateOnly(search) && search.conditions.length <= 1 && search.conditions.every((c) => c.anyOf.length === 1);
+}
 
 /** A study search matched on the study date alone (or on nothing): its results come in the order studies_qido_page_idx holds. */
 function byDateOnly(search: QidoSearch): boolean {

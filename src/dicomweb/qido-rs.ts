@@ -13,7 +13,7 @@ import { searchDeidentified } from './deid-qido';
 import type { DeidView } from './deid-view';
 import { findMatchKey } from './query-keys';
 import { parseQidoQuery, type QidoQuery } from './query-params';
-import { buildResult, datasetSelections, planReturn, planStudyJson, writeStudyResults, type ReturnPlan } from './query-results';
+import { buildResult, datasetSelections, planReturn, planStudyJson, studyResultPieces, type ReturnPlan, type StudyResultPieces } from './query-results';
 
 /** What QIDO-RS needs from the rest of the server. */
 export interface SearchServices {
@@ -45,8 +45,10 @@ export interface SearchResponse {
   status: 200;
   /** The results (parsed from `json` on first read when the database wrote them as text). */
   readonly body: DicomJson[];
-  /** The results as DICOM JSON text, when the database wrote them: sent as is. */
-  json?: string;
+  /** The results as DICOM JSON text, when the database wrote them (joined from `pieces` on first read). */
+  readonly json?: string;
+  /** The same text in pieces, as the response writes them (qido-routes.ts): sent as they are. */
+  pieces?: StudyResultPieces;
   warnings: string[];
 }
 
@@ -121,13 +123,18 @@ async function search(services: SearchServices, level: QidoLevel, req: SearchReq
 async function searchStudiesAsJson(services: SearchServices, prepared: PreparedSearch, baseUrl: string): Promise<SearchResponse> {
   const plan = planStudyJson(prepared.plan, baseUrl);
   const found = await findQidoStudyJson(services.db.knex, prepared.search, plan);
-  const json = writeStudyResults(found.rows, plan);
+  const pieces = studyResultPieces(found.rows, plan);
+  let json: string | undefined;
   let parsed: DicomJson[] | undefined;
+  const text = () => (json ??= pieces.pieces.join(''));
   return {
     status: 200,
-    json,
+    pieces,
+    get json() {
+      return text();
+    },
     get body() {
-      return (parsed ??= JSON.parse(json) as DicomJson[]);
+      return (parsed ??= JSON.parse(text()) as DicomJson[]);
     },
     warnings: pagingWarnings(prepared.query, found.more, found.rows.length),
   };

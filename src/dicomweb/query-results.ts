@@ -100,30 +100,52 @@ const PLACEHOLDER_END = 'UR"}';
 /** A UID that goes into a RetrieveURL as it is (nothing to percent-encode, nothing to escape in JSON). */
 const PLAIN_UID = /^[0-9.]+$/;
 
+/** The response body of a study search as pieces of text, in order (see studyResultPieces). */
+export interface StudyResultPieces {
+  pieces: string[];
+  /** Whether every piece is ASCII, i.e. its UTF-8 bytes are its characters as Latin-1. */
+  ascii: boolean;
+}
+
 /**
- * The response body of a study search from the rows the database wrote (PS3.18 F.2): the
- * texts joined once into one array, RetrieveURLs of `qido_json` texts spliced in as slices,
- * not copies of each row. A string, not a Buffer: a page is ~1 MB, and a new Buffer of that
- * size for each answer was measured to trigger a full garbage collection every ~50 answers.
+ * The response body of a study search from the rows the database wrote (PS3.18 F.2), as the
+ * pieces of one array: each row's text as it was read, RetrieveURLs of `qido_json` texts spliced
+ * in between slices of it (no copy of the row). The pieces are written straight into the
+ * response's bytes (qido-routes.ts), so a ~1 MB page is neither joined into one string nor
+ * re-encoded; `ascii` tells whether they can be copied as they are (checked once per row).
  */
-export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string {
-  const parts: string[] = ['['];
+export function studyResultPieces(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): StudyResultPieces {
+  const pieces: string[] = ['['];
   // The RetrieveURL element up to the UID.
   const urlHead = `"00081190": {"vr": "UR", "Value": [${JSON.stringify(plan.studiesUrl).slice(0, -1)}`;
+  let ascii = isAscii(urlHead);
   for (let i = 0; i < rows.length; i++) {
-    if (i > 0) parts.push(',');
+    if (i > 0) pieces.push(',');
     const { json, study_uid: uid } = rows[i];
     const at = plan.written ? findUrlPlaceholder(json) : -1;
     if (json.includes(BULK_DATA_WORD) || !PLAIN_UID.test(uid) || (plan.written && at < 0)) {
-      parts.push(finishStudyJson(rows[i], plan));
-    } else if (plan.written) {
-      parts.push(json.slice(0, at), urlHead, uid, '"]}', json.slice(at + STUDY_URL_PLACEHOLDER.length));
-    } else {
-      parts.push(json);
+      const finished = finishStudyJson(rows[i], plan);
+      pieces.push(finished);
+      ascii &&= isAscii(finished);
+      continue;
     }
+    // A plain UID is ASCII: the row's text decides.
+    ascii &&= isAscii(json);
+    if (plan.written) pieces.push(json.slice(0, at), urlHead, uid, '"]}', json.slice(at + STUDY_URL_PLACEHOLDER.length));
+    else pieces.push(json);
   }
-  parts.push(']');
-  return parts.join('');
+  pieces.push(']');
+  return { pieces, ascii };
+}
+
+/** The response body of a study search as one string (see studyResultPieces). */
+export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string {
+  return studyResultPieces(rows, plan).pieces.join('');
+}
+
+/** Whether a text has ASCII characters only (every other character takes two or more UTF-8 bytes). */
+function isAscii(text: string): boolean {
+  return Buffer.byteLength(text, 'utf8') === text.length;
 }
 
 /** Where STUDY_URL_PLACEHOLDER starts in a `qido_json` text, or -1. */

@@ -1,7 +1,7 @@
 import type { QidoRow } from '../../../src/db/qido-search';
 import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
 import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan } from '../../../src/db/qido-search';
-import { buildResult, datasetSelections, finishStudyJson, planReturn, planStudyJson, writeStudyResults } from '../../../src/dicomweb/query-results';
+import { buildResult, datasetSelections, finishStudyJson, planReturn, planStudyJson, studyResultPieces, writeStudyResults } from '../../../src/dicomweb/query-results';
 
 const row = (extra: Partial<QidoRow> = {}): QidoRow => ({
   study_uid: '1.2.3',
@@ -167,6 +167,9 @@ describe('study results written by the database', () => {
     for (const written of [true, false]) {
       const expected = `[${rows.map((r) => finishStudyJson(r, plan(written))).join(',')}]`;
       expect(writeStudyResults(rows, plan(written))).toBe(expected);
+      expect(studyResultPieces(rows, plan(written)).ascii).toBe(false);
+      // Each row alone: ASCII only when its text (as sent) is.
+      for (const row of rows) expect(studyResultPieces([row], plan(written)).ascii).toBe(Buffer.byteLength(finishStudyJson(row, plan(written))) === finishStudyJson(row, plan(written)).length);
     }
   });
 
