@@ -16,6 +16,8 @@ import type { AccessDecision } from './policy';
 
 export type StudyRestriction = ((qb: Knex.QueryBuilder) => void) & {
   onColumn?: (qb: Knex.QueryBuilder, column: string) => void;
+  /** The restriction probes each matching study's project links (the query names a handful of studies). */
+  fewStudies?: boolean;
 };
 
 /**
@@ -56,6 +58,7 @@ export function restrictStudiesToProjects(projectIds: readonly string[], options
     }
   };
   const restriction: StudyRestriction = (qb) => onColumn(qb, 'studies.id');
+  if (options.fewStudies) restriction.fewStudies = true;
   restriction.onColumn = (qb, column) => {
     if (!SAFE_COLUMN.test(column)) throw new Error(`unsafe column name ${column}`);
     onColumn(qb, column);

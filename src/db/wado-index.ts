@@ -14,6 +14,8 @@ import { queryPrepared } from './prepared-statement';
  */
 export type StudyRestriction = ((qb: Knex.QueryBuilder) => void) & {
   onColumn?: (qb: Knex.QueryBuilder, column: string) => void;
+  /** The restriction probes each matching study's project links (the query names a handful of studies). */
+  fewStudies?: boolean;
 };
 
 /** Narrows `qb` to the studies `restrict` allows, by the study key in `column`. */

@@ -6,6 +6,7 @@ import type { DicomJson } from '../../../src/dicom/types';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { prepareSearch, searchForStudies } from '../../../src/dicomweb/qido-rs';
 import { buildResult } from '../../../src/dicomweb/query-results';
+import { restrictStudiesToProjects } from '../../../src/auth/project-filters';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 
@@ -159,6 +160,38 @@ describe('QIDO-RS study results written by the database', () => {
         const res = await written(query);
         expect(res.body).toEqual(await generic(query));
       }
+    }
+  });
+
+  test('study look-ups by exact PatientID, StudyInstanceUID or AccessionNumber give the same results on every call (prepared statements)', async () => {
+    const queries: Array<Record<string, unknown>> = [
+      { PatientID: 'JSON-1' },
+      { PatientID: 'JSON-ODD' },
+      { StudyInstanceUID: BRAINIX_STUDY },
+      { '00100020': 'JSON-1', limit: '2', offset: '1' },
+      { AccessionNumber: 'none-such' },
+      { PatientID: 'JSON-1', StudyInstanceUID: BRAINIX_STUDY },
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const query of queries) {
+        const res = await written(query);
+        expect(res.body).toEqual(await generic(query));
+      }
+    }
+  });
+
+  test('a restricted look-up by PatientID (probing the projects of each study) sees only the linked studies, on every call', async () => {
+    const knex = t.app.db.knex;
+    await knex('projects').insert({ id: 'json-lookup', name: 'JSON look-up' }).onConflict('id').ignore();
+    const linked = await knex('studies').where({ patient_id: 'JSON-1' }).orderBy('study_date').limit(2).select('id', 'study_uid');
+    await knex('project_studies').insert(linked.map((r: { id: number }) => ({ project_id: 'json-lookup', study_pk: r.id }))).onConflict(['project_id', 'study_pk']).ignore();
+    const restrictStudies = restrictStudiesToProjects(['json-lookup'], { fewStudies: true });
+    expect(restrictStudies.fewStudies).toBe(true);
+    for (let round = 0; round < 8; round++) {
+      const patientID = round % 2 ? 'JSON-1' : 'JSON-ODD';
+      const res = await searchForStudies({ db: t.app.db }, { query: { PatientID: patientID }, dicomwebBaseUrl: BASE }, { restrictStudies });
+      const uids = res.body.map((r) => (r['0020000D'].Value as string[])[0]).sort();
+      expect(uids).toEqual(patientID === 'JSON-1' ? linked.map((r: { study_uid: string }) => r.study_uid).sort() : []);
     }
   });
 
