@@ -71,11 +71,12 @@ export interface AuditConnectionPool {
 }
 
 /**
- * knex's client when it is the node-postgres driver outside a transaction (the prepared-statement
- * path can use its connections), else undefined (the INSERT goes through knex.raw).
+ * knex's client when it is the node-postgres driver (the prepared-statement path can use its
+ * connections; a transaction's client hands out the transaction's own connection and its release
+ * is a no-op, so a write's AuditEvent is the same prepared INSERT inside the write's
+ * transaction), else undefined (the INSERT goes through knex.raw).
  */
 export function auditConnectionPool(knexOrTrx: Knex | Knex.Transaction): AuditConnectionPool | undefined {
-  if ((knexOrTrx as Knex.Transaction).isTransaction) return undefined;
   const client = knexOrTrx.client as ({ driverName?: string; config?: { client?: unknown } } & Partial<AuditConnectionPool>) | undefined;
   // The embedded engine's knex client (knex-pglite) inherits driverName 'pg' but its connections
   // take no named statements: only the configured 'pg' client qualifies.
