@@ -1,4 +1,3 @@
-import http from 'node:http';
 import { Command } from 'commander';
 import { createApp, shutdownApp } from './app';
 import { ConfigError, loadConfig, type AppConfig } from './config';
@@ -14,6 +13,7 @@ import { assertSchemaCurrent } from './db/migrate';
 import { createPrivacyService } from './privacy/privacy-service';
 import { checkGenerateOptions, GenerateError, runGenerate, type GenerateOptions } from './generate/generate';
 import { startMemoryRelease } from './memory-release';
+import { createAppServer } from './http/app-server';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -259,7 +259,7 @@ async function serve(config: AppConfig): Promise<void> {
   const app = await createApp(config);
   // Runs before express so that a large upload starts on a heap with its garbage collected.
   const memory = startMemoryRelease({ slackBytes: config.memoryReleaseSlackBytes, logger: app.logger });
-  const server = http.createServer((req, res) => {
+  const server = createAppServer(app.express, (req, res) => {
     memory.onRequest(req, res);
     app.express(req, res);
   });

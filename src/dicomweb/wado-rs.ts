@@ -49,7 +49,7 @@ import {
   parseAccept,
   type Representation,
 } from './accept';
-import { closingLength, createBoundary, multipartContentType, MultipartWriter, partOverhead, writeWithBackpressure } from './multipart-writer';
+import { closingLength, createBoundary, MAX_QUEUED_BYTES, multipartContentType, MultipartWriter, partOverhead, writeWithBackpressure } from './multipart-writer';
 
 /** Optional seam for the transcoding engineer: converts stored bytes to another Transfer Syntax. */
 export interface TranscodeHook {
@@ -475,7 +475,16 @@ function pixelAnswer(rep: Representation, sources: PartSource[], extra: { status
     },
     async send(out) {
       const writer = new MultipartWriter(out, boundary);
-      for (const s of sources) await writer.writePart(headers(s), s.body());
+      if (total !== undefined && total <= MAX_QUEUED_BYTES) {
+        // A small answer (a frame or a few) is read before anything is written: the headers, the
+        // part envelopes and the bytes then leave in one socket write, not one for the headers and
+        // first envelope, one per frame and one for the closing delimiter.
+        const bodies: Buffer[] = [];
+        for (const s of sources) bodies.push(await bufferOf(s.body()));
+        for (let i = 0; i < sources.length; i++) await writer.writePart(headers(sources[i]), bodies[i]);
+      } else {
+        for (const s of sources) await writer.writePart(headers(s), s.body());
+      }
       await writer.end();
     },
     discard() {},
@@ -785,6 +794,13 @@ async function collect(source: AsyncIterable<Buffer> | Readable): Promise<Buffer
   const chunks: Buffer[] = [];
   for await (const c of source as AsyncIterable<Buffer>) chunks.push(c);
   return Buffer.concat(chunks);
+}
+
+/** The bytes of a part as one buffer: its only chunk as it is (no copy), or the chunks joined. */
+async function bufferOf(source: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of source) chunks.push(c);
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 
 async function* single(buf: Buffer): AsyncGenerator<Buffer> {

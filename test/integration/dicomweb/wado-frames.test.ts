@@ -235,6 +235,16 @@ describe('WADO-RS retrieve frames (PS3.18 10.4.1.1.4)', () => {
     expect(errorText(res)).toMatch(/^instance 1\.2\.3 not found/);
   });
 
+  test('a frame whose stored bytes are missing is a 500 that says so, not a cut multipart answer', async () => {
+    const lost = createSyntheticInstance({ rows: 8, columns: 8, numberOfFrames: 2, seed: 11 });
+    const path = await stowOne(t, lost.bytes);
+    const row = await t.app.db.knex('instances').where({ sop_instance_uid: lost.sopInstanceUID }).first('blob_key');
+    await t.app.blobs.delete(row.blob_key);
+    const res = await request(app).get(`${path}/frames/1`).set('Accept', OCTET);
+    expect(res.status).toBe(500);
+    expect(errorText(res)).toBe(`the stored bytes ${row.blob_key} are missing from the blob store`);
+  });
+
   /** The OPT volume as a retrieve target, from its stored path. */
   function optTarget() {
     const [, studyInstanceUID, seriesInstanceUID, sopInstanceUID] = paths.opt.match(/studies\/([^/]+)\/series\/([^/]+)\/instances\/([^/]+)/)!;
