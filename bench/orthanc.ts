@@ -1,9 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { figureFailures } from './lib/compare-figures';
-import { renderComparison, targetPasses, type CompareRun } from './lib/compare-report';
-import { COMPARE_FULL, COMPARE_QUICK, IL, runCompareVariant, type CompareFloors, type CompareVariant } from './lib/compare-variant';
+import { imagingLakeFailed, renderComparison, targetPasses, type CompareRun } from './lib/compare-report';
+import { COMPARE_FULL, COMPARE_QUICK, runCompareVariant, type CompareFloors, type CompareVariant } from './lib/compare-variant';
 import { createCtSlices, createOctVolumes } from './lib/instances';
 import { measureDiskFloor, measureSha256, measureSmallFileFloor } from './lib/machine-floor';
 import { findOrthanc, ORTHANC_INSTALL_HINT } from './lib/orthanc-process';
@@ -121,8 +120,8 @@ export async function runOrthancComparison(argv: string[] = process.argv.slice(2
         updateResultsFile(RESULTS_FILE, key, section);
         log(`updated ${path.relative(REPO_ROOT, RESULTS_FILE)} section ${key}`);
       }
-      // Orthanc's failed requests lower its own figures and are reported; only imaging-lake's fail the run.
-      if (v.error || v.figures.some((f) => figureFailures(f, IL) > 0)) exitCode = 1;
+      // Orthanc's failed requests and unmeasurable figures are reported in its column; only imaging-lake's fail the run.
+      if (v.error || v.problems?.length || v.figures.some(imagingLakeFailed)) exitCode = 1;
       else if (exitCode === 0 && v.figures.some((f) => targetPasses(f) === false)) exitCode = 3;
     }
   } finally {
