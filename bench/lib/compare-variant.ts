@@ -234,14 +234,21 @@ async function runFigures(v: CompareVariant, servers: ComparedServer[], sizes: C
 }
 
 /**
- * Why the population cannot be grown by `instances` more within `leftSeconds` (undefined when
- * it can): the time each server would take at the median bulk-load rate of this run so far,
+ * Load projections this many times over what is left of the budget skip the scale: it would be
+ * measured at a third of its count or less, which is not that scale. Closer ones are loaded as far
+ * as the budget allows and the figure says at how many instances it was measured.
+ */
+const OUT_OF_REACH_FACTOR = 3;
+
+/**
+ * Why the population cannot be grown by `instances` more within `leftSeconds` (undefined when it
+ * can, or nearly): the time each server would take at the median bulk-load rate of this run so far,
  * added up (the servers load one after the other). A lower bound: a growing index only gets slower.
  */
 export function loadOutOfReach(load: Figure, servers: Array<{ name: string }>, instances: number, leftSeconds: number, budgetSeconds: number): string | undefined {
   const rates = servers.map((s) => ({ name: s.name, rate: figureValue(load, s.name) }));
   const seconds = rates.reduce((n, r) => n + (r.rate > 0 ? instances / r.rate : Infinity), 0);
-  if (seconds <= leftSeconds) return undefined;
+  if (seconds <= OUT_OF_REACH_FACTOR * Math.max(0, leftSeconds)) return undefined;
   const took = Number.isFinite(seconds) ? `at least ${seconds >= 5400 ? `${fmt(seconds / 3600, 1)} h` : `${fmt(seconds / 60, 0)} min`}` : 'longer than the run can wait (a server stored nothing)';
   return (
     `storing ${fmt(instances, 0)} more instances in both servers through STOW-RS would take ${took} at this run's bulk-load rates ` +
