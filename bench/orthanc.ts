@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { imagingLakeFailed, renderComparison, targetPasses, type CompareRun } from './lib/compare-report';
 import { COMPARE_FULL, COMPARE_QUICK, runCompareVariant, type CompareFloors, type CompareVariant } from './lib/compare-variant';
+import { measureBufferedUpload, withHttpSink } from './lib/http-sink';
 import { createCtSlices, createOctVolumes } from './lib/instances';
 import { measureDiskFloor, measureSha256, measureSmallFileFloor } from './lib/machine-floor';
 import { findOrthanc, ORTHANC_INSTALL_HINT } from './lib/orthanc-process';
@@ -131,7 +132,11 @@ export async function runOrthancComparison(argv: string[] = process.argv.slice(2
   return exitCode;
 }
 
-/** The floor the targets refer to: disk write + fsync and O_DIRECT read of the volume bytes, fsynced small files, SHA-256. */
+/**
+ * The floor the targets refer to: disk write + fsync and O_DIRECT read of the volume bytes,
+ * fsynced small files, SHA-256; and the load generator's own ceiling for the volume row, the
+ * same volume bodies sent one at a time over loopback HTTP to a process that discards them.
+ */
 async function measureCompareFloors(dir: string, volumes: number, small: number, quick: boolean): Promise<CompareFloors> {
   log('measuring the machine floor');
   const volumeBytes = createOctVolumes(1, 'probe')[0]!.length;
@@ -139,7 +144,8 @@ async function measureCompareFloors(dir: string, volumes: number, small: number,
   const disk = await measureDiskFloor(dir, volumeBytes * Math.max(volumes, 2));
   const files = await measureSmallFileFloor(dir, Math.min(small, 500), sliceBytes);
   const sha = await measureSha256(quick ? 256 * 1024 ** 2 : 1024 ** 3);
-  return { diskWriteMBps: disk.writeMBps, diskReadMBps: disk.readMBps, sha256MBps: sha.MBps, smallFilesPerSecond: files.filesPerSecond };
+  const httpUploadMBps = await withHttpSink((sink) => measureBufferedUpload(sink, Math.max(volumes, 2), volumeBytes));
+  return { diskWriteMBps: disk.writeMBps, diskReadMBps: disk.readMBps, sha256MBps: sha.MBps, smallFilesPerSecond: files.filesPerSecond, httpUploadMBps };
 }
 
 if (require.main === module) {

@@ -69,6 +69,7 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
         ['sequential read of the same bytes (O_DIRECT)', `${fmt(run.floors.diskReadMBps, 0)} MB/s`],
         ['~34 kB files, each write + fsync + directory fsync, one writer', `${fmt(run.floors.smallFilesPerSecond, 0)} files/s`],
         ['SHA-256, one core', `${fmt(run.floors.sha256MBps, 0)} MB/s`],
+        ...(run.floors.httpUploadMBps === undefined ? [] : [['loopback HTTP upload of the volume bodies to a discarding process, concurrency 1', `${fmt(run.floors.httpUploadMBps, 0)} MB/s`]]),
       ],
       ['l', 'r'],
     ),

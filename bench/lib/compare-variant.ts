@@ -82,6 +82,8 @@ export interface CompareFloors {
   diskReadMBps: number;
   sha256MBps: number;
   smallFilesPerSecond: number;
+  /** The volume bodies sent one at a time over loopback HTTP to a discarding process: what the load generator can send at all. */
+  httpUploadMBps?: number;
 }
 
 const SMALL_ROWS: Array<{ perRequest: number; concurrency: number }> = [
@@ -343,7 +345,8 @@ async function runStowAndReads(
   const volumes: StoredSeries[] = [];
   const volumesMissing = none();
   const opt = add(newFigure({ id: 'stow-opt', title: `STOW-RS OPT volumes (61 x 496 x 768, ~23 MB), 1 per request, concurrency 1`, unit: 'MB/s', better: 'higher', phase: 'stow volumes', cpuPer: 'MB' }));
-  opt.target = { text: `>= ${fmt(floors.diskWriteMBps / 2, 0)} MB/s (half the disk write floor)`, pass: (a) => a >= floors.diskWriteMBps / 2 };
+  const ceiling = floors.httpUploadMBps !== undefined && floors.httpUploadMBps < floors.diskWriteMBps ? `; loopback HTTP upload alone: ${fmt(floors.httpUploadMBps, 0)} MB/s` : '';
+  opt.target = { text: `>= ${fmt(floors.diskWriteMBps / 2, 0)} MB/s (half the disk write floor${ceiling})`, pass: (a) => a >= floors.diskWriteMBps / 2 };
   for (let rep = 0; rep < reps; rep++) {
     const batch = prepareOctVolumes(sizes.volumes, `v${rep}`);
     incompleteSeries(batch, await measureStow(servers, rep, batch.requests, 1, opt, 'MB'), volumesMissing);
