@@ -19,6 +19,8 @@ export interface StoredSeries {
 export interface PreparedBatch {
   requests: PreparedRequest[];
   series: StoredSeries[];
+  /** For each of `series`, the indices of the requests that carry its instances. */
+  seriesRequests: number[][];
 }
 
 /**
@@ -36,7 +38,7 @@ export function prepareCtSeries(count: number, seriesSize: number, perRequest: n
     s.instances.push({ sopInstanceUID: r.sopInstanceUID, frames: 1, bytes: r.bytes.length });
     bodies.push(r.bytes);
   }
-  return { requests: frame(bodies, perRequest), series };
+  return framed(bodies, series, perRequest);
 }
 
 /**
@@ -67,7 +69,7 @@ export function prepareQidoStudies(from: number, to: number, perRequest: number,
       series.push(s);
     }
   }
-  return { requests: frame(bodies, perRequest), series };
+  return framed(bodies, series, perRequest);
 }
 
 /** PatientID of QIDO study k (four studies per patient). */
@@ -90,11 +92,28 @@ export function prepareOctVolumes(count: number, tag: string): PreparedBatch {
     });
     requests.push(buildMultipartBody([r.bytes]));
   }
-  return { requests, series };
+  return { requests, series, seriesRequests: series.map((_, i) => [i]) };
 }
 
-function frame(bodies: Buffer[], perRequest: number): PreparedRequest[] {
-  const out: PreparedRequest[] = [];
-  for (let i = 0; i < bodies.length; i += perRequest) out.push(buildMultipartBody(bodies.slice(i, i + perRequest)));
-  return out;
+/**
+ * The series of `batch` that a server holds completely: those none of whose requests is in
+ * `incomplete` (the requests it did not fully acknowledge, even when sent again).
+ */
+export function completeSeries(batch: PreparedBatch, incomplete: ReadonlySet<number>): StoredSeries[] {
+  return batch.series.filter((_, i) => batch.seriesRequests[i]!.every((r) => !incomplete.has(r)));
+}
+
+/** Frames `bodies` (the instances of `series`, in order) `perRequest` to a request. */
+function framed(bodies: Buffer[], series: StoredSeries[], perRequest: number): PreparedBatch {
+  const requests: PreparedRequest[] = [];
+  for (let i = 0; i < bodies.length; i += perRequest) requests.push(buildMultipartBody(bodies.slice(i, i + perRequest)));
+  let first = 0;
+  const seriesRequests = series.map((s) => {
+    const end = first + s.instances.length;
+    const out: number[] = [];
+    for (let r = Math.floor(first / perRequest); r * perRequest < end; r++) out.push(r);
+    first = end;
+    return out;
+  });
+  return { requests, series, seriesRequests };
 }

@@ -40,6 +40,12 @@ export interface Figure {
   samples: Record<string, Sample[]>;
   /** Set on the rows that carry a project target. */
   target?: { text: string; pass: (il: number, orthanc: number) => boolean };
+  /** Servers this figure could not be measured on, and why (e.g. a peer that stored none of the data). */
+  unmeasured?: Record<string, string>;
+  /** Why the figure was measured on neither server (e.g. a scale the run cannot reach in its time). */
+  skipped?: string;
+  /** Said under the table (e.g. how many patients a QIDO figure left out, and why). */
+  note?: string;
 }
 
 /** Median of the values (mean of the middle two for an even count). */
@@ -68,6 +74,11 @@ export function advantage(f: Figure, il: string, other: string): number {
   return f.better === 'higher' ? a / b : b / a;
 }
 
+/** Records that `figure` cannot be measured on `server`; the first reason given stays. */
+export function markUnmeasured(figure: Figure, server: string, reason: string): void {
+  (figure.unmeasured ??= {})[server] ??= reason;
+}
+
 /** A figure with no samples yet. */
 export function newFigure(f: Omit<Figure, 'samples'>): Figure {
   return { ...f, samples: {} };
@@ -90,7 +101,9 @@ export function stowTargetOf(s: DicomwebEndpoint): StowTarget {
 /**
  * Sends the same prepared STOW requests to each server in turn; records inst/s or MB/s of what
  * the answers acknowledged (a server that answers 200 for fewer instances than it was sent is
- * credited with those only, and the request counts as failed).
+ * credited with those only, and the request counts as failed). Resolves with, per server, the
+ * indices of the requests it did not fully acknowledge (after the resends, with `repair`), so
+ * that the read figures ask only for what each server holds.
  */
 export async function measureStow(
   servers: ComparedServer[],
@@ -100,33 +113,43 @@ export async function measureStow(
   figure: Figure,
   per: 'inst' | 'MB',
   repair = false,
-): Promise<void> {
+): Promise<Map<string, Set<number>>> {
   const instances = requests.reduce((n, r) => n + r.instances, 0);
   const mb = requests.reduce((n, r) => n + r.dicomBytes, 0) / 1e6;
+  const incomplete = new Map<string, Set<number>>();
   for (const s of orderFor(servers, rep)) {
     const m = await measurePhase(s, s.database, () => sendAll(stowTargetOf(s), requests, concurrency, 600_000));
     const share = instances ? m.stats.referenced / instances : 0;
     s.tally.sent += instances;
     s.tally.acknowledged += m.stats.referenced;
     push(figure, s.name, { value: per === 'inst' ? m.stats.referenced / m.seconds : (mb * share) / m.seconds, units: per === 'inst' ? instances : mb, m });
-    if (repair) await resendIncomplete(s, requests, m.stats.incomplete ?? []);
+    const missed = m.stats.incomplete ?? [];
+    incomplete.set(s.name, new Set(repair ? await resendIncomplete(s, requests, missed) : missed));
   }
+  return incomplete;
 }
+
+/** Pause before each round of resends: a busy index (Orthanc's PostgreSQL plugin under concurrent writers) gets time to settle. */
+const RESEND_PAUSES_MS = [0, 1_000, 5_000];
 
 /**
  * Sends the requests a server did not fully acknowledge again, one at a time and off the clock
- * (up to three tries each), so that both servers hold the same population before it is queried.
- * The timed figure keeps crediting only what the first answers acknowledged.
+ * (up to three tries each, the later ones after a pause): a store that collided with another writer
+ * in an index with several connections (Orthanc's PostgreSQL plugin retries such collisions only a
+ * few times itself) is the client's to retry. The timed figure keeps crediting only what the first
+ * answers acknowledged. Resolves with the indices still incomplete.
  */
-async function resendIncomplete(s: ComparedServer, requests: PreparedRequest[], incomplete: number[]): Promise<void> {
-  let pending = incomplete.map((i) => requests[i]!);
-  for (let attempt = 0; attempt < 3 && pending.length > 0; attempt++) {
+async function resendIncomplete(s: ComparedServer, requests: PreparedRequest[], incomplete: number[]): Promise<number[]> {
+  let pending = [...incomplete];
+  for (let attempt = 0; attempt < RESEND_PAUSES_MS.length && pending.length > 0; attempt++) {
+    if (RESEND_PAUSES_MS[attempt]) await new Promise((resolve) => setTimeout(resolve, RESEND_PAUSES_MS[attempt]));
     s.tally.resent = (s.tally.resent ?? 0) + pending.length;
-    const stats = await sendAll(stowTargetOf(s), pending, 1, 600_000);
+    const stats = await sendAll(stowTargetOf(s), pending.map((i) => requests[i]!), 1, 600_000);
     const left = new Set(stats.incomplete ?? []);
     s.tally.repaired = (s.tally.repaired ?? 0) + pending.length - left.size;
     pending = pending.filter((_, i) => left.has(i));
   }
+  return pending;
 }
 
 /**

@@ -15,13 +15,28 @@ export interface CompareRun {
 
 const digits = (f: Figure) => (f.unit === 'ms' ? 1 : 0);
 
+/** Why a figure has no value for `server` (skipped for both, or not measurable on it), or undefined when it has one. */
+export function notMeasured(f: Figure, server: string): string | undefined {
+  return f.skipped ?? f.unmeasured?.[server];
+}
+
 /**
  * Whether a target row passes: imaging-lake had no failed request and the target's own test on
- * the medians holds (Orthanc's failures only lower its own figures).
+ * the medians holds (Orthanc's failures only lower its own figures). Undefined when there is no
+ * target, or nothing to judge it on: a skipped figure, or a peer that could not be measured
+ * (its failure is reported, never counted against imaging-lake). imaging-lake not measured fails.
  */
 export function targetPasses(f: Figure): boolean | undefined {
-  if (!f.target) return undefined;
+  if (!f.target || f.skipped) return undefined;
+  if (notMeasured(f, IL)) return false;
+  // A target that compares with the peer takes both values; one against the machine's floor takes only imaging-lake's.
+  if (notMeasured(f, ORTHANC) && f.target.pass.length > 1) return undefined;
   return figureFailures(f, IL) === 0 && f.target.pass(figureValue(f, IL), figureValue(f, ORTHANC));
+}
+
+/** True when imaging-lake itself failed in this figure: a failed request, or no value where one was due. */
+export function imagingLakeFailed(f: Figure): boolean {
+  return figureFailures(f, IL) > 0 || (!f.skipped && notMeasured(f, IL) !== undefined);
 }
 
 /** The markdown section of one pairing (what --write stores). */
@@ -44,6 +59,7 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
     const keys = ['KeepAlive', 'TcpNoDelay', 'SaveJobs', 'StorageAccessOnFind', 'HttpCompressionEnabled', 'StorageCompression', 'SyncStorageArea'];
     out.push(`- Orthanc settings beyond the defaults' paths and ports: ${keys.map((k) => `${k}=${JSON.stringify(c[k])}`).join(', ')}${c.PostgreSQL ? ', PostgreSQL index with IndexConnectionsCount=5' : ''} (the Orthanc Book's "Scalability of Orthanc" recommendations)`);
   }
+  if (v.seconds !== undefined) out.push(`- Run length: ${fmt(v.seconds / 60, 0)} min for this pairing (start-up, population, every figure, shut-down)`);
   out.push('', '### Machine floor (same run, same disk)', '');
   out.push(
     markdownTable(
@@ -53,11 +69,16 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
         ['sequential read of the same bytes (O_DIRECT)', `${fmt(run.floors.diskReadMBps, 0)} MB/s`],
         ['~34 kB files, each write + fsync + directory fsync, one writer', `${fmt(run.floors.smallFilesPerSecond, 0)} files/s`],
         ['SHA-256, one core', `${fmt(run.floors.sha256MBps, 0)} MB/s`],
+        ...(run.floors.httpUploadMBps === undefined ? [] : [['loopback HTTP upload of the volume bodies to a discarding process, concurrency 1', `${fmt(run.floors.httpUploadMBps, 0)} MB/s`]]),
       ],
       ['l', 'r'],
     ),
   );
   out.push('', `### Results (medians of ${run.sizes.reps})`, '', renderMain(v));
+  const notes = v.figures.filter((f) => f.note);
+  if (notes.length) out.push('', ...notes.map((f) => `- ${f.title}: ${f.note}.`));
+  const skipped = v.figures.filter((f) => f.skipped && f.id.includes('-p50'));
+  if (skipped.length) out.push('', ...skipped.map((f) => `- ${f.title.replace(/ p50 /, ' ')}: not measured: ${f.skipped}.`));
   if (v.stored) {
     out.push(
       '',
@@ -70,7 +91,8 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
   }
   const targeted = v.figures.filter((f) => f.target);
   const passed = targeted.filter((f) => targetPasses(f)).length;
-  out.push('', `Targets: ${passed} of ${targeted.length} pass${run.quick ? ' (quick run: reduced counts, indicative only)' : ''}.`);
+  const unjudged = targeted.filter((f) => targetPasses(f) === undefined).length;
+  out.push('', `Targets: ${passed} of ${targeted.length} pass${unjudged ? ` (${unjudged} not judged: the peer could not be measured)` : ''}${run.quick ? ' (quick run: reduced counts, indicative only)' : ''}.`);
   out.push('', '### Reading', '', ...renderReading(v));
   out.push('', '### Every repetition, and server CPU', '', renderDetails(v));
   out.push('', '### Peak RSS per phase (MB)', '', renderRss(v));
@@ -80,6 +102,7 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
       if (samples.length) out.push('', `Failures in ${f.id} on ${name}:`, ...samples.slice(0, 5).map((x) => `- ${x}`));
     }
   }
+  for (const p of v.problems ?? []) out.push('', 'A part of the run stopped with an error (the parts after it still ran):', '', '```', p.slice(0, 4000), '```');
   if (v.error) out.push('', 'The run stopped early:', '', '```', v.error.slice(0, 4000), '```');
   out.push(
     '',
@@ -90,20 +113,25 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
   return out.join('\n');
 }
 
+/** A figure's median on one server with its unit, or why there is none. */
+function valueCell(f: Figure, server: string): string {
+  if (notMeasured(f, server)) return 'not measured';
+  return `${fmt(figureValue(f, server), digits(f))} ${f.unit}`;
+}
+
+/** The result column: the verdict, then each server's failed requests or why it was not measured. */
+export function resultCell(f: Figure): string {
+  const pass = targetPasses(f);
+  const verdict = pass === undefined ? (f.target && !f.skipped ? 'not judged' : '') : pass ? 'PASS' : 'FAIL';
+  const why = f.skipped ? [`not measured: ${f.skipped.split(';')[0]} (see below)`] : Object.entries(f.unmeasured ?? {}).map(([n, reason]) => `${n} not measured: ${reason}`);
+  const failed = [IL, ORTHANC].filter((n) => figureFailures(f, n)).map((n) => `${n}: ${figureFailures(f, n)} failed requests`);
+  return [verdict, ...failed, ...why].filter(Boolean).join('; ');
+}
+
 function renderMain(v: CompareVariant): string {
   const rows = v.figures.map((f) => {
     const a = advantage(f, IL, ORTHANC);
-    const pass = targetPasses(f);
-    return [
-      f.title,
-      `${fmt(figureValue(f, IL), digits(f))} ${f.unit}`,
-      `${fmt(figureValue(f, ORTHANC), digits(f))} ${f.unit}`,
-      `${fmt(a, a < 10 ? 2 : 1)}x`,
-      f.target?.text ?? '–',
-      [pass === undefined ? '' : pass ? 'PASS' : 'FAIL', ...[IL, ORTHANC].filter((n) => figureFailures(f, n)).map((n) => `${n}: ${figureFailures(f, n)} failed requests`)]
-        .filter(Boolean)
-        .join('; '),
-    ];
+    return [f.title, valueCell(f, IL), valueCell(f, ORTHANC), `${fmt(a, a < 10 ? 2 : 1)}x`, f.target?.text ?? '–', resultCell(f)];
   });
   return markdownTable(['figure', 'imaging-lake', 'Orthanc', 'imaging-lake advantage', 'target', 'result'], rows, ['l', 'r', 'r', 'r', 'l', 'l']);
 }
@@ -124,17 +152,18 @@ function renderReading(v: CompareVariant): string[] {
 
 function renderDetails(v: CompareVariant): string {
   const rows = v.figures.map((f) => {
-    const cell = (name: string) => (f.samples[name] ?? []).map((s) => fmt(s.value, digits(f))).join(', ');
+    const cell = (name: string) => (notMeasured(f, name) ? 'not measured' : (f.samples[name] ?? []).map((s) => fmt(s.value, digits(f))).join(', '));
     const cpu = (name: string) => {
       const list = f.samples[name] ?? [];
+      if (list.length === 0) return '–';
       const units = list.reduce((n, s) => n + s.units, 0);
       const server = list.reduce((n, s) => n + s.m.serverCpuSeconds, 0);
       const db = list.reduce((n, s) => n + (s.m.dbCpuSeconds ?? 0), 0);
       const hasDb = list.some((s) => s.m.dbCpuSeconds !== undefined);
       return `${fmt((server * 1000) / units, 2)}${hasDb ? ` / ${fmt((db * 1000) / units, 2)}` : ''} ms/${f.cpuPer}`;
     };
-    const busy = (name: string) => fmt(((f.samples[name] ?? []).reduce((n, s) => n + s.m.machineBusy, 0) / Math.max(1, f.samples[name]?.length ?? 0)) * 100, 0);
-    return [f.title, cell(IL), cell(ORTHANC), cpu(IL), cpu(ORTHANC), `${busy(IL)}% / ${busy(ORTHANC)}%`];
+    const busy = (name: string) => (f.samples[name]?.length ? `${fmt(((f.samples[name] ?? []).reduce((n, s) => n + s.m.machineBusy, 0) / Math.max(1, f.samples[name]?.length ?? 0)) * 100, 0)}%` : '–');
+    return [f.title, cell(IL), cell(ORTHANC), cpu(IL), cpu(ORTHANC), `${busy(IL)} / ${busy(ORTHANC)}`];
   });
   return markdownTable(['figure', 'imaging-lake, each run', 'Orthanc, each run', 'imaging-lake CPU', 'Orthanc CPU', 'machine busy'], rows, ['l', 'r', 'r', 'r', 'r', 'r']);
 }
