@@ -26,8 +26,8 @@ export interface ScannerOptions {
 export function createInstanceScanner(opts: ScannerOptions): { writable: Writable; result: Promise<ScannedInstance> } {
   const scan = new InstanceScan({ maxSequenceDepth: 128, maxElements: 1_000_000, maxFragments: 4_000_000, ...opts });
   let settle!: (outcome: ScannedInstance | DicomInstanceError) => void;
+  let settled = false;
   const result = new Promise<ScannedInstance>((resolve, reject) => {
-    let settled = false;
     settle = (outcome) => {
       if (settled) return;
       settled = true;
@@ -58,7 +58,10 @@ export function createInstanceScanner(opts: ScannerOptions): { writable: Writabl
   });
   writable.once('finish', () => settle(outcome!));
   // Destroyed before the end (aborted request): the instance is incomplete.
-  writable.once('close', () => settle(new DicomInstanceError('the part ended before all of its bytes arrived', StatusCode.CannotUnderstand)));
+  // (The error, with its stack trace, is only made when it is the outcome: every part closes.)
+  writable.once('close', () => {
+    if (!settled) settle(new DicomInstanceError('the part ended before all of its bytes arrived', StatusCode.CannotUnderstand));
+  });
   // Whoever destroys us with an error owns that error; it must not crash the process for lack of a listener.
   writable.on('error', () => undefined);
   return { writable, result };
