@@ -37,10 +37,23 @@ describe('request log', () => {
     expect(res.status).toBe(200);
     const line = lines.find((l) => l.req?.id === 'log-test-1' && l.res);
     expect(line).toBeDefined();
-    expect(line!.req).toMatchObject({ method: 'GET', url: '/dicomweb/studies?limit=1' });
+    expect(line!.req).toMatchObject({ method: 'GET', url: '/dicomweb/studies?limit=*' });
     expect(line!.res.statusCode).toBe(200);
     const text = JSON.stringify(lines);
     expect(text).not.toContain(t.adminToken);
     expect(text).not.toContain('secret-cookie');
+  });
+
+  test('search values (PHI) stay out of the log: the query keeps its parameter names only', async () => {
+    const res = await request(app.express)
+      .get('/dicomweb/studies?PatientName=Doe%5EJane&PatientBirthDate=19700101&fuzzymatching=true')
+      .set('Authorization', `Bearer ${t.adminToken}`)
+      .set('X-Request-Id', 'log-test-phi');
+    expect(res.status).toBe(200);
+    const line = lines.find((l) => l.req?.id === 'log-test-phi' && l.res);
+    expect(line!.req.url).toBe('/dicomweb/studies?PatientName=*&PatientBirthDate=*&fuzzymatching=*');
+    const text = JSON.stringify(lines);
+    expect(text).not.toContain('Doe');
+    expect(text).not.toContain('19700101');
   });
 });
