@@ -20,7 +20,7 @@ import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
 import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker } from './auth/request-access';
-import { createLogger, type Logger } from './logger';
+import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
 import { createBlobStore } from './storage/create-blob-store';
@@ -194,7 +194,7 @@ function buildExpress(deps: {
   });
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const status = typeof (err as { status?: number })?.status === 'number' ? (err as { status: number }).status : 500;
-    if (status >= 500) logger.error({ err, url: req.originalUrl }, 'unhandled error');
+    if (status >= 500) logger.error({ err, url: loggableUrl(req.originalUrl) }, 'unhandled error');
     if (res.headersSent) return res.destroy();
     res.status(status).json({ error: status >= 500 ? 'internal error' : String((err as Error)?.message ?? err) });
   });
@@ -202,25 +202,6 @@ function buildExpress(deps: {
 }
 
 /** What request log lines say about the request (no headers: they carry tokens and cookies). */
-/**
- * A request's URL as the log keeps it: the path, and of the query only the parameter names. The
- * values of a search (PatientName, PatientID, birthdate, FHIR identifier=...) are PHI, and the
- * log is read by people and systems the AuditEvents' access rules do not cover.
- */
-export function loggableUrl(url: string): string {
-  const q = url.indexOf('?');
-  if (q < 0) return url;
-  const names = url
-    .slice(q + 1)
-    .split('&')
-    .filter((pair) => pair !== '')
-    .map((pair) => {
-      const eq = pair.indexOf('=');
-      return eq < 0 ? pair : `${pair.slice(0, eq)}=*`;
-    });
-  return `${url.slice(0, q)}?${names.join('&')}`;
-}
-
 function serializeRequest(req: Request & { id?: unknown }): Record<string, unknown> {
   return {
     id: req.id,

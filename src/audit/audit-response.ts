@@ -22,6 +22,7 @@ import { authErrorBody } from '../auth/auth-errors';
 import { buildAuditEvent, outcomeForStatus, type AuditEvent, type AuditInput, type AuditSource } from './audit-event';
 import { writeAuditEvent } from './audit-store';
 import { auditWriterFor, type AuditWriter } from './audit-writer';
+import { loggableUrl } from '../logger';
 
 /** What a route (or the access guard) records about the current request in `res.locals.audit`. */
 export interface AuditLocals extends Partial<Omit<AuditInput, 'agent' | 'status'>> {
@@ -197,7 +198,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
       state = 'done';
       restore();
       queue.length = 0;
-      recorder.logger.error({ err, url: req.originalUrl }, 'audit write failed: answer withheld');
+      recorder.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'audit write failed: answer withheld');
       // Whatever the route still writes goes nowhere: the prepared answer is never sent.
       raw.write = () => true;
       raw.end = () => res;

@@ -12,6 +12,7 @@ import type { TranscodeHook } from './wado-rs';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, DeidCache, type DeidEngine } from './deid-view';
 import { createDeidEngine } from './deid-engine';
+import { loggableUrl } from '../logger';
 
 /** Services the DICOMweb routes call. */
 export interface DicomwebServices extends StoreServices {
@@ -89,7 +90,7 @@ export function dicomwebErrorHandler(services: Pick<DicomwebServices, 'logger'>)
     const httpError = err instanceof HttpError ? err : isRetryableDbError(err) ? new ServiceUnavailableError('the index database is unavailable') : null;
     const status = httpError?.status ?? 500;
     const message = httpError?.message ?? 'internal error';
-    if (!httpError) services.logger.error({ err, url: req.originalUrl }, 'unhandled DICOMweb error');
+    if (!httpError) services.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'unhandled DICOMweb error');
     if (res.headersSent) {
       res.destroy();
       return;

@@ -5,7 +5,7 @@ import type { TransactionAuditor } from '../audit/audit-response';
 import type { Database } from '../db/database';
 import { isRetryableDbError, withTransaction } from '../db/database';
 import { requestBaseUrl } from '../http/base-url';
-import type { Logger } from '../logger';
+import { loggableUrl, type Logger } from '../logger';
 import type { AccessLocals } from '../auth/access-guard';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, type DeidView } from './deid/deid-view';
@@ -146,7 +146,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
 
   router.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = toOutcomeError(err);
-    if (e.status >= 500) deps.logger.error({ err, url: req.originalUrl }, 'FHIR request failed');
+    if (e.status >= 500) deps.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'FHIR request failed');
     if (res.headersSent) return void res.destroy();
     // The real lastUpdated of a deleted resource (410) is not for a de-identified caller.
     const headers = isDeidentified(res) ? Object.fromEntries(Object.entries(e.headers).filter(([k]) => k !== 'Last-Modified')) : e.headers;

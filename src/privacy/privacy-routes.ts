@@ -8,7 +8,7 @@ import express, { Router, type NextFunction, type Request, type Response } from 
 import type { Knex } from 'knex';
 import type { AccessLocals } from '../auth/access-guard';
 import type { AuditSource } from '../audit/audit-event';
-import type { Logger } from '../logger';
+import { loggableUrl, type Logger } from '../logger';
 import { fhirError, OperationOutcomeError, outcome } from '../fhir/outcome';
 import { toOutcomeError } from '../fhir/routes';
 import { clearBurnedIn, unclearBurnedIn } from './burned-in';
@@ -185,7 +185,7 @@ export function createPrivacyRouter(deps: PrivacyRouterDeps): Router {
     if (res.headersSent) return res.destroy();
     // The FHIR adapter's mapping: body-parser errors 4xx, bad values 400, database outages 503.
     const answer = toOutcomeError(err);
-    if (answer.status >= 500 && answer.status !== 503) deps.logger.error({ err, url: req.originalUrl }, 'privacy route failed');
+    if (answer.status >= 500 && answer.status !== 503) deps.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'privacy route failed');
     for (const [k, v] of Object.entries(answer.headers ?? {})) if (v !== undefined) res.setHeader(k, v);
     res.status(answer.status).type(FHIR_JSON).send(JSON.stringify(answer.outcome));
   });
