@@ -1,6 +1,8 @@
 import request from 'supertest';
 import { Client } from 'pg';
+import { startImagingStudyFlusher } from '../../../src/fhir/dicom/imaging-study-flusher';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
+import type { Logger } from '../../../src/logger';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { createTestDatabase, startTestApp, testDbKind, type TestApp } from '../../helpers/test-app';
 
@@ -104,6 +106,17 @@ describe('ImagingStudy rewritten after the STOW-RS transaction', () => {
     expect(res.status).toBe(200);
     const latest = res.body.entry.map((e: { resource?: { resourceType: string; id: string } }) => e.resource).find((r?: { resourceType: string; id: string }) => r?.resourceType === 'ImagingStudy' && r.id === s.id);
     expect(instanceUids(latest)).toEqual(s.uids);
+  });
+
+  test('stop() rewrites pending studies within its budget and leaves the rest marked for the next start', async () => {
+    const { study } = await studyWithPendingInstance();
+    const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined } as unknown as Logger;
+    await startImagingStudyFlusher({ knex: t.app.db.knex, logger: silent, pollMs: 60_000, delayMs: 60_000, shutdownBudgetMs: 0 }).stop();
+    expect(await pendingCount()).toBe(1);
+    await startImagingStudyFlusher({ knex: t.app.db.knex, logger: silent, pollMs: 60_000, delayMs: 60_000 }).stop();
+    expect(await pendingCount()).toBe(0);
+    const found = await fhir(`ImagingStudy?identifier=${encodeURIComponent(`urn:dicom:uid|urn:oid:${study}`)}`);
+    expect(instanceUids(found.body.entry[0].resource)).toHaveLength(2);
   });
 
   test('20 concurrent single-instance STOWs into one study: one ImagingStudy with all 20 instances, written once', async () => {
