@@ -24,8 +24,8 @@ export async function createBenchDatabase(adminUrl: string): Promise<BenchDataba
 
 /** A handle on a benchmark database that already exists (one a run kept); drop() removes it. */
 export function openBenchDatabase(adminUrl: string, name: string): BenchDatabase {
-  // A run's own random name, or an engineer's copy of a kept index (`il_<letter>_...`, e.g. made with createdb -T).
-  if (!/^il_(bench_[0-9a-f]+|[a-z]_[a-z0-9_]+)$/.test(name)) throw new Error(`${name} is not a benchmark database name`);
+  // A run's own random name, or an engineer's copy of a kept index (`il_<letter>_...`, the letter with an optional digit as in `il_q2_...`, e.g. made with createdb -T).
+  if (!/^il_(bench_[0-9a-f]+|[a-z][0-9]?_[a-z0-9_]+)$/.test(name)) throw new Error(`${name} is not a benchmark database name`);
   const url = databaseUrl(adminUrl, name);
   return {
     url,

@@ -13,7 +13,7 @@ import { searchDeidentified } from './deid-qido';
 import type { DeidView } from './deid-view';
 import { findMatchKey } from './query-keys';
 import { parseQidoQuery, type QidoQuery } from './query-params';
-import { buildResult, datasetSelections, planReturn, planStudyJson, studyResultPieces, type ReturnPlan, type StudyResultPieces } from './query-results';
+import { buildResult, datasetSelections, planReturn, planStudyJson, writeStudyResultBytes, writeStudyResults, type ByteBuffers, type ReturnPlan } from './query-results';
 
 /** What QIDO-RS needs from the rest of the server. */
 export interface SearchServices {
@@ -45,10 +45,10 @@ export interface SearchResponse {
   status: 200;
   /** The results (parsed from `json` on first read when the database wrote them as text). */
   readonly body: DicomJson[];
-  /** The results as DICOM JSON text, when the database wrote them (joined from `pieces` on first read). */
+  /** The results as DICOM JSON text, when the database wrote them (built on first read). */
   readonly json?: string;
-  /** The same text in pieces, as the response writes them (qido-routes.ts): sent as they are. */
-  pieces?: StudyResultPieces;
+  /** Writes the UTF-8 bytes of `json` into a buffer from `buffers` (qido-routes.ts sends them as they are), when the database wrote the results. */
+  writeBytes?(buffers: ByteBuffers): { buffer: Buffer; length: number };
   warnings: string[];
 }
 
@@ -123,13 +123,12 @@ async function search(services: SearchServices, level: QidoLevel, req: SearchReq
 async function searchStudiesAsJson(services: SearchServices, prepared: PreparedSearch, baseUrl: string): Promise<SearchResponse> {
   const plan = planStudyJson(prepared.plan, baseUrl);
   const found = await findQidoStudyJson(services.db.knex, prepared.search, plan);
-  const pieces = studyResultPieces(found.rows, plan);
   let json: string | undefined;
   let parsed: DicomJson[] | undefined;
-  const text = () => (json ??= pieces.pieces.join(''));
+  const text = () => (json ??= writeStudyResults(found.rows, plan));
   return {
     status: 200,
-    pieces,
+    writeBytes: (buffers) => writeStudyResultBytes(found.rows, plan, buffers),
     get json() {
       return text();
     },

@@ -195,6 +195,62 @@ describe('QIDO-RS study results written by the database', () => {
     }
   });
 
+  /** The raw bytes of an HTTP answer, as the client receives them. */
+  async function httpBytes(method: 'get' | 'head', query: Record<string, unknown>) {
+    const res = await request(t.http)
+      [method]('/dicomweb/studies')
+      .query(query)
+      .set('Accept', 'application/dicom+json')
+      // RetrieveURLs then start with BASE, as those of the service calls above.
+      .set('X-Forwarded-Host', 'h')
+      .buffer(true)
+      .parse((r, done) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => done(null, Buffer.concat(chunks)));
+      });
+    return { status: res.status, headers: res.headers, bytes: res.body as Buffer };
+  }
+
+  test('over HTTP, the prepared study list by date and the look-ups send the UTF-8 bytes of the generic results, non-ASCII names and encoded RetrieveURLs included', async () => {
+    const knex = t.app.db.knex;
+    const [named] = await knex('studies').whereRaw('octet_length(qido_json) > char_length(qido_json)').whereNotNull('patient_id').select('patient_id').limit(1);
+    expect(named).toBeDefined();
+    const [accession] = await knex('studies').whereNotNull('accession_number').whereNot('accession_number', '').select('accession_number').limit(1);
+    expect(accession).toBeDefined();
+    const queries: Array<Record<string, unknown>> = [
+      {},
+      { StudyDate: '20210201-20210204' },
+      { StudyDate: '20210202' },
+      { StudyDate: '20210201-20210204', limit: '2', offset: '1' },
+      { PatientID: 'JSON-1' },
+      { PatientID: 'JSON-1', limit: '2', offset: '1' },
+      { PatientID: 'JSON-ODD' },
+      { PatientID: named.patient_id },
+      { StudyInstanceUID: BRAINIX_STUDY },
+      { AccessionNumber: accession.accession_number },
+    ];
+    const fatal = new TextDecoder('utf-8', { fatal: true });
+    for (const query of queries) {
+      const got = await httpBytes('get', query);
+      expect({ query, status: got.status }).toEqual({ query, status: 200 });
+      expect(got.headers['content-type']).toBe('application/dicom+json; charset=utf-8');
+      expect(Number(got.headers['content-length'])).toBe(got.bytes.length);
+      expect(got.bytes.equals(Buffer.from((await written(query)).json!, 'utf8'))).toBe(true);
+      const sent = JSON.parse(fatal.decode(got.bytes)) as DicomJson[];
+      const expected = await generic(query);
+      expect(sent).toEqual(expected);
+      expect(sent.map((r) => Object.keys(r))).toEqual(expected.map((r) => Object.keys(r)));
+      const head = await httpBytes('head', query);
+      expect({ status: head.status, length: head.headers['content-length'], body: head.bytes?.length ?? 0 }).toEqual({ status: 200, length: String(got.bytes.length), body: 0 });
+    }
+    const everything = JSON.parse(fatal.decode((await httpBytes('get', {})).bytes)) as DicomJson[];
+    const names = everything.map((r) => JSON.stringify(r['00100010'] ?? null));
+    expect(names.some((n) => /[^\x00-\x7f]/.test(n))).toBe(true);
+    const urls = everything.map((r) => (r['00081190'].Value as string[])[0]);
+    expect(urls).toContain(`${BASE}/studies/1.2.3.4%205%2F6`);
+  });
+
   test('an empty answer is an empty array', async () => {
     const res = await written({ PatientID: 'nobody-here' });
     expect(res.json).toBe('[]');

@@ -1,7 +1,7 @@
 import type { QidoRow } from '../../../src/db/qido-search';
 import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
 import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan } from '../../../src/db/qido-search';
-import { buildResult, datasetSelections, finishStudyJson, planReturn, planStudyJson, studyResultPieces, writeStudyResults } from '../../../src/dicomweb/query-results';
+import { buildResult, datasetSelections, finishStudyJson, planReturn, planStudyJson, writeStudyResultBytes, writeStudyResults, type ByteBuffers } from '../../../src/dicomweb/query-results';
 
 const row = (extra: Partial<QidoRow> = {}): QidoRow => ({
   study_uid: '1.2.3',
@@ -167,10 +167,55 @@ describe('study results written by the database', () => {
     for (const written of [true, false]) {
       const expected = `[${rows.map((r) => finishStudyJson(r, plan(written))).join(',')}]`;
       expect(writeStudyResults(rows, plan(written))).toBe(expected);
-      expect(studyResultPieces(rows, plan(written)).ascii).toBe(false);
-      // Each row alone: ASCII only when its text (as sent) is.
-      for (const row of rows) expect(studyResultPieces([row], plan(written)).ascii).toBe(Buffer.byteLength(finishStudyJson(row, plan(written))) === finishStudyJson(row, plan(written)).length);
     }
+  });
+
+  /** Buffers as the routes hand them out, counting what is taken and given back. */
+  const counted = () => {
+    const log = { taken: [] as number[], given: 0 };
+    const buffers: ByteBuffers = {
+      take: (size) => {
+        log.taken.push(size);
+        return Buffer.alloc(size, 0xee);
+      },
+      give: () => {
+        log.given++;
+      },
+    };
+    return { log, buffers };
+  };
+  const bytesOf = (rows: Array<{ study_uid: string; json: string }>, p: StudyJsonPlan) => {
+    const { buffer, length } = writeStudyResultBytes(rows, p, counted().buffers);
+    return buffer.subarray(0, length);
+  };
+
+  test('the bytes sent are the UTF-8 of the text, for ASCII, non-ASCII and rows that need finishing, alone or together', () => {
+    const rows = [
+      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Smith^Jo"}]}}' },
+      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "Value": ["Müller – Kopf"]}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}}' },
+      { study_uid: '1.4', json: '{"00081030": {"vr": "LO", "Value": ["\u{1F600} emoji"]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.5', json: '{"00100010": {"vr": "PN"}}' },
+      { study_uid: '1.51', json: '{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Ñandú"}]}}' },
+      { study_uid: 'x/y', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Åsa"}]}}' },
+      { study_uid: '1.6', json: '{"00080090": {"vr": "PN", "Value": [{"Alphabetic": "ARTHUR"}]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.7', json: '{"00081030": {"vr": "LO", "Value": ["BulkDataURI as a word"]}, "00081190": {"vr": "UR"}}' },
+      { study_uid: '1.8', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Jérôme"}]}}' },
+      { study_uid: '1.9', json: '{"00081190": {"vr": "UR"}}' },
+    ];
+    for (const written of [true, false]) {
+      for (const page of [rows, [], ...rows.map((r) => [r])]) {
+        expect(bytesOf(page, plan(written)).equals(Buffer.from(writeStudyResults(page, plan(written)), 'utf8'))).toBe(true);
+      }
+    }
+  });
+
+  test('a page whose UTF-8 outgrows the first buffer is moved to a larger one, the first given back', () => {
+    const rows = Array.from({ length: 50 }, (_, i) => ({ study_uid: `1.${i}`, json: `{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "${'山田'.repeat(40)}"}]}}` }));
+    const { log, buffers } = counted();
+    const { buffer, length } = writeStudyResultBytes(rows, plan(true), buffers);
+    expect(log.taken.length).toBeGreaterThan(1);
+    expect(log.given).toBe(log.taken.length - 1);
+    expect(buffer.subarray(0, length).equals(Buffer.from(writeStudyResults(rows, plan(true)), 'utf8'))).toBe(true);
   });
 
   test('a BulkDataURI in one row of a page is dropped from that row only; the others are spliced', () => {

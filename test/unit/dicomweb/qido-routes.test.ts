@@ -1,4 +1,4 @@
-import { encodeUtf8, writeAsciiPieces } from '../../../src/dicomweb/qido-routes';
+import { encodeUtf8, responseBuffers } from '../../../src/dicomweb/qido-routes';
 
 /** QIDO-RS answers are DICOM JSON in UTF-8 (PS3.18 F.2, 8.3.5: application/dicom+json is UTF-8). */
 describe('encodeUtf8', () => {
@@ -21,26 +21,24 @@ describe('encodeUtf8', () => {
   });
 });
 
-describe('writeAsciiPieces', () => {
-  test('the pieces are copied one after the other', () => {
-    const pieces = ['[', '{"a": 1}', ',', '{"b": "x"}', ']'];
-    const body = writeAsciiPieces(pieces);
-    expect(body.bytes.toString('latin1')).toBe(pieces.join(''));
-    body.release();
+describe('responseBuffers', () => {
+  test('a buffer taken is not handed out again until given back; then it serves a later answer', () => {
+    const first = responseBuffers.take(100_000);
+    const second = responseBuffers.take(100_000);
+    expect(second).not.toBe(first);
+    expect(first.length).toBeGreaterThanOrEqual(100_000);
+    responseBuffers.give(first);
+    responseBuffers.give(first);
+    const third = responseBuffers.take(10);
+    expect(third).toBe(first);
+    expect(responseBuffers.take(10)).not.toBe(first);
+    responseBuffers.give(second);
+    responseBuffers.give(third);
   });
 
-  test('an answer not yet sent keeps its bytes while later answers are written; a sent one lends its buffer', () => {
-    const first = writeAsciiPieces(['[', 'x'.repeat(1000), ']']);
-    const second = writeAsciiPieces(['[', 'y'.repeat(1000), ']']);
-    expect(first.bytes.toString('latin1')).toBe(`[${'x'.repeat(1000)}]`);
-    expect(second.bytes.toString('latin1')).toBe(`[${'y'.repeat(1000)}]`);
-    first.release();
-    first.release();
-    const third = writeAsciiPieces(['z'.repeat(10)]);
-    expect(third.bytes.buffer).toBe(first.bytes.buffer);
-    expect(third.bytes.toString('latin1')).toBe('z'.repeat(10));
-    expect(second.bytes.toString('latin1')).toBe(`[${'y'.repeat(1000)}]`);
-    second.release();
-    third.release();
+  test('a buffer is at least as large as asked', () => {
+    const big = responseBuffers.take(5 << 20);
+    expect(big.length).toBeGreaterThanOrEqual(5 << 20);
+    responseBuffers.give(big);
   });
 });
