@@ -154,16 +154,22 @@ describe('study results written by the database', () => {
     expect(writeStudyResults([rows[0]], plan(false))).toBe(`[${rows[0].json}]`);
   });
 
+  /** Study rows of every kind a page can hold: ASCII, non-ASCII, no RetrieveURL, a UID to percent-encode, a BulkDataURI. */
+  const MIXED_ROWS = [
+    { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Smith^Jo"}]}}' },
+    { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "Value": ["Müller – Kopf"]}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}}' },
+    { study_uid: '1.4', json: '{"00081030": {"vr": "LO", "Value": ["\u{1F600} emoji"]}, "00081190": {"vr": "UR"}}' },
+    { study_uid: '1.5', json: '{"00100010": {"vr": "PN"}}' },
+    { study_uid: '1.51', json: '{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Ñandú"}]}}' },
+    { study_uid: 'x/y', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Åsa"}]}}' },
+    { study_uid: '1.6', json: '{"00080090": {"vr": "PN", "Value": [{"Alphabetic": "ARTHUR"}]}, "00081190": {"vr": "UR"}}' },
+    { study_uid: '1.7', json: '{"00081030": {"vr": "LO", "Value": ["BulkDataURI as a word"]}, "00081190": {"vr": "UR"}}' },
+    { study_uid: '1.8', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Jérôme"}]}}' },
+    { study_uid: '1.9', json: '{"00081190": {"vr": "UR"}}' },
+  ];
+
   test('the body is the finished rows joined, for ASCII, non-ASCII and rows that need finishing', () => {
-    const rows = [
-      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Smith^Jo"}]}}' },
-      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "Value": ["Müller – Kopf"]}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}}' },
-      { study_uid: '1.4', json: '{"00081030": {"vr": "LO", "Value": ["\u{1F600} emoji"]}, "00081190": {"vr": "UR"}}' },
-      { study_uid: '1.5', json: '{"00100010": {"vr": "PN"}}' },
-      { study_uid: 'x/y', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Åsa"}]}}' },
-      { study_uid: '1.6', json: '{"00080090": {"vr": "PN", "Value": [{"Alphabetic": "ARTHUR"}]}, "00081190": {"vr": "UR"}}' },
-      { study_uid: '1.7', json: '{"00081030": {"vr": "LO", "Value": ["BulkDataURI as a word"]}, "00081190": {"vr": "UR"}}' },
-    ];
+    const rows = MIXED_ROWS;
     for (const written of [true, false]) {
       const expected = `[${rows.map((r) => finishStudyJson(r, plan(written))).join(',')}]`;
       expect(writeStudyResults(rows, plan(written))).toBe(expected);
@@ -190,18 +196,7 @@ describe('study results written by the database', () => {
   };
 
   test('the bytes sent are the UTF-8 of the text, for ASCII, non-ASCII and rows that need finishing, alone or together', () => {
-    const rows = [
-      { study_uid: '1.2', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Smith^Jo"}]}}' },
-      { study_uid: '1.3', json: '{"00081030": {"vr": "LO", "Value": ["Müller – Kopf"]}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Ideographic": "山田^太郎"}]}}' },
-      { study_uid: '1.4', json: '{"00081030": {"vr": "LO", "Value": ["\u{1F600} emoji"]}, "00081190": {"vr": "UR"}}' },
-      { study_uid: '1.5', json: '{"00100010": {"vr": "PN"}}' },
-      { study_uid: '1.51', json: '{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Ñandú"}]}}' },
-      { study_uid: 'x/y', json: '{"00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Åsa"}]}}' },
-      { study_uid: '1.6', json: '{"00080090": {"vr": "PN", "Value": [{"Alphabetic": "ARTHUR"}]}, "00081190": {"vr": "UR"}}' },
-      { study_uid: '1.7', json: '{"00081030": {"vr": "LO", "Value": ["BulkDataURI as a word"]}, "00081190": {"vr": "UR"}}' },
-      { study_uid: '1.8', json: '{"00081030": {"vr": "LO", "BulkDataURI": "bulkdata/x"}, "00081190": {"vr": "UR"}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Jérôme"}]}}' },
-      { study_uid: '1.9', json: '{"00081190": {"vr": "UR"}}' },
-    ];
+    const rows = MIXED_ROWS;
     for (const written of [true, false]) {
       for (const page of [rows, [], ...rows.map((r) => [r])]) {
         expect(bytesOf(page, plan(written)).equals(Buffer.from(writeStudyResults(page, plan(written)), 'utf8'))).toBe(true);
