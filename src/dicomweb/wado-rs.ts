@@ -480,7 +480,7 @@ function pixelAnswer(rep: Representation, sources: PartSource[], extra: { status
         // part envelopes and the bytes then leave in one socket write, not one for the headers and
         // first envelope, one per frame and one for the closing delimiter.
         const bodies: Buffer[] = [];
-        for (const s of sources) bodies.push(await bufferOf(s.body()));
+        for (const s of sources) bodies.push(await collect(s.body()));
         for (let i = 0; i < sources.length; i++) await writer.writePart(headers(sources[i]), bodies[i]);
       } else {
         for (const s of sources) await writer.writePart(headers(s), s.body());
@@ -790,16 +790,10 @@ async function endResponse(out: Writable): Promise<void> {
   await new Promise<void>((resolve) => out.end(resolve));
 }
 
+/** The bytes of a source as one buffer: its only chunk as it is (the stores yield fresh buffers: no copy), or the chunks joined. */
 async function collect(source: AsyncIterable<Buffer> | Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of source as AsyncIterable<Buffer>) chunks.push(c);
-  return Buffer.concat(chunks);
-}
-
-/** The bytes of a part as one buffer: its only chunk as it is (no copy), or the chunks joined. */
-async function bufferOf(source: AsyncIterable<Buffer>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of source) chunks.push(c);
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 
