@@ -6,6 +6,7 @@
  */
 import type { Knex } from 'knex';
 import { auditIndexColumns, type AuditEvent } from './audit-event';
+import { pgConnectionPool } from '../db/prepared-statement';
 
 /** The audit trail could not be written: the access that caused it must fail. */
 export class AuditWriteError extends Error {
@@ -70,18 +71,9 @@ export interface AuditConnectionPool {
   releaseConnection(conn: AuditConnection): Promise<void> | void;
 }
 
-/**
- * knex's client when it is the node-postgres driver (the prepared-statement path can use its
- * connections; a transaction's client hands out the transaction's own connection and its release
- * is a no-op, so a write's AuditEvent is the same prepared INSERT inside the write's
- * transaction), else undefined (the INSERT goes through knex.raw).
- */
+/** knex's node-postgres client as the audit's prepared INSERTs use it (pgConnectionPool), else undefined. */
 export function auditConnectionPool(knexOrTrx: Knex | Knex.Transaction): AuditConnectionPool | undefined {
-  const client = knexOrTrx.client as ({ driverName?: string; config?: { client?: unknown } } & Partial<AuditConnectionPool>) | undefined;
-  // The embedded engine's knex client (knex-pglite) inherits driverName 'pg' but its connections
-  // take no named statements: only the configured 'pg' client qualifies.
-  const pg = client?.driverName === 'pg' && client.config?.client === 'pg';
-  return pg && typeof client.acquireConnection === 'function' ? (client as AuditConnectionPool) : undefined;
+  return pgConnectionPool<AuditConnectionPool>(knexOrTrx);
 }
 
 /** A JSON escape of U+0000 that is not itself an escaped backslash followed by `u0000`. */

@@ -58,13 +58,8 @@ export function singleKeys(...keySets: ReadonlyArray<readonly number[]>): boolea
  * through knex.raw.
  */
 export async function queryPrepared(db: Knex | Knex.Transaction, sql: string, values: readonly unknown[]): Promise<Array<Record<string, any>>> {
-  const pool = pgPool(db);
+  const pool = pgConnectionPool<PgPool>(db);
   if (!pool) return ((await db.raw(sql, values as Knex.RawBinding[])) as { rows: Array<Record<string, any>> }).rows;
-  if ((db as Knex.Transaction).isTransaction) {
-    // A transaction's client hands out its one connection and never releases it to the pool.
-    const conn = await pool.acquireConnection();
-    return (await conn.query({ name: statementName(sql), text: positionalText(sql), values: values as unknown[] })).rows;
-  }
   // A connection that failed is marked by knex (its error listener) and not handed out again.
   const conn = await pool.acquireConnection();
   try {
@@ -97,10 +92,15 @@ interface PgPool {
   releaseConnection(conn: PgConnection): Promise<void> | void;
 }
 
-/** knex's client when it is the node-postgres driver (a transaction's: its own connection); undefined otherwise. */
-function pgPool(db: Knex | Knex.Transaction): PgPool | undefined {
-  const client = db.client as ({ driverName?: string; config?: { client?: unknown } } & Partial<PgPool>) | undefined;
+/**
+ * knex's client when it is the node-postgres driver, whose connections take named statements;
+ * undefined otherwise (the INSERT or query then goes through knex.raw). A transaction's client
+ * hands out the transaction's own connection and its release is a no-op, so a statement run
+ * this way stays inside the transaction. `Pool` is the caller's view of the client.
+ */
+export function pgConnectionPool<Pool extends { acquireConnection(): Promise<unknown> }>(db: Knex | Knex.Transaction): Pool | undefined {
+  const client = db.client as ({ driverName?: string; config?: { client?: unknown }; acquireConnection?: unknown }) | undefined;
   // knex-pglite inherits driverName 'pg' but takes no named statements: only the configured 'pg' client qualifies.
   const pg = client?.driverName === 'pg' && client.config?.client === 'pg';
-  return pg && typeof client.acquireConnection === 'function' ? (client as PgPool) : undefined;
+  return pg && typeof client.acquireConnection === 'function' ? (client as unknown as Pool) : undefined;
 }

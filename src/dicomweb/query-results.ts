@@ -101,12 +101,11 @@ const PLACEHOLDER_END = 'UR"}';
 const PLAIN_UID = /^[0-9.]+$/;
 
 /**
- * The response body of a study search from the rows the database wrote (PS3.18 F.2), as the
- * pieces of one array: each row's text as it was read, RetrieveURLs of `qido_json` texts spliced
- * in between slices of it. For the text of the answer (`SearchResponse.json`); the bytes that are
- * sent are written by writeStudyResultBytes.
+ * The response body of a study search from the rows the database wrote (PS3.18 F.2), as text:
+ * each row's text as it was read, RetrieveURLs of `qido_json` texts spliced in between slices of
+ * it. For `SearchResponse.json`; the bytes that are sent are written by writeStudyResultBytes.
  */
-export function studyResultPieces(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string[] {
+export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string {
   const pieces: string[] = ['['];
   const urlHead = retrieveUrlHead(plan);
   for (let i = 0; i < rows.length; i++) {
@@ -118,12 +117,7 @@ export function studyResultPieces(rows: readonly StudyJsonRow[], plan: StudyJson
     else pieces.push(json);
   }
   pieces.push(']');
-  return pieces;
-}
-
-/** The response body of a study search as one string (see studyResultPieces). */
-export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string {
-  return studyResultPieces(rows, plan).join('');
+  return pieces.join('');
 }
 
 /** Buffers to write an answer into: handed out by `take` (at least `size` bytes), handed back by `give` once unused. */
