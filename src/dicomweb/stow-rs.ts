@@ -213,17 +213,12 @@ async function indexStored(services: StoreServices, parts: PartResult[], context
     try {
       const hook = services.onIndexChange;
       const studies = [...new Set(items.map((i) => i.scanned.attributes.studyInstanceUID))];
-      results = await indexInstances(
-        services.db.knex,
-        items,
-        hook || audit
-          ? async (trx, change) => {
-              if (hook) await hook(trx, change, context);
-              if (audit) await audit(trx, studies);
-            }
-          : undefined,
-        hook?.alongsideFor?.(context),
-      );
+      results = await indexInstances(services.db.knex, items, {
+        // The AuditEvent names the studies of the request, known before any row is written.
+        before: audit ? (trx) => audit(trx, studies) : undefined,
+        onChange: hook ? (trx, change) => hook(trx, change, context) : undefined,
+        alongside: hook?.alongsideFor?.(context),
+      });
     } catch (err) {
       if (err instanceof DicomInstanceError) {
         // The index-change hook refused the change (e.g. a study of another project): a client fault.
