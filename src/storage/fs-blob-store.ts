@@ -107,7 +107,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     }
   }
 
-  async function place(staged: SpooledBlob): Promise<CommittedBlob> {
+  async function place(staged: SpooledBlob, fence?: Promise<unknown>): Promise<CommittedBlob> {
     let sha256 = '';
     try {
       const done = await staged.done;
@@ -121,6 +121,8 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       if (chunks) await writeDurable(staged.path, chunks, ensureDirs);
       else if (staged.synced) await staged.synced;
       else await syncSpool(staged.path);
+      // The claim (run meanwhile) must be visible before the name is: see BlobStore.commit.
+      await fence;
       const shard = sha256.slice(0, 4);
       const newDir = placedDirs.has(shard) ? null : await makeShardDir(shard, dir);
       let existed: boolean;
@@ -223,10 +225,10 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       return staged;
     },
 
-    async commit(staged: StagedBlob): Promise<CommittedBlob> {
+    async commit(staged: StagedBlob, fence?: Promise<unknown>): Promise<CommittedBlob> {
       const own = ownSpooledBlob(owner, staged);
       if (own.settled === 'discarded') throw new Error('staged blob was discarded');
-      own.settled ??= place(own);
+      own.settled ??= place(own, fence);
       return own.settled;
     },
 
