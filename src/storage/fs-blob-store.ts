@@ -116,6 +116,10 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       const final = blobPath(sha256);
       const dir = path.dirname(final);
       const chunks = staged.chunks;
+      const shard = sha256.slice(0, 4);
+      // An empty shard directory names nothing yet: it is made while the bytes are written.
+      const making = placedDirs.has(shard) ? null : makeShardDir(shard, dir);
+      making?.catch(() => undefined); // awaited below unless the write fails first
       // The bytes must be on disk before a name points at them, or a crash leaves a torn blob.
       // (No existence probe first: a miss costs an ENOENT error on every new blob, the common case.)
       if (chunks) await writeDurable(staged.path, chunks, ensureDirs);
@@ -123,8 +127,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       else await syncSpool(staged.path);
       // The claim (run meanwhile) must be visible before the name is: see BlobStore.commit.
       await fence;
-      const shard = sha256.slice(0, 4);
-      const newDir = placedDirs.has(shard) ? null : await makeShardDir(shard, dir);
+      const newDir = making ? await making : null;
       let existed: boolean;
       try {
         existed = await linkNoReplace(staged.path, final);
