@@ -41,6 +41,18 @@ export interface AlongsideQuery {
 /** Called inside the index transaction after rows and aggregates are written; a throw rolls everything back. */
 export type OnIndexChange = (trx: Knex.Transaction, change: IndexChange) => Promise<void>;
 
+/** Work of an index change besides the rows themselves; a throw from either function rolls everything back. */
+export interface IndexHooks {
+  /**
+   * Runs first in the index transaction, before any row is locked: writes that do not depend on
+   * the change (the request's AuditEvent), so that the study lock taken next is held for as few
+   * round trips as possible (concurrent STOWs into one study wait for it in turn).
+   */
+  before?: (trx: Knex.Transaction) => Promise<void>;
+  onChange?: OnIndexChange;
+  alongside?: AlongsideQuery;
+}
+
 export type IndexOutcome =
   | { status: 'created' }
   | { status: 'unchanged' }
@@ -54,13 +66,15 @@ export type IndexOutcome =
  * Instances new to the index go in one multi-row statement; re-sent and replaced ones take the
  * row-by-row path.
  */
-export async function indexInstances(knex: Knex, items: InstanceToIndex[], onChange?: OnIndexChange, alongside?: AlongsideQuery): Promise<IndexOutcome[]> {
+export async function indexInstances(knex: Knex, items: InstanceToIndex[], hooks: IndexHooks = {}): Promise<IndexOutcome[]> {
+  const { before, onChange, alongside } = hooks;
   const order = items
     .map((item, i) => ({ item, i }))
     .sort((a, b) => compareKeys(a.item, b.item) || a.item.order - b.item.order);
   const perUid = new Map<string, number>();
   for (const { item } of order) perUid.set(item.scanned.attributes.sopInstanceUID, (perUid.get(item.scanned.attributes.sopInstanceUID) ?? 0) + 1);
   return withTransaction(knex, async (trx) => {
+    if (before) await before(trx);
     const outcomes: IndexOutcome[] = new Array(items.length);
     const patientPks = new Map<string, number>();
     const studyPks = new Map<string, number>();

@@ -163,20 +163,24 @@ async function processPart(services: StoreServices, part: MultipartPart, targetS
       `part ${part.index + 1}: StudyInstanceUID ${scanned.attributes.studyInstanceUID} does not match the target study ${targetStudy}`,
     );
   }
+  // Claim before the blob gets its name: the orphan sweeper can then never delete these bytes
+  // under us. The store writes and flushes the bytes while the claim runs (commit's fence).
+  // Claims of parts arriving together share one statement (blob-ledger group claim).
+  let claimError: unknown;
+  const claim = blobClaimerOf(db.knex)(spooled.value.sha256, spooled.value.size).catch((err: unknown) => {
+    claimError = err;
+    throw err;
+  });
+  claim.catch(() => undefined); // settled below, or left behind by a commit that failed first
   try {
-    // Claim before commit: the orphan sweeper can then never delete these bytes under us.
-    // Claims of parts arriving together share one statement (blob-ledger group claim).
-    await blobClaimerOf(db.knex)(spooled.value.sha256, spooled.value.size);
-  } catch (err) {
-    await blobs.discard(staged);
-    services.logger.error({ err }, 'blob ledger claim failed');
-    return { index: part.index, scanned, unavailable: 'the index database is unavailable' };
-  }
-  try {
-    const blob = await blobs.commit(staged);
+    const blob = await blobs.commit(staged, claim);
     return { index: part.index, scanned, blob };
   } catch (err) {
-    return storageFailure(services, part.index, err, () => blobs.discard(staged), scanned);
+    await claim.catch(() => undefined);
+    if (claimError === undefined) return storageFailure(services, part.index, err, () => blobs.discard(staged), scanned);
+    await blobs.discard(staged);
+    services.logger.error({ err: claimError }, 'blob ledger claim failed');
+    return { index: part.index, scanned, unavailable: 'the index database is unavailable' };
   }
 }
 
@@ -213,17 +217,12 @@ async function indexStored(services: StoreServices, parts: PartResult[], context
     try {
       const hook = services.onIndexChange;
       const studies = [...new Set(items.map((i) => i.scanned.attributes.studyInstanceUID))];
-      results = await indexInstances(
-        services.db.knex,
-        items,
-        hook || audit
-          ? async (trx, change) => {
-              if (hook) await hook(trx, change, context);
-              if (audit) await audit(trx, studies);
-            }
-          : undefined,
-        hook?.alongsideFor?.(context),
-      );
+      results = await indexInstances(services.db.knex, items, {
+        // The AuditEvent names the studies of the request, known before any row is written.
+        before: audit ? (trx) => audit(trx, studies) : undefined,
+        onChange: hook ? (trx, change) => hook(trx, change, context) : undefined,
+        alongside: hook?.alongsideFor?.(context),
+      });
     } catch (err) {
       if (err instanceof DicomInstanceError) {
         // The index-change hook refused the change (e.g. a study of another project): a client fault.

@@ -17,8 +17,12 @@ export interface BlobStore {
    * bytes are dropped and the caller stages again. An existing blob comes back with a recent
    * lastModified (S3: within 10 minutes), so an age-based orphan sweep cannot remove it before its
    * index row is written.
+   *
+   * With `fence` (STOW: the blob ledger's claim, which keeps the orphan sweeper away from the
+   * key), nothing is made visible under the key before `fence` resolves; the store may write and
+   * flush the bytes meanwhile (filesystem). A rejected fence fails the commit like a storage error.
    */
-  commit(staged: StagedBlob): Promise<CommittedBlob>;
+  commit(staged: StagedBlob, fence?: Promise<unknown>): Promise<CommittedBlob>;
   /** Drops a staged blob (failed or rejected instance); a no-op after commit. Never throws. */
   discard(staged: StagedBlob): Promise<void>;
   /** Streams a whole blob. Rejects with BlobNotFoundError when absent, TypeError for a malformed key. */

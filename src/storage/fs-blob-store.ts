@@ -107,7 +107,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     }
   }
 
-  async function place(staged: SpooledBlob): Promise<CommittedBlob> {
+  async function place(staged: SpooledBlob, fence?: Promise<unknown>): Promise<CommittedBlob> {
     let sha256 = '';
     try {
       const done = await staged.done;
@@ -116,13 +116,18 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       const final = blobPath(sha256);
       const dir = path.dirname(final);
       const chunks = staged.chunks;
+      const shard = sha256.slice(0, 4);
+      // An empty shard directory names nothing yet: it is made while the bytes are written.
+      const making = placedDirs.has(shard) ? null : makeShardDir(shard, dir);
+      making?.catch(() => undefined); // awaited below unless the write fails first
       // The bytes must be on disk before a name points at them, or a crash leaves a torn blob.
       // (No existence probe first: a miss costs an ENOENT error on every new blob, the common case.)
       if (chunks) await writeDurable(staged.path, chunks, ensureDirs);
       else if (staged.synced) await staged.synced;
       else await syncSpool(staged.path);
-      const shard = sha256.slice(0, 4);
-      const newDir = placedDirs.has(shard) ? null : await makeShardDir(shard, dir);
+      // The claim (run meanwhile) must be visible before the name is: see BlobStore.commit.
+      await fence;
+      const newDir = making ? await making : null;
       let existed: boolean;
       try {
         existed = await linkNoReplace(staged.path, final);
@@ -223,10 +228,10 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       return staged;
     },
 
-    async commit(staged: StagedBlob): Promise<CommittedBlob> {
+    async commit(staged: StagedBlob, fence?: Promise<unknown>): Promise<CommittedBlob> {
       const own = ownSpooledBlob(owner, staged);
       if (own.settled === 'discarded') throw new Error('staged blob was discarded');
-      own.settled ??= place(own);
+      own.settled ??= place(own, fence);
       return own.settled;
     },
 

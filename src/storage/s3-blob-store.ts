@@ -187,9 +187,11 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
     );
   }
 
-  async function place(staged: SpooledBlob): Promise<CommittedBlob> {
+  async function place(staged: SpooledBlob, fence?: Promise<unknown>): Promise<CommittedBlob> {
     try {
       const { sha256, size } = await staged.done;
+      // Nothing is uploaded or refreshed before the claim holds (see BlobStore.commit).
+      await fence;
       const existing = await head(sha256);
       // Same key, other size: a damaged object; the fresh bytes replace it.
       if (existing && existing.size === size) {
@@ -244,10 +246,10 @@ export function createS3BlobStore(options: S3BlobStoreOptions): BlobStore {
       return staged;
     },
 
-    async commit(staged: StagedBlob): Promise<CommittedBlob> {
+    async commit(staged: StagedBlob, fence?: Promise<unknown>): Promise<CommittedBlob> {
       const own = ownSpooledBlob(owner, staged);
       if (own.settled === 'discarded') throw new Error('staged blob was discarded');
-      own.settled ??= place(own);
+      own.settled ??= place(own, fence);
       return own.settled;
     },
 

@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { buildMultipart } from '../../helpers/multipart-body';
-import { startTestApp, type TestApp } from '../../helpers/test-app';
+import { startTestApp, testDbKind, type TestApp } from '../../helpers/test-app';
 
 /**
  * The patient, study and series rows of a STOW (src/db/instance-index.ts upsertLevels): an
@@ -65,6 +65,38 @@ describe('STOW-RS: patient, study and series rows', () => {
     const rows = await t.app.db.knex('studies').whereIn('study_uid', studies).distinct('patient_pk');
     expect(rows).toHaveLength(1);
     expect(await t.app.db.knex('patients').where({ patient_id: patientID }).count({ n: '*' })).toEqual([{ n: '1' }]);
+  });
+
+  // Concurrent STOWs into one study wait for its row lock in turn: the lock is held for as few
+  // round trips as possible when the AuditEvent, which does not depend on it, is written first.
+  (testDbKind() === 'postgres' ? test : test.skip)('a STOW writes its AuditEvent before it waits for the study row lock', async () => {
+    const study = newUid();
+    const series = newUid();
+    expect((await post([small({ studyInstanceUID: study, seriesInstanceUID: series, instanceNumber: 1 })])).status).toBe(200);
+    const knex = t.app.db.knex;
+    const holder = await knex.transaction();
+    try {
+      await holder('studies').where({ study_uid: study }).forUpdate().first('id');
+      const second = post([small({ studyInstanceUID: study, seriesInstanceUID: series, instanceNumber: 2 })]).then((r) => r);
+      let waiting: number | undefined;
+      for (let i = 0; i < 200 && waiting === undefined; i++) {
+        const r = await knex.raw(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`);
+        waiting = r.rows[0]?.pid;
+        if (waiting === undefined) await new Promise((done) => setTimeout(done, 25));
+      }
+      expect(waiting).toBeDefined();
+      const audit = await knex.raw(
+        `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         WHERE l.pid = ? AND l.granted AND l.mode = 'RowExclusiveLock' AND c.relname LIKE 'audit_events%'`,
+        [waiting!],
+      );
+      expect(audit.rows[0].n).toBeGreaterThan(0);
+      await holder.commit();
+      expect((await second).status).toBe(200);
+    } finally {
+      if (!holder.isCompleted()) await holder.rollback();
+    }
+    expect(await knex('studies').where({ study_uid: study }).first('num_instances')).toEqual({ num_instances: 2 });
   });
 
   test('no index covers studies.updated_at, so the count update of a STOW can be a HOT update', async () => {

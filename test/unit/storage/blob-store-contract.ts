@@ -100,6 +100,31 @@ export function describeBlobStoreContract(name: string, factory: () => Promise<C
       expect((await store.stat(committed.key))?.size).toBe(0);
     });
 
+    test('a commit with a fence makes the blob visible only once the fence resolves', async () => {
+      const bytes = randomBytes(40_000);
+      const staged = store.stage();
+      await pipeline(Readable.from([bytes]), staged.writable);
+      let open!: () => void;
+      const fence = new Promise<void>((resolve) => (open = resolve));
+      const committing = store.commit(staged, fence);
+      // Time enough for the bytes to be written and flushed (the filesystem store does that meanwhile).
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await store.stat(sha256Hex(bytes))).toBeNull();
+      open();
+      await expect(committing).resolves.toMatchObject({ key: sha256Hex(bytes), existed: false });
+      expect((await store.stat(sha256Hex(bytes)))?.size).toBe(bytes.length);
+    });
+
+    test('a commit whose fence rejects stores nothing and leaves no staging file', async () => {
+      const bytes = randomBytes(40_000);
+      const staged = store.stage();
+      await pipeline(Readable.from([bytes]), staged.writable);
+      await expect(store.commit(staged, Promise.reject(new Error('claim failed')))).rejects.toThrow();
+      expect(await store.stat(sha256Hex(bytes))).toBeNull();
+      expect(await stagingFiles(subject.stagingDir)).toEqual([]);
+      await store.discard(staged); // a no-op after the failed commit, and never throws
+    });
+
     test('identical bytes are stored once and the second commit says existed', async () => {
       const bytes = randomBytes(50_000);
       const first = await putBytes(store, bytes);
