@@ -5,7 +5,7 @@
  * cut out of the JSONB datasets (blobs are never read).
  */
 import type { Knex } from 'knex';
-import { preparedRaw } from './prepared-statement';
+import { keyedStatement, preparedRaw } from './prepared-statement';
 import { applyStudyRestriction, type StudyRestriction } from './wado-index';
 
 export type QidoLevel = 'study' | 'series' | 'instance';
@@ -237,7 +237,7 @@ const PAGE_ROW_FITS = 'octet_length(st.qido_json) + octet_length(st.study_uid) +
  * (measured at 1M instances: ~0.7 ms of backend CPU per 30-day page). A restricted search is
  * left to custom plans: which plan is best depends on how many studies the caller's projects hold.
  */
-function isPreparedPage(search: QidoSearch, plan: StudyJsonPlan): boolean {
+export function isPreparedPage(search: QidoSearch, plan: StudyJsonPlan): boolean {
   return plan.written && !search.restrictStudies && byDateOnly(search) && search.conditions.length <= 1 && search.conditions.every((c) => c.anyOf.length === 1);
 }
 
@@ -271,19 +271,61 @@ function byDateOnly(search: QidoSearch): boolean {
  * text read from the index, in order, without a visit to each study's heap page) and the rare
  * rest (studies_qido_page_rest_idx), merged in the result order and paged there.
  */
-function datePageQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
+function datePageQuery(knex: Knex, search: QidoSearch, keysOnly = false): Knex.QueryBuilder {
   const branch = (fits: boolean) => {
-    const q = buildMatching(knex, search).select('st.study_uid', 'st.qido_json as json', 'st.study_date', 'st.study_time', 'st.id');
+    const q = buildMatching(knex, search).select(keysOnly ? ['st.rev'] : ['st.study_uid', 'st.qido_json as json']).select('st.study_date', 'st.study_time', 'st.id');
     q.whereRaw(fits ? PAGE_ROW_FITS : `NOT coalesce(${PAGE_ROW_FITS}, false)`);
     orderRows(q, search);
     return q.limit(search.offset + search.limit + 1);
   };
   return knex
-    .select('u.study_uid', 'u.json')
+    .select(keysOnly ? ['u.id', 'u.rev'] : ['u.study_uid', 'u.json'])
     .from(knex.unionAll([branch(true), branch(false)], true).as('u'))
     .orderByRaw('u.study_date DESC NULLS LAST, u.study_time DESC NULLS LAST, u.id DESC')
     .limit(search.limit + 1)
     .offset(search.offset);
+}
+
+/** A study of a page and the revision of its result text (`studies.rev`, migration 20261127001000). */
+export interface StudyPageKey {
+  id: string;
+  rev: string;
+}
+
+/** One study's result text (`studies.qido_json`, or computed the same way where it is NULL) with its id and revision. */
+export interface StudyJsonVersion extends StudyJsonRow {
+  id: string;
+  rev: string;
+}
+
+/**
+ * The ids and revisions of the studies of a date page (isPreparedPage), in result order,
+ * without their texts: the same two index scans as the page itself, read from
+ * studies_qido_page_idx alone. One row more than the limit tells whether more exist.
+ */
+export async function findQidoStudyPageKeys(knex: Knex, search: QidoSearch): Promise<{ keys: StudyPageKey[]; more: boolean }> {
+  const { sql, bindings } = datePageQuery(knex, search, true).toSQL();
+  const keys = (await preparedRaw(knex, sql, bindings)).rows as StudyPageKey[];
+  const more = keys.length > search.limit;
+  if (more) keys.length = search.limit;
+  return { keys, more };
+}
+
+const STUDY_JSON_BY_ID = keyedStatement('SELECT st.id, st.rev, st.study_uid, coalesce(st.qido_json, {computed}) AS json FROM studies st WHERE st.id {keys}');
+
+/**
+ * The result texts of the given studies (a plan that `studies.qido_json` holds), by id, in no
+ * particular order; a study deleted meanwhile is missing. Rows older than the column (NULL) get
+ * the text computed as findQidoStudyJson computes it. A row may come newer than the page that
+ * named it: its own revision comes with it.
+ */
+export async function findStudyJsonByIds(knex: Knex, ids: readonly string[], plan: StudyJsonPlan): Promise<StudyJsonVersion[]> {
+  if (!plan.written) throw new Error('findStudyJsonByIds reads studies.qido_json: a written plan only');
+  if (ids.length === 0) return [];
+  const [expression, bindings] = studyJsonExpression(plan);
+  const one = ids.length === 1;
+  const sql = (one ? STUDY_JSON_BY_ID.one : STUDY_JSON_BY_ID.many).replace('{computed}', expression);
+  return (await preparedRaw(knex, sql, [...bindings, one ? ids[0] : [...ids]])).rows as StudyJsonVersion[];
 }
 
 /** One study result as DICOM JSON text, in SQL over the study row `st`, and its bindings. */
