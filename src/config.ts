@@ -45,7 +45,7 @@ const EnvSchema = z.object({
   DATE_SHIFT_MAX_DAYS: z.coerce.number().int().min(1).max(36500).default(365),
   DEID_WITHHOLD_MODALITIES: z.string().default('US,SC,OP'),
   MEMORY_RELEASE_SLACK: byteSize.prefault('16MiB'),
-  QIDO_STUDY_CACHE_SIZE: byteSize.prefault('32MiB'),
+  QIDO_STUDY_CACHE_SIZE: byteSize.prefault('128MiB'),
 });
 
 export interface AppConfig {

@@ -5,7 +5,7 @@
  * cut out of the JSONB datasets (blobs are never read).
  */
 import type { Knex } from 'knex';
-import { keyedStatement, preparedRaw } from './prepared-statement';
+import { preparedRaw } from './prepared-statement';
 import { applyStudyRestriction, type StudyRestriction } from './wado-index';
 
 export type QidoLevel = 'study' | 'series' | 'instance';
@@ -187,16 +187,16 @@ export async function findQidoStudyJson(knex: Knex, search: QidoSearch, plan: St
   return { rows: found as StudyJsonRow[], more };
 }
 
-async function fillOlderRows(knex: Knex, found: Array<{ study_uid: string; json: string | null }>, plan: StudyJsonPlan): Promise<StudyJsonRow[]> {
+async function fillOlderRows<Row extends { study_uid: string; json: string | null }>(knex: Knex, found: Row[], plan: StudyJsonPlan): Promise<Array<Row & StudyJsonRow>> {
   const missing = found.filter((r) => r.json === null).map((r) => r.study_uid);
   const [expression, bindings] = studyJsonExpression(plan);
   const filled = (await knex('studies as st').whereIn('st.study_uid', missing).select('st.study_uid', knex.raw(`${expression} AS json`, bindings))) as StudyJsonRow[];
   const byUid = new Map(filled.map((r) => [r.study_uid, r.json]));
-  const rows: StudyJsonRow[] = [];
+  const rows: Array<Row & StudyJsonRow> = [];
   // A study deleted between the two reads is left out, as if the search had run after the delete.
   for (const r of found) {
     const json = r.json ?? byUid.get(r.study_uid);
-    if (json !== undefined) rows.push({ study_uid: r.study_uid, json });
+    if (json !== undefined) rows.push({ ...r, json });
   }
   return rows;
 }
@@ -271,15 +271,18 @@ function byDateOnly(search: QidoSearch): boolean {
  * text read from the index, in order, without a visit to each study's heap page) and the rare
  * rest (studies_qido_page_rest_idx), merged in the result order and paged there.
  */
-function datePageQuery(knex: Knex, search: QidoSearch, keysOnly = false): Knex.QueryBuilder {
+function datePageQuery(knex: Knex, search: QidoSearch, columns: 'texts' | 'keys' | 'versions' = 'texts'): Knex.QueryBuilder {
+  const selected = { texts: ['study_uid', 'json'], keys: ['id', 'rev'], versions: ['id', 'rev', 'study_uid', 'json'] }[columns];
   const branch = (fits: boolean) => {
-    const q = buildMatching(knex, search).select(keysOnly ? ['st.rev'] : ['st.study_uid', 'st.qido_json as json']).select('st.study_date', 'st.study_time', 'st.id');
+    const q = buildMatching(knex, search)
+      .select(selected.filter((c) => c !== 'id').map((c) => (c === 'json' ? 'st.qido_json as json' : `st.${c}`)))
+      .select('st.study_date', 'st.study_time', 'st.id');
     q.whereRaw(fits ? PAGE_ROW_FITS : `NOT coalesce(${PAGE_ROW_FITS}, false)`);
     orderRows(q, search);
     return q.limit(search.offset + search.limit + 1);
   };
   return knex
-    .select(keysOnly ? ['u.id', 'u.rev'] : ['u.study_uid', 'u.json'])
+    .select(selected.map((c) => `u.${c}`))
     .from(knex.unionAll([branch(true), branch(false)], true).as('u'))
     .orderByRaw('u.study_date DESC NULLS LAST, u.study_time DESC NULLS LAST, u.id DESC')
     .limit(search.limit + 1)
@@ -304,28 +307,36 @@ export interface StudyJsonVersion extends StudyJsonRow {
  * studies_qido_page_idx alone. One row more than the limit tells whether more exist.
  */
 export async function findQidoStudyPageKeys(knex: Knex, search: QidoSearch): Promise<{ keys: StudyPageKey[]; more: boolean }> {
-  const { sql, bindings } = datePageQuery(knex, search, true).toSQL();
+  const { sql, bindings } = datePageQuery(knex, search, 'keys').toSQL();
   const keys = (await preparedRaw(knex, sql, bindings)).rows as StudyPageKey[];
   const more = keys.length > search.limit;
   if (more) keys.length = search.limit;
   return { keys, more };
 }
 
-const STUDY_JSON_BY_ID = keyedStatement('SELECT st.id, st.rev, st.study_uid, coalesce(st.qido_json, {computed}) AS json FROM studies st WHERE st.id {keys}');
-
 /**
- * The result texts of the given studies (a plan that `studies.qido_json` holds), by id, in no
- * particular order; a study deleted meanwhile is missing. Rows older than the column (NULL) get
- * the text computed as findQidoStudyJson computes it. A row may come newer than the page that
- * named it: its own revision comes with it.
+ * The texts of some studies of a date page (isPreparedPage) with their ids and revisions, in no
+ * particular order: the page as findQidoStudyPageKeys reads it, cut to the given ids after its
+ * paging. The page is read from studies_qido_page_idx as the texts of the uncached path are (a
+ * text not asked for is not decompressed), not by id, which would visit one heap page per study
+ * (measured on a 30-day page of 820 studies at 1M instances: 62 buffers and 0.5 ms against
+ * 2,462 buffers and 7 ms). A study deleted since, or moved out of the page, is missing; one
+ * changed since comes with its new text and revision. Rows older than `qido_json` (NULL) get the
+ * text computed as findQidoStudyJson computes it.
  */
-export async function findStudyJsonByIds(knex: Knex, ids: readonly string[], plan: StudyJsonPlan): Promise<StudyJsonVersion[]> {
-  if (!plan.written) throw new Error('findStudyJsonByIds reads studies.qido_json: a written plan only');
+export async function findQidoStudyPageTexts(knex: Knex, search: QidoSearch, plan: StudyJsonPlan, ids: readonly string[]): Promise<StudyJsonVersion[]> {
   if (ids.length === 0) return [];
-  const [expression, bindings] = studyJsonExpression(plan);
-  const one = ids.length === 1;
-  const sql = (one ? STUDY_JSON_BY_ID.one : STUDY_JSON_BY_ID.many).replace('{computed}', expression);
-  return (await preparedRaw(knex, sql, [...bindings, one ? ids[0] : [...ids]])).rows as StudyJsonVersion[];
+  // The paging of the inner query keeps PostgreSQL from moving the id condition into its index
+  // scans. A join on the ids is a hash join; `p.id = ANY(ids)` searched the array once per row
+  // (measured with 700 of 820 ids: 2.1 against 0.6 ms).
+  const query = knex
+    .select('p.id', 'p.rev', 'p.study_uid', 'p.json')
+    .from(datePageQuery(knex, search, 'versions').as('p'))
+    .join(knex.raw('unnest(?::bigint[]) AS wanted(id)', [[...ids]]), 'wanted.id', 'p.id');
+  const { sql, bindings } = query.toSQL();
+  const found = (await preparedRaw(knex, sql, bindings)).rows as Array<StudyPageKey & { study_uid: string; json: string | null }>;
+  if (found.some((r) => r.json === null)) return fillOlderRows(knex, found, plan);
+  return found as StudyJsonVersion[];
 }
 
 /** One study result as DICOM JSON text, in SQL over the study row `st`, and its bindings. */

@@ -191,12 +191,9 @@ export interface StudyResultBytes {
   urlAt: number;
 }
 
-/** The bytes of a `qido_json` text (a written plan's row), in a buffer of their own, and where its RetrieveURL goes. */
-export function studyResultBytes(row: StudyJsonRow): StudyResultBytes {
+/** A `qido_json` text (a written plan's row) as a result kept as bytes (`bytes`: its UTF-8), and where its RetrieveURL goes. */
+export function studyResultBytes(row: StudyJsonRow, bytes: Buffer = Buffer.from(row.json, 'utf8')): StudyResultBytes {
   const { json, study_uid: studyUid } = row;
-  // A buffer of its own (not a slice of node's shared pool), so that a kept result holds its own bytes only.
-  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(json, 'utf8'));
-  bytes.write(json, 0, 'utf8');
   const at = findUrlPlaceholder(json);
   if (needsFinishing(row, true, at)) return { studyUid, bytes, urlAt: -1 };
   return { studyUid, bytes, urlAt: bytes.length === json.length ? at : Buffer.byteLength(json.slice(0, at), 'utf8') };

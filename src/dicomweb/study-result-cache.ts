@@ -13,7 +13,7 @@
  * Bounded: least recently used entries go once the estimated size passes `maxBytes`.
  */
 import type { Knex } from 'knex';
-import { findQidoStudyPageKeys, findStudyJsonByIds, type QidoSearch, type StudyJsonPlan, type StudyJsonVersion } from '../db/qido-search';
+import { findQidoStudyPageKeys, findQidoStudyPageTexts, type QidoSearch, type StudyJsonPlan, type StudyJsonVersion } from '../db/qido-search';
 import { studyResultBytes, type StudyResultBytes } from './query-results';
 
 /** Counters a test or a metrics endpoint can read. */
@@ -26,20 +26,35 @@ export interface StudyResultCacheStats {
   maxBytes: number;
 }
 
+/**
+ * Memory that holds the bytes of several kept results (those read by one request): one
+ * allocation instead of one per result (measured: 0.36 against 0.9 ms of CPU for the 820
+ * texts of a 30-day page). It is counted whole as long as one of its results is kept.
+ */
+interface Block {
+  size: number;
+  kept: number;
+}
+
 /** One kept result: its bytes at revision `rev`. */
 interface Entry {
   rev: string;
   result: StudyResultBytes;
-  size: number;
+  block: Block;
 }
 
 /** Memory of an entry besides its text bytes (the objects, the map slot, the UID string), estimated. */
 const ENTRY_OVERHEAD_BYTES = 200;
+/** The largest block (texts of one request beyond it get further blocks). */
+const BLOCK_BYTES = 1 << 20;
 
-/** The default cap: 32 MiB, the results of some 30,000 studies. */
-export const DEFAULT_STUDY_RESULT_CACHE_BYTES = 32 * 1024 * 1024;
+/** The cap when none is given: 128 MiB, the default results of some 100,000 studies (~1.25 kB each, all counted). */
+export const DEFAULT_STUDY_RESULT_CACHE_BYTES = 128 * 1024 * 1024;
 
-/** An LRU of study results by study id (`studies.id`), bounded by an estimate of the bytes it holds. */
+/**
+ * An LRU of study results by study id (`studies.id`), bounded by the bytes it holds: the blocks
+ * of the kept results and an estimate of each result's other memory.
+ */
 export class StudyResultCache {
   private readonly entries = new Map<string, Entry>();
   private readonly counters = { hits: 0, misses: 0, evictions: 0, bytes: 0 };
@@ -61,37 +76,74 @@ export class StudyResultCache {
     return entry.result;
   }
 
-  /** Makes the result of a text read from the database, keeps it (replacing any other revision) and returns it. */
-  add(row: StudyJsonVersion): StudyResultBytes {
-    const id = String(row.id);
-    const result = studyResultBytes(row);
-    const size = result.bytes.length + 2 * result.studyUid.length + ENTRY_OVERHEAD_BYTES;
-    const old = this.entries.get(id);
-    if (old) {
-      this.entries.delete(id);
-      this.counters.bytes -= old.size;
+  /**
+   * Makes the results of texts read from the database (in their order), keeps them, each in
+   * place of any other revision of its study, and returns them. A block larger than a quarter
+   * of the cap is not kept.
+   */
+  add(rows: readonly StudyJsonVersion[]): StudyResultBytes[] {
+    const out: StudyResultBytes[] = [];
+    const blockBytes = Math.min(BLOCK_BYTES, this.maxBytes / 4);
+    for (let first = 0; first < rows.length; ) {
+      let size = 0;
+      let end = first;
+      for (; end < rows.length; end++) {
+        const bytes = Buffer.byteLength(rows[end].json, 'utf8');
+        if (end > first && size + bytes > blockBytes) break;
+        size += bytes;
+      }
+      // Memory of its own (not node's shared pool), so that the count is the memory held.
+      const memory = Buffer.allocUnsafeSlow(size);
+      const block: Block = { size, kept: 0 };
+      let offset = 0;
+      for (let i = first; i < end; i++) {
+        const written = memory.write(rows[i].json, offset, 'utf8');
+        const result = studyResultBytes(rows[i], memory.subarray(offset, offset + written));
+        offset += written;
+        out.push(result);
+        if (size <= this.maxBytes / 4) this.keep(String(rows[i].id), String(rows[i].rev), result, block);
+      }
+      first = end;
     }
-    if (size > this.maxBytes / 4) return result;
-    this.entries.set(id, { rev: String(row.rev), result, size });
-    this.counters.bytes += size;
-    for (const [key, entry] of this.entries) {
-      if (this.counters.bytes <= this.maxBytes) break;
-      this.entries.delete(key);
-      this.counters.bytes -= entry.size;
-      this.counters.evictions++;
-    }
-    return result;
+    this.evict();
+    return out;
   }
 
   stats(): StudyResultCacheStats {
     return { ...this.counters, entries: this.entries.size, maxBytes: this.maxBytes };
   }
+
+  private keep(id: string, rev: string, result: StudyResultBytes, block: Block): void {
+    const old = this.entries.get(id);
+    if (old) this.forget(id, old);
+    this.entries.set(id, { rev, result, block });
+    if (block.kept++ === 0) this.counters.bytes += block.size;
+    this.counters.bytes += entryBytes(result);
+  }
+
+  private forget(id: string, entry: Entry): void {
+    this.entries.delete(id);
+    if (--entry.block.kept === 0) this.counters.bytes -= entry.block.size;
+    this.counters.bytes -= entryBytes(entry.result);
+  }
+
+  private evict(): void {
+    for (const [id, entry] of this.entries) {
+      if (this.counters.bytes <= this.maxBytes) break;
+      this.forget(id, entry);
+      this.counters.evictions++;
+    }
+  }
+}
+
+function entryBytes(result: StudyResultBytes): number {
+  return 2 * result.studyUid.length + ENTRY_OVERHEAD_BYTES;
 }
 
 /**
  * The results of a study page by date (isPreparedPage) in result order: the page's ids and
- * revisions first, then the texts of the studies the cache does not hold at those revisions,
- * by id, which the cache keeps. A study deleted between the two reads is left out (as if the
+ * revisions first, then the texts of the studies the cache does not hold at those revisions
+ * (the same page, cut to their ids), which the cache keeps. A study deleted between the two reads is left out (as if the
  * search had run after the delete); one changed meanwhile is answered with its newer text.
  */
 export async function readStudyPage(knex: Knex, search: QidoSearch, plan: StudyJsonPlan, cache: StudyResultCache): Promise<{ results: StudyResultBytes[]; more: boolean }> {
@@ -105,8 +157,10 @@ export async function readStudyPage(knex: Knex, search: QidoSearch, plan: StudyJ
     else missing.push(id);
   }
   if (missing.length === 0) return { results: results as StudyResultBytes[], more };
+  const rows = await findQidoStudyPageTexts(knex, search, plan, missing);
+  const made = cache.add(rows);
   const read = new Map<string, StudyResultBytes>();
-  for (const row of await findStudyJsonByIds(knex, missing, plan)) read.set(String(row.id), cache.add(row));
+  for (let i = 0; i < rows.length; i++) read.set(String(rows[i].id), made[i]);
   const out: StudyResultBytes[] = [];
   for (let i = 0; i < keys.length; i++) {
     const result = results[i] ?? read.get(String(keys[i].id));

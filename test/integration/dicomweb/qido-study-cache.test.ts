@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import request from 'supertest';
-import { findStudyJsonByIds } from '../../../src/db/qido-search';
+import { findQidoStudyPageTexts } from '../../../src/db/qido-search';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
-import { searchForStudies, type SearchResponse } from '../../../src/dicomweb/qido-rs';
-import { planReturn, planStudyJson, type ByteBuffers } from '../../../src/dicomweb/query-results';
+import { prepareSearch, searchForStudies, type SearchResponse } from '../../../src/dicomweb/qido-rs';
+import { planStudyJson, type ByteBuffers } from '../../../src/dicomweb/query-results';
 import { StudyResultCache } from '../../../src/dicomweb/study-result-cache';
 import { restrictStudiesToProjects } from '../../../src/auth/project-filters';
 import { buildMultipart } from '../../helpers/multipart-body';
@@ -128,14 +128,14 @@ describe('QIDO-RS study list by date from kept study results', () => {
     expect(countOf(bytes, uid)).toBeUndefined();
   });
 
-  test('a study deleted before its text is read by id is missing from the texts read', async () => {
+  test('a study deleted between the read of the page and the read of its texts is missing from the texts', async () => {
     const knex = t.app.db.knex;
     const uid = newUid();
     await stow([createSyntheticInstance({ studyInstanceUID: uid, patientID: 'CACHE-GONE-2', studyDate: '20190316' }).bytes]);
     const ids = (await knex('studies').whereIn('study_uid', [uid, studies[0]]).select('id')).map((r: { id: string }) => String(r.id));
     expect((await request(t.http).delete(`/dicomweb/studies/${uid}`)).status).toBe(204);
-    const plan = planStudyJson(planReturn('study', 'all', [], false), BASE);
-    const read = await findStudyJsonByIds(knex, ids, plan);
+    const { search, plan } = prepareSearch('study', { query: PAGE, dicomwebBaseUrl: BASE });
+    const read = await findQidoStudyPageTexts(knex, search, planStudyJson(plan, BASE), ids);
     expect(read.map((r) => r.study_uid)).toEqual([studies[0]]);
   });
 

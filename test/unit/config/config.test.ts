@@ -35,8 +35,8 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ MEMORY_RELEASE_SLACK: 'some' })).toThrow(/MEMORY_RELEASE_SLACK/);
   });
 
-  test('QIDO_STUDY_CACHE_SIZE: 32 MiB by default, 0 keeps no study results, bad values fail', () => {
-    expect(loadConfig({}).qidoStudyCacheBytes).toBe(32 * 1024 ** 2);
+  test('QIDO_STUDY_CACHE_SIZE: 128 MiB by default, 0 keeps no study results, bad values fail', () => {
+    expect(loadConfig({}).qidoStudyCacheBytes).toBe(128 * 1024 ** 2);
     expect(loadConfig({ QIDO_STUDY_CACHE_SIZE: '0' }).qidoStudyCacheBytes).toBe(0);
     expect(loadConfig({ QIDO_STUDY_CACHE_SIZE: '256MiB' }).qidoStudyCacheBytes).toBe(256 * 1024 ** 2);
     expect(() => loadConfig({ QIDO_STUDY_CACHE_SIZE: '-1' })).toThrow(/QIDO_STUDY_CACHE_SIZE/);

@@ -218,7 +218,7 @@ describe('study results written by the database', () => {
 
   test('results kept as bytes are written as the same bytes as the rows they were made of, and read back as those rows', () => {
     for (const page of [MIXED_ROWS, [], ...MIXED_ROWS.map((r) => [r])]) {
-      const results = page.map(studyResultBytes);
+      const results = page.map((r) => studyResultBytes(r));
       expect(studyResultRows(results)).toEqual(page);
       const { log, buffers } = counted();
       const { buffer, length } = writeStudyResultBytesFrom(results, plan(true), buffers);
@@ -229,7 +229,7 @@ describe('study results written by the database', () => {
   });
 
   test('a kept result marks where its RetrieveURL goes in bytes, or that it needs finishing', () => {
-    const [ascii, nonAscii, emoji, noUrl, , oddUid, , , bulk] = MIXED_ROWS.map(studyResultBytes);
+    const [ascii, nonAscii, emoji, noUrl, , oddUid, , , bulk] = MIXED_ROWS.map((r) => studyResultBytes(r));
     expect(ascii.urlAt).toBe(1);
     expect(nonAscii.bytes.subarray(nonAscii.urlAt).toString('utf8').startsWith('"00081190": {"vr": "UR"}')).toBe(true);
     expect(nonAscii.urlAt).toBeGreaterThan(MIXED_ROWS[1].json.indexOf('"00081190"'));

@@ -10,7 +10,7 @@ function version(id: string, rev: string, size = 100): StudyJsonVersion {
 describe('StudyResultCache', () => {
   test('a kept result is found at its revision only', () => {
     const cache = new StudyResultCache(1 << 20);
-    const kept = cache.add(version('7', '3'));
+    const kept = cache.add([version('7', '3')])[0];
     expect(cache.get('7', '3')).toBe(kept);
     expect(cache.get('7', '4')).toBeUndefined();
     expect(cache.get('8', '3')).toBeUndefined();
@@ -19,8 +19,8 @@ describe('StudyResultCache', () => {
 
   test('a newer revision replaces the older one', () => {
     const cache = new StudyResultCache(1 << 20);
-    cache.add(version('7', '3'));
-    const newer = cache.add(version('7', '4', 200));
+    cache.add([version('7', '3')])[0];
+    const newer = cache.add([version('7', '4', 200)])[0];
     expect(cache.get('7', '3')).toBeUndefined();
     expect(cache.get('7', '4')).toBe(newer);
     expect(cache.stats().entries).toBe(1);
@@ -30,15 +30,15 @@ describe('StudyResultCache', () => {
     // Room for four results of the same size.
     const entryBytes = (() => {
       const probe = new StudyResultCache(1 << 20);
-      probe.add(version('1', '0', 1000));
+      probe.add([version('1', '0', 1000)]);
       return probe.stats().bytes;
     })();
     const cache = new StudyResultCache(4 * entryBytes);
-    for (let id = 1; id <= 4; id++) cache.add(version(String(id), '0', 1000));
+    for (let id = 1; id <= 4; id++) cache.add([version(String(id), '0', 1000)]);
     expect(cache.stats()).toMatchObject({ evictions: 0, entries: 4 });
     // Study 1 is used again: study 2 is now the least recently used.
     expect(cache.get('1', '0')).toBeDefined();
-    cache.add(version('5', '0', 1000));
+    cache.add([version('5', '0', 1000)]);
     const { bytes, evictions, entries } = cache.stats();
     expect({ evictions, entries }).toEqual({ evictions: 1, entries: 4 });
     expect(bytes).toBeLessThanOrEqual(4 * entryBytes);
@@ -48,7 +48,7 @@ describe('StudyResultCache', () => {
 
   test('with a cap of 0 nothing is kept, yet the result is made', () => {
     const cache = new StudyResultCache(0);
-    const made = cache.add(version('7', '3'));
+    const made = cache.add([version('7', '3')])[0];
     expect(made.bytes.toString('utf8')).toBe(version('7', '3').json);
     expect(cache.get('7', '3')).toBeUndefined();
     expect(cache.stats()).toMatchObject({ entries: 0, bytes: 0 });
@@ -56,12 +56,12 @@ describe('StudyResultCache', () => {
 
   test('a result larger than a quarter of the cap is not kept', () => {
     const cache = new StudyResultCache(4 * 1024);
-    cache.add(version('7', '3', 2000));
+    cache.add([version('7', '3', 2000)])[0];
     expect(cache.stats().entries).toBe(0);
   });
 
   test('a kept result holds a buffer of its own, not a slice of a shared pool', () => {
-    const made = new StudyResultCache(1 << 20).add(version('7', '3'));
+    const made = new StudyResultCache(1 << 20).add([version('7', '3')])[0];
     expect(made.bytes.buffer.byteLength).toBe(made.bytes.length);
   });
 });
