@@ -13,13 +13,15 @@
  * Bounded: least recently used entries go once the estimated size passes `maxBytes`.
  */
 import type { Knex } from 'knex';
-import { findQidoStudyPageKeys, findQidoStudyPageTexts, type QidoSearch, type StudyJsonPlan, type StudyJsonVersion } from '../db/qido-search';
+import { findQidoStudyPageKeys, findQidoStudyPageTexts, findQidoStudyPageVersions, type QidoSearch, type StudyJsonPlan, type StudyJsonVersion } from '../db/qido-search';
 import { studyResultBytes, type StudyResultBytes } from './query-results';
 
 /** Counters a test or a metrics endpoint can read. */
 export interface StudyResultCacheStats {
   hits: number;
   misses: number;
+  /** Result texts read from the database for pages (those kept included, on pages read whole). */
+  textsRead: number;
   evictions: number;
   entries: number;
   bytes: number;
@@ -41,6 +43,8 @@ interface Entry {
   rev: string;
   result: StudyResultBytes;
   block: Block;
+  /** Read since it was last passed over for eviction (it then gets a second chance). */
+  used: boolean;
 }
 
 /** Memory of an entry besides its text bytes (the objects, the map slot, the UID string), estimated. */
@@ -52,17 +56,23 @@ const BLOCK_BYTES = 1 << 20;
 export const DEFAULT_STUDY_RESULT_CACHE_BYTES = 128 * 1024 * 1024;
 
 /**
- * An LRU of study results by study id (`studies.id`), bounded by the bytes it holds: the blocks
- * of the kept results and an estimate of each result's other memory.
+ * A cache of study results by study id (`studies.id`), bounded by the bytes it holds: the blocks
+ * of the kept results and an estimate of each result's other memory. Results not read for the
+ * longest go first, approximately (second chance, "CLOCK"): a read only marks its entry, and
+ * eviction moves marked entries to the back instead of dropping them. Moving every entry read
+ * (an exact LRU) cost ~1 µs per result read, ~0.9 ms of a 30-day page of 820 studies, with
+ * 50,000 studies kept.
  */
 export class StudyResultCache {
   private readonly entries = new Map<string, Entry>();
-  private readonly counters = { hits: 0, misses: 0, evictions: 0, bytes: 0 };
+  private readonly counters = { hits: 0, misses: 0, textsRead: 0, evictions: 0, bytes: 0 };
+  /** Share of the results of recent pages that were not kept (a moving average; see readStudyPage). */
+  private missShare = 1;
 
   /** @param maxBytes the cap; 0 keeps nothing (every result is read from the database). */
   constructor(readonly maxBytes: number = DEFAULT_STUDY_RESULT_CACHE_BYTES) {}
 
-  /** The result of study `id` at revision `rev`, if kept (it becomes the most recently used). */
+  /** The result of study `id` at revision `rev`, if kept (marked as read). */
   get(id: string, rev: string): StudyResultBytes | undefined {
     const entry = this.entries.get(id);
     if (!entry || entry.rev !== rev) {
@@ -70,9 +80,7 @@ export class StudyResultCache {
       return undefined;
     }
     this.counters.hits++;
-    // Map keeps insertion order: re-inserting makes this the most recently used entry.
-    this.entries.delete(id);
-    this.entries.set(id, entry);
+    entry.used = true;
     return entry.result;
   }
 
@@ -109,6 +117,17 @@ export class StudyResultCache {
     return out;
   }
 
+  /** Whether recent pages found most of their results kept. */
+  expectsHits(): boolean {
+    return this.missShare < 0.5;
+  }
+
+  /** Notes how many of a page's results were not kept, and how many texts were read for it. */
+  notePage(results: number, missed: number, textsRead: number): void {
+    this.counters.textsRead += textsRead;
+    if (results > 0) this.missShare = 0.8 * this.missShare + (0.2 * missed) / results;
+  }
+
   stats(): StudyResultCacheStats {
     return { ...this.counters, entries: this.entries.size, maxBytes: this.maxBytes };
   }
@@ -116,7 +135,7 @@ export class StudyResultCache {
   private keep(id: string, rev: string, result: StudyResultBytes, block: Block): void {
     const old = this.entries.get(id);
     if (old) this.forget(id, old);
-    this.entries.set(id, { rev, result, block });
+    this.entries.set(id, { rev, result, block, used: false });
     if (block.kept++ === 0) this.counters.bytes += block.size;
     this.counters.bytes += entryBytes(result);
   }
@@ -128,8 +147,16 @@ export class StudyResultCache {
   }
 
   private evict(): void {
+    // Map keeps insertion order: the oldest entries come first, an entry set again comes last
+    // (and is met again, unmarked, if the others do not free enough).
     for (const [id, entry] of this.entries) {
       if (this.counters.bytes <= this.maxBytes) break;
+      if (entry.used) {
+        entry.used = false;
+        this.entries.delete(id);
+        this.entries.set(id, entry);
+        continue;
+      }
       this.forget(id, entry);
       this.counters.evictions++;
     }
@@ -141,12 +168,35 @@ function entryBytes(result: StudyResultBytes): number {
 }
 
 /**
- * The results of a study page by date (isPreparedPage) in result order: the page's ids and
- * revisions first, then the texts of the studies the cache does not hold at those revisions
- * (the same page, cut to their ids), which the cache keeps. A study deleted between the two reads is left out (as if the
- * search had run after the delete); one changed meanwhile is answered with its newer text.
+ * The results of a study page by date (isPreparedPage) in result order. While recent pages found
+ * most of their results kept: the page's ids and revisions first, then the texts of the studies
+ * not kept at those revisions (the same page, cut to their ids), which the cache keeps. A study
+ * deleted between the two reads is left out (as if the search had run after the delete); one
+ * changed meanwhile is answered with its newer text. Otherwise (a cold cache, or pages of more
+ * studies than it holds) the page is read whole, texts included, in one statement, and the
+ * texts not kept are kept: measured at 1M instances on 30-day pages that were never asked
+ * before, the two reads cost ~4 ms more server CPU per page than the uncached path.
  */
 export async function readStudyPage(knex: Knex, search: QidoSearch, plan: StudyJsonPlan, cache: StudyResultCache): Promise<{ results: StudyResultBytes[]; more: boolean }> {
+  if (!cache.expectsHits()) {
+    const { rows, more } = await findQidoStudyPageVersions(knex, search, plan);
+    const results: StudyResultBytes[] = new Array(rows.length);
+    const fresh: StudyJsonVersion[] = [];
+    const freshAt: number[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      const kept = cache.get(String(rows[i].id), String(rows[i].rev));
+      if (kept) {
+        results[i] = kept;
+      } else {
+        fresh.push(rows[i]);
+        freshAt.push(i);
+      }
+    }
+    const made = cache.add(fresh);
+    for (let k = 0; k < made.length; k++) results[freshAt[k]] = made[k];
+    cache.notePage(rows.length, fresh.length, rows.length);
+    return { results, more };
+  }
   const { keys, more } = await findQidoStudyPageKeys(knex, search);
   const results: Array<StudyResultBytes | undefined> = new Array(keys.length);
   const missing: string[] = [];
@@ -156,8 +206,12 @@ export async function readStudyPage(knex: Knex, search: QidoSearch, plan: StudyJ
     if (hit) results[i] = hit;
     else missing.push(id);
   }
-  if (missing.length === 0) return { results: results as StudyResultBytes[], more };
+  if (missing.length === 0) {
+    cache.notePage(keys.length, 0, 0);
+    return { results: results as StudyResultBytes[], more };
+  }
   const rows = await findQidoStudyPageTexts(knex, search, plan, missing);
+  cache.notePage(keys.length, missing.length, rows.length);
   const made = cache.add(rows);
   const read = new Map<string, StudyResultBytes>();
   for (let i = 0; i < rows.length; i++) read.set(String(rows[i].id), made[i]);

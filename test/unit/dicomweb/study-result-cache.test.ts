@@ -46,6 +46,18 @@ describe('StudyResultCache', () => {
     for (const id of ['1', '3', '4', '5']) expect(cache.get(id, '0')).toBeDefined();
   });
 
+  test('pages are expected to find their results kept once recent pages did, and no longer once they do not', () => {
+    const cache = new StudyResultCache(1 << 20);
+    expect(cache.expectsHits()).toBe(false);
+    cache.notePage(100, 0, 100);
+    expect(cache.expectsHits()).toBe(false);
+    for (let i = 0; i < 3; i++) cache.notePage(100, 0, 0);
+    expect(cache.expectsHits()).toBe(true);
+    for (let i = 0; i < 3; i++) cache.notePage(100, 100, 100);
+    expect(cache.expectsHits()).toBe(false);
+    expect(cache.stats().textsRead).toBe(400);
+  });
+
   test('with a cap of 0 nothing is kept, yet the result is made', () => {
     const cache = new StudyResultCache(0);
     const made = cache.add([version('7', '3')])[0];
