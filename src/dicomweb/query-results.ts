@@ -182,26 +182,42 @@ export function writeStudyResultBytes(rows: readonly StudyJsonRow[], plan: Study
   return { buffer, length: offset };
 }
 
-/** One study's result as UTF-8 bytes, as `studies.qido_json` holds it (StudyResultCache keeps these). */
+/**
+ * One study's result as UTF-8 bytes, as `studies.qido_json` holds it (StudyResultCache keeps
+ * these): a range of memory that the results read together share (one allocation, no view
+ * object per result: fewer objects for the garbage collector to trace when many are kept).
+ */
 export interface StudyResultBytes {
   studyUid: string;
-  /** The UTF-8 bytes of the text, RetrieveURL as STUDY_URL_PLACEHOLDER. */
-  bytes: Buffer;
-  /** Where STUDY_URL_PLACEHOLDER starts in `bytes`; -1 when the text needs finishStudyJson (a BulkDataURI, a UID to percent-encode). */
+  /** Holds the UTF-8 bytes of the text (RetrieveURL as STUDY_URL_PLACEHOLDER) at [start, end). */
+  memory: Buffer;
+  start: number;
+  end: number;
+  /** Where STUDY_URL_PLACEHOLDER starts in `memory`; -1 when the text needs finishStudyJson (a BulkDataURI, a UID to percent-encode). */
   urlAt: number;
 }
 
-/** A `qido_json` text (a written plan's row) as a result kept as bytes (`bytes`: its UTF-8), and where its RetrieveURL goes. */
-export function studyResultBytes(row: StudyJsonRow, bytes: Buffer = Buffer.from(row.json, 'utf8')): StudyResultBytes {
-  const { json, study_uid: studyUid } = row;
-  const at = findUrlPlaceholder(json);
-  if (needsFinishing(row, true, at)) return { studyUid, bytes, urlAt: -1 };
-  return { studyUid, bytes, urlAt: bytes.length === json.length ? at : Buffer.byteLength(json.slice(0, at), 'utf8') };
+/**
+ * Where the RetrieveURL of a `qido_json` text (a written plan's row) goes in its UTF-8 bytes
+ * (`byteLength` of them), or -1 when the text needs finishStudyJson.
+ */
+export function studyResultUrlAt(row: StudyJsonRow, byteLength: number): number {
+  const at = findUrlPlaceholder(row.json);
+  if (needsFinishing(row, true, at)) return -1;
+  // Bytes = characters only when every character is ASCII.
+  return byteLength === row.json.length ? at : Buffer.byteLength(row.json.slice(0, at), 'utf8');
+}
+
+/** A `qido_json` text (a written plan's row) as a result kept as bytes, in memory of its own. */
+export function studyResultBytes(row: StudyJsonRow): StudyResultBytes {
+  const memory = Buffer.from(row.json, 'utf8');
+  const urlAt = studyResultUrlAt(row, memory.length);
+  return { studyUid: row.study_uid, memory, start: 0, end: memory.length, urlAt };
 }
 
 /** The rows StudyResultBytes stand for (for the text of an answer: `SearchResponse.json`). */
 export function studyResultRows(results: readonly StudyResultBytes[]): StudyJsonRow[] {
-  return results.map((r) => ({ study_uid: r.studyUid, json: r.bytes.toString('utf8') }));
+  return results.map((r) => ({ study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) }));
 }
 
 /**
@@ -220,11 +236,11 @@ export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], 
   for (let i = 0; i < results.length; i++) {
     const r = results[i];
     if (r.urlAt < 0) {
-      const bytes = Buffer.from(finishStudyJson({ study_uid: r.studyUid, json: r.bytes.toString('utf8') }, plan), 'utf8');
+      const bytes = Buffer.from(finishStudyJson({ study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) }, plan), 'utf8');
       finished.set(i, bytes);
       size += bytes.length;
     } else {
-      size += r.bytes.length + urlBytes + r.studyUid.length;
+      size += r.end - r.start + urlBytes + r.studyUid.length;
     }
   }
   const buffer = buffers.take(size);
@@ -238,12 +254,12 @@ export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], 
       offset += whole.copy(buffer, offset);
       continue;
     }
-    offset += r.bytes.copy(buffer, offset, 0, r.urlAt);
+    offset += r.memory.copy(buffer, offset, r.start, r.urlAt);
     offset += urlHead.copy(buffer, offset);
     // PLAIN_UID: digits and dots, one byte each.
     offset += buffer.write(r.studyUid, offset, 'latin1');
     offset += buffer.write(URL_TAIL, offset, 'latin1');
-    offset += r.bytes.copy(buffer, offset, r.urlAt + STUDY_URL_PLACEHOLDER.length);
+    offset += r.memory.copy(buffer, offset, r.urlAt + STUDY_URL_PLACEHOLDER.length, r.end);
   }
   buffer[offset++] = 0x5d; // ]
   return { buffer, length: offset };

@@ -14,7 +14,7 @@
  */
 import type { Knex } from 'knex';
 import { findQidoStudyPageKeys, findQidoStudyPageTexts, findQidoStudyPageVersions, type QidoSearch, type StudyJsonPlan, type StudyJsonVersion } from '../db/qido-search';
-import { studyResultBytes, type StudyResultBytes } from './query-results';
+import { studyResultUrlAt, type StudyResultBytes } from './query-results';
 
 /** Counters a test or a metrics endpoint can read. */
 export interface StudyResultCacheStats {
@@ -38,17 +38,16 @@ interface Block {
   kept: number;
 }
 
-/** One kept result: its bytes at revision `rev`. */
-interface Entry {
+/** One kept result: its bytes at revision `rev` (one object per result). */
+interface Entry extends StudyResultBytes {
   rev: string;
-  result: StudyResultBytes;
   block: Block;
   /** Read since it was last passed over for eviction (it then gets a second chance). */
   used: boolean;
 }
 
-/** Memory of an entry besides its text bytes (the objects, the map slot, the UID string), estimated. */
-const ENTRY_OVERHEAD_BYTES = 200;
+/** Memory of an entry besides its text bytes (the object, the map slot, id and revision strings), estimated. */
+const ENTRY_OVERHEAD_BYTES = 160;
 /** The largest block (texts of one request beyond it get further blocks). */
 const BLOCK_BYTES = 1 << 20;
 
@@ -81,7 +80,7 @@ export class StudyResultCache {
     }
     this.counters.hits++;
     entry.used = true;
-    return entry.result;
+    return entry;
   }
 
   /**
@@ -104,12 +103,15 @@ export class StudyResultCache {
       const memory = Buffer.allocUnsafeSlow(size);
       const block: Block = { size, kept: 0 };
       let offset = 0;
+      const kept = size <= this.maxBytes / 4;
       for (let i = first; i < end; i++) {
-        const written = memory.write(rows[i].json, offset, 'utf8');
-        const result = studyResultBytes(rows[i], memory.subarray(offset, offset + written));
+        const row = rows[i];
+        const written = memory.write(row.json, offset, 'utf8');
+        const urlAt = studyResultUrlAt(row, written);
+        const entry: Entry = { studyUid: row.study_uid, memory, start: offset, end: offset + written, urlAt: urlAt < 0 ? -1 : offset + urlAt, rev: String(row.rev), block, used: false };
         offset += written;
-        out.push(result);
-        if (size <= this.maxBytes / 4) this.keep(String(rows[i].id), String(rows[i].rev), result, block);
+        out.push(entry);
+        if (kept) this.keep(String(row.id), entry);
       }
       first = end;
     }
@@ -132,18 +134,18 @@ export class StudyResultCache {
     return { ...this.counters, entries: this.entries.size, maxBytes: this.maxBytes };
   }
 
-  private keep(id: string, rev: string, result: StudyResultBytes, block: Block): void {
+  private keep(id: string, entry: Entry): void {
     const old = this.entries.get(id);
     if (old) this.forget(id, old);
-    this.entries.set(id, { rev, result, block, used: false });
-    if (block.kept++ === 0) this.counters.bytes += block.size;
-    this.counters.bytes += entryBytes(result);
+    this.entries.set(id, entry);
+    if (entry.block.kept++ === 0) this.counters.bytes += entry.block.size;
+    this.counters.bytes += entryBytes(entry);
   }
 
   private forget(id: string, entry: Entry): void {
     this.entries.delete(id);
     if (--entry.block.kept === 0) this.counters.bytes -= entry.block.size;
-    this.counters.bytes -= entryBytes(entry.result);
+    this.counters.bytes -= entryBytes(entry);
   }
 
   private evict(): void {

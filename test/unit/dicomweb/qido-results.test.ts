@@ -231,9 +231,9 @@ describe('study results written by the database', () => {
   test('a kept result marks where its RetrieveURL goes in bytes, or that it needs finishing', () => {
     const [ascii, nonAscii, emoji, noUrl, , oddUid, , , bulk] = MIXED_ROWS.map((r) => studyResultBytes(r));
     expect(ascii.urlAt).toBe(1);
-    expect(nonAscii.bytes.subarray(nonAscii.urlAt).toString('utf8').startsWith('"00081190": {"vr": "UR"}')).toBe(true);
+    expect(nonAscii.memory.subarray(nonAscii.urlAt).toString('utf8').startsWith('"00081190": {"vr": "UR"}')).toBe(true);
     expect(nonAscii.urlAt).toBeGreaterThan(MIXED_ROWS[1].json.indexOf('"00081190"'));
-    expect(emoji.bytes.subarray(emoji.urlAt).toString('utf8').startsWith('"00081190"')).toBe(true);
+    expect(emoji.memory.subarray(emoji.urlAt).toString('utf8').startsWith('"00081190"')).toBe(true);
     expect([noUrl.urlAt, oddUid.urlAt, bulk.urlAt]).toEqual([-1, -1, -1]);
   });
 

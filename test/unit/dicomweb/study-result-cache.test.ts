@@ -61,7 +61,7 @@ describe('StudyResultCache', () => {
   test('with a cap of 0 nothing is kept, yet the result is made', () => {
     const cache = new StudyResultCache(0);
     const made = cache.add([version('7', '3')])[0];
-    expect(made.bytes.toString('utf8')).toBe(version('7', '3').json);
+    expect(made.memory.toString('utf8', made.start, made.end)).toBe(version('7', '3').json);
     expect(cache.get('7', '3')).toBeUndefined();
     expect(cache.stats()).toMatchObject({ entries: 0, bytes: 0 });
   });
@@ -72,8 +72,17 @@ describe('StudyResultCache', () => {
     expect(cache.stats().entries).toBe(0);
   });
 
-  test('a kept result holds a buffer of its own, not a slice of a shared pool', () => {
-    const made = new StudyResultCache(1 << 20).add([version('7', '3')])[0];
-    expect(made.bytes.buffer.byteLength).toBe(made.bytes.length);
+  test('the results read together share one block of memory of their own, counted once while one of them is kept', () => {
+    const cache = new StudyResultCache(1 << 20);
+    const made = cache.add([version('1', '0', 1000), version('2', '0', 1000)]);
+    expect(made[0].memory).toBe(made[1].memory);
+    expect(made[0].memory.buffer.byteLength).toBe(made[0].end - made[0].start + made[1].end - made[1].start);
+    expect(made[1].memory.toString('utf8', made[1].start, made[1].end)).toBe(version('2', '0', 1000).json);
+    const both = cache.stats().bytes;
+    cache.add([version('1', '1', 1000)]);
+    // Study 1's new text has a block of its own; study 2 still holds the first block whole.
+    expect(cache.stats().bytes - both).toBeGreaterThanOrEqual(1000);
+    cache.add([version('2', '1', 1000)]);
+    expect(cache.stats().bytes).toBeLessThan(both + 1000);
   });
 });
