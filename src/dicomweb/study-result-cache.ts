@@ -119,9 +119,13 @@ export class StudyResultCache {
     return out;
   }
 
-  /** Whether recent pages found most of their results kept. */
+  /**
+   * Whether recent pages found three in four of their results kept, or more. Measured at 1M
+   * instances on random 30-day pages while the cache filled: reading ids first from half a
+   * share of hits on cost ~1-2 ms more server CPU per page than from three quarters on.
+   */
   expectsHits(): boolean {
-    return this.missShare < 0.5;
+    return this.missShare < 0.25;
   }
 
   /** Notes how many of a page's results were not kept, and how many texts were read for it. */
@@ -171,7 +175,7 @@ function entryBytes(result: StudyResultBytes): number {
 
 /**
  * The results of a study page by date (isPreparedPage) in result order. While recent pages found
- * most of their results kept: the page's ids and revisions first, then the texts of the studies
+ * nearly all their results kept (expectsHits): the page's ids and revisions first, then the texts of the studies
  * not kept at those revisions (the same page, cut to their ids), which the cache keeps. A study
  * deleted between the two reads is left out (as if the search had run after the delete); one
  * changed meanwhile is answered with its newer text. Otherwise (a cold cache, or pages of more

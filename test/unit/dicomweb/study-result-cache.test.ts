@@ -51,7 +51,9 @@ describe('StudyResultCache', () => {
     expect(cache.expectsHits()).toBe(false);
     cache.notePage(100, 0, 100);
     expect(cache.expectsHits()).toBe(false);
-    for (let i = 0; i < 3; i++) cache.notePage(100, 0, 0);
+    cache.notePage(100, 0, 0);
+    expect(cache.expectsHits()).toBe(false);
+    for (let i = 0; i < 5; i++) cache.notePage(100, 0, 0);
     expect(cache.expectsHits()).toBe(true);
     for (let i = 0; i < 3; i++) cache.notePage(100, 100, 100);
     expect(cache.expectsHits()).toBe(false);
