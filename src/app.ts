@@ -6,6 +6,7 @@ import { createDatabase, type Database } from './db/database';
 import { assertSchemaCurrent, runMigrations } from './db/migrate';
 import { createCorsMiddleware } from './dicomweb/cors';
 import { createDicomwebRouter } from './dicomweb/routes';
+import { StudyResultCache } from './dicomweb/study-result-cache';
 import { createIndexChangeSync } from './dicomweb/index-change-sync';
 import { createRenderedImageCache } from './dicom/pixel-image-cache';
 import { createTranscodeHook } from './dicom/transcode-hook';
@@ -154,6 +155,7 @@ function buildExpress(deps: {
       publicBaseUrl: config.publicBaseUrl,
       transcoder: createTranscodeHook({ db, blobs }),
       thumbnailCache: createRenderedImageCache(),
+      studyResults: config.qidoStudyCacheBytes > 0 ? new StudyResultCache(config.qidoStudyCacheBytes) : undefined,
       auditInTransaction,
       privacy,
       // One truth: the index change marks its studies pending in its own transaction (with the

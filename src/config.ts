@@ -45,6 +45,7 @@ const EnvSchema = z.object({
   DATE_SHIFT_MAX_DAYS: z.coerce.number().int().min(1).max(36500).default(365),
   DEID_WITHHOLD_MODALITIES: z.string().default('US,SC,OP'),
   MEMORY_RELEASE_SLACK: byteSize.prefault('16MiB'),
+  QIDO_STUDY_CACHE_SIZE: byteSize.prefault('128MiB'),
 });
 
 export interface AppConfig {
@@ -88,6 +89,8 @@ export interface AppConfig {
    * upload (src/memory-release.ts); 0 = leave it all to V8.
    */
   memoryReleaseSlackBytes: number;
+  /** Memory for study results kept between QIDO-RS requests (src/dicomweb/study-result-cache.ts); 0 = none kept. */
+  qidoStudyCacheBytes: number;
 }
 
 /** The privacy section: where the HMAC key comes from and the de-identification rules (src/privacy). */
@@ -158,6 +161,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
     migrateOnStart: e.MIGRATE_ON_START,
     memoryReleaseSlackBytes: e.MEMORY_RELEASE_SLACK,
+    qidoStudyCacheBytes: e.QIDO_STUDY_CACHE_SIZE,
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
     corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),

@@ -187,16 +187,16 @@ export async function findQidoStudyJson(knex: Knex, search: QidoSearch, plan: St
   return { rows: found as StudyJsonRow[], more };
 }
 
-async function fillOlderRows(knex: Knex, found: Array<{ study_uid: string; json: string | null }>, plan: StudyJsonPlan): Promise<StudyJsonRow[]> {
+async function fillOlderRows<Row extends { study_uid: string; json: string | null }>(knex: Knex, found: Row[], plan: StudyJsonPlan): Promise<Array<Row & StudyJsonRow>> {
   const missing = found.filter((r) => r.json === null).map((r) => r.study_uid);
   const [expression, bindings] = studyJsonExpression(plan);
   const filled = (await knex('studies as st').whereIn('st.study_uid', missing).select('st.study_uid', knex.raw(`${expression} AS json`, bindings))) as StudyJsonRow[];
   const byUid = new Map(filled.map((r) => [r.study_uid, r.json]));
-  const rows: StudyJsonRow[] = [];
+  const rows: Array<Row & StudyJsonRow> = [];
   // A study deleted between the two reads is left out, as if the search had run after the delete.
   for (const r of found) {
     const json = r.json ?? byUid.get(r.study_uid);
-    if (json !== undefined) rows.push({ study_uid: r.study_uid, json });
+    if (json !== undefined) rows.push({ ...r, json });
   }
   return rows;
 }
@@ -237,7 +237,7 @@ const PAGE_ROW_FITS = 'octet_length(st.qido_json) + octet_length(st.study_uid) +
  * (measured at 1M instances: ~0.7 ms of backend CPU per 30-day page). A restricted search is
  * left to custom plans: which plan is best depends on how many studies the caller's projects hold.
  */
-function isPreparedPage(search: QidoSearch, plan: StudyJsonPlan): boolean {
+export function isPreparedPage(search: QidoSearch, plan: StudyJsonPlan): boolean {
   return plan.written && !search.restrictStudies && byDateOnly(search) && search.conditions.length <= 1 && search.conditions.every((c) => c.anyOf.length === 1);
 }
 
@@ -271,19 +271,85 @@ function byDateOnly(search: QidoSearch): boolean {
  * text read from the index, in order, without a visit to each study's heap page) and the rare
  * rest (studies_qido_page_rest_idx), merged in the result order and paged there.
  */
-function datePageQuery(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
+function datePageQuery(knex: Knex, search: QidoSearch, columns: 'texts' | 'keys' | 'versions' = 'texts'): Knex.QueryBuilder {
+  const selected = { texts: ['study_uid', 'json'], keys: ['id', 'rev'], versions: ['id', 'rev', 'study_uid', 'json'] }[columns];
   const branch = (fits: boolean) => {
-    const q = buildMatching(knex, search).select('st.study_uid', 'st.qido_json as json', 'st.study_date', 'st.study_time', 'st.id');
+    const q = buildMatching(knex, search)
+      .select(selected.filter((c) => c !== 'id').map((c) => (c === 'json' ? 'st.qido_json as json' : `st.${c}`)))
+      .select('st.study_date', 'st.study_time', 'st.id');
     q.whereRaw(fits ? PAGE_ROW_FITS : `NOT coalesce(${PAGE_ROW_FITS}, false)`);
     orderRows(q, search);
     return q.limit(search.offset + search.limit + 1);
   };
   return knex
-    .select('u.study_uid', 'u.json')
+    .select(selected.map((c) => `u.${c}`))
     .from(knex.unionAll([branch(true), branch(false)], true).as('u'))
     .orderByRaw('u.study_date DESC NULLS LAST, u.study_time DESC NULLS LAST, u.id DESC')
     .limit(search.limit + 1)
     .offset(search.offset);
+}
+
+/** A study of a page and the revision of its result text (`studies.rev`, migration 20261127001000). */
+export interface StudyPageKey {
+  id: string;
+  rev: string;
+}
+
+/** One study's result text (`studies.qido_json`, or computed the same way where it is NULL) with its id and revision. */
+export interface StudyJsonVersion extends StudyJsonRow {
+  id: string;
+  rev: string;
+}
+
+/**
+ * The ids and revisions of the studies of a date page (isPreparedPage), in result order,
+ * without their texts: the same two index scans as the page itself, read from
+ * studies_qido_page_idx alone. One row more than the limit tells whether more exist.
+ */
+export async function findQidoStudyPageKeys(knex: Knex, search: QidoSearch): Promise<{ keys: StudyPageKey[]; more: boolean }> {
+  const { sql, bindings } = datePageQuery(knex, search, 'keys').toSQL();
+  const keys = (await preparedRaw(knex, sql, bindings)).rows as StudyPageKey[];
+  const more = keys.length > search.limit;
+  if (more) keys.length = search.limit;
+  return { keys, more };
+}
+
+/**
+ * The results of a date page (isPreparedPage) as findQidoStudyJson reads them, with each study's
+ * id and revision; one row more than the limit tells whether more exist. Rows older than
+ * `qido_json` (NULL) get the text computed as findQidoStudyJson computes it.
+ */
+export async function findQidoStudyPageVersions(knex: Knex, search: QidoSearch, plan: StudyJsonPlan): Promise<{ rows: StudyJsonVersion[]; more: boolean }> {
+  const { sql, bindings } = datePageQuery(knex, search, 'versions').toSQL();
+  const found = (await preparedRaw(knex, sql, bindings)).rows as Array<StudyPageKey & { study_uid: string; json: string | null }>;
+  const more = found.length > search.limit;
+  if (more) found.length = search.limit;
+  if (found.some((r) => r.json === null)) return { rows: await fillOlderRows(knex, found, plan), more };
+  return { rows: found as StudyJsonVersion[], more };
+}
+
+/**
+ * The texts of some studies of a date page (isPreparedPage) with their ids and revisions, in no
+ * particular order: the page of findQidoStudyPageVersions, cut to the given ids after its paging.
+ * The page is read from studies_qido_page_idx as the texts of the uncached path are (a text not
+ * asked for is not decompressed), not by id, which would visit one heap page per study (measured
+ * on a 30-day page of 820 studies at 1M instances: 62 buffers and 0.5 ms against 2,462 buffers
+ * and 7 ms). A study deleted since, or moved out of the page, is missing; one changed since comes
+ * with its new text and revision.
+ */
+export async function findQidoStudyPageTexts(knex: Knex, search: QidoSearch, plan: StudyJsonPlan, ids: readonly string[]): Promise<StudyJsonVersion[]> {
+  if (ids.length === 0) return [];
+  // The paging of the inner query keeps PostgreSQL from moving the id condition into its index
+  // scans. A join on the ids is a hash join; `p.id = ANY(ids)` searched the array once per row
+  // (measured with 700 of 820 ids: 2.1 against 0.6 ms).
+  const query = knex
+    .select('p.id', 'p.rev', 'p.study_uid', 'p.json')
+    .from(datePageQuery(knex, search, 'versions').as('p'))
+    .join(knex.raw('unnest(?::bigint[]) AS wanted(id)', [[...ids]]), 'wanted.id', 'p.id');
+  const { sql, bindings } = query.toSQL();
+  const found = (await preparedRaw(knex, sql, bindings)).rows as Array<StudyPageKey & { study_uid: string; json: string | null }>;
+  if (found.some((r) => r.json === null)) return fillOlderRows(knex, found, plan);
+  return found as StudyJsonVersion[];
 }
 
 /** One study result as DICOM JSON text, in SQL over the study row `st`, and its bindings. */

@@ -6,18 +6,32 @@
 import type { Knex } from 'knex';
 import type { Database } from '../db/database';
 import { isRetryableDbError } from '../db/database';
-import { findQidoRows, findQidoStudyJson, type QidoCondition, type QidoLevel, type QidoSearch } from '../db/qido-search';
+import { findQidoRows, findQidoStudyJson, isPreparedPage, type QidoCondition, type QidoLevel, type QidoSearch } from '../db/qido-search';
 import type { DicomJson } from '../dicom/types';
 import { ServiceUnavailableError } from '../http/errors';
 import { searchDeidentified } from './deid-qido';
 import type { DeidView } from './deid-view';
 import { findMatchKey } from './query-keys';
 import { parseQidoQuery, type QidoQuery } from './query-params';
-import { buildResult, datasetSelections, planReturn, planStudyJson, writeStudyResultBytes, writeStudyResults, type ByteBuffers, type ReturnPlan } from './query-results';
+import {
+  buildResult,
+  datasetSelections,
+  planReturn,
+  planStudyJson,
+  studyResultRows,
+  writeStudyResultBytes,
+  writeStudyResultBytesFrom,
+  writeStudyResults,
+  type ByteBuffers,
+  type ReturnPlan,
+} from './query-results';
+import { readStudyPage, type StudyResultCache } from './study-result-cache';
 
 /** What QIDO-RS needs from the rest of the server. */
 export interface SearchServices {
   db: Database;
+  /** Study results kept between requests for the study list by date; absent: read every time. */
+  studyResults?: StudyResultCache;
 }
 
 /** One search request, transport-neutral. */
@@ -122,20 +136,39 @@ async function search(services: SearchServices, level: QidoLevel, req: SearchReq
 
 async function searchStudiesAsJson(services: SearchServices, prepared: PreparedSearch, baseUrl: string): Promise<SearchResponse> {
   const plan = planStudyJson(prepared.plan, baseUrl);
+  const cache = services.studyResults;
+  if (cache && isPreparedPage(prepared.search, plan)) {
+    // The study list by date: texts kept from earlier pages at the same revisions are not read again.
+    const page = await readStudyPage(services.db.knex, prepared.search, plan, cache);
+    return studyJsonResponse(
+      () => writeStudyResults(studyResultRows(page.results), plan),
+      (buffers) => writeStudyResultBytesFrom(page.results, plan, buffers),
+      pagingWarnings(prepared.query, page.more, page.results.length),
+    );
+  }
   const found = await findQidoStudyJson(services.db.knex, prepared.search, plan);
+  return studyJsonResponse(
+    () => writeStudyResults(found.rows, plan),
+    (buffers) => writeStudyResultBytes(found.rows, plan, buffers),
+    pagingWarnings(prepared.query, found.more, found.rows.length),
+  );
+}
+
+/** A study search's answer from its writers: the bytes that are sent, the text and the parsed body built on first read. */
+function studyJsonResponse(write: () => string, writeBytes: NonNullable<SearchResponse['writeBytes']>, warnings: string[]): SearchResponse {
   let json: string | undefined;
   let parsed: DicomJson[] | undefined;
-  const text = () => (json ??= writeStudyResults(found.rows, plan));
+  const text = () => (json ??= write());
   return {
     status: 200,
-    writeBytes: (buffers) => writeStudyResultBytes(found.rows, plan, buffers),
+    writeBytes,
     get json() {
       return text();
     },
     get body() {
       return (parsed ??= JSON.parse(text()) as DicomJson[]);
     },
-    warnings: pagingWarnings(prepared.query, found.more, found.rows.length),
+    warnings,
   };
 }
 

@@ -112,7 +112,7 @@ export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJson
     if (i > 0) pieces.push(',');
     const { json, study_uid: uid } = rows[i];
     const at = plan.written ? findUrlPlaceholder(json) : -1;
-    if (needsFinishing(rows[i], plan, at)) pieces.push(finishStudyJson(rows[i], plan));
+    if (needsFinishing(rows[i], plan.written, at)) pieces.push(finishStudyJson(rows[i], plan));
     else if (plan.written) pieces.push(json.slice(0, at), urlHead, uid, URL_TAIL, json.slice(at + STUDY_URL_PLACEHOLDER.length));
     else pieces.push(json);
   }
@@ -155,7 +155,7 @@ export function writeStudyResultBytes(rows: readonly StudyJsonRow[], plan: Study
     const row = rows[i];
     const { json, study_uid: uid } = row;
     const at = plan.written ? findUrlPlaceholder(json) : -1;
-    const finish = needsFinishing(row, plan, at);
+    const finish = needsFinishing(row, plan.written, at);
     const splice = plan.written && !finish;
     const text = finish ? finishStudyJson(row, plan) : json;
     // A UTF-16 code unit takes at most three UTF-8 bytes; the URL replaces the placeholder.
@@ -182,6 +182,89 @@ export function writeStudyResultBytes(rows: readonly StudyJsonRow[], plan: Study
   return { buffer, length: offset };
 }
 
+/**
+ * One study's result as UTF-8 bytes, as `studies.qido_json` holds it (StudyResultCache keeps
+ * these): a range of memory that the results read together share (one allocation, no view
+ * object per result: fewer objects for the garbage collector to trace when many are kept).
+ */
+export interface StudyResultBytes {
+  studyUid: string;
+  /** Holds the UTF-8 bytes of the text (RetrieveURL as STUDY_URL_PLACEHOLDER) at [start, end). */
+  memory: Buffer;
+  start: number;
+  end: number;
+  /** Where STUDY_URL_PLACEHOLDER starts in `memory`; -1 when the text needs finishStudyJson (a BulkDataURI, a UID to percent-encode). */
+  urlAt: number;
+}
+
+/**
+ * Where the RetrieveURL of a `qido_json` text (a written plan's row) goes in its UTF-8 bytes
+ * (`byteLength` of them), or -1 when the text needs finishStudyJson.
+ */
+export function studyResultUrlAt(row: StudyJsonRow, byteLength: number): number {
+  const at = findUrlPlaceholder(row.json);
+  if (needsFinishing(row, true, at)) return -1;
+  // Bytes = characters only when every character is ASCII.
+  return byteLength === row.json.length ? at : Buffer.byteLength(row.json.slice(0, at), 'utf8');
+}
+
+/** A `qido_json` text (a written plan's row) as a result kept as bytes, in memory of its own. */
+export function studyResultBytes(row: StudyJsonRow): StudyResultBytes {
+  const memory = Buffer.from(row.json, 'utf8');
+  const urlAt = studyResultUrlAt(row, memory.length);
+  return { studyUid: row.study_uid, memory, start: 0, end: memory.length, urlAt };
+}
+
+/** The rows StudyResultBytes stand for (for the text of an answer: `SearchResponse.json`). */
+export function studyResultRows(results: readonly StudyResultBytes[]): StudyJsonRow[] {
+  return results.map((r) => ({ study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) }));
+}
+
+/**
+ * The response body of a study search from study results kept as bytes (a written plan's):
+ * the bytes of writeStudyResults' text over studyResultRows, written into one buffer from
+ * `buffers` by copying each result's bytes around its RetrieveURL, without any text.
+ */
+export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], plan: StudyJsonPlan, buffers: ByteBuffers): { buffer: Buffer; length: number } {
+  if (!plan.written) throw new Error('kept study results are qido_json texts: a written plan only');
+  const urlHead = Buffer.from(retrieveUrlHead(plan), 'utf8');
+  const urlBytes = urlHead.length + URL_TAIL.length - STUDY_URL_PLACEHOLDER.length;
+  // The rare result that needs finishing is finished (per request: its URL is the request's).
+  const finished = new Map<number, Buffer>();
+  // Brackets and commas.
+  let size = 2 + Math.max(0, results.length - 1);
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i];
+    if (r.urlAt < 0) {
+      const bytes = Buffer.from(finishStudyJson({ study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) }, plan), 'utf8');
+      finished.set(i, bytes);
+      size += bytes.length;
+    } else {
+      size += r.end - r.start + urlBytes + r.studyUid.length;
+    }
+  }
+  const buffer = buffers.take(size);
+  let offset = 0;
+  buffer[offset++] = 0x5b; // [
+  for (let i = 0; i < results.length; i++) {
+    if (i > 0) buffer[offset++] = 0x2c; // ,
+    const r = results[i];
+    const whole = finished.get(i);
+    if (whole) {
+      offset += whole.copy(buffer, offset);
+      continue;
+    }
+    offset += r.memory.copy(buffer, offset, r.start, r.urlAt);
+    offset += urlHead.copy(buffer, offset);
+    // PLAIN_UID: digits and dots, one byte each.
+    offset += buffer.write(r.studyUid, offset, 'latin1');
+    offset += buffer.write(URL_TAIL, offset, 'latin1');
+    offset += r.memory.copy(buffer, offset, r.urlAt + STUDY_URL_PLACEHOLDER.length, r.end);
+  }
+  buffer[offset++] = 0x5d; // ]
+  return { buffer, length: offset };
+}
+
 /** The end of a spliced RetrieveURL element, after the UID. */
 const URL_TAIL = '"]}';
 
@@ -191,8 +274,8 @@ function retrieveUrlHead(plan: StudyJsonPlan): string {
 }
 
 /** Whether a row needs what a splice does not do (a BulkDataURI to drop, a UID to percent-encode, no placeholder): finishStudyJson rebuilds it. */
-function needsFinishing(row: StudyJsonRow, plan: StudyJsonPlan, at: number): boolean {
-  return row.json.includes(BULK_DATA_WORD) || !PLAIN_UID.test(row.study_uid) || (plan.written && at < 0);
+function needsFinishing(row: StudyJsonRow, written: boolean, at: number): boolean {
+  return row.json.includes(BULK_DATA_WORD) || !PLAIN_UID.test(row.study_uid) || (written && at < 0);
 }
 
 /** Where STUDY_URL_PLACEHOLDER starts in a `qido_json` text, or -1. */

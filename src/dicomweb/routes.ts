@@ -12,6 +12,7 @@ import type { TranscodeHook } from './wado-rs';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, DeidCache, type DeidEngine } from './deid-view';
 import { createDeidEngine } from './deid-engine';
+import type { StudyResultCache } from './study-result-cache';
 import { loggableUrl } from '../logger';
 
 /** Services the DICOMweb routes call. */
@@ -21,6 +22,8 @@ export interface DicomwebServices extends StoreServices {
   transcoder?: TranscodeHook;
   /** Cache of rendered thumbnails (content-addressed keys, never stale). */
   thumbnailCache?: RenderedImageCache;
+  /** Study results kept for the study list by date (checked against `studies.rev`, never stale). */
+  studyResults?: StudyResultCache;
   /** Writes a request's AuditEvent in a write's transaction (src/audit); absent: the audit gate alone. */
   auditInTransaction?: TransactionAuditor;
   /** Pseudonyms, UID maps and withheld instances for researchers' de-identified views (src/privacy). */

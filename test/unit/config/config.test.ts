@@ -35,6 +35,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ MEMORY_RELEASE_SLACK: 'some' })).toThrow(/MEMORY_RELEASE_SLACK/);
   });
 
+  test('QIDO_STUDY_CACHE_SIZE: 128 MiB by default, 0 keeps no study results, bad values fail', () => {
+    expect(loadConfig({}).qidoStudyCacheBytes).toBe(128 * 1024 ** 2);
+    expect(loadConfig({ QIDO_STUDY_CACHE_SIZE: '0' }).qidoStudyCacheBytes).toBe(0);
+    expect(loadConfig({ QIDO_STUDY_CACHE_SIZE: '256MiB' }).qidoStudyCacheBytes).toBe(256 * 1024 ** 2);
+    expect(() => loadConfig({ QIDO_STUDY_CACHE_SIZE: '-1' })).toThrow(/QIDO_STUDY_CACHE_SIZE/);
+  });
+
   test('byte sizes', () => {
     expect(parseByteSize('512MB')).toBe(512 * 1024 ** 2);
     expect(parseByteSize('4GiB')).toBe(4 * 1024 ** 3);

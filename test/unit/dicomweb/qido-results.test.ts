@@ -1,7 +1,19 @@
 import type { QidoRow } from '../../../src/db/qido-search';
 import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
 import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan } from '../../../src/db/qido-search';
-import { buildResult, datasetSelections, finishStudyJson, planReturn, planStudyJson, writeStudyResultBytes, writeStudyResults, type ByteBuffers } from '../../../src/dicomweb/query-results';
+import {
+  buildResult,
+  datasetSelections,
+  finishStudyJson,
+  planReturn,
+  planStudyJson,
+  studyResultBytes,
+  studyResultRows,
+  writeStudyResultBytes,
+  writeStudyResultBytesFrom,
+  writeStudyResults,
+  type ByteBuffers,
+} from '../../../src/dicomweb/query-results';
 
 const row = (extra: Partial<QidoRow> = {}): QidoRow => ({
   study_uid: '1.2.3',
@@ -202,6 +214,27 @@ describe('study results written by the database', () => {
         expect(bytesOf(page, plan(written)).equals(Buffer.from(writeStudyResults(page, plan(written)), 'utf8'))).toBe(true);
       }
     }
+  });
+
+  test('results kept as bytes are written as the same bytes as the rows they were made of, and read back as those rows', () => {
+    for (const page of [MIXED_ROWS, [], ...MIXED_ROWS.map((r) => [r])]) {
+      const results = page.map((r) => studyResultBytes(r));
+      expect(studyResultRows(results)).toEqual(page);
+      const { log, buffers } = counted();
+      const { buffer, length } = writeStudyResultBytesFrom(results, plan(true), buffers);
+      // One buffer, of the exact size.
+      expect(log.taken).toEqual([length]);
+      expect(buffer.subarray(0, length).equals(bytesOf(page, plan(true)))).toBe(true);
+    }
+  });
+
+  test('a kept result marks where its RetrieveURL goes in bytes, or that it needs finishing', () => {
+    const [ascii, nonAscii, emoji, noUrl, , oddUid, , , bulk] = MIXED_ROWS.map((r) => studyResultBytes(r));
+    expect(ascii.urlAt).toBe(1);
+    expect(nonAscii.memory.subarray(nonAscii.urlAt).toString('utf8').startsWith('"00081190": {"vr": "UR"}')).toBe(true);
+    expect(nonAscii.urlAt).toBeGreaterThan(MIXED_ROWS[1].json.indexOf('"00081190"'));
+    expect(emoji.memory.subarray(emoji.urlAt).toString('utf8').startsWith('"00081190"')).toBe(true);
+    expect([noUrl.urlAt, oddUid.urlAt, bulk.urlAt]).toEqual([-1, -1, -1]);
   });
 
   test('a page whose UTF-8 outgrows the first buffer is moved to a larger one, the first given back', () => {
