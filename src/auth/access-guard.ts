@@ -42,25 +42,6 @@ export function requestedProjects(req: Request): string[] {
   return [...new Set(out.map((p) => p.trim()).filter(Boolean))];
 }
 
-/** Study-level QIDO-RS match keys (keyword or tag, PS3.18 8.3.4.1) whose exact value names a handful of studies. */
-const NARROW_STUDY_KEYS = ['PatientID', '00100020', 'StudyInstanceUID', '0020000D', 'AccessionNumber', '00080050'];
-
-/**
- * True for a QIDO-RS study search (`/dicomweb/studies`, PS3.18 10.6) with an exact PatientID,
- * StudyInstanceUID or AccessionNumber: no wildcard (`*`, `?`, PS3.4 C.2.2.2.4) and not empty
- * (universal matching). Its rows are few, so the project row filter is cheapest as a probe per
- * study (restrictStudiesToProjects' `fewStudies`); anything else keeps the semi-join.
- */
-export function searchesFewStudies(path: string, query: Request['query']): boolean {
-  if (path !== '/dicomweb/studies') return false;
-  for (const key of NARROW_STUDY_KEYS) {
-    const value = query[key];
-    const values = Array.isArray(value) ? value : value === undefined ? [] : [value];
-    if (values.length > 0 && values.every((v) => typeof v === 'string' && v !== '' && !/[*?]/.test(v))) return true;
-  }
-  return false;
-}
-
 /** Options of the guard. */
 export interface AccessGuardOptions extends AuthenticatorOptions {
   /**
@@ -99,9 +80,7 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
     };
     res.locals.access = access;
     // The DICOMweb routes read this hook (src/dicomweb/wado-routes.ts, qido-rs.ts).
-    const restrict: StudyRestriction | undefined =
-      decision.rowFilter.projects === 'all' ? undefined : studyRestrictionFor(decision, { fewStudies: route.protocol === 'dicomweb' && route.isSearch && searchesFewStudies(path, req.query) });
-    res.locals.restrictStudies = restrict;
+    res.locals.restrictStudies = studyRestrictionFor(decision);
     // Authorized reads of the protocol routers write nothing themselves: their AuditEvent's
     // commit starts now and overlaps the handler (the audit gate corrects it if the answer differs).
     if (early && (req.method === 'GET' || req.method === 'HEAD') && route.protocol !== 'other') beginReadAudit(res);

@@ -19,19 +19,19 @@ export type { StudyRestriction };
  * researcher's study list in a project of 100 studies among 100,000 from 1 ms (start from the
  * project's links) into 805 ms (probe the links of every study in date order until a page is full).
  *
- * With `fewStudies` (the caller knows the rest of the query already narrows it to a handful of
- * studies, e.g. an exact PatientID) the fence is set: the EXISTS stays a subplan probed once per
+ * With `onColumn(qb, column, { fewStudies: true })` (the caller knows the rest of its query
+ * already narrows it to a handful of studies, e.g. an exact PatientID) the fence is set: the EXISTS stays a subplan probed once per
  * matching study through project_studies' (study_pk, project_id) index, and PostgreSQL skips
  * planning a semi-join with its unique-ified and memoized alternatives. Measured on PostgreSQL 15
  * for a study search by PatientID (backend CPU per query, planning included): unrestricted
  * 225 µs, semi-join 525 µs, fenced 275-325 µs. The answer is the same either way.
  */
-export function restrictStudiesToProjects(projectIds: readonly string[], options: { facility?: string; fewStudies?: boolean } = {}): StudyRestriction {
+export function restrictStudiesToProjects(projectIds: readonly string[], options: { facility?: string } = {}): StudyRestriction {
   const ids = [...new Set(projectIds)];
   const facility = options.facility;
-  // OFFSET 0 keeps PostgreSQL from pulling the sublink up into a join (simplify_EXISTS_query).
-  const fence = options.fewStudies ? ' OFFSET 0' : '';
-  const onColumn = (qb: Knex.QueryBuilder, column: string) => {
+  const onColumn = (qb: Knex.QueryBuilder, column: string, fewStudies = false) => {
+    // OFFSET 0 keeps PostgreSQL from pulling the sublink up into a join (simplify_EXISTS_query).
+    const fence = fewStudies ? ' OFFSET 0' : '';
     if (ids.length === 0) {
       qb.whereRaw('false');
       return;
@@ -47,10 +47,9 @@ export function restrictStudiesToProjects(projectIds: readonly string[], options
     }
   };
   const restriction: StudyRestriction = (qb) => onColumn(qb, 'studies.id');
-  if (options.fewStudies) restriction.fewStudies = true;
-  restriction.onColumn = (qb, column) => {
+  restriction.onColumn = (qb, column, options) => {
     if (!SAFE_COLUMN.test(column)) throw new Error(`unsafe column name ${column}`);
-    onColumn(qb, column);
+    onColumn(qb, column, options?.fewStudies);
   };
   return restriction;
 }
@@ -84,14 +83,11 @@ export function restrictResourcesToProjects(
   };
 }
 
-/**
- * The study restriction a decision implies: undefined when it may see every row. `fewStudies`:
- * the request itself narrows the query to a handful of studies (see restrictStudiesToProjects).
- */
-export function studyRestrictionFor(decision: Pick<AccessDecision, 'rowFilter'>, options: { fewStudies?: boolean } = {}): StudyRestriction | undefined {
+/** The study restriction a decision implies: undefined when it may see every row. */
+export function studyRestrictionFor(decision: Pick<AccessDecision, 'rowFilter'>): StudyRestriction | undefined {
   const { projects, facility } = decision.rowFilter;
   if (projects === 'all') return undefined;
-  return restrictStudiesToProjects(projects, { facility, fewStudies: options.fewStudies });
+  return restrictStudiesToProjects(projects, { facility });
 }
 
 const SAFE_COLUMN = /^[A-Za-z_][\w.]*$/;

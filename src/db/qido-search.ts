@@ -249,16 +249,27 @@ const LOOKUP_COLUMNS = new Set(['patient_id', 'study_uid', 'accession_number']);
  * StudyInstanceUID or AccessionNumber (what a viewer's worklist sends): its SQL text depends only
  * on which keys are given and on the caller's restriction, so it runs as a named prepared
  * statement and PostgreSQL keeps one generic plan (an index probe, whatever the value) instead
- * of planning the search over the studies table's indexes on every request. A restricted search
- * qualifies only with the restriction's per-study probe (`fewStudies`), whose plan does not
- * depend on how many studies the projects hold.
+ * of planning the search over the studies table's indexes on every request. A restricted one
+ * probes each found study's project links (namesFewStudies), a plan that does not depend on how
+ * many studies the projects hold.
  */
 function isPreparedLookup(search: QidoSearch, plan: StudyJsonPlan): boolean {
   if (!plan.written || search.conditions.length === 0) return false;
-  if (search.restrictStudies && !search.restrictStudies.fewStudies) return false;
-  return search.conditions.every(
-    (c) => c.column.level === 'study' && LOOKUP_COLUMNS.has(c.column.column) && !c.shift && c.anyOf.length === 1 && c.anyOf[0].type === 'equal',
-  );
+  return search.conditions.every((c) => isLookup(c) && c.anyOf.length === 1);
+}
+
+/** An exact value (or UID list) of PatientID, StudyInstanceUID or AccessionNumber: no wildcard, not universal. */
+function isLookup(c: QidoCondition): boolean {
+  return c.column.level === 'study' && LOOKUP_COLUMNS.has(c.column.column) && !c.shift && c.anyOf.length > 0 && c.anyOf.every((v) => v.type === 'equal');
+}
+
+/**
+ * Whether the search itself names a handful of studies (some exact look-up key): the project
+ * row filter is then cheapest as a probe of each found study's links (restrictStudiesToProjects'
+ * `fewStudies`), where any other search keeps the semi-join that starts from the projects.
+ */
+function namesFewStudies(search: QidoSearch): boolean {
+  return search.conditions.some(isLookup);
 }
 
 /** A study search matched on the study date alone (or on nothing): its results come in the order studies_qido_page_idx holds. */
@@ -441,7 +452,7 @@ function buildMatching(knex: Knex, search: QidoSearch): Knex.QueryBuilder {
   const restrict = search.restrictStudies;
   if (restrict) {
     // One correlated EXISTS when the restriction offers it (not a second scan of studies).
-    applyStudyRestriction(knex, q, level === 'study' ? 'st.id' : `${alias}.study_pk`, restrict);
+    applyStudyRestriction(knex, q, level === 'study' ? 'st.id' : `${alias}.study_pk`, restrict, { fewStudies: namesFewStudies(search) });
   }
   if (level === 'instance' && search.excludeInstances && search.excludeInstances.length > 0) {
     q.whereRaw('NOT (i.sop_instance_uid = ANY(?::text[]))', [search.excludeInstances]);

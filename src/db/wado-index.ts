@@ -10,17 +10,16 @@ import { queryPrepared } from './prepared-statement';
 /**
  * The studies a caller may see: called on a query builder over `studies` (unaliased), it adds
  * where-clauses. `onColumn`, when offered, narrows any query holding a study primary key in
- * `column` directly (one correlated EXISTS instead of `IN (SELECT ... FROM studies)`).
+ * `column` directly (one correlated EXISTS instead of `IN (SELECT ... FROM studies)`); with
+ * `fewStudies` the caller says the rest of its query already names a handful of studies.
  */
 export type StudyRestriction = ((qb: Knex.QueryBuilder) => void) & {
-  onColumn?: (qb: Knex.QueryBuilder, column: string) => void;
-  /** The restriction probes each matching study's project links (the query names a handful of studies). */
-  fewStudies?: boolean;
+  onColumn?: (qb: Knex.QueryBuilder, column: string, options?: { fewStudies?: boolean }) => void;
 };
 
 /** Narrows `qb` to the studies `restrict` allows, by the study key in `column`. */
-export function applyStudyRestriction(knex: Knex, qb: Knex.QueryBuilder, column: string, restrict: StudyRestriction): void {
-  if (restrict.onColumn) restrict.onColumn(qb, column);
+export function applyStudyRestriction(knex: Knex, qb: Knex.QueryBuilder, column: string, restrict: StudyRestriction, options: { fewStudies?: boolean } = {}): void {
+  if (restrict.onColumn) restrict.onColumn(qb, column, options);
   else qb.whereIn(column, restrictedStudies(knex, restrict));
 }
 

@@ -1,12 +1,13 @@
 import knexFactory from 'knex';
-import { searchesFewStudies } from '../../../src/auth/access-guard';
 import { restrictStudiesToProjects, studyRestrictionFor } from '../../../src/auth/project-filters';
+import { buildQidoQuery } from '../../../src/db/qido-search';
+import { prepareSearch } from '../../../src/dicomweb/qido-rs';
 
 /** Compiles a study search narrowed by `restriction.onColumn` (no database: knex only builds the SQL). */
 function restrictedSql(options: { fewStudies?: boolean; facility?: string }): { sql: string; bindings: readonly unknown[] } {
   const knex = knexFactory({ client: 'pg' });
   const q = knex('studies as st').select('st.study_uid').where('st.patient_id', 'P1');
-  restrictStudiesToProjects(['p-a', 'p-b'], options).onColumn!(q, 'st.id');
+  restrictStudiesToProjects(['p-a', 'p-b'], { facility: options.facility }).onColumn!(q, 'st.id', { fewStudies: options.fewStudies });
   return q.toSQL().toNative();
 }
 
@@ -30,32 +31,43 @@ describe('restrictStudiesToProjects', () => {
     expect(bindings).toEqual(['P1', ['p-a', 'p-b'], 'F1']);
   });
 
-  test('studyRestrictionFor passes fewStudies on, and gives nothing for a decision over all rows', () => {
+  test('studyRestrictionFor gives the projects filter, and nothing for a decision over all rows', () => {
     expect(studyRestrictionFor({ rowFilter: { projects: 'all' } })).toBeUndefined();
     const knex = knexFactory({ client: 'pg' });
     const q = knex('studies as st').select('st.id');
-    studyRestrictionFor({ rowFilter: { projects: ['p-a'] } }, { fewStudies: true })!.onColumn!(q, 'st.id');
-    expect(q.toSQL().sql).toContain('OFFSET 0');
+    studyRestrictionFor({ rowFilter: { projects: ['p-a'], facility: 'F1' } })!.onColumn!(q, 'st.id');
+    expect(q.toSQL().toNative()).toEqual({ sql: expect.stringContaining('AND p.facility = $2)'), bindings: [['p-a'], 'F1'] });
   });
 });
 
-describe('searchesFewStudies', () => {
+describe('QIDO-RS searches choose the fenced project filter when they name a handful of studies', () => {
+  const restrictStudies = restrictStudiesToProjects(['p-a']);
+  const fenced = (level: 'study' | 'series' | 'instance', query: Record<string, string | string[]>, studyInstanceUID?: string) => {
+    const { search } = prepareSearch(level, { query, studyInstanceUID, dicomwebBaseUrl: 'http://h/dicomweb' }, { restrictStudies });
+    const sql = buildQidoQuery(knexFactory({ client: 'pg' }), search).toSQL().sql;
+    expect(sql).toContain('FROM project_studies ps');
+    return sql.includes('OFFSET 0');
+  };
+
   test.each([
-    ['/dicomweb/studies', { PatientID: 'P0001234' }, true],
-    ['/dicomweb/studies', { '00100020': 'P0001234', StudyDate: '20190301-20190330' }, true],
-    ['/dicomweb/studies', { StudyInstanceUID: '1.2.3' }, true],
-    ['/dicomweb/studies', { AccessionNumber: 'A1' }, true],
-    ['/dicomweb/studies', { PatientID: ['P1', 'P2'] }, true],
-    ['/dicomweb/studies', { PatientID: 'P*' }, false],
-    ['/dicomweb/studies', { PatientID: 'P?01' }, false],
-    ['/dicomweb/studies', { PatientID: '' }, false],
-    ['/dicomweb/studies', { PatientID: ['P1', 'P*'] }, false],
-    ['/dicomweb/studies', { StudyDate: '20190301-20190330' }, false],
-    ['/dicomweb/studies', { PatientName: 'Kam', fuzzymatching: 'true' }, false],
-    ['/dicomweb/studies', {}, false],
-    ['/dicomweb/studies/1.2.3/series', { PatientID: 'P1' }, false],
-    ['/dicomweb/series', { PatientID: 'P1' }, false],
-  ])('%s %j -> %s', (path, query, expected) => {
-    expect(searchesFewStudies(path, query)).toBe(expected);
+    [{ PatientID: 'P0001234' }, true],
+    [{ '00100020': 'P0001234', StudyDate: '20190301-20190330' }, true],
+    [{ StudyInstanceUID: '1.2.3' }, true],
+    [{ StudyInstanceUID: '1.2.3,1.2.4' }, true],
+    [{ AccessionNumber: 'A1' }, true],
+    [{ PatientID: 'P*' }, false],
+    [{ PatientID: 'P?01' }, false],
+    [{ PatientID: '' }, false],
+    [{ StudyDate: '20190301-20190330' }, false],
+    [{ PatientName: 'Kam', fuzzymatching: 'true' }, false],
+    [{}, false],
+  ])('/studies %j -> %s', (query, expected) => {
+    expect(fenced('study', query)).toBe(expected);
+  });
+
+  test('series of one study and instances of a patient are fenced; a modality search is not', () => {
+    expect(fenced('series', {}, '1.2.3')).toBe(true);
+    expect(fenced('instance', { PatientID: 'P1' })).toBe(true);
+    expect(fenced('series', { Modality: 'CT' })).toBe(false);
   });
 });
