@@ -12,7 +12,7 @@ import type { AuthConfig } from './auth-config';
 import { createAuthenticator, sendAuthError, type AuthenticatorOptions } from './authenticator';
 import type { BearerVerifier } from './bearer-verifier';
 import { decide, type AccessDecision } from './policy';
-import { restrictResourcesToProjects, studyRestrictionFor, type StudyRestriction } from './project-filters';
+import { restrictResourcesToProjects, studyRestrictionFor } from './project-filters';
 import { classifyRequest, type RouteAccess } from './policy-routes';
 import type { Principal } from './principal';
 
