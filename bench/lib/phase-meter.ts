@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { BenchDatabase } from './postgres';
-import { readCpuSeconds, readCpuTimes, readMachineCpu, RssSampler } from './process-stats';
+import { readCpuSeconds, readCpuTimes, readMachineCpu, readMainThreadCpuSeconds, RssSampler } from './process-stats';
 import type { RequestStats } from './stow-client';
 import type { PhaseMeasurement } from './stow-types';
 
@@ -18,6 +18,7 @@ export async function measurePhase<S extends RequestStats>(
   const sampler = new RssSampler(server.pid, 50);
   const dbCpu0 = db ? await backendCpu(db) : undefined;
   const serverCpu0 = readCpuTimes(server.pid);
+  const serverMain0 = readMainThreadCpuSeconds(server.pid);
   const clientCpu0 = process.cpuUsage();
   const machine0 = readMachineCpu();
   sampler.start();
@@ -26,6 +27,7 @@ export async function measurePhase<S extends RequestStats>(
   const seconds = (performance.now() - t0) / 1000;
   const rss = sampler.stop();
   const serverCpu1 = readCpuTimes(server.pid);
+  const serverMain1 = readMainThreadCpuSeconds(server.pid);
   const clientCpu = process.cpuUsage(clientCpu0);
   const machine1 = readMachineCpu();
   let dbCpuSeconds: number | undefined;
@@ -40,6 +42,7 @@ export async function measurePhase<S extends RequestStats>(
     seconds,
     serverCpuSeconds: serverCpu1.user + serverCpu1.system - serverCpu0.user - serverCpu0.system,
     serverSystemCpuSeconds: serverCpu1.system - serverCpu0.system,
+    serverMainThreadCpuSeconds: serverMain1 - serverMain0,
     dbCpuSeconds,
     clientCpuSeconds: (clientCpu.user + clientCpu.system) / 1e6,
     machineBusy: machine1.total > machine0.total ? (machine1.busy - machine0.busy) / (machine1.total - machine0.total) : NaN,

@@ -47,8 +47,21 @@ export function readCpuSeconds(pid: number): number {
 
 /** User and system CPU seconds (all threads) the process has used so far. */
 export function readCpuTimes(pid: number): { user: number; system: number } {
+  return readStatCpu(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU seconds of the process's main thread alone (its thread id is the process id): in node
+ * the JavaScript thread, apart from libuv's pool (file writes, fsync), GC helpers and compilers.
+ */
+export function readMainThreadCpuSeconds(pid: number): number {
+  const t = readStatCpu(`/proc/${pid}/task/${pid}/stat`);
+  return t.user + t.system;
+}
+
+function readStatCpu(file: string): { user: number; system: number } {
   try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const text = readFileSync(file, 'latin1');
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
     return { user: Number(fields[11]) / clockTicksPerSecond(), system: Number(fields[12]) / clockTicksPerSecond() };

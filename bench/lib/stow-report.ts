@@ -34,7 +34,7 @@ export function renderVariant(
     `Counts: a = ${sizes.small} CT slices per row (series of ${o.seriesSize}), b = ${sizes.volumes} volumes per row, ` +
       `c = one ${fmt(sizes.largeBytes / 2 ** 20, 0)} MiB pixel payload. MB = 10^6 bytes of DICOM (multipart framing not counted). ` +
       '"cores" = CPU seconds per wall second of the server process, the PostgreSQL backends serving it (– for the embedded engine, which runs inside the server), ' +
-      'and the load generator; "busy" = share of all CPUs busy on the machine, whoever used them. "server CPU" = server CPU time (all threads) per instance (a) or per MB (b, c), with the share spent in the kernel (system calls). ' +
+      'and the load generator; "busy" = share of all CPUs busy on the machine, whoever used them. "server CPU" = server CPU time (all threads) per instance (a) or per MB (b, c), with the share spent in the kernel (system calls) and the share of the main thread (JavaScript; the rest is the libuv pool, GC and compiler threads). ' +
       '"vs floor": a = inst/s divided by fsynced small files/s; b, c = MB/s divided by the slowest of disk write + fsync, SHA-256 and loopback HTTP upload.',
   );
   if (v.profile) out.push('', v.profile);
@@ -63,7 +63,9 @@ function renderPhases(phases: PhaseResult[]): string {
   const rows = phases.map((p) => {
     const lat = p.stats.latenciesMs;
     const cores = (s: number | undefined) => (s === undefined ? '–' : fmt(s / p.seconds, 2));
-    const sys = p.serverCpuSeconds > 0 ? ` (${fmt((100 * p.serverSystemCpuSeconds) / p.serverCpuSeconds, 0)}% sys)` : '';
+    const share = (part: number) => `${fmt((100 * part) / p.serverCpuSeconds, 0)}%`;
+    const main = p.serverMainThreadCpuSeconds === undefined ? '' : `, ${share(p.serverMainThreadCpuSeconds)} main thread`;
+    const sys = p.serverCpuSeconds > 0 ? ` (${share(p.serverSystemCpuSeconds)} sys${main})` : '';
     const cpuCost =
       (p.group === 'a' ? `${fmt((p.serverCpuSeconds * 1000) / p.instances, 2)} ms/inst` : `${fmt((p.serverCpuSeconds * 1000) / (p.bytes / 1e6), 2)} ms/MB`) + sys;
     const rssDelta = p.peakRssBytes - p.startRssBytes;

@@ -64,6 +64,11 @@ export interface PhaseMeasurement {
   serverCpuSeconds: number;
   /** The kernel's part of serverCpuSeconds (system calls: files, sockets, fsync). */
   serverSystemCpuSeconds: number;
+  /**
+   * The main thread's part of serverCpuSeconds: what bounds one request's throughput when the
+   * machine has cores to spare (node runs JavaScript on that thread alone).
+   */
+  serverMainThreadCpuSeconds?: number;
   /** PostgreSQL backends of the benchmark database (server variant on this machine only). */
   dbCpuSeconds?: number;
   clientCpuSeconds: number;
