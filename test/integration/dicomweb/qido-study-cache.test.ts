@@ -8,6 +8,7 @@ import { StudyResultCache } from '../../../src/dicomweb/study-result-cache';
 import { restrictStudiesToProjects } from '../../../src/auth/project-filters';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
+import { binaryBody } from '../../helpers/binary-body';
 
 /**
  * The study list by date answered from study results kept in memory (StudyResultCache, checked
@@ -201,11 +202,7 @@ describe('QIDO-RS study list by date from kept study results', () => {
         .query(query)
         .set('X-Forwarded-Host', 'h')
         .buffer(true)
-        .parse((r, done) => {
-          const chunks: Buffer[] = [];
-          r.on('data', (c: Buffer) => chunks.push(c));
-          r.on('end', () => done(null, Buffer.concat(chunks)));
-        });
+        .parse(binaryBody);
       expect(res.status).toBe(200);
       return res.body as Buffer;
     };

@@ -9,6 +9,7 @@ import { buildResult } from '../../../src/dicomweb/query-results';
 import { restrictStudiesToProjects } from '../../../src/auth/project-filters';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
+import { binaryBody } from '../../helpers/binary-body';
 
 /**
  * Study results written as DICOM JSON text by the database (PS3.18 10.6.3.3, F.2) must be the
@@ -203,11 +204,7 @@ describe('QIDO-RS study results written by the database', () => {
       // RetrieveURLs then start with BASE, as those of the service calls above.
       .set('X-Forwarded-Host', 'h')
       .buffer(true)
-      .parse((r, done) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => done(null, Buffer.concat(chunks)));
-      });
+      .parse(binaryBody);
     return { status: res.status, headers: res.headers, bytes: res.body as Buffer };
   }
 
