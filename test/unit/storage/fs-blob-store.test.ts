@@ -25,6 +25,36 @@ describeBlobStoreContract('fs', async () => {
   };
 });
 
+/**
+ * Records the callback-style `fs.open` (path and flags) and `fs.fsync` (the path its descriptor
+ * was opened with) calls made until `restore`; the calls go through unchanged.
+ */
+function recordFsCalls(): { calls: Array<{ op: 'open' | 'fsync'; path: string; flags?: unknown }>; restore: () => void } {
+  const { open: realOpen, fsync: realFsync } = fs;
+  const calls: Array<{ op: 'open' | 'fsync'; path: string; flags?: unknown }> = [];
+  const opened = new Map<number, string>();
+  const patched = fs as unknown as Record<'open' | 'fsync', (...args: unknown[]) => void>;
+  patched.open = (...args: unknown[]) => {
+    const cb = args[args.length - 1] as (err: Error | null, fd?: number) => void;
+    calls.push({ op: 'open', path: String(args[0]), flags: args.length > 2 ? args[1] : undefined });
+    (realOpen as (...a: unknown[]) => void)(...args.slice(0, -1), (err: Error | null, fd?: number) => {
+      if (!err && fd !== undefined) opened.set(fd, String(args[0]));
+      cb(err, fd);
+    });
+  };
+  patched.fsync = (fd: unknown, cb: unknown) => {
+    calls.push({ op: 'fsync', path: opened.get(fd as number) ?? '?' });
+    realFsync(fd as number, cb as (err: Error | null) => void);
+  };
+  return {
+    calls,
+    restore: () => {
+      patched.open = realOpen as never;
+      patched.fsync = realFsync as never;
+    },
+  };
+}
+
 describe('fs blob store', () => {
   let root: string;
   beforeEach(async () => {
@@ -102,6 +132,23 @@ describe('fs blob store', () => {
       patched.open = realOpen as never;
       patched.fsync = realFsync as never;
       release();
+      await store.close();
+    }
+  });
+
+  test('a small blob is written with O_SYNC and gets no separate fsync before its link', async () => {
+    const store = createFsBlobStore({ root });
+    const { calls, restore } = recordFsCalls();
+    try {
+      const { key } = await putBytes(store, Buffer.from('small in-memory instance'));
+      const stagingOpens = calls.filter((c) => c.op === 'open' && c.path.startsWith(path.join(root, 'staging') + path.sep));
+      expect(stagingOpens).toHaveLength(1);
+      expect(Number(stagingOpens[0]!.flags) & fs.constants.O_SYNC).toBe(fs.constants.O_SYNC);
+      const fsynced = calls.filter((c) => c.op === 'fsync').map((c) => c.path);
+      expect(fsynced).not.toContain(stagingOpens[0]!.path);
+      expect(fsynced).toContain(path.join(root, 'blobs', key.slice(0, 2), key.slice(2, 4)));
+    } finally {
+      restore();
       await store.close();
     }
   });
