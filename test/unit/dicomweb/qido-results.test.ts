@@ -1,19 +1,26 @@
 import type { QidoRow } from '../../../src/db/qido-search';
 import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
-import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan } from '../../../src/db/qido-search';
+import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan, type StudyJsonRow } from '../../../src/db/qido-search';
 import {
   buildResult,
   datasetSelections,
   finishStudyJson,
   planReturn,
   planStudyJson,
-  studyResultBytes,
   studyResultRows,
+  studyResultUrlAt,
   writeStudyResultBytes,
   writeStudyResultBytesFrom,
   writeStudyResults,
   type ByteBuffers,
+  type StudyResultBytes,
 } from '../../../src/dicomweb/query-results';
+
+/** A `qido_json` text (a written plan's row) as a result kept as bytes, in memory of its own (as StudyResultCache keeps them, one per block). */
+function studyResultBytes(row: StudyJsonRow): StudyResultBytes {
+  const memory = Buffer.from(row.json, 'utf8');
+  return { studyUid: row.study_uid, memory, start: 0, end: memory.length, urlAt: studyResultUrlAt(row, memory.length) };
+}
 
 const row = (extra: Partial<QidoRow> = {}): QidoRow => ({
   study_uid: '1.2.3',
