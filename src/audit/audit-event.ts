@@ -150,6 +150,19 @@ function eventType(input: AuditInput): { type: Coding; subtype: Coding[] } {
   return { type: { system: EVENT_TYPE, code: 'rest', display: 'Restful Operation' }, subtype: [restSubtype(input)] };
 }
 
+/**
+ * A version 7 UUID (RFC 9562 5.7): the 48-bit Unix time in ms of `at`, then 74 random bits.
+ * Every access inserts an AuditEvent, and its id leads the primary key (id, recorded): random
+ * (version 4) ids put each insert on a random leaf page of that index, which on a large trail
+ * means a page read and, after every checkpoint, a full-page image in the WAL per insert; ids
+ * in time order append at the index's right edge. The time it reveals is `recorded`.
+ */
+export function timeOrderedUuid(at: Date): string {
+  const random = randomUUID();
+  const ms = at.getTime().toString(16).padStart(12, '0').slice(-12);
+  return `${ms.slice(0, 8)}-${ms.slice(8)}-7${random.slice(15)}`;
+}
+
 /** Builds one BALP-shaped AuditEvent (IHE BALP 1.1: Read, Query, Create, Update, Delete patterns). */
 export function buildAuditEvent(input: AuditInput, source: AuditSource, recorded: Date = new Date()): AuditEvent {
   const { type, subtype } = eventType(input);
@@ -157,7 +170,7 @@ export function buildAuditEvent(input: AuditInput, source: AuditSource, recorded
   const a = input.agent;
   const event: AuditEvent = {
     resourceType: 'AuditEvent',
-    id: randomUUID(),
+    id: timeOrderedUuid(recorded),
     type,
     subtype,
     action: ACTION_CODE[input.action],

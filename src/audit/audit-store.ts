@@ -31,18 +31,18 @@ const ROW_COLUMNS: ReadonlyArray<[string, string]> = [
   ['patient', 'text'],
   ['entity', 'text[]'],
   ['request_id', 'text'],
-  ['resource', 'jsonb'],
+  ['resource', 'json'],
 ];
 const COLUMN_LIST = ROW_COLUMNS.map(([name]) => name).join(', ');
 /** Through knex (the embedded engine, transactions): all rows in one JSON parameter. */
-const INSERT_ROWS_SQL = `INSERT INTO audit_events (${COLUMN_LIST}) SELECT ${COLUMN_LIST} FROM jsonb_to_recordset(?::jsonb) AS r(${ROW_COLUMNS.map(([n, t]) => `${n} ${t}`).join(', ')})`;
+const INSERT_ROWS_SQL = `INSERT INTO audit_events (${COLUMN_LIST}) SELECT ${COLUMN_LIST} FROM json_to_recordset(?::json) AS r(${ROW_COLUMNS.map(([n, t]) => `${n} ${t}`).join(', ')})`;
 
 /**
  * On a node-postgres connection, batches of up to MAX_VALUES_ROWS rows: one typed parameter per
- * column, so PostgreSQL parses only the resource as JSON (measured: ~20% less backend CPU for a
+ * column, so PostgreSQL checks only the resource as JSON (measured: ~20% less backend CPU for a
  * one-row INSERT, ~40% per event at ~11 rows per INSERT, than unpacking JSON rows with
  * jsonb_to_recordset), as a named prepared statement per size (parsed and planned once per
- * connection). Larger batches use the prepared jsonb_to_recordset statement: parsing and
+ * connection). Larger batches use the prepared json_to_recordset statement: parsing and
  * planning a long VALUES list each time cost as much as it saved (measured at ~25 rows).
  */
 function insertRowsStatement(count: number): { name: string; text: string } {
@@ -90,8 +90,8 @@ export interface AuditRow {
 
 /**
  * Serializes one AuditEvent into its row (index columns plus the resource's JSON text).
- * PostgreSQL text and jsonb cannot hold U+0000, so it becomes U+FFFD rather than making the
- * write (and the access) fail.
+ * PostgreSQL text cannot hold U+0000 (nor jsonb, which the trail's correction rule casts the
+ * resource to), so it becomes U+FFFD rather than making the write (and the access) fail.
  */
 export function serializeAuditRow(event: AuditEvent): AuditRow {
   const json = JSON.stringify(event);
@@ -145,7 +145,7 @@ export async function insertAuditRowsOn(conn: AuditConnection, rows: readonly Au
   await conn.query({ ...insertRowsStatement(rows.length), values });
 }
 
-/** The rows as one JSON array of objects keyed by column (for jsonb_to_recordset). */
+/** The rows as one JSON array of objects keyed by column (for json_to_recordset). */
 function rowsJson(rows: readonly AuditRow[]): string {
   const objects = rows.map((row) => {
     const keyed: Record<string, unknown> = {};
@@ -158,7 +158,7 @@ function rowsJson(rows: readonly AuditRow[]): string {
 
 /** Rewrites an early-written read event: its outcome and what it touched (the trigger allows nothing else). */
 const CORRECT_ROW_SQL = `UPDATE audit_events AS a SET outcome = r.outcome, patient = r.patient, entity = r.entity, resource = r.resource
-  FROM jsonb_to_record(?::jsonb) AS r(id uuid, recorded timestamptz, outcome text, patient text, entity text[], resource jsonb)
+  FROM json_to_record(?::json) AS r(id uuid, recorded timestamptz, outcome text, patient text, entity text[], resource json)
   WHERE a.id = r.id AND a.recorded = r.recorded RETURNING a.id`;
 
 /**
@@ -170,7 +170,7 @@ const CORRECT_ROW_SQL = `UPDATE audit_events AS a SET outcome = r.outcome, patie
 const CORRECT_ROW_STATEMENT = {
   name: 'imaging_lake_audit_correct',
   text: `UPDATE audit_events AS a SET outcome = r.outcome, patient = r.patient, entity = r.entity, resource = r.resource
-  FROM jsonb_to_record($1::jsonb) AS r(id uuid, recorded timestamptz, outcome text, patient text, entity text[], resource jsonb),
+  FROM json_to_record($1::json) AS r(id uuid, recorded timestamptz, outcome text, patient text, entity text[], resource json),
     (SELECT set_config('imaging_lake.audit_correction', $2, true) AS named) AS c
   WHERE a.id = r.id AND a.recorded = r.recorded AND c.named = $2 RETURNING a.id`,
 };

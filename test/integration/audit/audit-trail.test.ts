@@ -127,6 +127,18 @@ describe('the audit trail', () => {
     expect(columns.filter((c) => c.method !== expected)).toEqual([]);
   });
 
+  test('the resource is stored as the JSON text the server serialized (json, not re-encoded as jsonb) and reads back as the event', async () => {
+    const rid = `req-${randomUUID()}`;
+    const res = await request(t.http).get('/fhir/Patient/p-43').set('Authorization', `Bearer ${await mint('researcher', 'alice')}`).set('X-Request-Id', rid);
+    expect(res.status).toBe(200);
+    const [row] = rowsOf<{ type: string; text: string }>(await knex().raw(`SELECT pg_typeof(resource)::text AS type, resource::text AS text FROM audit_events WHERE request_id = ?`, [rid]));
+    expect(row.type).toBe('json');
+    const [e] = await byRequest(rid);
+    // jsonb would reorder the keys (shorter first) and add spaces after ':' and ','.
+    expect(row.text).toBe(JSON.stringify(e));
+    expect(row.text.startsWith('{"resourceType":"AuditEvent","id":')).toBe(true);
+  });
+
   test('append-only: the database refuses UPDATE, DELETE and TRUNCATE', async () => {
     await expect(knex()('audit_events').update({ outcome: '0' })).rejects.toThrow(/append-only/);
     await expect(knex()('audit_events').delete()).rejects.toThrow(/append-only/);

@@ -1,4 +1,4 @@
-import { auditIndexColumns, buildAuditEvent, outcomeForStatus, type AuditInput } from '../../../src/audit/audit-event';
+import { auditIndexColumns, buildAuditEvent, outcomeForStatus, timeOrderedUuid, type AuditInput } from '../../../src/audit/audit-event';
 
 const source = { observer: 'imaging-lake', baseUrl: 'http://il.test' };
 const agent = { subject: 'alice', issuer: 'http://il.test', clientId: 'viewer', role: 'researcher', tokenId: 'jti-1', address: '10.0.0.5' };
@@ -111,5 +111,24 @@ describe('auditIndexColumns', () => {
       entity: ['1.2.3'],
       request_id: 'r9',
     });
+  });
+});
+
+describe('timeOrderedUuid (AuditEvent ids, RFC 9562 UUID version 7)', () => {
+  const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  test('an event id is a version 7 UUID whose first 48 bits are its recorded time in ms', () => {
+    const e = build({});
+    expect(e.id).toMatch(UUID_V7);
+    expect(parseInt(e.id.replace(/-/g, '').slice(0, 12), 16)).toBe(Date.parse(e.recorded));
+  });
+
+  test('ids of later events sort after earlier ones (the primary key grows at its right edge); ids of the same ms differ', () => {
+    const times = [0, 1, 255, 256, 1_700_000_000_000, 1_800_000_000_001, 2 ** 48 - 1].map((ms) => new Date(ms));
+    const ids = times.map((t) => timeOrderedUuid(t));
+    for (const id of ids) expect(id).toMatch(UUID_V7);
+    expect([...ids].sort()).toEqual(ids);
+    const same = new Set(Array.from({ length: 100 }, () => timeOrderedUuid(times[4])));
+    expect(same.size).toBe(100);
   });
 });
