@@ -49,8 +49,20 @@ export interface IndexHooks {
    * round trips as possible (concurrent STOWs into one study wait for it in turn).
    */
   before?: (trx: Knex.Transaction) => Promise<void>;
+  /**
+   * Like `before`, but sent within the transaction's first statement (the levels upsert), ahead
+   * of its row locks: one round trip less. `written` is called once that statement succeeded.
+   */
+  leading?: LeadingInsert;
   onChange?: OnIndexChange;
   alongside?: AlongsideQuery;
+}
+
+/** An INSERT of one row (`... RETURNING 1`, `?` placeholders) that does not depend on the change. */
+export interface LeadingInsert {
+  sql: string;
+  values: unknown[];
+  written(trx: Knex.Transaction): void;
 }
 
 export type IndexOutcome =
@@ -75,6 +87,8 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], hooks
   for (const { item } of order) perUid.set(item.scanned.attributes.sopInstanceUID, (perUid.get(item.scanned.attributes.sopInstanceUID) ?? 0) + 1);
   return withTransaction(knex, async (trx) => {
     if (before) await before(trx);
+    // Taken by the first levels statement of this attempt (every attempt starts with one).
+    let leading = hooks.leading;
     const outcomes: IndexOutcome[] = new Array(items.length);
     const patientPks = new Map<string, number>();
     const studyPks = new Map<string, number>();
@@ -90,7 +104,11 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], hooks
       let seriesPk = seriesPks.get(a.seriesInstanceUID);
       if (seriesPk === undefined) {
         // The levels not written yet in this transaction, in one statement (patient, study, series).
-        const pks = await upsertLevels(trx, item.scanned, identity, { patientPk, studyPk });
+        const pks = await upsertLevels(trx, item.scanned, identity, { patientPk, studyPk }, leading);
+        if (leading) {
+          leading.written(trx);
+          leading = undefined;
+        }
         patientPk = pks.patientPk;
         studyPk = pks.studyPk;
         seriesPk = pks.seriesPk;

@@ -29,12 +29,16 @@ export async function upsertLevels(
   scanned: ScannedInstance,
   identity: string,
   known: { patientPk?: number; studyPk?: number },
+  leading?: { sql: string; values: unknown[] },
 ): Promise<{ patientPk: number; studyPk: number; seriesPk: number }> {
   const a = scanned.attributes;
   const patientPk = known.patientPk;
   const studyPk = known.studyPk;
   const knowsPatient = patientPk !== undefined;
   const knowsStudy = studyPk !== undefined;
+  // The leading INSERT rides in the patient upsert (the first level); without one, it goes alone first.
+  if (leading && knowsPatient) await queryPrepared(trx, leading.sql, leading.values);
+  const lead = leading && !knowsPatient ? leading : undefined;
   // Bindings in the order of the placeholders in the text (see levelsStatement()), by level.
   const patientValues: Knex.RawBinding[] = [];
   const studyValues: Knex.RawBinding[] = [];
@@ -85,6 +89,7 @@ export async function upsertLevels(
   // conditional statement then only locks the rows (no new row versions, no index entries, no
   // trigger). It takes each upserted level's unique key after the level's values, to look the row up.
   const conditional = [
+    ...((lead?.values ?? []) as Knex.RawBinding[]),
     ...patientValues,
     ...(knowsPatient ? [] : [identity]),
     ...studyValues,
@@ -93,10 +98,11 @@ export async function upsertLevels(
     ...knownKeys,
     a.seriesInstanceUID,
   ];
-  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true), conditional))[0]!;
+  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true, lead?.sql), conditional))[0]!;
   if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
     // A concurrent request committed an identical row after this statement's snapshot was taken:
-    // locked, but neither returned nor visible. The plain upsert returns it (rare).
+    // locked, but neither returned nor visible. The plain upsert returns it (rare). The leading
+    // INSERT ran in the statement above.
     row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys]))[0]!;
   }
   return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
@@ -106,9 +112,11 @@ const PATIENT_COLUMNS = ['identity_key', 'patient_id', 'issuer_of_patient_id', '
 /** What an existing patient row gets: known values replace, absent ones keep what the row has. */
 const PATIENT_SET = ['patient_name', 'birth_date', 'sex'].map((c) => [c, `coalesce(excluded.${c}, patients.${c})`] as const);
 
-function patientUpsert(conditional: boolean): string {
+/** With `lead`, the row comes from that WITH query's one row, so that its INSERT runs first (before this one can wait for a row lock). */
+function patientUpsert(conditional: boolean, lead: boolean): string {
+  const placeholders = PATIENT_COLUMNS.map(() => '?').join(', ');
   return `INSERT INTO patients (${PATIENT_COLUMNS.join(', ')})
-  VALUES (${PATIENT_COLUMNS.map(() => '?').join(', ')})
+  ${lead ? `SELECT ${placeholders} FROM lead` : `VALUES (${placeholders})`}
   ON CONFLICT (identity_key) DO UPDATE SET ${PATIENT_SET.map(([c, v]) => `${c} = ${v}`).join(', ')}, updated_at = CURRENT_TIMESTAMP${
     conditional ? `\n  WHERE ${distinct(PATIENT_SET.map(([c]) => `patients.${c}`), PATIENT_SET.map(([, v]) => v))}` : ''
   }
@@ -184,17 +192,19 @@ const levelStatements = new Map<string, string>();
  * find (a row committed by another transaction after the snapshot) is skipped and its key comes
  * back NULL, for the caller to run the plain form.
  */
-function levelsStatement(knowsPatient: boolean, knowsStudy: boolean, conditional: boolean): string {
-  const shape = `${knowsPatient}|${knowsStudy}|${conditional}`;
+function levelsStatement(knowsPatient: boolean, knowsStudy: boolean, conditional: boolean, leadSql?: string): string {
+  const shape = `${knowsPatient}|${knowsStudy}|${conditional}|${leadSql ?? ''}`;
   let sql = levelStatements.get(shape);
   if (sql === undefined) {
     const ctes: string[] = [];
+    // A leading INSERT (upsertLevels) comes first, its bindings too; only with the patient level.
+    if (leadSql !== undefined && !knowsPatient) ctes.push(`lead AS (${leadSql})`);
     const key = (cte: string, table: string, uidColumn: string) =>
       conditional ? `coalesce((SELECT id FROM ${cte}), (SELECT id FROM ${table} WHERE ${uidColumn} = ?))` : `(SELECT id FROM ${cte})`;
     let patientRef = '?::bigint';
     let studyRef = '?::bigint';
     if (!knowsPatient) {
-      ctes.push(`p AS (${patientUpsert(conditional)})`);
+      ctes.push(`p AS (${patientUpsert(conditional, leadSql !== undefined)})`);
       ctes.push(`pk AS (SELECT ${key('p', 'patients', 'identity_key')} AS id)`);
       patientRef = '(SELECT id FROM pk)';
     }
