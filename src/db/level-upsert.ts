@@ -39,6 +39,24 @@ export async function upsertLevels(
   // The leading INSERT rides in the patient upsert (the first level); without one, it goes alone first.
   if (leading && knowsPatient) await queryPrepared(trx, leading.sql, leading.values);
   const lead = leading && !knowsPatient ? leading : undefined;
+  const { patientValues, studyValues, seriesValues, knownKeys, conditional } = levelBindings(scanned, identity, known, lead?.values);
+  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true, lead?.sql), conditional))[0]!;
+  if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
+    // A concurrent request committed an identical row after this statement's snapshot was taken:
+    // locked, but neither returned nor visible. The plain upsert returns it (rare). The leading
+    // INSERT ran in the statement above.
+    row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys]))[0]!;
+  }
+  return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
+}
+
+/** The bindings of the levels statement (levelsStatement) in placeholder order, by level, and of its conditional form. */
+function levelBindings(scanned: ScannedInstance, identity: string, known: { patientPk?: number; studyPk?: number }, leadValues?: unknown[]) {
+  const a = scanned.attributes;
+  const patientPk = known.patientPk;
+  const studyPk = known.studyPk;
+  const knowsPatient = patientPk !== undefined;
+  const knowsStudy = studyPk !== undefined;
   // Bindings in the order of the placeholders in the text (see levelsStatement()), by level.
   const patientValues: Knex.RawBinding[] = [];
   const studyValues: Knex.RawBinding[] = [];
@@ -89,7 +107,7 @@ export async function upsertLevels(
   // conditional statement then only locks the rows (no new row versions, no index entries, no
   // trigger). It takes each upserted level's unique key after the level's values, to look the row up.
   const conditional = [
-    ...((lead?.values ?? []) as Knex.RawBinding[]),
+    ...((leadValues ?? []) as Knex.RawBinding[]),
     ...patientValues,
     ...(knowsPatient ? [] : [identity]),
     ...studyValues,
@@ -98,14 +116,21 @@ export async function upsertLevels(
     ...knownKeys,
     a.seriesInstanceUID,
   ];
-  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true, lead?.sql), conditional))[0]!;
-  if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
-    // A concurrent request committed an identical row after this statement's snapshot was taken:
-    // locked, but neither returned nor visible. The plain upsert returns it (rare). The leading
-    // INSERT ran in the statement above.
-    row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys]))[0]!;
-  }
-  return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
+  return { patientValues, studyValues, seriesValues, knownKeys, conditional };
+}
+
+/**
+ * The conditional levels upsert of an instance whose levels the transaction has not written yet,
+ * as WITH queries for a caller's own statement (`levels` gives patient_pk, study_pk, series_pk;
+ * a key is NULL as in upsertLevels, when the caller must take the plain path), `lead` first.
+ */
+export function levelsWithQueries(scanned: ScannedInstance, identity: string, lead?: { sql: string; values: unknown[] }): { ctes: string; values: Knex.RawBinding[] } {
+  const sql = levelsStatement(false, false, true, lead?.sql);
+  const at = sql.lastIndexOf('\nSELECT ');
+  return {
+    ctes: `${sql.slice('WITH '.length, at)},\nlevels AS (${sql.slice(at + 1)})`,
+    values: levelBindings(scanned, identity, {}, lead?.values).conditional,
+  };
 }
 
 const PATIENT_COLUMNS = ['identity_key', 'patient_id', 'issuer_of_patient_id', 'patient_name', 'birth_date', 'sex'];
