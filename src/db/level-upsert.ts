@@ -31,7 +31,6 @@ export async function upsertLevels(
   known: { patientPk?: number; studyPk?: number },
   leading?: { sql: string; values: unknown[] },
 ): Promise<{ patientPk: number; studyPk: number; seriesPk: number }> {
-  const a = scanned.attributes;
   const patientPk = known.patientPk;
   const studyPk = known.studyPk;
   const knowsPatient = patientPk !== undefined;
