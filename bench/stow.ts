@@ -18,6 +18,7 @@ import { benchCli } from './lib/cli';
  *
  *   npx tsx bench/stow.ts [--quick] [--db embedded|postgres|both] [--store fs|s3] [--write]
  *                         [--cpu-prof] [--node-flags=FLAGS] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]
+ *                         [--rows x1c1,x1c8,x50c1,x50c8]
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed or a
  * stored count did not match, 2 bad arguments.
@@ -27,7 +28,8 @@ const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
   'usage: npx tsx bench/stow.ts [--quick] [--db embedded|postgres|both] [--store fs|s3] [--write]\n' +
-  '                            [--cpu-prof] [--node-flags=FLAGS] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]\n';
+  '                            [--cpu-prof] [--node-flags=FLAGS] [--phases a,b,c] [--keep] [--admin-url URL] [--series-size N]\n' +
+  '                            [--rows x1c1,x1c8,x50c1,x50c8]\n';
 const cli = benchCli('bench/stow.ts', USAGE);
 const usage = cli.usage;
 
@@ -44,6 +46,7 @@ export function parseStowOptions(argv: string[]): StowOptions {
     keep: { type: 'boolean', default: false },
     'admin-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/postgres' },
     'series-size': { type: 'string', default: '100' },
+    rows: { type: 'string', default: '' },
   });
   const db = String(values.db);
   if (db !== 'embedded' && db !== 'postgres' && db !== 'both') usage(`--db must be embedded, postgres or both, not ${db}`);
@@ -64,9 +67,16 @@ export function parseStowOptions(argv: string[]): StowOptions {
     keep: Boolean(values.keep),
     adminUrl: String(values['admin-url']),
     seriesSize,
+    rows: parseRows(String(values.rows)),
   };
 }
 
+/** `--rows x1c8,x50c8`: the phase a rows to run, as their ids without the phase ('x1 c8'). */
+function parseRows(text: string): string[] {
+  const rows = text.split(',').map((r) => r.trim()).filter(Boolean);
+  for (const r of rows) if (!/^x(1|50)c(1|8)$/.test(r)) usage(`--rows takes a comma list of x1c1, x1c8, x50c1, x50c8; not "${r}"`);
+  return rows.map((r) => r.replace('c', ' c'));
+}
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 

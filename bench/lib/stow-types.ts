@@ -20,6 +20,8 @@ export interface StowOptions {
   keep: boolean;
   adminUrl: string;
   seriesSize: number;
+  /** Phase a rows to run (e.g. ['x1 c8']); empty: all four. */
+  rows: string[];
 }
 
 /** How much each phase sends. */

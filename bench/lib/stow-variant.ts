@@ -126,8 +126,9 @@ async function runSmallInstancePhases(ctx: PhaseContext, out: PhaseResult[]): Pr
   const target = TARGETS.smallInstancesPerSecond[db];
   for (const perRequest of [1, sizes.batch]) {
     for (const concurrency of [1, 8]) {
-      assertAlive(ctx.server);
       const id = `a x${perRequest} c${concurrency}`;
+      if (options.rows.length > 0 && !options.rows.includes(id.slice(2))) continue;
+      assertAlive(ctx.server);
       ctx.log(`${id}: generating ${sizes.small} CT slices`);
       const slices = createCtSlices(sizes.small, options.seriesSize, `${db}-${perRequest}-${concurrency}`);
       const requests: PreparedRequest[] = [];

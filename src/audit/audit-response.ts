@@ -20,7 +20,7 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import { authErrorBody } from '../auth/auth-errors';
 import { buildAuditEvent, outcomeForStatus, type AuditEvent, type AuditInput, type AuditSource } from './audit-event';
-import { writeAuditEvent } from './audit-store';
+import { auditInsertFor, isAuditWriteFailure, writeAuditEvent, type AuditInsert } from './audit-store';
 import { auditWriterFor, type AuditWriter } from './audit-writer';
 import { loggableUrl } from '../logger';
 
@@ -84,14 +84,50 @@ export async function auditInTransaction(trx: Knex.Transaction | Knex, recorder:
 }
 
 /**
+ * The request's AuditEvent as an INSERT the write runs within its own first statement in its
+ * transaction (one round trip less than auditInTransaction); `written(trx)` must be called once
+ * that statement succeeded, with the same effect on the gate as auditInTransaction.
+ */
+export function auditStatementInTransaction(
+  recorder: Pick<AuditRecorder, 'source'>,
+  req: Request,
+  res: Response,
+  extra: Partial<AuditInput> = {},
+): TransactionAuditStatement {
+  const input = auditInputFromRequest(req, res, { status: 200, ...extra });
+  return {
+    ...auditInsertFor(buildAuditEvent(input, recorder.source)),
+    written(trx) {
+      const execution = (trx as Knex.Transaction).executionPromise as Promise<unknown> | undefined;
+      const committed = execution ? execution.then(() => true, () => false) : Promise.resolve(true);
+      res.locals.audit = { ...(res.locals.audit ?? {}), committed };
+    },
+    isFailure: isAuditWriteFailure,
+  };
+}
+
+/** An AuditEvent INSERT to run in a write's own statement (auditStatementInTransaction). */
+export interface TransactionAuditStatement extends AuditInsert {
+  /** Call once the statement carrying the INSERT succeeded in `trx`. */
+  written(trx: Knex.Transaction): void;
+  /** Whether an error of that statement came from the audit table (answered like AuditWriteError). */
+  isFailure(err: unknown): boolean;
+}
+
+/**
  * auditInTransaction bound to a recorder, as the protocol routers receive it: writes run it in
  * their transaction so that a change and its AuditEvent commit together or not at all.
+ * `statement` gives the same event as an INSERT for the write's own statement.
  */
-export type TransactionAuditor = (trx: Knex.Transaction, req: Request, res: Response, extra?: Partial<AuditInput>) => Promise<void>;
+export type TransactionAuditor = ((trx: Knex.Transaction, req: Request, res: Response, extra?: Partial<AuditInput>) => Promise<void>) & {
+  statement?: (req: Request, res: Response, extra?: Partial<AuditInput>) => TransactionAuditStatement;
+};
 
-/** Binds auditInTransaction to `recorder`. */
+/** Binds auditInTransaction (and auditStatementInTransaction) to `recorder`. */
 export function createTransactionAuditor(recorder: Pick<AuditRecorder, 'source'>): TransactionAuditor {
-  return (trx, req, res, extra) => auditInTransaction(trx, recorder, req, res, extra);
+  const auditor: TransactionAuditor = (trx, req, res, extra) => auditInTransaction(trx, recorder, req, res, extra);
+  auditor.statement = (req, res, extra) => auditStatementInTransaction(recorder, req, res, extra);
+  return auditor;
 }
 
 type AnyFn = (...args: unknown[]) => unknown;

@@ -220,6 +220,32 @@ export async function writeAuditEvent(knexOrTrx: Knex | Knex.Transaction, event:
   }
 }
 
+/** An AuditEvent's one-row INSERT for a caller to run inside its own statement (as a WITH query). */
+export interface AuditInsert {
+  /** `INSERT INTO audit_events ... RETURNING 1`, with `?` placeholders. */
+  sql: string;
+  values: unknown[];
+}
+
+/** Typed placeholders: the same one-row INSERT as the prepared statement, one parameter per column. */
+const INSERT_ONE_SQL = `INSERT INTO audit_events (${COLUMN_LIST}) VALUES (${ROW_COLUMNS.map(([, type]) => `?::${type}`).join(', ')}) RETURNING 1`;
+
+/**
+ * The INSERT of one AuditEvent, for a write that sends it within its own first statement in the
+ * transaction of the change it records (one round trip less than writeAuditEvent there). A
+ * failure of that statement caused by the audit table is reported by isAuditWriteFailure.
+ */
+export function auditInsertFor(event: AuditEvent): AuditInsert {
+  const row = serializeAuditRow(event);
+  return { sql: INSERT_ONE_SQL, values: [...row.columns, row.resource] };
+}
+
+/** Whether a database error of a statement that carried an auditInsertFor INSERT came from the audit table. */
+export function isAuditWriteFailure(err: unknown): boolean {
+  const e = err as { table?: unknown; message?: unknown } | null;
+  return (typeof e?.table === 'string' && e.table.startsWith('audit_events')) || (typeof e?.message === 'string' && e.message.includes('audit_events'));
+}
+
 /** Search keys over the audit trail (FHIR R4 AuditEvent search parameters by the same names). */
 export interface AuditSearchParams {
   /** recorded >= since (inclusive). */

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { ScannedInstance } from '../dicom/types';
 import { withTransaction } from './database';
 import { jsonWithoutNul } from './level-attributes';
-import { patientIdentity, upsertLevels } from './level-upsert';
+import { levelsWithQueries, patientIdentity, upsertLevels } from './level-upsert';
 import { keyedStatement, queryPrepared, singleKeys } from './prepared-statement';
 import { intOrNull, textOrNull, toSqlDate } from './normalize';
 
@@ -36,6 +36,8 @@ export interface AlongsideQuery {
   ctes: string;
   select: string;
   bindings(studyPk: number): Knex.RawBinding[];
+  /** The same with the study key as the SQL expression `key` (not bound): texts and the other bindings. */
+  overKey?(key: string): { ctes: string; select: string; bindings: Knex.RawBinding[] };
 }
 
 /** Called inside the index transaction after rows and aggregates are written; a throw rolls everything back. */
@@ -49,8 +51,20 @@ export interface IndexHooks {
    * round trips as possible (concurrent STOWs into one study wait for it in turn).
    */
   before?: (trx: Knex.Transaction) => Promise<void>;
+  /**
+   * Like `before`, but sent within the transaction's first statement (the levels upsert), ahead
+   * of its row locks: one round trip less. `written` is called once that statement succeeded.
+   */
+  leading?: LeadingInsert;
   onChange?: OnIndexChange;
   alongside?: AlongsideQuery;
+}
+
+/** An INSERT of one row (`... RETURNING 1`, `?` placeholders) that does not depend on the change. */
+export interface LeadingInsert {
+  sql: string;
+  values: unknown[];
+  written(trx: Knex.Transaction): void;
 }
 
 export type IndexOutcome =
@@ -75,6 +89,21 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], hooks
   for (const { item } of order) perUid.set(item.scanned.attributes.sopInstanceUID, (perUid.get(item.scanned.attributes.sopInstanceUID) ?? 0) + 1);
   return withTransaction(knex, async (trx) => {
     if (before) await before(trx);
+    // Taken by the first levels statement of this attempt (every attempt starts with one).
+    let leading = hooks.leading;
+    if (items.length === 1) {
+      const along = onChange ? alongside : undefined;
+      const alone = await indexAlone(trx, items[0], leading, along);
+      if (leading) {
+        leading.written(trx);
+        leading = undefined;
+      }
+      if (alone) {
+        if (!alone.counted) await refreshAggregates(trx, [alone.seriesPk], [alone.studyPk], { mayEmpty: false });
+        if (onChange) await onChange(trx, { studyPks: [alone.studyPk], removedStudies: [], alongside: alone.counted ? alone.alongsideRow : undefined });
+        return [{ status: 'created' }];
+      }
+    }
     const outcomes: IndexOutcome[] = new Array(items.length);
     const patientPks = new Map<string, number>();
     const studyPks = new Map<string, number>();
@@ -90,7 +119,11 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], hooks
       let seriesPk = seriesPks.get(a.seriesInstanceUID);
       if (seriesPk === undefined) {
         // The levels not written yet in this transaction, in one statement (patient, study, series).
-        const pks = await upsertLevels(trx, item.scanned, identity, { patientPk, studyPk });
+        const pks = await upsertLevels(trx, item.scanned, identity, { patientPk, studyPk }, leading);
+        if (leading) {
+          leading.written(trx);
+          leading = undefined;
+        }
         patientPk = pks.patientPk;
         studyPk = pks.studyPk;
         seriesPk = pks.seriesPk;
@@ -134,6 +167,71 @@ export async function indexInstances(knex: Knex, items: InstanceToIndex[], hooks
     }
     return outcomes;
   });
+}
+
+/**
+ * One instance new to the index (the usual single-instance STOW) in ONE statement: the levels
+ * upsert (with the leading INSERT), the instance row, the counts and the hook's alongside work,
+ * one round trip less than upsertLevels() and insertInstances(). The counts are brought up to
+ * date there only for levels that existed unchanged before the statement (a new or changed row is
+ * not visible to, or not updated again by, a later WITH query of the same statement): otherwise
+ * `counted` is false and the caller recounts them in a statement of its own. Returns null, having
+ * inserted no instance, when a level's key could not be read (committed by another transaction
+ * after the statement's snapshot) or the UID is indexed already: the caller then takes the
+ * general path in the same transaction.
+ */
+async function indexAlone(
+  trx: Knex.Transaction,
+  item: InstanceToIndex,
+  leading: LeadingInsert | undefined,
+  alongside: AlongsideQuery | undefined,
+): Promise<{ studyPk: number; seriesPk: number; counted: boolean; alongsideRow?: Record<string, unknown> } | null> {
+  const levels = levelsWithQueries(item.scanned, patientIdentity(item.scanned), leading);
+  const along = alongside?.overKey?.('(SELECT study_pk FROM levels)');
+  const json = jsonWithoutNul([instanceRow(item, 0, 0, false)]);
+  const row = (await queryPrepared(trx, aloneStatement(levels.ctes, along), [...levels.values, json, ...(along?.bindings ?? [])]))[0];
+  const uids = row?.inserted_uids;
+  const inserted = (typeof uids === 'string' ? JSON.parse(uids) : (uids ?? [])) as string[];
+  if (!row || row.lv_series_pk === null || inserted.length === 0) return null;
+  const { lv_patient_pk: _p, lv_study_pk: studyPk, lv_series_pk: seriesPk, inserted_uids: _u, counted_now: c, studied_now: st, ...rest } = row;
+  return { studyPk: Number(studyPk), seriesPk: Number(seriesPk), counted: Boolean(c && st), alongsideRow: along ? rest : undefined };
+}
+
+const aloneStatements = new Map<string, string>();
+
+/** The statement of indexAlone() for the levels' WITH queries and the hook's alongside work (`?`: levels, instance JSON, alongside). */
+function aloneStatement(levelCtes: string, along?: { ctes: string; select: string }): string {
+  const key = `${levelCtes}\u0000${along?.ctes ?? ''}\u0000${along?.select ?? ''}`;
+  let sql = aloneStatements.get(key);
+  if (sql === undefined) {
+    const values = INSTANCE_COLUMNS.map(([n]) => (n === 'series_pk' || n === 'study_pk' ? `k.${n}` : `x."${n}"`)).join(', ');
+    sql = `WITH ${levelCtes},
+  ins AS (
+    INSERT INTO instances (${INSTANCE_NAMES}) SELECT ${values}
+    FROM levels k, json_to_recordset(?::json) AS x(${INSTANCE_DEFS})
+    WHERE k.patient_pk IS NOT NULL AND k.study_pk IS NOT NULL AND k.series_pk IS NOT NULL
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING sop_instance_uid, series_pk, study_pk, sop_class_uid),
+  counted AS (
+    UPDATE series s SET num_instances = s.num_instances + (SELECT count(*) FROM ins WHERE ins.series_pk = s.id), updated_at = now()
+    WHERE s.id = (SELECT series_pk FROM levels)
+    RETURNING s.id),
+  studied AS (
+    UPDATE studies st SET
+      num_instances = st.num_instances + (SELECT count(*) FROM ins WHERE ins.study_pk = st.id),
+      sop_classes = coalesce((SELECT array_agg(DISTINCT u.c ORDER BY u.c) FROM (
+                                SELECT unnest(st.sop_classes) AS c
+                                UNION ALL SELECT ins.sop_class_uid FROM ins WHERE ins.study_pk = st.id) u), '{}'),${along ? '\n      fhir_id = coalesce(st.fhir_id, gen_random_uuid()::text),' : ''}
+      updated_at = now()
+    WHERE st.id = (SELECT study_pk FROM levels)
+    RETURNING st.id)${along?.ctes ?? ''}
+SELECT k.patient_pk AS lv_patient_pk, k.study_pk AS lv_study_pk, k.series_pk AS lv_series_pk,
+       (SELECT coalesce(json_agg(sop_instance_uid), '[]') FROM ins) AS inserted_uids,
+       EXISTS (SELECT 1 FROM counted) AS counted_now, EXISTS (SELECT 1 FROM studied) AS studied_now${along ? ', a.*' : ''}
+FROM levels k${along ? ` LEFT JOIN LATERAL (${along.select}) a ON true` : ''}`;
+    aloneStatements.set(key, sql);
+  }
+  return sql;
 }
 
 /** Columns of an instance row and their SQL types, for the multi-row insert from one JSON parameter. */

@@ -29,7 +29,28 @@ export async function upsertLevels(
   scanned: ScannedInstance,
   identity: string,
   known: { patientPk?: number; studyPk?: number },
+  leading?: { sql: string; values: unknown[] },
 ): Promise<{ patientPk: number; studyPk: number; seriesPk: number }> {
+  const patientPk = known.patientPk;
+  const studyPk = known.studyPk;
+  const knowsPatient = patientPk !== undefined;
+  const knowsStudy = studyPk !== undefined;
+  // The leading INSERT rides in the patient upsert (the first level); without one, it goes alone first.
+  if (leading && knowsPatient) await queryPrepared(trx, leading.sql, leading.values);
+  const lead = leading && !knowsPatient ? leading : undefined;
+  const { patientValues, studyValues, seriesValues, knownKeys, conditional } = levelBindings(scanned, identity, known, lead?.values);
+  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true, lead?.sql), conditional))[0]!;
+  if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
+    // A concurrent request committed an identical row after this statement's snapshot was taken:
+    // locked, but neither returned nor visible. The plain upsert returns it (rare). The leading
+    // INSERT ran in the statement above.
+    row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys]))[0]!;
+  }
+  return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
+}
+
+/** The bindings of the levels statement (levelsStatement) in placeholder order, by level, and of its conditional form. */
+function levelBindings(scanned: ScannedInstance, identity: string, known: { patientPk?: number; studyPk?: number }, leadValues?: unknown[]) {
   const a = scanned.attributes;
   const patientPk = known.patientPk;
   const studyPk = known.studyPk;
@@ -85,6 +106,7 @@ export async function upsertLevels(
   // conditional statement then only locks the rows (no new row versions, no index entries, no
   // trigger). It takes each upserted level's unique key after the level's values, to look the row up.
   const conditional = [
+    ...((leadValues ?? []) as Knex.RawBinding[]),
     ...patientValues,
     ...(knowsPatient ? [] : [identity]),
     ...studyValues,
@@ -93,22 +115,32 @@ export async function upsertLevels(
     ...knownKeys,
     a.seriesInstanceUID,
   ];
-  let row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, true), conditional))[0]!;
-  if (row.patient_pk === null || row.study_pk === null || row.series_pk === null) {
-    // A concurrent request committed an identical row after this statement's snapshot was taken:
-    // locked, but neither returned nor visible. The plain upsert returns it (rare).
-    row = (await queryPrepared(trx, levelsStatement(knowsPatient, knowsStudy, false), [...patientValues, ...studyValues, ...seriesValues, ...knownKeys]))[0]!;
-  }
-  return { patientPk: Number(row.patient_pk), studyPk: Number(row.study_pk), seriesPk: Number(row.series_pk) };
+  return { patientValues, studyValues, seriesValues, knownKeys, conditional };
+}
+
+/**
+ * The conditional levels upsert of an instance whose levels the transaction has not written yet,
+ * as WITH queries for a caller's own statement (`levels` gives patient_pk, study_pk, series_pk;
+ * a key is NULL as in upsertLevels, when the caller must take the plain path), `lead` first.
+ */
+export function levelsWithQueries(scanned: ScannedInstance, identity: string, lead?: { sql: string; values: unknown[] }): { ctes: string; values: Knex.RawBinding[] } {
+  const sql = levelsStatement(false, false, true, lead?.sql);
+  const at = sql.lastIndexOf('\nSELECT ');
+  return {
+    ctes: `${sql.slice('WITH '.length, at)},\nlevels AS (${sql.slice(at + 1)})`,
+    values: levelBindings(scanned, identity, {}, lead?.values).conditional,
+  };
 }
 
 const PATIENT_COLUMNS = ['identity_key', 'patient_id', 'issuer_of_patient_id', 'patient_name', 'birth_date', 'sex'];
 /** What an existing patient row gets: known values replace, absent ones keep what the row has. */
 const PATIENT_SET = ['patient_name', 'birth_date', 'sex'].map((c) => [c, `coalesce(excluded.${c}, patients.${c})`] as const);
 
-function patientUpsert(conditional: boolean): string {
+/** With `lead`, the row comes from that WITH query's one row, so that its INSERT runs first (before this one can wait for a row lock). */
+function patientUpsert(conditional: boolean, lead: boolean): string {
+  const placeholders = PATIENT_COLUMNS.map(() => '?').join(', ');
   return `INSERT INTO patients (${PATIENT_COLUMNS.join(', ')})
-  VALUES (${PATIENT_COLUMNS.map(() => '?').join(', ')})
+  ${lead ? `SELECT ${placeholders} FROM lead` : `VALUES (${placeholders})`}
   ON CONFLICT (identity_key) DO UPDATE SET ${PATIENT_SET.map(([c, v]) => `${c} = ${v}`).join(', ')}, updated_at = CURRENT_TIMESTAMP${
     conditional ? `\n  WHERE ${distinct(PATIENT_SET.map(([c]) => `patients.${c}`), PATIENT_SET.map(([, v]) => v))}` : ''
   }
@@ -184,17 +216,19 @@ const levelStatements = new Map<string, string>();
  * find (a row committed by another transaction after the snapshot) is skipped and its key comes
  * back NULL, for the caller to run the plain form.
  */
-function levelsStatement(knowsPatient: boolean, knowsStudy: boolean, conditional: boolean): string {
-  const shape = `${knowsPatient}|${knowsStudy}|${conditional}`;
+function levelsStatement(knowsPatient: boolean, knowsStudy: boolean, conditional: boolean, leadSql?: string): string {
+  const shape = `${knowsPatient}|${knowsStudy}|${conditional}|${leadSql ?? ''}`;
   let sql = levelStatements.get(shape);
   if (sql === undefined) {
     const ctes: string[] = [];
+    // A leading INSERT (upsertLevels) comes first, its bindings too; only with the patient level.
+    if (leadSql !== undefined && !knowsPatient) ctes.push(`lead AS (${leadSql})`);
     const key = (cte: string, table: string, uidColumn: string) =>
       conditional ? `coalesce((SELECT id FROM ${cte}), (SELECT id FROM ${table} WHERE ${uidColumn} = ?))` : `(SELECT id FROM ${cte})`;
     let patientRef = '?::bigint';
     let studyRef = '?::bigint';
     if (!knowsPatient) {
-      ctes.push(`p AS (${patientUpsert(conditional)})`);
+      ctes.push(`p AS (${patientUpsert(conditional, leadSql !== undefined)})`);
       ctes.push(`pk AS (SELECT ${key('p', 'patients', 'identity_key')} AS id)`);
       patientRef = '(SELECT id FROM pk)';
     }

@@ -70,17 +70,23 @@ interface FollowUpRow extends PendingMarkRow {
  * patient mirrors a live Patient already: otherwise the mark step resolves (or creates) the
  * Patient first, and the key step runs in full after it, as in the sequential order.
  */
-const LINK_KEYED_CTE = `linked AS (${LINK_KEYED_SQL.replace(
-  '{keys}',
-  `= ?::bigint AND EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted)`,
-)})`;
+function linkKeyedCte(key: string): string {
+  return `linked AS (${LINK_KEYED_SQL.replace(
+    '{keys}',
+    `${key} AND EXISTS (SELECT 1 FROM fhir_resource r WHERE r.resource_type = 'Patient' AND r.id = p.fhir_id AND NOT r.deleted)`,
+  )})`;
+}
+const LINK_KEYED_CTE = linkKeyedCte('= ?::bigint');
 
-const FOLLOW_UP_SELECT = `SELECT ${PENDING_MARK_COLUMNS},
+function followUpSelect(key: string): string {
+  return `SELECT ${PENDING_MARK_COLUMNS},
        p.patient_key_id IS NULL AS unkeyed,
        (SELECT coalesce(json_agg(json_build_object('id', st.id, 'study_uid', st.study_uid, 'project_id', ps.project_id, 'recorded', ${STUDY_UID_RECORDED_SQL})), '[]')
           FROM project_studies ps WHERE ps.study_pk = st.id) AS links
 FROM studies st JOIN patients p ON p.id = st.patient_pk
-WHERE st.id = ?::bigint`;
+WHERE st.id ${key}`;
+}
+const FOLLOW_UP_SELECT = followUpSelect('= ?::bigint');
 
 const FOLLOW_UP = `WITH ${MARK_PENDING_CTES.replaceAll('{keys}', '= ?::bigint')},
   ${LINK_KEYED_CTE}
@@ -91,6 +97,11 @@ const ALONGSIDE: AlongsideQuery = {
   ctes: `,\n  ${PENDING_MARK_CTE.replaceAll('{keys}', '= ?::bigint')},\n  ${LINK_KEYED_CTE}`,
   select: FOLLOW_UP_SELECT,
   bindings: (pk) => [pk, pk, DICOMWEB_ENDPOINT_ID, pk],
+  overKey: (key) => ({
+    ctes: `,\n  ${PENDING_MARK_CTE.replaceAll('{keys}', `= ${key}`)},\n  ${linkKeyedCte(`= ${key}`)}`,
+    select: followUpSelect(`= ${key}`),
+    bindings: [DICOMWEB_ENDPOINT_ID],
+  }),
 };
 
 async function followUpOneStudy(trx: Knex.Transaction, change: IndexChange, context: IndexChangeContext, privacy: AppPrivacyService): Promise<void> {
