@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { storeRealStudies } from './lib/real-studies';
 import { fmt, updateResultsFile } from './lib/report';
 import { findFreePort, staleBuildWarning, startServer, type ServerProcess } from './lib/server-process';
 import { benchCli } from './lib/cli';
+import { quantile } from './lib/stow-client';
 
 /**
  * QIDO-RS / WADO-RS latency at scale (bench/README.md). Starts the built server on a fresh
@@ -25,6 +27,7 @@ import { benchCli } from './lib/cli';
  *
  *   npx tsx bench/qido-wado.ts [--quick] [--scales 10000,100000,1000000] [--requests N] [--write] [--keep] [--admin-url URL]
  *                              [--keep-db FILE | --reuse FILE] [--server-root DIR] [--only case,case] [--cpu-prof DIR]
+ *                              [--rounds N] [--node-flags=FLAGS] [--server-log FILE] [--samples FILE]
  *
  * Exit status: 0 all targets met at the largest scale, 3 only performance targets missed,
  * 1 a request failed or the index was not filled as planned, 2 bad arguments.
@@ -34,7 +37,8 @@ const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
   'usage: npx tsx bench/qido-wado.ts [--quick] [--scales N,N,...] [--requests N] [--write] [--keep] [--admin-url URL]\n' +
-  '                                  [--keep-db FILE | --reuse FILE] [--server-root DIR] [--only case,case] [--cpu-prof DIR]\n';
+  '                                  [--keep-db FILE | --reuse FILE] [--server-root DIR] [--only case,case] [--cpu-prof DIR]\n' +
+  '                                  [--rounds N] [--node-flags=FLAGS] [--server-log FILE] [--samples FILE]\n';
 const cli = benchCli('bench/qido-wado.ts', USAGE);
 const usage = cli.usage;
 
@@ -57,6 +61,14 @@ interface ReadOptions {
   only?: string[];
   /** Run the server under `node --cpu-prof`, writing its profile into this directory. */
   cpuProfDir?: string;
+  /** Times the cases are measured at each scale, one round after the other on the same server. */
+  rounds: number;
+  /** Extra node flags for the server (a flag named here replaces the same flag from bin/server-node-flags.js). */
+  nodeFlags: string[];
+  /** Write the server's output (e.g. its --trace-gc lines) into this file. */
+  serverLog?: string;
+  /** Write every timed request (total, time to the answer's head, the load generator's GC inside it) into this JSON file. */
+  samples?: string;
 }
 
 /** Parses the command line; exits with status 2 and a message on anything invalid. */
@@ -74,6 +86,10 @@ export function parseReadOptions(argv: string[]): ReadOptions {
     'server-root': { type: 'string' },
     only: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
+    'node-flags': { type: 'string', default: '' },
+    'server-log': { type: 'string' },
+    samples: { type: 'string' },
   });
   if (values['keep-db'] && values.reuse) usage('--keep-db and --reuse exclude each other (--reuse keeps the index anyway)');
   if (values.db !== 'postgres') usage('only --db postgres is supported: the index is filled with SQL on a PostgreSQL server');
@@ -85,6 +101,8 @@ export function parseReadOptions(argv: string[]): ReadOptions {
   scales.sort((a, b) => a - b);
   const requests = Number(values.requests ?? (quick ? 100 : 300));
   if (!Number.isInteger(requests) || requests < 20) usage('--requests must be an integer of at least 20');
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) usage('--rounds must be a positive integer');
   return {
     quick,
     scales,
@@ -99,6 +117,10 @@ export function parseReadOptions(argv: string[]): ReadOptions {
     serverRoot: path.resolve(String(values['server-root'] ?? REPO_ROOT)),
     only: values.only ? String(values.only).split(',').map((s) => s.trim()) : undefined,
     cpuProfDir: values['cpu-prof'] ? path.resolve(String(values['cpu-prof'])) : undefined,
+    rounds,
+    nodeFlags: String(values['node-flags']).split(/\s+/).filter(Boolean),
+    serverLog: values['server-log'] ? path.resolve(String(values['server-log'])) : undefined,
+    samples: values.samples ? path.resolve(String(values.samples)) : undefined,
   };
 }
 
@@ -141,7 +163,8 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
     const t0 = performance.now();
     server = await startServer({
       repoRoot: options.serverRoot,
-      nodeFlags: options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : [],
+      nodeFlags: [...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : []), ...options.nodeFlags],
+      logFile: options.serverLog,
       env: {
         PORT: String(await findFreePort()),
         HOST: '127.0.0.1',
@@ -166,7 +189,9 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
       log(`kept database ${database!.name} and ${workRoot}: ${file}`);
     };
     const endpoint: DicomwebEndpoint = { name: 'imaging-lake', pid: server.pid, baseUrl: server.baseUrl, root: '/dicomweb', headers: server.headers ?? {} };
-    for (const scale of options.scales) {
+    const samples: Array<{ scale: number; round: number; case: string; ms: number[]; headMs: number[]; clientGcMs: number[] }> = [];
+    const rounds = options.scales.flatMap((scale) => Array.from({ length: options.rounds }, (_, round) => ({ scale, round })));
+    for (const { scale, round } of rounds) {
       const studies = studiesFor(scale);
       log(`scale ${fmt(scale, 0)}: growing the index to ${fmt(studies, 0)} generated studies`);
       const load = await loader.growTo(studies, log);
@@ -182,8 +207,10 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
         const m = await measurePhase(server, database, () => runReadSeries(endpoint, count, warmup, (i) => c.make(i), 300_000));
         result.cases.push({ readCase: c, m });
         const st = m.stats;
-        log(`  ${c.id}: ${st.failures} failures, ${fmt(st.items / Math.max(1, st.latenciesMs.length), 1)} items/answer`);
+        log(`  ${c.id}: ${st.failures} failures, ${fmt(st.items / Math.max(1, st.latenciesMs.length), 1)} items/answer; ${describeTail(st)}`);
+        samples.push({ scale, round, case: c.id, ms: st.latenciesMs, headMs: st.headMs ?? [], clientGcMs: st.clientGcMs ?? [] });
       }
+      if (options.samples) writeFileSync(options.samples, JSON.stringify(samples));
       if (census.unfilled > 0) throw new Error(`${census.unfilled} generated studies have unfilled QIDO columns`);
     }
   } catch (err) {
@@ -219,6 +246,22 @@ export async function runQidoWadoBenchmark(argv: string[] = process.argv.slice(2
   const last = run.scales[run.scales.length - 1];
   if (run.error || !last || last.cases.some((c) => c.m.stats.failures > 0)) return 1;
   return last.cases.some((c) => caseVerdict(c) === false) ? 3 : 0;
+}
+
+/**
+ * Where a series' slowest requests spent their time: p50 / p95 of the whole request, of the time
+ * to the answer's head, and of the whole request less the load generator's own garbage
+ * collection inside it, with how many requests had any such collection.
+ */
+function describeTail(st: { latenciesMs: number[]; headMs?: number[]; clientGcMs?: number[] }): string {
+  const q = quantile;
+  const gc = st.clientGcMs ?? [];
+  const net = st.latenciesMs.map((ms, i) => ms - (gc[i] ?? 0));
+  const head = st.headMs ?? [];
+  return (
+    `p50/p95 ms ${fmt(q(st.latenciesMs, 0.5), 1)} / ${fmt(q(st.latenciesMs, 0.95), 1)}; to head ${fmt(q(head, 0.5), 1)} / ${fmt(q(head, 0.95), 1)}; ` +
+    `less client GC ${fmt(q(net, 0.5), 1)} / ${fmt(q(net, 0.95), 1)} (client GC in ${gc.filter((x) => x > 0).length} requests, ${fmt(gc.reduce((a, b) => a + b, 0), 1)} ms)`
+  );
 }
 
 async function postgresSettings(url: string): Promise<ReadRun['postgres']> {

@@ -1,4 +1,7 @@
 import http from 'node:http';
+import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import type { RequestStats } from './stow-client';
 
 /**
@@ -27,6 +30,10 @@ export interface ReadOutcome {
   /** Body bytes received. */
   bytes: number;
   ms: number;
+  /** From the request being sent to the answer's head (status line and headers) being read. */
+  headMs?: number;
+  /** performance.now() when the request was sent. */
+  sentAt?: number;
   /** The body, when asked for (small answers that must be parsed). */
   body?: Buffer;
   contentType?: string;
@@ -38,6 +45,10 @@ export interface ReadStats extends RequestStats {
   bytes: number;
   /** Result items counted by the checks (QIDO matches, metadata instances, frames). */
   items: number;
+  /** Per timed request, in order: milliseconds to the answer's head (the server's work until it answers, plus loopback). */
+  headMs?: number[];
+  /** Per timed request, in order: milliseconds of the load generator's own garbage collection inside its timed window. */
+  clientGcMs?: number[];
 }
 
 /** Media types the benchmarks ask for (PS3.18 8.7.3). */
@@ -66,14 +77,16 @@ export function getOnce(
   const timeoutMs = options.timeoutMs ?? 60_000;
   return new Promise<ReadOutcome>((resolve) => {
     let settled = false;
+    let headMs: number | undefined;
     const finish = (o: Omit<ReadOutcome, 'ms'>) => {
       if (settled) return;
       settled = true;
-      resolve({ ...o, ms: performance.now() - started });
+      resolve({ ...o, ms: performance.now() - started, headMs, sentAt: started });
     };
     const req = http.request(
       { agent, method: 'GET', hostname: url.hostname, port: url.port, path: url.pathname + url.search, headers: { ...endpoint.headers, Accept: accept }, timeout: timeoutMs },
       (res) => {
+        headMs = performance.now() - started;
         const chunks: Buffer[] = [];
         let bytes = 0;
         const keep = options.keepBody || (res.statusCode ?? 0) !== 200;
@@ -122,7 +135,9 @@ export async function runReadSeries(
   timeoutMs = 60_000,
 ): Promise<ReadStats> {
   const agent = createReadAgent(1);
-  const stats: ReadStats = { requests: count, ok: 0, failures: 0, failureSamples: [], referenced: 0, latenciesMs: [], bytes: 0, items: 0 };
+  const stats: ReadStats = { requests: count, ok: 0, failures: 0, failureSamples: [], referenced: 0, latenciesMs: [], bytes: 0, items: 0, headMs: [], clientGcMs: [] };
+  const windows: Array<[number, number]> = [];
+  const gcs = watchGarbageCollection();
   try {
     for (let i = -warmup; i < count; i++) {
       const r = make(i);
@@ -134,9 +149,15 @@ export async function runReadSeries(
         if (typeof verdict === 'string') problem = verdict;
         else items = verdict;
       }
+      // The load generator's garbage (a parsed 800 kB answer is ~10 MB of objects) is collected
+      // now, between requests, while the server waits for the next one: left to V8, it is
+      // collected inside a later request's timed window and charged to the server.
+      collectOwnGarbage();
       // Warm-up answers are not judged: a failing request fails again, timed, and is counted there.
       if (i < 0) continue;
       stats.latenciesMs.push(o.ms);
+      stats.headMs!.push(o.headMs ?? o.ms);
+      windows.push([o.sentAt ?? 0, (o.sentAt ?? 0) + o.ms]);
       stats.bytes += o.bytes;
       stats.items += items;
       if (problem) {
@@ -148,8 +169,43 @@ export async function runReadSeries(
     }
   } finally {
     agent.destroy();
+    stats.clientGcMs = gcs.overlaps(windows);
   }
   return stats;
+}
+
+let fullCollection: (() => void) | undefined;
+
+/** A full garbage collection of this process (the load generator's), outside any timed window. */
+export function collectOwnGarbage(): void {
+  if (!fullCollection) {
+    // --expose-gc set at run time puts gc() on contexts made after it, not on this one.
+    v8.setFlagsFromString('--expose-gc');
+    fullCollection = vm.runInNewContext('gc') as () => void;
+  }
+  fullCollection();
+}
+
+/**
+ * Records this process's garbage collections (perf_hooks 'gc' entries) from now on; overlaps()
+ * stops recording and gives, per window [start, end] of performance.now(), the milliseconds of
+ * collection inside it: time the load generator was paused, not time the server took.
+ */
+export function watchGarbageCollection(): { overlaps(windows: ReadonlyArray<readonly [number, number]>): number[] } {
+  const entries: PerformanceEntry[] = [];
+  const observer = new PerformanceObserver((list) => entries.push(...list.getEntries()));
+  observer.observe({ entryTypes: ['gc'] });
+  return {
+    overlaps(windows) {
+      entries.push(...observer.takeRecords());
+      observer.disconnect();
+      return windows.map(([start, end]) => {
+        let ms = 0;
+        for (const e of entries) ms += Math.max(0, Math.min(end, e.startTime + e.duration) - Math.max(start, e.startTime));
+        return ms;
+      });
+    },
+  };
 }
 
 /** Checks a DICOM JSON array answer; returns its length, or what is wrong. */

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, statSync, readdirSync } from 'node:fs';
+import { createWriteStream, existsSync, statSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { bearerHeaders, mintAdminToken } from './auth-token';
@@ -29,6 +29,8 @@ export interface StartServerOptions {
   /** Extra node flags, e.g. ['--cpu-prof', '--cpu-prof-dir=...']. */
   nodeFlags?: string[];
   readyTimeoutMs?: number;
+  /** Also write everything the server prints (stdout and stderr) into this file, e.g. its --trace-gc lines. */
+  logFile?: string;
 }
 
 const TAIL_BYTES = 16 * 1024;
@@ -90,6 +92,12 @@ export async function startServer(options: StartServerOptions): Promise<ServerPr
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  if (options.logFile) {
+    const log = createWriteStream(options.logFile, { flags: 'a' });
+    child.stdout?.on('data', (c: Buffer) => log.write(c));
+    child.stderr?.on('data', (c: Buffer) => log.write(c));
+    child.once('exit', () => log.end());
+  }
   let exit: string | null = null;
   const exitPromise = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {

@@ -283,10 +283,10 @@ function byDateOnly(search: QidoSearch): boolean {
  * rest (studies_qido_page_rest_idx), merged in the result order and paged there.
  */
 function datePageQuery(knex: Knex, search: QidoSearch, columns: 'texts' | 'keys' | 'versions' = 'texts'): Knex.QueryBuilder {
-  const selected = { texts: ['study_uid', 'json'], keys: ['id', 'rev'], versions: ['id', 'rev', 'study_uid', 'json'] }[columns];
+  const selected = { texts: ['study_uid', 'json'], keys: ['id', 'rev', 'study_date', 'study_time'], versions: ['id', 'rev', 'study_uid', 'json'] }[columns];
   const branch = (fits: boolean) => {
     const q = buildMatching(knex, search)
-      .select(selected.filter((c) => c !== 'id').map((c) => (c === 'json' ? 'st.qido_json as json' : `st.${c}`)))
+      .select(selected.filter((c) => !PAGE_ORDER_COLUMNS.includes(c)).map((c) => (c === 'json' ? 'st.qido_json as json' : `st.${c}`)))
       .select('st.study_date', 'st.study_time', 'st.id');
     q.whereRaw(fits ? PAGE_ROW_FITS : `NOT coalesce(${PAGE_ROW_FITS}, false)`);
     orderRows(q, search);
@@ -295,15 +295,26 @@ function datePageQuery(knex: Knex, search: QidoSearch, columns: 'texts' | 'keys'
   return knex
     .select(selected.map((c) => `u.${c}`))
     .from(knex.unionAll([branch(true), branch(false)], true).as('u'))
-    .orderByRaw('u.study_date DESC NULLS LAST, u.study_time DESC NULLS LAST, u.id DESC')
+    .orderByRaw(`${PAGE_ORDER.replaceAll('{t}', 'u')}`)
     .limit(search.limit + 1)
     .offset(search.offset);
 }
+
+/** The columns every branch of a date page selects for its order. */
+const PAGE_ORDER_COLUMNS = ['study_date', 'study_time', 'id'];
+/** The order of a date page over the rows `{t}` (orderRows' order for a study list by date). */
+const PAGE_ORDER = '{t}.study_date DESC NULLS LAST, {t}.study_time DESC NULLS LAST, {t}.id DESC';
 
 /** A study of a page and the revision of its result text (`studies.rev`, migration 20261127001000). */
 export interface StudyPageKey {
   id: string;
   rev: string;
+}
+
+/** The studies of a date page in result order: `ids[i]` at revision `revs[i]` (both bigint columns, exact below 2^53). */
+export interface StudyPageKeys {
+  ids: number[];
+  revs: number[];
 }
 
 /** One study's result text (`studies.qido_json`, or computed the same way where it is NULL) with its id and revision. */
@@ -316,13 +327,54 @@ export interface StudyJsonVersion extends StudyJsonRow {
  * The ids and revisions of the studies of a date page (isPreparedPage), in result order,
  * without their texts: the same two index scans as the page itself, read from
  * studies_qido_page_idx alone. One row more than the limit tells whether more exist.
+ *
+ * They come as one text (`id:rev,id:rev,...`, aggregated in the page's order), not as a row per
+ * study: node-postgres makes a message, a field array, two strings and a row object of each
+ * row, some 1,000 objects per 100 studies, which was ~45% of all the memory a warm 30-day page
+ * of 820 studies allocated (sampled at 1M instances), and so of its young-generation collections.
  */
-export async function findQidoStudyPageKeys(knex: Knex, search: QidoSearch): Promise<{ keys: StudyPageKey[]; more: boolean }> {
-  const { sql, bindings } = datePageQuery(knex, search, 'keys').toSQL();
-  const keys = (await preparedRaw(knex, sql, bindings)).rows as StudyPageKey[];
-  const more = keys.length > search.limit;
-  if (more) keys.length = search.limit;
-  return { keys, more };
+export async function findQidoStudyPageKeys(knex: Knex, search: QidoSearch): Promise<StudyPageKeys & { more: boolean }> {
+  const page = datePageQuery(knex, search, 'keys');
+  const query = knex
+    .select(knex.raw(`string_agg(k.id::text || ':' || k.rev::text, ',' ORDER BY ${PAGE_ORDER.replaceAll('{t}', 'k')}) AS keys`))
+    .from(page.as('k'));
+  const { sql, bindings } = query.toSQL();
+  const text = ((await preparedRaw(knex, sql, bindings)).rows as Array<{ keys: string | null }>)[0]?.keys ?? '';
+  const keys = parseStudyPageKeys(text);
+  const more = keys.ids.length > search.limit;
+  if (more) {
+    keys.ids.length = search.limit;
+    keys.revs.length = search.limit;
+  }
+  return { ...keys, more };
+}
+
+/** Parses `id:rev,id:rev,...` (decimal digits only) without a string per number. */
+export function parseStudyPageKeys(text: string): StudyPageKeys {
+  const ids: number[] = [];
+  const revs: number[] = [];
+  let value = 0;
+  let id = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      value = value * 10 + (c - 48);
+    } else if (c === 58) {
+      id = value;
+      value = 0;
+    } else if (c === 44) {
+      ids.push(id);
+      revs.push(value);
+      value = 0;
+    } else {
+      throw new Error(`unexpected character ${JSON.stringify(text[i])} in the keys of a study page`);
+    }
+  }
+  if (text.length > 0) {
+    ids.push(id);
+    revs.push(value);
+  }
+  return { ids, revs };
 }
 
 /**

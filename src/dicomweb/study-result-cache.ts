@@ -40,7 +40,7 @@ interface Block {
 
 /** One kept result: its bytes at revision `rev` (one object per result). */
 interface Entry extends StudyResultBytes {
-  rev: string;
+  rev: number;
   block: Block;
   /** Read since it was last passed over for eviction (it then gets a second chance). */
   used: boolean;
@@ -63,7 +63,8 @@ export const DEFAULT_STUDY_RESULT_CACHE_BYTES = 128 * 1024 * 1024;
  * 50,000 studies kept.
  */
 export class StudyResultCache {
-  private readonly entries = new Map<string, Entry>();
+  /** By study id: a number (bigint ids are exact below 2^53), so that a look-up makes no string. */
+  private readonly entries = new Map<number, Entry>();
   private readonly counters = { hits: 0, misses: 0, textsRead: 0, evictions: 0, bytes: 0 };
   /** Share of the results of recent pages that were not kept (a moving average; see readStudyPage). */
   private missShare = 1;
@@ -72,9 +73,9 @@ export class StudyResultCache {
   constructor(readonly maxBytes: number = DEFAULT_STUDY_RESULT_CACHE_BYTES) {}
 
   /** The result of study `id` at revision `rev`, if kept (marked as read). */
-  get(id: string, rev: string): StudyResultBytes | undefined {
-    const entry = this.entries.get(id);
-    if (!entry || entry.rev !== rev) {
+  get(id: number | string, rev: number | string): StudyResultBytes | undefined {
+    const entry = this.entries.get(Number(id));
+    if (!entry || entry.rev !== Number(rev)) {
       this.counters.misses++;
       return undefined;
     }
@@ -108,10 +109,10 @@ export class StudyResultCache {
         const row = rows[i];
         const written = memory.write(row.json, offset, 'utf8');
         const urlAt = studyResultUrlAt(row, written);
-        const entry: Entry = { studyUid: row.study_uid, memory, start: offset, end: offset + written, urlAt: urlAt < 0 ? -1 : offset + urlAt, rev: String(row.rev), block, used: false };
+        const entry: Entry = { studyUid: row.study_uid, memory, start: offset, end: offset + written, urlAt: urlAt < 0 ? -1 : offset + urlAt, rev: Number(row.rev), block, used: false };
         offset += written;
         out.push(entry);
-        if (kept) this.keep(String(row.id), entry);
+        if (kept) this.keep(Number(row.id), entry);
       }
       first = end;
     }
@@ -138,7 +139,7 @@ export class StudyResultCache {
     return { ...this.counters, entries: this.entries.size, maxBytes: this.maxBytes };
   }
 
-  private keep(id: string, entry: Entry): void {
+  private keep(id: number, entry: Entry): void {
     const old = this.entries.get(id);
     if (old) this.forget(id, old);
     this.entries.set(id, entry);
@@ -146,7 +147,7 @@ export class StudyResultCache {
     this.counters.bytes += entryBytes(entry);
   }
 
-  private forget(id: string, entry: Entry): void {
+  private forget(id: number, entry: Entry): void {
     this.entries.delete(id);
     if (--entry.block.kept === 0) this.counters.bytes -= entry.block.size;
     this.counters.bytes -= entryBytes(entry);
@@ -190,7 +191,7 @@ export async function readStudyPage(knex: Knex, search: QidoSearch, plan: StudyJ
     const fresh: StudyJsonVersion[] = [];
     const freshAt: number[] = [];
     for (let i = 0; i < rows.length; i++) {
-      const kept = cache.get(String(rows[i].id), String(rows[i].rev));
+      const kept = cache.get(rows[i].id, rows[i].rev);
       if (kept) {
         results[i] = kept;
       } else {
@@ -203,27 +204,26 @@ export async function readStudyPage(knex: Knex, search: QidoSearch, plan: StudyJ
     cache.notePage(rows.length, fresh.length, rows.length);
     return { results, more };
   }
-  const { keys, more } = await findQidoStudyPageKeys(knex, search);
-  const results: Array<StudyResultBytes | undefined> = new Array(keys.length);
+  const { ids, revs, more } = await findQidoStudyPageKeys(knex, search);
+  const results: Array<StudyResultBytes | undefined> = new Array(ids.length);
   const missing: string[] = [];
-  for (let i = 0; i < keys.length; i++) {
-    const id = String(keys[i].id);
-    const hit = cache.get(id, String(keys[i].rev));
+  for (let i = 0; i < ids.length; i++) {
+    const hit = cache.get(ids[i], revs[i]);
     if (hit) results[i] = hit;
-    else missing.push(id);
+    else missing.push(String(ids[i]));
   }
   if (missing.length === 0) {
-    cache.notePage(keys.length, 0, 0);
+    cache.notePage(ids.length, 0, 0);
     return { results: results as StudyResultBytes[], more };
   }
   const rows = await findQidoStudyPageTexts(knex, search, plan, missing);
-  cache.notePage(keys.length, missing.length, rows.length);
+  cache.notePage(ids.length, missing.length, rows.length);
   const made = cache.add(rows);
-  const read = new Map<string, StudyResultBytes>();
-  for (let i = 0; i < rows.length; i++) read.set(String(rows[i].id), made[i]);
+  const read = new Map<number, StudyResultBytes>();
+  for (let i = 0; i < rows.length; i++) read.set(Number(rows[i].id), made[i]);
   const out: StudyResultBytes[] = [];
-  for (let i = 0; i < keys.length; i++) {
-    const result = results[i] ?? read.get(String(keys[i].id));
+  for (let i = 0; i < ids.length; i++) {
+    const result = results[i] ?? read.get(ids[i]);
     if (result) out.push(result);
   }
   return { results: out, more };

@@ -32,9 +32,11 @@ export interface BlobStore {
   /**
    * Bytes [start, end] inclusive of a blob in one buffer, with readRange's clamping and errors.
    * For ranges small enough to hold in memory (a frame, a header, a small instance): it skips
-   * the per-chunk work of a stream.
+   * the per-chunk work of a stream. `into`, when given and large enough, is the memory read into
+   * (the result is then a view of it): a caller that reuses its buffers (single frames) keeps
+   * from allocating memory outside the JavaScript heap on every read. A store may ignore it.
    */
-  readBuffer(key: string, start: number, end: number): Promise<Buffer>;
+  readBuffer(key: string, start: number, end: number, into?: Buffer): Promise<Buffer>;
   /** Size and modification time, or null when absent. */
   stat(key: string): Promise<{ size: number; lastModified: Date } | null>;
   /** Removes a blob; absent is not an error. */

@@ -168,10 +168,10 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
    * volume being viewed). Descriptors here go through the callback API: a FileHandle and a
    * promise per call cost about twice the CPU, which matters at one read per CT slice.
    */
-  async function readBuffer(key: string, start: number, end: number): Promise<Buffer> {
+  async function readBuffer(key: string, start: number, end: number, into?: Buffer): Promise<Buffer> {
     assertByteRange(start, end);
     const cached = handles.acquireCached(key);
-    if (cached) return readCached(cached, key, start, end);
+    if (cached) return readCached(cached, key, start, end, into);
     if (start === 0 && end < SMALL_RANGE_BYTES) {
       // A leading range (a small instance, a header): open, one read, close. Not cached: a study's
       // instances are read once each and would push out the descriptors of volumes being viewed.
@@ -194,16 +194,17 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
         throw toBlobStoreError(err, `reading blob ${key}`);
       }
     });
-    return readCached(entry, key, start, end);
+    return readCached(entry, key, start, end, into);
   }
 
   /** A range read on a cached descriptor, which it releases. */
-  async function readCached(entry: CachedHandle, key: string, start: number, end: number): Promise<Buffer> {
+  async function readCached(entry: CachedHandle, key: string, start: number, end: number, into?: Buffer): Promise<Buffer> {
     try {
       if (start >= entry.size) {
         throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (${entry.size} bytes)`);
       }
-      return await readAt(entry.fh.fd, key, Buffer.allocUnsafe(Math.min(end, entry.size - 1) - start + 1), start);
+      const length = Math.min(end, entry.size - 1) - start + 1;
+      return await readAt(entry.fh.fd, key, into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length), start);
     } finally {
       handles.release(entry);
     }

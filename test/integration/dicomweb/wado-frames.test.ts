@@ -140,6 +140,18 @@ describe('WADO-RS retrieve frames (PS3.18 10.4.1.1.4)', () => {
     expect(frame.body.equals(pixels.subarray(30 * size, 31 * size))).toBe(true);
   });
 
+  test('frames read one after another and at once, into memory reused between answers, are each their own bytes', async () => {
+    const size = 496 * 768;
+    const pixels = opt.bytes.subarray(opt.bytes.length - size * 61);
+    const frame = async (n: number) => {
+      const res = await request(app).get(`${paths.opt}/frames/${n}`).set('Accept', OCTET).buffer(true).parse(binary);
+      return (await parts(res.headers['content-type'], res.body))[0].body;
+    };
+    for (const n of [31, 1, 61, 31]) expect((await frame(n)).equals(pixels.subarray((n - 1) * size, n * size))).toBe(true);
+    const together = await Promise.all([2, 3, 4, 5, 6, 7].map(frame));
+    together.forEach((body, i) => expect(body.equals(pixels.subarray((i + 1) * size, (i + 2) * size))).toBe(true));
+  });
+
   test('a single frame costs one ranged read and no whole-blob read', async () => {
     const read = jest.spyOn(t.app.blobs, 'read').mockImplementation(() => {
       throw new Error('a whole-blob read was made for a single frame');

@@ -75,6 +75,24 @@ describe('fs blob store', () => {
     expect(await readdir(path.join(root, 'staging'))).toEqual([]);
   });
 
+  test('a range read into given memory is a view of that memory with the range’s bytes; too small memory is not used', async () => {
+    const store = createFsBlobStore({ root });
+    try {
+      const bytes = randomBytes(300_000);
+      const { key } = await putBytes(store, bytes);
+      const memory = Buffer.alloc(200_000);
+      const got = await store.readBuffer(key, 100_000, 199_999, memory);
+      expect(got.buffer).toBe(memory.buffer);
+      expect(got.equals(bytes.subarray(100_000, 200_000))).toBe(true);
+      const small = Buffer.alloc(10);
+      const other = await store.readBuffer(key, 0, 99_999, small);
+      expect(other.buffer).not.toBe(small.buffer);
+      expect(other.equals(bytes.subarray(0, 100_000))).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('exactly one of many concurrent commits of the same bytes stores it', async () => {
     const store = createFsBlobStore({ root });
     const bytes = randomBytes(64 * 1024);
