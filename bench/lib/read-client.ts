@@ -150,9 +150,12 @@ export async function runReadSeries(
         else items = verdict;
       }
       // The load generator's garbage (a parsed 800 kB answer is ~10 MB of objects) is collected
-      // now, between requests, while the server waits for the next one: left to V8, it is
-      // collected inside a later request's timed window and charged to the server.
-      collectOwnGarbage();
+      // between requests, while the server waits for the next one: left to V8, it is collected
+      // inside a later request's timed window and charged to the server. Only once it has grown
+      // (CLIENT_GARBAGE_BYTES), and followed by a pause: a forced collection after every request
+      // left V8's background sweeping competing with the server for the next request's CPU
+      // (measured: QIDO /studies?PatientID= p50 at 2,000 instances 5.8 ms against 3.2 without it).
+      if (collectOwnGarbageIfGrown()) await new Promise((resolve) => setTimeout(resolve, AFTER_COLLECTION_MS));
       // Warm-up answers are not judged: a failing request fails again, timed, and is counted there.
       if (i < 0) continue;
       stats.latenciesMs.push(o.ms);
@@ -175,6 +178,19 @@ export async function runReadSeries(
 }
 
 let fullCollection: (() => void) | undefined;
+/** How much the load generator's heap may grow before runReadSeries collects it between requests. */
+const CLIENT_GARBAGE_BYTES = 48 << 20;
+/** The pause after such a collection, for V8's background threads to finish before the next timed request. */
+const AFTER_COLLECTION_MS = 20;
+let heapAfterCollection = 0;
+
+/** collectOwnGarbage() once the heap grew by CLIENT_GARBAGE_BYTES since the last one; true when it ran. */
+export function collectOwnGarbageIfGrown(): boolean {
+  if (v8.getHeapStatistics().used_heap_size - heapAfterCollection < CLIENT_GARBAGE_BYTES) return false;
+  collectOwnGarbage();
+  heapAfterCollection = v8.getHeapStatistics().used_heap_size;
+  return true;
+}
 
 /** A full garbage collection of this process (the load generator's), outside any timed window. */
 export function collectOwnGarbage(): void {
