@@ -37,7 +37,7 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
  * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at each
  * `--concurrency` (default 1 and 16); the table gives p50/p95 and throughput and their ratio.
  *
- *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR] [--no-analyze] [--write]
+ *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR] [--no-analyze] [--calls qido,fhir] [--write]
  *   npx tsx bench/auth.ts --steps     (only the guard's steps one by one, in this process, no database)
  *
  * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
@@ -59,7 +59,7 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
 const TARGET_RATIO = 1.3;
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const ISSUER = 'http://bench.imaging-lake.invalid';
-const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR] [--no-analyze] [--write] | --steps\n';
+const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR] [--no-analyze] [--calls qido,fhir] [--write] | --steps\n';
 const REPO_ROOT = path.resolve(__dirname, '..');
 const cli = benchCli('bench/auth.ts', USAGE);
 const usage = cli.usage;
@@ -81,6 +81,8 @@ interface Options {
   variants: Variant[];
   /** ANALYZE the database after seeding (default; --no-analyze measures on a database without statistics, as before). */
   analyze: boolean;
+  /** Which calls to measure (default both): `qido`, `fhir`. */
+  calls: Array<'qido' | 'fhir'>;
   /** Where the server process loads the app from: this checkout's `src/` through tsx, or a checkout's `dist/`. */
   server: { kind: 'src' } | { kind: 'dist'; root: string };
 }
@@ -98,6 +100,7 @@ function parseOptions(argv: string[]): Options {
     variants: { type: 'string', default: VARIANTS.filter((v) => v !== 'bare').join(',') },
     dist: { type: 'boolean', default: false },
     'no-analyze': { type: 'boolean', default: false },
+    calls: { type: 'string', default: 'qido,fhir' },
     'server-root': { type: 'string' },
   });
   const requests = Number(values.requests);
@@ -112,7 +115,9 @@ function parseOptions(argv: string[]): Options {
   const serverRoot = values['server-root'] === undefined ? undefined : path.resolve(String(values['server-root']));
   if (serverRoot && !existsSync(path.join(serverRoot, 'dist', 'app.js'))) usage(`--server-root ${serverRoot} holds no dist/app.js (build it first)`);
   const server: Options['server'] = serverRoot || values.dist ? { kind: 'dist', root: serverRoot ?? REPO_ROOT } : { kind: 'src' };
-  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server, analyze: !values['no-analyze'] };
+  const calls = String(values.calls).split(',').filter(Boolean);
+  if (calls.length === 0 || calls.some((c) => c !== 'qido' && c !== 'fhir')) usage('--calls is a comma-separated list of qido, fhir');
+  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server, analyze: !values['no-analyze'], calls: calls as Options['calls'] };
 }
 
 
@@ -634,7 +639,8 @@ async function main(): Promise<void> {
       },
     ];
     process.stderr.write(`measuring ${options.requests} requests per variant and call at concurrency 1, twice that at ${options.concurrency.filter((c) => c > 1).join(', ') || '-'} (data manager of one project)\n`);
-    const rows = await measure(ports, manager, workloads, options.requests, options.concurrency, options.variants);
+    const measured = workloads.filter((w) => options.calls.includes(w.name.startsWith('QIDO') ? 'qido' : 'fhir'));
+    const rows = await measure(ports, manager, measured, options.requests, options.concurrency, options.variants);
     const table = renderTable(rows);
     const worst = Math.max(...rows.flatMap((r) => (r.guarded ? [r.guarded.p50 / r.bare.p50, r.bare.rps / r.guarded.rps] : [])));
     const verdict = !options.variants.includes('guarded')

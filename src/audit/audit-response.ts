@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { authErrorBody } from '../auth/auth-errors';
 import { buildAuditEvent, outcomeForStatus, type AuditEvent, type AuditInput, type AuditSource } from './audit-event';
 import { auditInsertFor, isAuditWriteFailure, writeAuditEvent, type AuditInsert } from './audit-store';
+import { prepareAuditEvent, type PreparedAuditEvent } from './audit-row';
 import { auditWriterFor, type AuditWriter } from './audit-writer';
 import { loggableUrl } from '../logger';
 
@@ -197,7 +198,7 @@ function sameRecord(a: object | undefined, b: object | undefined): boolean {
 
 /** An event written ahead of the answer. */
 interface EarlyEvent {
-  event: AuditEvent;
+  event: Pick<AuditEvent, 'id' | 'recorded'>;
   input: AuditInput;
   committed: Promise<void>;
 }
@@ -260,7 +261,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
     const record = (status: number) => {
       let event;
       try {
-        event = buildAuditEvent(auditInputFromRequest(req, res, { status }), recorder.source);
+        event = prepareAuditEvent(auditInputFromRequest(req, res, { status }), recorder.source);
       } catch (err) {
         refuse(err);
         return;
@@ -285,10 +286,10 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
       const locals = res.locals.audit as AuditLocals | undefined;
       if (state !== 'open' || early || !locals || locals.written || locals.committed) return;
       let input: AuditInput;
-      let event: AuditEvent;
+      let event: PreparedAuditEvent;
       try {
         input = auditInputFromRequest(req, res, { status: 200 });
-        event = buildAuditEvent(input, recorder.source);
+        event = prepareAuditEvent(input, recorder.source);
       } catch {
         return; // the gate writes the event with the answer instead
       }
