@@ -106,9 +106,13 @@ export class StudyResultCache {
     const grows = headBytes ? headBytes.length + STUDY_URL_TAIL.length - STUDY_URL_PLACEHOLDER.length : 0;
     const sizes: number[] = new Array(rows.length);
     const spliceAt: number[] = new Array(rows.length);
+    const ascii: boolean[] = new Array(rows.length);
     for (let i = 0; i < rows.length; i++) {
       spliceAt[i] = headBytes ? studyResultSpliceAt(rows[i]) : -1;
-      sizes[i] = Buffer.byteLength(rows[i].json, 'utf8') + (spliceAt[i] >= 0 ? grows + rows[i].study_uid.length : 0) + 1;
+      const bytes = Buffer.byteLength(rows[i].json, 'utf8');
+      // Byte length = length only when every character is ASCII: its UTF-8 is then its Latin-1, copied as it is.
+      ascii[i] = bytes === rows[i].json.length;
+      sizes[i] = bytes + (spliceAt[i] >= 0 ? grows + rows[i].study_uid.length : 0) + 1;
     }
     for (let first = 0; first < rows.length; ) {
       let size = 0;
@@ -124,7 +128,7 @@ export class StudyResultCache {
       const kept = size <= this.maxBytes / 4;
       for (let i = first; i < end; i++) {
         const row = rows[i];
-        const written = memory.write(row.json, offset, 'utf8');
+        const written = memory.write(row.json, offset, ascii[i] ? 'latin1' : 'utf8');
         let entry: Entry;
         if (spliceAt[i] >= 0 && headBytes) {
           // Bytes = characters only when every character is ASCII (any other takes two or more bytes).
