@@ -193,8 +193,19 @@ export interface StudyResultBytes {
   memory: Buffer;
   start: number;
   end: number;
-  /** Where STUDY_URL_PLACEHOLDER starts in `memory`; -1 when the text needs finishStudyJson (a BulkDataURI, a UID to percent-encode). */
+  /**
+   * Where STUDY_URL_PLACEHOLDER starts in `memory` (with `head`: where the RetrieveURL element
+   * written in its place starts); -1 when the text needs finishStudyJson (a BulkDataURI, a UID to
+   * percent-encode).
+   */
   urlAt: number;
+  /**
+   * The RetrieveURL head (studyResultUrlHead) the text was finished with: its RetrieveURL element,
+   * `memory[urlAt, urlEnd)`, is written, so that an answer with the same head copies the text as
+   * it is. Absent: the text holds STUDY_URL_PLACEHOLDER.
+   */
+  head?: Buffer;
+  urlEnd?: number;
 }
 
 /**
@@ -208,6 +219,12 @@ export function studyResultUrlAt(row: StudyJsonRow, byteLength: number): number 
   return byteLength === row.json.length ? at : Buffer.byteLength(row.json.slice(0, at), 'utf8');
 }
 
+/** Where STUDY_URL_PLACEHOLDER starts in a `qido_json` text (characters), or -1 when the text needs finishStudyJson. */
+export function studyResultSpliceAt(row: StudyJsonRow): number {
+  const at = findUrlPlaceholder(row.json);
+  return needsFinishing(row, true, at) ? -1 : at;
+}
+
 /** A `qido_json` text (a written plan's row) as a result kept as bytes, in memory of its own. */
 export function studyResultBytes(row: StudyJsonRow): StudyResultBytes {
   const memory = Buffer.from(row.json, 'utf8');
@@ -217,7 +234,11 @@ export function studyResultBytes(row: StudyJsonRow): StudyResultBytes {
 
 /** The rows StudyResultBytes stand for (for the text of an answer: `SearchResponse.json`). */
 export function studyResultRows(results: readonly StudyResultBytes[]): StudyJsonRow[] {
-  return results.map((r) => ({ study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) }));
+  return results.map((r) => {
+    if (!r.head) return { study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) };
+    // A finished text: STUDY_URL_PLACEHOLDER back in place of its RetrieveURL element.
+    return { study_uid: r.studyUid, json: `${r.memory.toString('utf8', r.start, r.urlAt)}${STUDY_URL_PLACEHOLDER}${r.memory.toString('utf8', r.urlEnd, r.end)}` };
+  });
 }
 
 /**
@@ -228,7 +249,18 @@ export function studyResultRows(results: readonly StudyResultBytes[]): StudyJson
 export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], plan: StudyJsonPlan, buffers: ByteBuffers): { buffer: Buffer; length: number } {
   if (!plan.written) throw new Error('kept study results are qido_json texts: a written plan only');
   const urlHead = Buffer.from(retrieveUrlHead(plan), 'utf8');
-  const urlBytes = urlHead.length + URL_TAIL.length - STUDY_URL_PLACEHOLDER.length;
+  const urlBytes = urlHead.length + URL_TAIL.length;
+  // Whether a result was finished with this answer's head (compared again only when the head object changes).
+  let lastHead: Buffer | undefined;
+  let sameHead = false;
+  const asIs = (r: StudyResultBytes) => {
+    if (!r.head) return false;
+    if (r.head !== lastHead) {
+      lastHead = r.head;
+      sameHead = r.head.equals(urlHead);
+    }
+    return sameHead;
+  };
   // The rare result that needs finishing is finished (per request: its URL is the request's).
   const finished = new Map<number, Buffer>();
   // Brackets and commas.
@@ -239,8 +271,10 @@ export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], 
       const bytes = Buffer.from(finishStudyJson({ study_uid: r.studyUid, json: r.memory.toString('utf8', r.start, r.end) }, plan), 'utf8');
       finished.set(i, bytes);
       size += bytes.length;
+    } else if (asIs(r)) {
+      size += r.end - r.start;
     } else {
-      size += r.end - r.start + urlBytes + r.studyUid.length;
+      size += r.end - r.start - (urlEndOf(r) - r.urlAt) + urlBytes + r.studyUid.length;
     }
   }
   const buffer = buffers.take(size);
@@ -254,19 +288,41 @@ export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], 
       offset += whole.copy(buffer, offset);
       continue;
     }
+    if (asIs(r)) {
+      // Results kept one after the other, a comma between them (as StudyResultCache writes them), are copied at once.
+      let last = r;
+      for (let next = results[i + 1]; next && next.memory === r.memory && next.start === last.end + 1 && r.memory[last.end] === 0x2c && !finished.has(i + 1) && asIs(next); next = results[i + 1]) {
+        last = next;
+        i++;
+      }
+      offset += r.memory.copy(buffer, offset, r.start, last.end);
+      continue;
+    }
     offset += r.memory.copy(buffer, offset, r.start, r.urlAt);
     offset += urlHead.copy(buffer, offset);
     // PLAIN_UID: digits and dots, one byte each.
     offset += buffer.write(r.studyUid, offset, 'latin1');
     offset += buffer.write(URL_TAIL, offset, 'latin1');
-    offset += r.memory.copy(buffer, offset, r.urlAt + STUDY_URL_PLACEHOLDER.length, r.end);
+    offset += r.memory.copy(buffer, offset, urlEndOf(r), r.end);
   }
   buffer[offset++] = 0x5d; // ]
   return { buffer, length: offset };
 }
 
+/** Where a result's RetrieveURL element (or STUDY_URL_PLACEHOLDER) ends in its memory. */
+function urlEndOf(r: StudyResultBytes): number {
+  return r.head ? r.urlEnd! : r.urlAt + STUDY_URL_PLACEHOLDER.length;
+}
+
+/** The RetrieveURL element of a plan's study results up to the UID (StudyResultBytes.head holds it as bytes). */
+export function studyResultUrlHead(plan: StudyJsonPlan): string {
+  return retrieveUrlHead(plan);
+}
+
 /** The end of a spliced RetrieveURL element, after the UID. */
 const URL_TAIL = '"]}';
+/** The bytes that end a RetrieveURL element after its UID. */
+export const STUDY_URL_TAIL = URL_TAIL;
 
 /** The RetrieveURL element up to the UID. */
 function retrieveUrlHead(plan: StudyJsonPlan): string {

@@ -153,6 +153,20 @@ describe('QIDO-RS study list by date from kept study results', () => {
     expect(read.map((r) => r.study_uid)).toEqual([studies[0]]);
   });
 
+  test('results kept under one base URL are answered with the RetrieveURLs of another base URL', async () => {
+    const cache = new StudyResultCache();
+    const other = 'https://elsewhere.example/pacs/dicomweb';
+    const under = async (dicomwebBaseUrl: string, studyResults?: StudyResultCache) => bytesOf(await searchForStudies({ db: t.app.db, studyResults }, { query: PAGE, dicomwebBaseUrl }));
+    for (let round = 0; round < 3; round++) {
+      for (const base of [BASE, other]) {
+        const cached = await under(base, cache);
+        expect(cached.equals(await under(base))).toBe(true);
+        expect(cached.toString('utf8')).toContain(`${base}/studies/${studies[0]}`);
+      }
+    }
+    expect(cache.stats().hits).toBeGreaterThan(0);
+  });
+
   test('with a cap of 0 nothing is kept and every page has the uncached bytes', async () => {
     const cache = new StudyResultCache(0);
     for (let round = 0; round < 2; round++) await expectUncachedBytes(PAGE, cache);

@@ -1,5 +1,6 @@
 import type { QidoRow } from '../../../src/db/qido-search';
 import { assertAcceptsJson } from '../../../src/dicomweb/qido-routes';
+import { StudyResultCache } from '../../../src/dicomweb/study-result-cache';
 import { STUDY_DEFAULTS_TEXT_TAGS, type StudyJsonPlan, type StudyJsonRow } from '../../../src/db/qido-search';
 import {
   buildResult,
@@ -9,6 +10,7 @@ import {
   planStudyJson,
   studyResultRows,
   studyResultUrlAt,
+  studyResultUrlHead,
   writeStudyResultBytes,
   writeStudyResultBytesFrom,
   writeStudyResults,
@@ -232,6 +234,24 @@ describe('study results written by the database', () => {
       // One buffer, of the exact size.
       expect(log.taken).toEqual([length]);
       expect(buffer.subarray(0, length).equals(bytesOf(page, plan(true)))).toBe(true);
+    }
+  });
+
+  test('results kept finished under a RetrieveURL head are written as the same bytes as their rows, under that head or another, in any order', () => {
+    for (const studiesUrl of ['http://h/studies/', 'https://elsewhere.example/dicomweb/studies/']) {
+      const cache = new StudyResultCache(1 << 20);
+      const results = cache.add(
+        MIXED_ROWS.map((r, i) => ({ ...r, id: String(i + 1), rev: '0' })),
+        studyResultUrlHead({ ...plan(true), studiesUrl }),
+      );
+      expect(results.some((r) => r.head)).toBe(true);
+      expect(studyResultRows(results)).toEqual(MIXED_ROWS);
+      for (const page of [results, results.slice(2), [results[3], results[0], results[1], results[2]], results.slice(0, 1), []]) {
+        const { log, buffers } = counted();
+        const { buffer, length } = writeStudyResultBytesFrom(page, plan(true), buffers);
+        expect(log.taken).toEqual([length]);
+        expect(buffer.subarray(0, length).equals(bytesOf(studyResultRows(page), plan(true)))).toBe(true);
+      }
     }
   });
 

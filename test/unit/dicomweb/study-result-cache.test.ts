@@ -78,7 +78,8 @@ describe('StudyResultCache', () => {
     const cache = new StudyResultCache(1 << 20);
     const made = cache.add([version('1', '0', 1000), version('2', '0', 1000)]);
     expect(made[0].memory).toBe(made[1].memory);
-    expect(made[0].memory.buffer.byteLength).toBe(made[0].end - made[0].start + made[1].end - made[1].start);
+    // Each text is followed by a comma.
+    expect(made[0].memory.buffer.byteLength).toBe(made[0].end - made[0].start + made[1].end - made[1].start + 2);
     expect(made[1].memory.toString('utf8', made[1].start, made[1].end)).toBe(version('2', '0', 1000).json);
     const both = cache.stats().bytes;
     cache.add([version('1', '1', 1000)]);
@@ -86,5 +87,18 @@ describe('StudyResultCache', () => {
     expect(cache.stats().bytes - both).toBeGreaterThanOrEqual(1000);
     cache.add([version('2', '1', 1000)]);
     expect(cache.stats().bytes).toBeLessThan(both + 1000);
+  });
+
+  test('texts read under a RetrieveURL head are kept with their RetrieveURL written, as stored otherwise', () => {
+    const cache = new StudyResultCache(1 << 20);
+    const head = '"00081190": {"vr": "UR", "Value": ["http://h/dicomweb/studies/';
+    const [finished, odd] = cache.add([version('1', '0'), { ...version('2', '0'), study_uid: '1.2 x' }], head);
+    expect(finished.memory.toString('utf8', finished.start, finished.end)).toBe(version('1', '0').json.replace('"00081190": {"vr": "UR"}', `${head}1.2.1"]}`));
+    expect(finished.memory.toString('utf8', finished.urlAt, finished.urlEnd)).toBe(`${head}1.2.1"]}`);
+    // A UID to percent-encode: kept as stored, finished per answer.
+    expect(odd.head).toBeUndefined();
+    expect(odd.urlAt).toBe(-1);
+    expect(odd.memory.toString('utf8', odd.start, odd.end)).toBe(version('2', '0').json);
+    expect(cache.get('1', '0')).toBe(finished);
   });
 });
