@@ -364,7 +364,14 @@ function indexTogether(services: StoreServices, item: InstanceToIndex, context: 
       while (own.waiting.length > 0) {
         const batch = own.waiting.splice(0, MAX_INDEXED_TOGETHER);
         try {
-          const results = await indexRequests(services, batch.map((w) => w.request), context);
+          let results = await indexRequests(services, batch.map((w) => w.request), context);
+          // The shared transaction failed, but not for want of the database or the audit trail (those
+          // throw): the cause may be one request's instance, so each is indexed again on its own,
+          // and only what fails alone fails.
+          if (batch.length > 1 && results.every(([r]) => r?.status === 'failed' && r.reason === undefined)) {
+            results = [];
+            for (const w of batch) results.push((await indexRequests(services, [w.request], context))[0]!);
+          }
           batch.forEach((w, i) => w.resolve(results[i]![0]!));
         } catch (err) {
           for (const w of batch) w.reject(err);
