@@ -106,7 +106,7 @@ export function renderComparison(v: CompareVariant, run: CompareRun): string {
   if (v.error) out.push('', 'The run stopped early:', '', '```', v.error.slice(0, 4000), '```');
   out.push(
     '',
-    `Counts: STOW rows ${run.sizes.small} CT slices each (series of 100), ${run.sizes.volumes} OPT volumes per repetition; latency figures ${run.sizes.requests} timed requests per repetition (single frames ${run.sizes.frameRequests}) after ${run.sizes.warmup} untimed, one at a time; ` +
+    `Counts: STOW rows ${run.sizes.small} CT slices each (series of 100), ${run.sizes.volumes} OPT volumes per repetition, after one untimed STOW of each kind (a CT slice, a volume) to each server; latency figures ${run.sizes.requests} timed requests per repetition (single frames ${run.sizes.frameRequests}) after ${run.sizes.warmup} untimed, one at a time; ` +
       `study retrieves ${run.sizes.retrieves} per repetition. "advantage" = how many times better imaging-lake is (throughput ratio, or the inverse latency ratio): above 1 imaging-lake wins. ` +
       'Server CPU = CPU time of the server process (all threads) per instance, MB or request; with PostgreSQL the database backends serving it come after the slash.',
   );

@@ -13,6 +13,7 @@ import {
   seriesMetadata,
   singleFrame,
   stowTargetOf,
+  warmUpStow,
   type ComparedServer,
   type Figure,
 } from './compare-figures';
@@ -335,6 +336,8 @@ async function runStowAndReads(
   // 2. STOW-RS of small instances, the same bodies to both servers.
   const ctSeries: StoredSeries[] = [];
   const ctMissing = none();
+  // One untimed STOW of each kind before its timed repetitions (here a CT slice, below an OPT volume), to both servers alike.
+  await warmUpStow(servers, prepareCtSeries(1, 1, 1, 'warm').requests);
   for (const row of SMALL_ROWS) {
     const f = add(newFigure({ id: `stow-x${row.perRequest}-c${row.concurrency}`, title: `STOW-RS CT slices (~34 kB), ${row.perRequest} per request, concurrency ${row.concurrency}`, unit: 'inst/s', better: 'higher', phase: 'stow small', cpuPer: 'inst' }));
     if (row.concurrency === 8) f.target = { text: '>= 2x Orthanc', pass: (a, b) => a / b >= 2 };
@@ -352,6 +355,7 @@ async function runStowAndReads(
   const opt = add(newFigure({ id: 'stow-opt', title: `STOW-RS OPT volumes (61 x 496 x 768, ~23 MB), 1 per request, concurrency 1`, unit: 'MB/s', better: 'higher', phase: 'stow volumes', cpuPer: 'MB' }));
   const ceiling = floors.httpUploadMBps !== undefined && floors.httpUploadMBps < floors.diskWriteMBps ? `; loopback HTTP upload alone: ${fmt(floors.httpUploadMBps, 0)} MB/s` : '';
   opt.target = { text: `>= ${fmt(floors.diskWriteMBps / 2, 0)} MB/s (half the disk write floor${ceiling})`, pass: (a) => a >= floors.diskWriteMBps / 2 };
+  await warmUpStow(servers, prepareOctVolumes(1, 'warm').requests);
   for (let rep = 0; rep < reps; rep++) {
     const batch = prepareOctVolumes(sizes.volumes, `v${rep}`);
     incompleteSeries(batch, await measureStow(servers, rep, batch.requests, 1, opt, 'MB'), volumesMissing);

@@ -223,34 +223,11 @@ async function indexStored(services: StoreServices, parts: PartResult[], context
     size: p.blob!.size,
     order: p.index,
   }));
-  let results: Array<IndexOutcome | { status: 'failed'; reason?: number; message?: string }> = [];
-  if (items.length > 0) {
-    const { audit, auditStatement } = auditing;
-    let leading: StoreAuditStatement | undefined;
-    try {
-      const hook = services.onIndexChange;
-      const studies = [...new Set(items.map((i) => i.scanned.attributes.studyInstanceUID))];
-      // The AuditEvent names the studies of the request, known before any row is written.
-      leading = auditStatement?.(studies);
-      results = await indexInstances(services.db.knex, items, {
-        before: !leading && audit ? (trx) => audit(trx, studies) : undefined,
-        leading,
-        onChange: hook ? (trx, change) => hook(trx, change, context) : undefined,
-        alongside: hook?.alongsideFor?.(context),
-      });
-    } catch (err) {
-      if (err instanceof DicomInstanceError) {
-        // The index-change hook refused the change (e.g. a study of another project): a client fault.
-        services.logger.warn({ err: err.message }, 'index change refused');
-        results = items.map(() => ({ status: 'failed' as const, reason: err.failureReason, message: err.message }));
-      } else {
-        // Nothing is kept that the audit trail could not record (the whole change rolled back).
-        if (err instanceof AuditWriteError || leading?.isFailure(err)) throw new ServiceUnavailableError('the audit trail is unavailable');
-        services.logger.error({ err }, 'indexing failed');
-        if (isRetryableDbError(err)) throw new ServiceUnavailableError('the index database is unavailable');
-        results = items.map(() => ({ status: 'failed' as const }));
-      }
-    }
+  let results: IndexResult[] = [];
+  if (items.length === 1 && !context.projects?.length && context.studyScope !== 'projects') {
+    results = [await indexTogether(services, items[0]!, context, auditing)];
+  } else if (items.length > 0) {
+    results = await indexRequests(services, [{ items, auditing }], context).then((r) => r[0]!);
   }
   const byIndex = new Map(stored.map((p, i) => [p.index, results[i]]));
   return parts.map((p): PartOutcome => {
@@ -276,6 +253,132 @@ async function indexStored(services: StoreServices, parts: PartResult[], context
       };
     }
     return { kind: 'stored', ...ids };
+  });
+}
+
+type IndexResult = IndexOutcome | { status: 'failed'; reason?: number; message?: string };
+
+/** The instances of one request to index, and how its AuditEvent is written. */
+interface RequestToIndex {
+  items: InstanceToIndex[];
+  auditing: Pick<StoreRequest, 'audit' | 'auditStatement'>;
+}
+
+/**
+ * Indexes the instances of one or more requests in ONE transaction, each request's AuditEvent
+ * with them; resolves with each request's outcomes. Throws ServiceUnavailableError when the
+ * audit trail or the database is unavailable (nothing was kept).
+ */
+async function indexRequests(services: StoreServices, requests: RequestToIndex[], context: IndexChangeContext): Promise<IndexResult[][]> {
+  const items = requests.flatMap((r) => r.items);
+  const audits: Array<StoreAuditStatement | ((trx: Knex.Transaction) => Promise<void>)> = [];
+  try {
+    const hook = services.onIndexChange;
+    for (const r of requests) {
+      // The AuditEvent names the studies of the request, known before any row is written.
+      const studies = [...new Set(r.items.map((i) => i.scanned.attributes.studyInstanceUID))];
+      const statement = r.auditing.auditStatement?.(studies);
+      const audit = r.auditing.audit;
+      if (statement) audits.push(statement);
+      else if (audit) audits.push((trx) => audit(trx, studies));
+    }
+    // One request's AuditEvent rides in the first statement; several go first, one statement each.
+    const leading = requests.length === 1 && typeof audits[0] === 'object' ? audits[0] : undefined;
+    const outcomes = await indexInstances(services.db.knex, items, {
+      before: leading || audits.length === 0 ? undefined : (trx) => writeAudits(trx, audits),
+      leading,
+      onChange: hook ? (trx, change) => hook(trx, change, context) : undefined,
+      alongside: hook?.alongsideFor?.(context),
+    });
+    let at = 0;
+    return requests.map((r) => outcomes.slice(at, (at += r.items.length)));
+  } catch (err) {
+    let failed: IndexResult;
+    if (err instanceof DicomInstanceError) {
+      // The index-change hook refused the change (e.g. a study of another project): a client fault.
+      services.logger.warn({ err: err.message }, 'index change refused');
+      failed = { status: 'failed', reason: err.failureReason, message: err.message };
+    } else {
+      // Nothing is kept that the audit trail could not record (the whole change rolled back).
+      if (err instanceof AuditWriteError || audits.some((a) => typeof a === 'object' && a.isFailure(err))) {
+        throw new ServiceUnavailableError('the audit trail is unavailable');
+      }
+      services.logger.error({ err }, 'indexing failed');
+      if (isRetryableDbError(err)) throw new ServiceUnavailableError('the index database is unavailable');
+      failed = { status: 'failed' };
+    }
+    return requests.map((r) => r.items.map(() => failed));
+  }
+}
+
+/** Writes the AuditEvents of the requests indexed together, in their transaction. */
+async function writeAudits(trx: Knex.Transaction, audits: Array<StoreAuditStatement | ((trx: Knex.Transaction) => Promise<void>)>): Promise<void> {
+  for (const a of audits) {
+    if (typeof a === 'function') {
+      await a(trx);
+    } else {
+      await trx.raw(a.sql, a.values as Knex.RawBinding[]);
+      a.written(trx);
+    }
+  }
+}
+
+/** Most single-instance requests indexed in one transaction. */
+const MAX_INDEXED_TOGETHER = 50;
+
+interface StudyQueue {
+  waiting: Array<{ request: RequestToIndex; resolve: (r: IndexResult) => void; reject: (err: unknown) => void }>;
+}
+
+/** Per database, the single-instance requests of each study (and base URL) waiting to be indexed. */
+const studyQueues = new WeakMap<Knex, Map<string, StudyQueue>>();
+
+/**
+ * A single-instance request linking no project: indexed at once when no other such request into
+ * its study is being indexed; otherwise it waits for that one and is then indexed together with
+ * every request that arrived meanwhile, in one transaction (group commit, as the blob claims do).
+ * Concurrent single-instance STOWs into one study wait for each other anyway (each locks the
+ * study row until it commits); together they share a transaction, its commit (WAL flush), and the
+ * study's count update, instead of taking turns for one instance each.
+ */
+function indexTogether(services: StoreServices, item: InstanceToIndex, context: IndexChangeContext, auditing: RequestToIndex['auditing']): Promise<IndexResult> {
+  const knex = services.db.knex;
+  let queues = studyQueues.get(knex);
+  if (!queues) {
+    queues = new Map();
+    studyQueues.set(knex, queues);
+  }
+  const byKey = queues;
+  const key = `${item.scanned.attributes.studyInstanceUID}\u0000${context.dicomwebBaseUrl}`;
+  return new Promise((resolve, reject) => {
+    let queue = byKey.get(key);
+    const waiting = { request: { items: [item], auditing }, resolve, reject };
+    if (queue) {
+      queue.waiting.push(waiting);
+      return;
+    }
+    queue = { waiting: [waiting] };
+    byKey.set(key, queue);
+    const own = queue;
+    void (async () => {
+      while (own.waiting.length > 0) {
+        const batch = own.waiting.splice(0, MAX_INDEXED_TOGETHER);
+        try {
+          let results = await indexRequests(services, batch.map((w) => w.request), context);
+          // The shared transaction failed, but not for want of the database or the audit trail (those
+          // throw): the cause may be one request's instance, so each is indexed again on its own,
+          // and only what fails alone fails.
+          if (batch.length > 1 && results.every(([r]) => r?.status === 'failed' && r.reason === undefined)) {
+            results = [];
+            for (const w of batch) results.push((await indexRequests(services, [w.request], context))[0]!);
+          }
+          batch.forEach((w, i) => w.resolve(results[i]![0]!));
+        } catch (err) {
+          for (const w of batch) w.reject(err);
+        }
+      }
+      byKey.delete(key);
+    })();
   });
 }
 

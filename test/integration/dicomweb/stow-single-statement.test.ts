@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { buildMultipart } from '../../helpers/multipart-body';
-import { startTestApp, type TestApp } from '../../helpers/test-app';
+import { startTestApp, testDbKind, type TestApp } from '../../helpers/test-app';
 
 /**
  * A single-instance STOW indexes its instance in one statement (src/db/instance-index.ts
@@ -83,5 +83,81 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
     const answers = await Promise.all(Array.from({ length: 8 }, () => post([small({ studyInstanceUID: st, seriesInstanceUID: newUid() }).bytes])));
     for (const a of answers) expect(a.status).toBe(200);
     expect(await study(st)).toMatchObject({ num_series: 9, num_instances: 9 });
+  });
+
+  // Requests that arrive while another single-instance STOW into their study is being indexed are
+  // indexed together afterwards, in one transaction, each with its own AuditEvent.
+  (testDbKind() === 'postgres' ? test : test.skip)('single-instance STOWs into one study that wait for another are indexed together, each audited', async () => {
+    const st = newUid();
+    const se = newUid();
+    expect((await post([small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: 0 }).bytes])).status).toBe(200);
+    const knex = t.app.db.knex;
+    const holder = await knex.transaction();
+    let answers: Promise<request.Response[]> | undefined;
+    const instances = [1, 2, 3, 4].map((i) => small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: i }));
+    try {
+      await holder('studies').where({ study_uid: st }).forUpdate().first('id');
+      const before = Number((await knex('blobs').count({ n: '*' }))[0].n);
+      // One base URL for all (supertest listens on a new port per request; requests are grouped per base URL).
+      const postHere = (part: Buffer) => post([part]).set('X-Forwarded-Host', 'lake.test');
+      // The first one is indexed at once (and waits for the row lock held here); the others queue behind it.
+      const first = postHere(instances[0]!.bytes).then((r) => r);
+      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 1; i++) await new Promise((done) => setTimeout(done, 25));
+      const rest = instances.slice(1).map((x) => postHere(x.bytes).then((r) => r));
+      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 4; i++) await new Promise((done) => setTimeout(done, 25));
+      await new Promise((done) => setTimeout(done, 200)); // the last claims on to the index step
+      answers = Promise.all([first, ...rest]);
+      await holder.commit();
+      for (const a of await answers) {
+        expect(a.status).toBe(200);
+        expect(a.body['00081199'].Value).toHaveLength(1);
+      }
+    } finally {
+      if (!holder.isCompleted()) await holder.rollback();
+      await answers?.catch(() => undefined);
+    }
+    const uids = instances.map((x) => x.sopInstanceUID);
+    const rows = await knex('instances').whereIn('sop_instance_uid', uids).select(knex.raw('sop_instance_uid, xmin::text AS tx'));
+    const tx = new Map(rows.map((r: { sop_instance_uid: string; tx: string }) => [r.sop_instance_uid, r.tx]));
+    expect(new Set(uids.slice(1).map((u) => tx.get(u))).size).toBe(1);
+    expect(tx.get(uids[0]!)).not.toBe(tx.get(uids[1]!));
+    expect(await study(st)).toMatchObject({ num_series: 1, num_instances: 5 });
+    expect((await series(se)).num_instances).toBe(5);
+    const audits = await knex.raw(`SELECT count(DISTINCT request_id)::int AS n FROM audit_events WHERE subtype_code = 'create' AND ? = ANY(entity)`, [st]);
+    expect(audits.rows[0].n).toBe(5);
+  });
+
+  // In the database, a statement that waited for the study row works on an older snapshot and has to
+  // re-check its updates (EvalPlanQual): the server lets one transaction per study in at a time.
+  (testDbKind() === 'postgres' ? test : test.skip)('concurrent single-instance STOWs into one study wait their turn in the server, one at a time in the database', async () => {
+    const st = newUid();
+    const se = newUid();
+    expect((await post([small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: 0 }).bytes])).status).toBe(200);
+    const knex = t.app.db.knex;
+    const lockWaiters = async () =>
+      Number((await knex.raw(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`)).rows[0].n);
+    const holder = await knex.transaction();
+    let answers: Promise<request.Response[]> | undefined;
+    try {
+      await holder('studies').where({ study_uid: st }).forUpdate().first('id');
+      const parts = [1, 2, 3].map((i) => small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: i }).bytes);
+      const before = Number((await knex('blobs').count({ n: '*' }))[0].n);
+      answers = Promise.all(parts.map((p) => post([p]).then((r) => r)));
+      // Every part is claimed (and then linked) before it is indexed: wait for all three claims.
+      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 3; i++) await new Promise((done) => setTimeout(done, 25));
+      let most = 0;
+      for (let i = 0; i < 20; i++) {
+        most = Math.max(most, await lockWaiters());
+        await new Promise((done) => setTimeout(done, 25));
+      }
+      expect(most).toBe(1);
+      await holder.commit();
+      for (const a of await answers) expect(a.status).toBe(200);
+    } finally {
+      if (!holder.isCompleted()) await holder.rollback();
+      await answers?.catch(() => undefined);
+    }
+    expect(await study(st)).toMatchObject({ num_series: 1, num_instances: 4 });
+    expect((await series(se)).num_instances).toBe(4);
   });
 });
