@@ -144,9 +144,12 @@ const FRAME_ROW_KEYS = [...LOCATION_COLUMNS, ...FRAME_COLUMNS, ...FRAME_EXPRESSI
  * back as one JSON array (FRAME_ROW_KEYS order), not 21 columns: node-postgres describes and
  * converts every column of every answer one by one, which cost more than parsing the array.
  */
-const UNRESTRICTED_FRAMES = `SELECT json_build_array(${[...LOCATION_COLUMNS, ...FRAME_COLUMNS, ...FRAME_EXPRESSIONS].map((c) => c.replace(/ AS \w+$/, '')).join(', ')})::text AS frame_row
+const unrestrictedFrames = (locations: string) => `SELECT json_build_array(${[...LOCATION_COLUMNS, ...FRAME_COLUMNS, ...FRAME_EXPRESSIONS.slice(0, -1), locations].map((c) => c.replace(/ AS \w+$/, '')).join(', ')})::text AS frame_row
   FROM instances i JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = i.study_pk
   WHERE st.study_uid = ? AND se.series_uid = ? AND i.sop_instance_uid = ? LIMIT 1`;
+const UNRESTRICTED_FRAMES = unrestrictedFrames(FRAME_EXPRESSIONS[FRAME_EXPRESSIONS.length - 1]);
+/** The same for one frame (a viewer's request), without the unnest and aggregate: ~10 us less of PostgreSQL per call (pgbench). */
+const UNRESTRICTED_FRAME = unrestrictedFrames(`jsonb_build_array(i.frames -> (?::int - 1))`);
 
 /** A JSON array row of UNRESTRICTED_FRAMES as the record the query builder gives for the same columns. */
 function frameRowFromJson(text: string): Record<string, any> {
@@ -174,7 +177,9 @@ export async function findStoredFrames(
       ...FRAME_EXPRESSIONS.map((sql) => knex.raw(sql, sql.includes('?') ? [frameNumbers] : [])),
     ]);
   } else {
-    const found = (await queryPrepared(knex, UNRESTRICTED_FRAMES, [frameNumbers, target.studyInstanceUID, target.seriesInstanceUID, target.sopInstanceUID]))[0];
+    const one = frameNumbers.length === 1;
+    const sql = one ? UNRESTRICTED_FRAME : UNRESTRICTED_FRAMES;
+    const found = (await queryPrepared(knex, sql, [one ? frameNumbers[0] : frameNumbers, target.studyInstanceUID, target.seriesInstanceUID, target.sopInstanceUID]))[0];
     row = found ? frameRowFromJson(String(found.frame_row)) : undefined;
   }
   if (!row) return null;
