@@ -275,6 +275,16 @@ describe('WADO-RS retrieve frames (PS3.18 10.4.1.1.4)', () => {
     expect(await findStoredFrames(t.app.db.knex, target, [31, 1], allowAll)).toEqual(unrestricted);
   });
 
+  test('the one-frame look-up (its own statement) finds what the look-up of several frames finds for that frame', async () => {
+    const target = optTarget();
+    const several = await findStoredFrames(t.app.db.knex, target, [31, 1]);
+    const one = await findStoredFrames(t.app.db.knex, target, [31]);
+    expect(one).toEqual({ ...several, locations: [several!.locations[0]] });
+    // A number past the last frame has no location, as in the look-up of several.
+    expect((await findStoredFrames(t.app.db.knex, target, [62]))!.locations).toEqual([null]);
+    expect((await findStoredFrames(t.app.db.knex, target, [62, 1]))!.locations[0]).toBeNull();
+  });
+
   test('the frame look-up finds nothing for a study a row filter leaves out, nor for an unknown instance', async () => {
     const target = optTarget();
     const hide: StudyRestriction = (qb) => {
