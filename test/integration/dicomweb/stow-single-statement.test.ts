@@ -127,6 +127,51 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
     expect(audits.rows[0].n).toBe(5);
   });
 
+  // A group's transaction that fails for one request's instance (here: a trigger refusing its row, as
+  // a constraint would) is not the others' failure: each request is indexed again on its own.
+  (testDbKind() === 'postgres' ? test : test.skip)('one instance the index refuses in a group of waiting STOWs fails alone; the others are stored', async () => {
+    const st = newUid();
+    const se = newUid();
+    expect((await post([small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: 0 }).bytes])).status).toBe(200);
+    const knex = t.app.db.knex;
+    const instances = [1, 2, 3, 4].map((i) => small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: i }));
+    const refused = instances[2]!.sopInstanceUID;
+    const fn = `il_test_refuse_${Date.now()}`;
+    await knex.raw(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`);
+    await knex.raw(`CREATE TRIGGER ${fn} BEFORE INSERT ON instances FOR EACH ROW WHEN (NEW.sop_instance_uid = '${refused}') EXECUTE FUNCTION ${fn}()`);
+    const holder = await knex.transaction();
+    let answers: Promise<request.Response[]> | undefined;
+    try {
+      await holder('studies').where({ study_uid: st }).forUpdate().first('id');
+      const before = Number((await knex('blobs').count({ n: '*' }))[0].n);
+      const postHere = (part: Buffer) => post([part]).set('X-Forwarded-Host', 'lake.test');
+      const first = postHere(instances[0]!.bytes).then((r) => r);
+      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 1; i++) await new Promise((done) => setTimeout(done, 25));
+      const rest = instances.slice(1).map((x) => postHere(x.bytes).then((r) => r));
+      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 4; i++) await new Promise((done) => setTimeout(done, 25));
+      await new Promise((done) => setTimeout(done, 200)); // the last claims on to the index step
+      answers = Promise.all([first, ...rest]);
+      await holder.commit();
+      const [a1, a2, a3, a4] = await answers;
+      for (const a of [a1!, a2!, a4!]) {
+        expect(a.status).toBe(200);
+        expect(a.body['00081199'].Value).toHaveLength(1);
+      }
+      expect(a3!.status).not.toBe(200);
+      expect(a3!.body['00081198'].Value).toHaveLength(1);
+      expect(a3!.body['00081198'].Value[0]['00081155'].Value).toEqual([refused]);
+    } finally {
+      if (!holder.isCompleted()) await holder.rollback();
+      await answers?.catch(() => undefined);
+      await knex.raw(`DROP TRIGGER IF EXISTS ${fn} ON instances`);
+      await knex.raw(`DROP FUNCTION IF EXISTS ${fn}()`);
+    }
+    const stored = await knex('instances').whereIn('sop_instance_uid', instances.map((x) => x.sopInstanceUID)).pluck('sop_instance_uid');
+    expect(new Set(stored)).toEqual(new Set(instances.map((x) => x.sopInstanceUID).filter((u) => u !== refused)));
+    expect(await study(st)).toMatchObject({ num_series: 1, num_instances: 4 });
+    expect((await series(se)).num_instances).toBe(4);
+  });
+
   // In the database, a statement that waited for the study row works on an older snapshot and has to
   // re-check its updates (EvalPlanQual): the server lets one transaction per study in at a time.
   (testDbKind() === 'postgres' ? test : test.skip)('concurrent single-instance STOWs into one study wait their turn in the server, one at a time in the database', async () => {
