@@ -19,6 +19,37 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
   const study = (uid: string) => t.app.db.knex('studies').where({ study_uid: uid }).first('num_series', 'num_instances', 'modalities', 'fhir_id');
   const series = (uid: string) => t.app.db.knex('series').where({ series_uid: uid }).first('num_instances', 'series_description');
 
+  const blobCount = async () => Number((await t.app.db.knex('blobs').count({ n: '*' }))[0].n);
+  const waitFor = async (done: () => Promise<boolean>) => {
+    for (let i = 0; i < 400 && !(await done()); i++) await new Promise((r) => setTimeout(r, 25));
+  };
+  /**
+   * Posts `parts` (one instance each) into study `st` while its row is locked here: the first is
+   * indexed at once and waits for the lock, the others queue behind it in the server. Then the
+   * lock is released and the answers returned, in the order of `parts`.
+   */
+  const postBehindFirst = async (st: string, parts: Buffer[]): Promise<request.Response[]> => {
+    const holder = await t.app.db.knex.transaction();
+    let answers: Promise<request.Response[]> | undefined;
+    try {
+      await holder('studies').where({ study_uid: st }).forUpdate().first('id');
+      const before = await blobCount();
+      // One base URL for all (supertest listens on a new port per request; requests are grouped per base URL).
+      const postHere = (part: Buffer) => post([part]).set('X-Forwarded-Host', 'lake.test').then((r) => r);
+      const first = postHere(parts[0]!);
+      await waitFor(async () => (await blobCount()) >= before + 1);
+      const rest = parts.slice(1).map(postHere);
+      await waitFor(async () => (await blobCount()) >= before + parts.length);
+      await new Promise((r) => setTimeout(r, 200)); // the last claims on to the index step
+      answers = Promise.all([first, ...rest]);
+      await holder.commit();
+      return await answers;
+    } finally {
+      if (!holder.isCompleted()) await holder.rollback();
+      await answers?.catch(() => undefined);
+    }
+  };
+
   beforeAll(async () => {
     t = await startTestApp();
   });
@@ -92,29 +123,10 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
     const se = newUid();
     expect((await post([small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: 0 }).bytes])).status).toBe(200);
     const knex = t.app.db.knex;
-    const holder = await knex.transaction();
-    let answers: Promise<request.Response[]> | undefined;
     const instances = [1, 2, 3, 4].map((i) => small({ studyInstanceUID: st, seriesInstanceUID: se, instanceNumber: i }));
-    try {
-      await holder('studies').where({ study_uid: st }).forUpdate().first('id');
-      const before = Number((await knex('blobs').count({ n: '*' }))[0].n);
-      // One base URL for all (supertest listens on a new port per request; requests are grouped per base URL).
-      const postHere = (part: Buffer) => post([part]).set('X-Forwarded-Host', 'lake.test');
-      // The first one is indexed at once (and waits for the row lock held here); the others queue behind it.
-      const first = postHere(instances[0]!.bytes).then((r) => r);
-      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 1; i++) await new Promise((done) => setTimeout(done, 25));
-      const rest = instances.slice(1).map((x) => postHere(x.bytes).then((r) => r));
-      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 4; i++) await new Promise((done) => setTimeout(done, 25));
-      await new Promise((done) => setTimeout(done, 200)); // the last claims on to the index step
-      answers = Promise.all([first, ...rest]);
-      await holder.commit();
-      for (const a of await answers) {
-        expect(a.status).toBe(200);
-        expect(a.body['00081199'].Value).toHaveLength(1);
-      }
-    } finally {
-      if (!holder.isCompleted()) await holder.rollback();
-      await answers?.catch(() => undefined);
+    for (const a of await postBehindFirst(st, instances.map((x) => x.bytes))) {
+      expect(a.status).toBe(200);
+      expect(a.body['00081199'].Value).toHaveLength(1);
     }
     const uids = instances.map((x) => x.sopInstanceUID);
     const rows = await knex('instances').whereIn('sop_instance_uid', uids).select(knex.raw('sop_instance_uid, xmin::text AS tx'));
@@ -139,20 +151,8 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
     const fn = `il_test_refuse_${Date.now()}`;
     await knex.raw(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`);
     await knex.raw(`CREATE TRIGGER ${fn} BEFORE INSERT ON instances FOR EACH ROW WHEN (NEW.sop_instance_uid = '${refused}') EXECUTE FUNCTION ${fn}()`);
-    const holder = await knex.transaction();
-    let answers: Promise<request.Response[]> | undefined;
     try {
-      await holder('studies').where({ study_uid: st }).forUpdate().first('id');
-      const before = Number((await knex('blobs').count({ n: '*' }))[0].n);
-      const postHere = (part: Buffer) => post([part]).set('X-Forwarded-Host', 'lake.test');
-      const first = postHere(instances[0]!.bytes).then((r) => r);
-      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 1; i++) await new Promise((done) => setTimeout(done, 25));
-      const rest = instances.slice(1).map((x) => postHere(x.bytes).then((r) => r));
-      for (let i = 0; i < 400 && Number((await knex('blobs').count({ n: '*' }))[0].n) < before + 4; i++) await new Promise((done) => setTimeout(done, 25));
-      await new Promise((done) => setTimeout(done, 200)); // the last claims on to the index step
-      answers = Promise.all([first, ...rest]);
-      await holder.commit();
-      const [a1, a2, a3, a4] = await answers;
+      const [a1, a2, a3, a4] = await postBehindFirst(st, instances.map((x) => x.bytes));
       for (const a of [a1!, a2!, a4!]) {
         expect(a.status).toBe(200);
         expect(a.body['00081199'].Value).toHaveLength(1);
@@ -161,8 +161,6 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
       expect(a3!.body['00081198'].Value).toHaveLength(1);
       expect(a3!.body['00081198'].Value[0]['00081155'].Value).toEqual([refused]);
     } finally {
-      if (!holder.isCompleted()) await holder.rollback();
-      await answers?.catch(() => undefined);
       await knex.raw(`DROP TRIGGER IF EXISTS ${fn} ON instances`);
       await knex.raw(`DROP FUNCTION IF EXISTS ${fn}()`);
     }
