@@ -244,10 +244,15 @@ export function auditInsertFor(event: AuditEvent): AuditInsert {
   return { sql: INSERT_ONE_SQL, values: [...row.columns, row.resource] };
 }
 
-/** Whether a database error of a statement that carried an auditInsertFor INSERT came from the audit table. */
+/**
+ * Whether a database error of a statement that carried an auditInsertFor INSERT came from the audit
+ * table: PostgreSQL names it in the error's table field, or quoted in its message ("no partition of
+ * relation "audit_events" ..."). knex puts the statement's own text ahead of the message, and that
+ * text names audit_events unquoted whatever failed, so the bare name is not evidence.
+ */
 export function isAuditWriteFailure(err: unknown): boolean {
   const e = err as { table?: unknown; message?: unknown } | null;
-  return (typeof e?.table === 'string' && e.table.startsWith('audit_events')) || (typeof e?.message === 'string' && e.message.includes('audit_events'));
+  return (typeof e?.table === 'string' && e.table.startsWith('audit_events')) || (typeof e?.message === 'string' && e.message.includes('"audit_events'));
 }
 
 /** Search keys over the audit trail (FHIR R4 AuditEvent search parameters by the same names). */

@@ -157,7 +157,7 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
         expect(a.status).toBe(200);
         expect(a.body['00081199'].Value).toHaveLength(1);
       }
-      expect(a3!.status).not.toBe(200);
+      expect(a3!.status).toBe(409);
       expect(a3!.body['00081198'].Value).toHaveLength(1);
       expect(a3!.body['00081198'].Value[0]['00081155'].Value).toEqual([refused]);
     } finally {
