@@ -98,20 +98,19 @@ export interface AuditSource {
   baseUrl?: string;
 }
 
-export const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
+const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 const REST_INTERACTION = 'http://hl7.org/fhir/restful-interaction';
 const EVENT_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-event-type';
-export const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
-export const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
-export const BALP_ENTITY_TYPE = 'https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType';
-export const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType';
+const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
+const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
+const BALP_ENTITY_TYPE = 'https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType';
+const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType';
 /** Our roles, as codes in AuditEvent.agent.role. */
 export const ROLE_SYSTEM = 'urn:imaging-lake:role';
 /** Study Instance UIDs in entity.what.identifier (DICOM PS3.15 A.5.3 participant object id). */
 export const STUDY_UID_SYSTEM = 'urn:dicom:uid';
 
-/** AuditEvent.action of each kind of access. */
-export const ACTION_CODE: Record<AuditAction, NonNullable<AuditEvent['action']>> = {
+const ACTION_CODE: Record<AuditAction, NonNullable<AuditEvent['action']>> = {
   read: 'R',
   vread: 'R',
   history: 'R',
@@ -138,8 +137,7 @@ function restSubtype(input: AuditInput): Coding {
   return { system: REST_INTERACTION, code, display: code };
 }
 
-/** AuditEvent.type and subtype of an access (BALP: rest + restful-interaction; DICOM 110104/110112/110105; 110114 login). */
-export function eventType(input: AuditInput): { type: Coding; subtype: Coding[] } {
+function eventType(input: AuditInput): { type: Coding; subtype: Coding[] } {
   if (input.protocol === 'auth') {
     return { type: { system: DCM, code: '110114', display: 'User Authentication' }, subtype: [{ system: DCM, code: '110122', display: 'Login' }] };
   }

@@ -21,7 +21,6 @@ import type { Logger } from 'pino';
 import { authErrorBody } from '../auth/auth-errors';
 import { buildAuditEvent, outcomeForStatus, type AuditEvent, type AuditInput, type AuditSource } from './audit-event';
 import { auditInsertFor, isAuditWriteFailure, writeAuditEvent, type AuditInsert } from './audit-store';
-import { prepareAuditEvent, type PreparedAuditEvent } from './audit-row';
 import { auditWriterFor, type AuditWriter } from './audit-writer';
 import { loggableUrl } from '../logger';
 
@@ -198,7 +197,7 @@ function sameRecord(a: object | undefined, b: object | undefined): boolean {
 
 /** An event written ahead of the answer. */
 interface EarlyEvent {
-  event: Pick<AuditEvent, 'id' | 'recorded'>;
+  event: AuditEvent;
   input: AuditInput;
   committed: Promise<void>;
 }
@@ -261,7 +260,7 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
     const record = (status: number) => {
       let event;
       try {
-        event = prepareAuditEvent(auditInputFromRequest(req, res, { status }), recorder.source);
+        event = buildAuditEvent(auditInputFromRequest(req, res, { status }), recorder.source);
       } catch (err) {
         refuse(err);
         return;
@@ -286,10 +285,10 @@ export function createAuditGate(recorder: AuditRecorder): RequestHandler {
       const locals = res.locals.audit as AuditLocals | undefined;
       if (state !== 'open' || early || !locals || locals.written || locals.committed) return;
       let input: AuditInput;
-      let event: PreparedAuditEvent;
+      let event: AuditEvent;
       try {
         input = auditInputFromRequest(req, res, { status: 200 });
-        event = prepareAuditEvent(input, recorder.source);
+        event = buildAuditEvent(input, recorder.source);
       } catch {
         return; // the gate writes the event with the answer instead
       }

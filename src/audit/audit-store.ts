@@ -94,14 +94,10 @@ export interface AuditRow {
  * resource to), so it becomes U+FFFD rather than making the write (and the access) fail.
  */
 export function serializeAuditRow(event: AuditEvent): AuditRow {
+  const json = JSON.stringify(event);
   const k = auditIndexColumns(event);
-  return auditRowOf([event.id, event.recorded, k.type_code, k.subtype_code, k.action, k.outcome, k.agent_subject, k.agent_client_id, k.agent_role, k.agent_address, k.patient, k.entity, k.request_id], JSON.stringify(event));
-}
-
-/** A row from its index columns (ROW_COLUMNS order, without the resource) and the resource's JSON text, U+0000 replaced. */
-export function auditRowOf(columns: AuditRow['columns'], json: string): AuditRow {
   return {
-    columns: columns.map(withoutNul),
+    columns: [event.id, event.recorded, k.type_code, k.subtype_code, k.action, k.outcome, k.agent_subject, k.agent_client_id, k.agent_role, k.agent_address, k.patient, k.entity, k.request_id].map(withoutNul),
     resource: json.includes('\\u0000') ? json.replace(NUL_ESCAPE, '$1\\ufffd') : json,
   };
 }

@@ -16,7 +16,6 @@
  */
 import type { Knex } from 'knex';
 import type { AuditEvent } from './audit-event';
-import type { PreparedAuditEvent } from './audit-row';
 import { AuditWriteError, auditConnectionPool, correctAuditEvent, insertAuditRows, insertAuditRowsOn, serializeAuditRow, type AuditRow } from './audit-store';
 import { createConnectionLease } from './connection-lease';
 
@@ -47,11 +46,10 @@ export interface AuditWriterStats {
 /** A group-commit queue in front of `audit_events`. */
 export interface AuditWriter {
   /**
-   * Queues `event` (or its row, prepareAuditEvent); resolves once the INSERT holding it
-   * committed, rejects with AuditWriteError otherwise. With `now`, an idle writer sends it at
-   * once instead of at the end of the turn.
+   * Queues `event`; resolves once the INSERT holding it committed, rejects with AuditWriteError
+   * otherwise. With `now`, an idle writer sends it at once instead of at the end of the turn.
    */
-  write(event: AuditEvent | PreparedAuditEvent, options?: { now?: boolean }): Promise<void>;
+  write(event: AuditEvent, options?: { now?: boolean }): Promise<void>;
   /**
    * Rewrites an event this writer committed early with its final outcome and entities (same id):
    * its own transaction, not batched (the rare path: the read failed or touched more); one
@@ -166,7 +164,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
       if (closed) return Promise.reject(new AuditWriteError(new Error('the audit writer is closed (server shutting down)')));
       let row: AuditRow;
       try {
-        row = 'row' in event ? event.row : serializeAuditRow(event);
+        row = serializeAuditRow(event);
       } catch (err) {
         return Promise.reject(new AuditWriteError(err));
       }
