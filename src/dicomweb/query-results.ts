@@ -107,13 +107,13 @@ const PLAIN_UID = /^[0-9.]+$/;
  */
 export function writeStudyResults(rows: readonly StudyJsonRow[], plan: StudyJsonPlan): string {
   const pieces: string[] = ['['];
-  const urlHead = retrieveUrlHead(plan);
+  const urlHead = studyResultUrlHead(plan);
   for (let i = 0; i < rows.length; i++) {
     if (i > 0) pieces.push(',');
     const { json, study_uid: uid } = rows[i];
     const at = plan.written ? findUrlPlaceholder(json) : -1;
     if (needsFinishing(rows[i], plan.written, at)) pieces.push(finishStudyJson(rows[i], plan));
-    else if (plan.written) pieces.push(json.slice(0, at), urlHead, uid, URL_TAIL, json.slice(at + STUDY_URL_PLACEHOLDER.length));
+    else if (plan.written) pieces.push(json.slice(0, at), urlHead, uid, STUDY_URL_TAIL, json.slice(at + STUDY_URL_PLACEHOLDER.length));
     else pieces.push(json);
   }
   pieces.push(']');
@@ -136,10 +136,10 @@ export interface ByteBuffers {
  * Measured at 1M instances (821 rows, 765 KB): see the commit message.
  */
 export function writeStudyResultBytes(rows: readonly StudyJsonRow[], plan: StudyJsonPlan, buffers: ByteBuffers): { buffer: Buffer; length: number } {
-  const urlHead = Buffer.from(retrieveUrlHead(plan), 'utf8');
+  const urlHead = Buffer.from(studyResultUrlHead(plan), 'utf8');
   // Exact for ASCII rows; room() makes more when a row's UTF-8 may not fit.
   let estimate = 2;
-  for (const row of rows) estimate += row.json.length + row.study_uid.length + urlHead.length + URL_TAIL.length + 1;
+  for (const row of rows) estimate += row.json.length + row.study_uid.length + urlHead.length + STUDY_URL_TAIL.length + 1;
   let buffer = buffers.take(estimate);
   let offset = 0;
   const room = (bytes: number) => {
@@ -159,7 +159,7 @@ export function writeStudyResultBytes(rows: readonly StudyJsonRow[], plan: Study
     const splice = plan.written && !finish;
     const text = finish ? finishStudyJson(row, plan) : json;
     // A UTF-16 code unit takes at most three UTF-8 bytes; the URL replaces the placeholder.
-    room(1 + 3 * text.length + urlHead.length + uid.length + URL_TAIL.length);
+    room(1 + 3 * text.length + urlHead.length + uid.length + STUDY_URL_TAIL.length);
     if (i > 0) buffer[offset++] = 0x2c; // ,
     const written = buffer.write(text, offset, 'utf8');
     if (!splice) {
@@ -170,11 +170,11 @@ export function writeStudyResultBytes(rows: readonly StudyJsonRow[], plan: Study
     const head = offset + (written === json.length ? at : Buffer.byteLength(json.slice(0, at), 'utf8'));
     const tail = head + STUDY_URL_PLACEHOLDER.length;
     const tailLength = offset + written - tail;
-    let url = head + urlHead.length + uid.length + URL_TAIL.length;
+    let url = head + urlHead.length + uid.length + STUDY_URL_TAIL.length;
     buffer.copyWithin(url, tail, tail + tailLength);
     url = head + urlHead.copy(buffer, head);
     url += buffer.write(uid, url, 'latin1');
-    url += buffer.write(URL_TAIL, url, 'latin1');
+    url += buffer.write(STUDY_URL_TAIL, url, 'latin1');
     offset = url + tailLength;
   }
   room(1);
@@ -248,8 +248,8 @@ export function studyResultRows(results: readonly StudyResultBytes[]): StudyJson
  */
 export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], plan: StudyJsonPlan, buffers: ByteBuffers): { buffer: Buffer; length: number } {
   if (!plan.written) throw new Error('kept study results are qido_json texts: a written plan only');
-  const urlHead = Buffer.from(retrieveUrlHead(plan), 'utf8');
-  const urlBytes = urlHead.length + URL_TAIL.length;
+  const urlHead = Buffer.from(studyResultUrlHead(plan), 'utf8');
+  const urlBytes = urlHead.length + STUDY_URL_TAIL.length;
   // Whether a result was finished with this answer's head (compared again only when the head object changes).
   let lastHead: Buffer | undefined;
   let sameHead = false;
@@ -291,7 +291,7 @@ export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], 
     if (asIs(r)) {
       // Results kept one after the other, a comma between them (as StudyResultCache writes them), are copied at once.
       let last = r;
-      for (let next = results[i + 1]; next && next.memory === r.memory && next.start === last.end + 1 && r.memory[last.end] === 0x2c && !finished.has(i + 1) && asIs(next); next = results[i + 1]) {
+      for (let next = results[i + 1]; next && next.memory === r.memory && next.start === last.end + 1 && r.memory[last.end] === 0x2c && asIs(next); next = results[i + 1]) {
         last = next;
         i++;
       }
@@ -302,7 +302,7 @@ export function writeStudyResultBytesFrom(results: readonly StudyResultBytes[], 
     offset += urlHead.copy(buffer, offset);
     // PLAIN_UID: digits and dots, one byte each.
     offset += buffer.write(r.studyUid, offset, 'latin1');
-    offset += buffer.write(URL_TAIL, offset, 'latin1');
+    offset += buffer.write(STUDY_URL_TAIL, offset, 'latin1');
     offset += r.memory.copy(buffer, offset, urlEndOf(r), r.end);
   }
   buffer[offset++] = 0x5d; // ]
@@ -314,18 +314,11 @@ function urlEndOf(r: StudyResultBytes): number {
   return r.head ? r.urlEnd! : r.urlAt + STUDY_URL_PLACEHOLDER.length;
 }
 
+/** The end of a spliced RetrieveURL element, after the UID. */
+export const STUDY_URL_TAIL = '"]}';
+
 /** The RetrieveURL element of a plan's study results up to the UID (StudyResultBytes.head holds it as bytes). */
 export function studyResultUrlHead(plan: StudyJsonPlan): string {
-  return retrieveUrlHead(plan);
-}
-
-/** The end of a spliced RetrieveURL element, after the UID. */
-const URL_TAIL = '"]}';
-/** The bytes that end a RetrieveURL element after its UID. */
-export const STUDY_URL_TAIL = URL_TAIL;
-
-/** The RetrieveURL element up to the UID. */
-function retrieveUrlHead(plan: StudyJsonPlan): string {
   return `"00081190": {"vr": "UR", "Value": [${JSON.stringify(plan.studiesUrl).slice(0, -1)}`;
 }
 
