@@ -120,14 +120,14 @@ export interface TransactionAuditStatement extends AuditInsert {
  * `statement` gives the same event as an INSERT for the write's own statement.
  */
 export type TransactionAuditor = ((trx: Knex.Transaction, req: Request, res: Response, extra?: Partial<AuditInput>) => Promise<void>) & {
-  statement?: (req: Request, res: Response, extra?: Partial<AuditInput>) => TransactionAuditStatement;
+  statement: (req: Request, res: Response, extra?: Partial<AuditInput>) => TransactionAuditStatement;
 };
 
 /** Binds auditInTransaction (and auditStatementInTransaction) to `recorder`. */
 export function createTransactionAuditor(recorder: Pick<AuditRecorder, 'source'>): TransactionAuditor {
-  const auditor: TransactionAuditor = (trx, req, res, extra) => auditInTransaction(trx, recorder, req, res, extra);
-  auditor.statement = (req, res, extra) => auditStatementInTransaction(recorder, req, res, extra);
-  return auditor;
+  return Object.assign((trx: Knex.Transaction, req: Request, res: Response, extra?: Partial<AuditInput>) => auditInTransaction(trx, recorder, req, res, extra), {
+    statement: (req: Request, res: Response, extra?: Partial<AuditInput>) => auditStatementInTransaction(recorder, req, res, extra),
+  });
 }
 
 type AnyFn = (...args: unknown[]) => unknown;

@@ -53,8 +53,7 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
       dicomwebBaseUrl: `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`,
       projects: (res.locals.access as { targetProjects?: string[] } | undefined)?.targetProjects,
       studyScope: (res.locals.access as { studyScope?: 'all' | 'projects' } | undefined)?.studyScope,
-      audit: auditor && res.locals.audit ? (trx, studies) => auditor(trx, req, res, { studyUids: mergeUids(res, studies) }) : undefined,
-      auditStatement: auditor?.statement && res.locals.audit ? (studies) => auditor.statement!(req, res, { studyUids: mergeUids(res, studies) }) : undefined,
+      auditStatement: auditor && res.locals.audit ? (studies) => auditor.statement(req, res, { studyUids: mergeUids(res, studies) }) : undefined,
     });
     // A stored instance may replace one a researcher saw with one that must be withheld.
     deidCache.forgetVisible();

@@ -42,13 +42,8 @@ export interface StoreRequest {
   /** Which existing studies this request may add to (from the access decision); default any. */
   studyScope?: 'all' | 'projects';
   /**
-   * Writes the request's AuditEvent in the index transaction (naming the studies stored), so
-   * nothing is kept when the audit trail cannot be written.
-   */
-  audit?: (trx: Knex.Transaction, studyInstanceUIDs: string[]) => Promise<void>;
-  /**
-   * The same AuditEvent as an INSERT that the index transaction sends within its first statement
-   * (one round trip less); used instead of `audit` when given.
+   * The request's AuditEvent (naming the studies stored) as an INSERT that the index transaction
+   * sends within its first statement, so nothing is kept when the audit trail cannot be written.
    */
   auditStatement?: (studyInstanceUIDs: string[]) => StoreAuditStatement;
 }
@@ -215,7 +210,7 @@ async function storageFailure(
   return { index, scanned, failure: { reason: StatusCode.ProcessingFailure, message: `part ${index + 1}: storage failed` } };
 }
 
-async function indexStored(services: StoreServices, parts: PartResult[], context: IndexChangeContext, auditing: Pick<StoreRequest, 'audit' | 'auditStatement'>): Promise<PartOutcome[]> {
+async function indexStored(services: StoreServices, parts: PartResult[], context: IndexChangeContext, auditing: Pick<StoreRequest, 'auditStatement'>): Promise<PartOutcome[]> {
   const stored = parts.filter((p) => p.blob && p.scanned);
   const items: InstanceToIndex[] = stored.map((p) => ({
     scanned: p.scanned!,
@@ -261,7 +256,7 @@ type IndexResult = IndexOutcome | { status: 'failed'; reason?: number; message?:
 /** The instances of one request to index, and how its AuditEvent is written. */
 interface RequestToIndex {
   items: InstanceToIndex[];
-  auditing: Pick<StoreRequest, 'audit' | 'auditStatement'>;
+  auditing: Pick<StoreRequest, 'auditStatement'>;
 }
 
 /**
@@ -271,19 +266,17 @@ interface RequestToIndex {
  */
 async function indexRequests(services: StoreServices, requests: RequestToIndex[], context: IndexChangeContext): Promise<IndexResult[][]> {
   const items = requests.flatMap((r) => r.items);
-  const audits: Array<StoreAuditStatement | ((trx: Knex.Transaction) => Promise<void>)> = [];
+  const audits: StoreAuditStatement[] = [];
   try {
     const hook = services.onIndexChange;
     for (const r of requests) {
       // The AuditEvent names the studies of the request, known before any row is written.
       const studies = [...new Set(r.items.map((i) => i.scanned.attributes.studyInstanceUID))];
       const statement = r.auditing.auditStatement?.(studies);
-      const audit = r.auditing.audit;
       if (statement) audits.push(statement);
-      else if (audit) audits.push((trx) => audit(trx, studies));
     }
     // One request's AuditEvent rides in the first statement; several go first, one statement each.
-    const leading = requests.length === 1 && typeof audits[0] === 'object' ? audits[0] : undefined;
+    const leading = requests.length === 1 ? audits[0] : undefined;
     const outcomes = await indexInstances(services.db.knex, items, {
       before: leading || audits.length === 0 ? undefined : (trx) => writeAudits(trx, audits),
       leading,
@@ -300,7 +293,7 @@ async function indexRequests(services: StoreServices, requests: RequestToIndex[]
       failed = { status: 'failed', reason: err.failureReason, message: err.message };
     } else {
       // Nothing is kept that the audit trail could not record (the whole change rolled back).
-      if (err instanceof AuditWriteError || audits.some((a) => typeof a === 'object' && a.isFailure(err))) {
+      if (err instanceof AuditWriteError || audits.some((a) => a.isFailure(err))) {
         throw new ServiceUnavailableError('the audit trail is unavailable');
       }
       services.logger.error({ err }, 'indexing failed');
@@ -312,14 +305,10 @@ async function indexRequests(services: StoreServices, requests: RequestToIndex[]
 }
 
 /** Writes the AuditEvents of the requests indexed together, in their transaction. */
-async function writeAudits(trx: Knex.Transaction, audits: Array<StoreAuditStatement | ((trx: Knex.Transaction) => Promise<void>)>): Promise<void> {
+async function writeAudits(trx: Knex.Transaction, audits: StoreAuditStatement[]): Promise<void> {
   for (const a of audits) {
-    if (typeof a === 'function') {
-      await a(trx);
-    } else {
-      await trx.raw(a.sql, a.values as Knex.RawBinding[]);
-      a.written(trx);
-    }
+    await trx.raw(a.sql, a.values as Knex.RawBinding[]);
+    a.written(trx);
   }
 }
 
