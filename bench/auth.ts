@@ -11,6 +11,8 @@ import { Client } from 'pg';
 import pinoHttp from 'pino-http';
 import type { AppHandle } from '../src/app';
 import type { AuditWriter } from '../src/audit/audit-writer';
+import { buildAuditEvent } from '../src/audit/audit-event';
+import { insertAuditRowsOn, serializeAuditRow } from '../src/audit/audit-store';
 import { requestedProjects } from '../src/auth/access-guard';
 import { verifyLocalAccessToken } from '../src/auth/access-token';
 import { bearerTokenOf } from '../src/auth/authenticator';
@@ -290,6 +292,66 @@ async function commitFloor(url: string): Promise<number> {
     }
     await c.query('DROP TABLE bench_commit_floor');
     return percentile(ms.sort((a, b) => a - b), 50);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The audit trail's own INSERT on the seeded database, alone on one connection (auditInsertCost). */
+interface AuditInsertCost {
+  /** Median latency of a one-event INSERT and its durable commit, ms. */
+  p50Ms: number;
+  /** Backend CPU per event, µs, with one event per INSERT (what each request pays at one client). */
+  cpuPerEvent: number;
+  /** Backend CPU per event, µs, with AUDIT_BATCH events per INSERT (what group commit shares). */
+  batchCpuPerEvent: number;
+}
+
+const AUDIT_BATCH = 8;
+
+/**
+ * The audit write as the writer sends it (the prepared INSERT into the partitioned audit_events,
+ * durable commit) on one connection while nothing else runs, in rounds alternating one event per
+ * INSERT with AUDIT_BATCH per INSERT. Next to the commit floor it splits a guarded request's audit
+ * time into the statement's own cost and what the concurrent handler adds (contention), and shows
+ * what sharing a commit saves in PostgreSQL CPU per event. Backend CPU is read from /proc (10 ms
+ * ticks: hundreds of events per figure).
+ */
+async function auditInsertCost(url: string): Promise<AuditInsertCost> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    const pid = ((await c.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number }).pid;
+    const cpu = async () => (await procCpuMicros([pid])).get(pid) ?? 0;
+    const row = () =>
+      serializeAuditRow(
+        buildAuditEvent(
+          { protocol: 'dicomweb', action: 'search', resourceType: 'ImagingStudy', query: 'GET /dicomweb/studies?PatientID=AUTH-bench-a-0', status: 200, requestId: randomUUID(), agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
+          { observer: 'imaging-lake', baseUrl: 'http://127.0.0.1' },
+        ),
+      );
+    const ms: number[] = [];
+    const single = { cpu: 0, events: 0 };
+    const batched = { cpu: 0, events: 0 };
+    // Prepares both statements on this connection before anything is kept.
+    await insertAuditRowsOn(c, [row()]);
+    await insertAuditRowsOn(c, Array.from({ length: AUDIT_BATCH }, row));
+    for (let round = 0; round < 4; round++) {
+      let before = await cpu();
+      for (let i = 0; i < 100; i++) {
+        const r = row();
+        const t0 = process.hrtime.bigint();
+        await insertAuditRowsOn(c, [r]);
+        ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      single.cpu += (await cpu()) - before;
+      single.events += 100;
+      before = await cpu();
+      for (let i = 0; i < 100 / AUDIT_BATCH; i++) await insertAuditRowsOn(c, Array.from({ length: AUDIT_BATCH }, row));
+      batched.cpu += (await cpu()) - before;
+      batched.events += Math.floor(100 / AUDIT_BATCH) * AUDIT_BATCH;
+    }
+    return { p50Ms: percentile(ms.sort((a, b) => a - b), 50), cpuPerEvent: single.cpu / single.events, batchCpuPerEvent: batched.cpu / batched.events };
   } finally {
     await c.end();
   }
@@ -623,6 +685,8 @@ async function main(): Promise<void> {
     // shared benchmark server): without statistics the planner starts the guarded study search
     // from every study of the project (a hash of 100 links and 100 probes) instead of the patient's one.
     if (database && options.analyze) await sql(database.url, 'ANALYZE');
+    // While the server is idle: the audit INSERT on its own, next to the commit floor.
+    const auditCost = database ? await auditInsertCost(database.url) : undefined;
 
     const workloads: Workload[] = [
       {
@@ -649,7 +713,13 @@ async function main(): Promise<void> {
         ? `met: every p50 and throughput ratio is under ${TARGET_RATIO}x (worst ${fmt(worst, 2)}x)`
         : `missed: worst p50/throughput ratio ${fmt(worst, 2)}x, target under ${TARGET_RATIO}x`;
     const engine = database ? `PostgreSQL ${await database.serverVersion()}` : 'embedded PostgreSQL (PGlite)';
-    const floorLine = floor === undefined ? '' : `One-row INSERT commit on this database (the durable audit write's floor): ${fmt(floor, 2)} ms${options.asyncCommit ? ' (synchronous_commit=off: diagnostic run)' : ''}.`;
+    const floorLine =
+      floor === undefined
+        ? ''
+        : `One-row INSERT commit on this database (the durable audit write's floor): ${fmt(floor, 2)} ms${options.asyncCommit ? ' (synchronous_commit=off: diagnostic run)' : ''}.` +
+          (auditCost
+            ? ` The AuditEvent INSERT alone on one connection (idle server): ${fmt(auditCost.p50Ms, 2)} ms p50 to its commit, backend CPU ${fmt(auditCost.cpuPerEvent, 0)} µs per event at one event per INSERT, ${fmt(auditCost.batchCpuPerEvent, 0)} µs at ${AUDIT_BATCH} per INSERT.`
+            : '');
     process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters, audit after answer = guarded without the read audit's overlap, INSERT per request = guarded without group commit\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
     if (options.write) {
       const date = new Date().toISOString().slice(0, 10);
