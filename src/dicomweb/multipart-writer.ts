@@ -59,12 +59,14 @@ export const MAX_QUEUED_BYTES = 1024 * 1024;
 /**
  * Writes bytes to `out`, waiting for 'drain' when its buffer is full, or with `queueLimit` once
  * more than that many bytes are queued; throws ClientGoneError once the connection is closed,
- * so callers stop reading their sources.
+ * so callers stop reading their sources. `written`, when given, is called with the chunk once
+ * the write has completed (the bytes are in the kernel), never when it failed.
  */
-export async function writeWithBackpressure(out: Writable, chunk: Buffer, queueLimit = 0): Promise<void> {
+export async function writeWithBackpressure(out: Writable, chunk: Buffer, queueLimit = 0, written?: (chunk: Buffer) => void): Promise<void> {
   if (out.destroyed || out.writableEnded) throw new ClientGoneError();
+  const done = written && ((err: Error | null | undefined) => err || written(chunk));
   // write() returning false has set the need for a 'drain', so one comes once the queue empties.
-  if (out.write(chunk) || out.writableLength < queueLimit) return;
+  if (out.write(chunk, done) || out.writableLength < queueLimit) return;
   await new Promise<void>((resolve, reject) => {
     const done = () => {
       out.off('drain', done);
@@ -90,8 +92,12 @@ export class MultipartWriter {
     readonly boundary: string = createBoundary(),
   ) {}
 
-  /** Writes one part. The body is consumed fully; a source error or a client abort rejects. Returns the body length. */
-  async writePart(headers: Record<string, string>, body: Buffer | AsyncIterable<Buffer>): Promise<number> {
+  /**
+   * Writes one part. The body is consumed fully; a source error or a client abort rejects. Returns
+   * the body length. `written` is given each chunk of a streamed body once its write has completed
+   * (a read buffer pool takes it back).
+   */
+  async writePart(headers: Record<string, string>, body: Buffer | AsyncIterable<Buffer>, written?: (chunk: Buffer) => void): Promise<number> {
     await this.write(partHead(this.boundary, headers), MAX_QUEUED_BYTES);
     let length = 0;
     if (Buffer.isBuffer(body)) {
@@ -100,7 +106,7 @@ export class MultipartWriter {
     } else {
       for await (const chunk of body) {
         length += chunk.length;
-        await this.write(chunk);
+        await this.write(chunk, 0, written);
       }
     }
     await this.write(CRLF, MAX_QUEUED_BYTES);
@@ -118,8 +124,8 @@ export class MultipartWriter {
     return this.written;
   }
 
-  private async write(chunk: Buffer, queueLimit = 0): Promise<void> {
+  private async write(chunk: Buffer, queueLimit = 0, written?: (chunk: Buffer) => void): Promise<void> {
     this.written += chunk.length;
-    await writeWithBackpressure(this.out, chunk, queueLimit);
+    await writeWithBackpressure(this.out, chunk, queueLimit, written);
   }
 }

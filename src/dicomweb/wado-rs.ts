@@ -39,6 +39,7 @@ import { BINARY_WORD_SIZE } from '../dicom/value-representation';
 import { HttpError, ServiceUnavailableError } from '../http/errors';
 import type { Logger } from '../logger';
 import { BlobNotFoundError, BlobStoreUnavailableError, type BlobStore } from '../storage/blob-store';
+import { ReadBufferPool } from '../storage/read-buffer-pool';
 import {
   describeSyntax,
   negotiateBulkValue,
@@ -99,6 +100,16 @@ const WHOLE_READ_BYTES = 1024 * 1024;
 const PREFETCH_PARTS = 16;
 /** ... and their bytes (the next part is always opened, whatever its size). */
 const PREFETCH_BYTES = 8 * 1024 * 1024;
+/**
+ * Read buffers of streamed instances, given back once their socket write has completed: a study
+ * retrieve allocates no memory per chunk (see ReadBufferPool). 4 MiB per read: each read is a
+ * hand-off to libuv's thread pool and each chunk a socket write, and an OCT visit retrieve took
+ * 0.79 ms of server CPU per MB at 4 MiB against 1.09 at 1 MiB (2-core machine, interleaved runs).
+ * A stream has two or three in use (being read or read ahead, being written); as many as one
+ * stream needs stay allocated between answers.
+ */
+const instanceReadPool = new ReadBufferPool(4 * 1024 * 1024, 4);
+const releaseReadBuffer = (chunk: Buffer) => instanceReadPool.release(chunk);
 
 // ---------------------------------------------------------------- instances (PS3.18 10.4.1.1.1-3)
 
@@ -159,13 +170,13 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
       // The header is rewritten (PS3.15 Annex E), so the length is known only once streamed.
       return { headers, length: undefined, body: async () => coalesceChunks(await deid.engine.deidentifyInstance(services.blobs, instance, ctx)) };
     }
-    const open = () => openPart10(services.blobs, instance, prefix);
-    if (transcode) return { headers, length: undefined, body: () => transcoder!.transcodeInstance({ instance, open }, ts) };
+    // The transcoder gets chunks it may keep: not from the pool, which takes back what the writer wrote.
+    if (transcode) return { headers, length: undefined, body: () => transcoder!.transcodeInstance({ instance, open: () => openPart10(services.blobs, instance, prefix) }, ts) };
     const length = instance.size + (prefix?.length ?? 0);
     headers['Content-Length'] = String(length);
     // A small instance is one read into memory: no stream, no per-chunk work.
-    const body = instance.size <= WHOLE_READ_BYTES ? () => readPart10(services.blobs, instance, prefix) : open;
-    return { headers, length, body };
+    if (instance.size <= WHOLE_READ_BYTES) return { headers, length, body: () => readPart10(services.blobs, instance, prefix) };
+    return { headers, length, body: () => openPart10(services.blobs, instance, prefix, instanceReadPool), pooled: true };
   });
   // The first body is opened before answering, so a missing blob is a clean error, not a cut stream.
   const prefetched: Array<Promise<PartBody> | undefined> = [parts[0].body()];
@@ -180,7 +191,7 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
       async send(out) {
         const body = await prefetched[0]!;
         if (Buffer.isBuffer(body)) await writeWithBackpressure(out, body);
-        else await pump(body, out);
+        else await pump(body, out, part.pooled ? releaseReadBuffer : undefined);
         await endResponse(out);
       },
       discard,
@@ -214,7 +225,7 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
           prefetched[k]!.catch(() => undefined);
           ahead = k - i;
         }
-        const written = await writer.writePart(parts[i].headers, body);
+        const written = await writer.writePart(parts[i].headers, body, parts[i].pooled ? releaseReadBuffer : undefined);
         if (parts[i].length !== undefined && written !== parts[i].length) {
           throw new Error(`instance ${instances[i].sopInstanceUID}: blob has ${written} bytes, the index says ${parts[i].length}`);
         }
@@ -233,6 +244,8 @@ interface InstancePart {
   headers: Record<string, string>;
   length: number | undefined;
   body(): Promise<PartBody>;
+  /** The body's chunks are buffers of instanceReadPool, to give back once written. */
+  pooled?: boolean;
 }
 
 /** A stored instance as Part 10, read whole (a small instance): the blob behind generated File Meta Information when stored without one. */
@@ -241,9 +254,12 @@ async function readPart10(blobs: BlobStore, instance: StoredInstance, prefix: Bu
   return prefix ? Buffer.concat([prefix, bytes]) : bytes;
 }
 
-/** A stored instance as Part 10: the blob, behind a generated File Meta Information group when it was stored without one. */
-async function openPart10(blobs: BlobStore, instance: StoredInstance, prefix: Buffer | null): Promise<Readable> {
-  const stream = await blobs.read(instance.blobKey).catch(storeFailure);
+/**
+ * A stored instance as Part 10: the blob, behind a generated File Meta Information group when it
+ * was stored without one. With `pool`, the blob's chunks are its buffers (see BlobReadOptions).
+ */
+async function openPart10(blobs: BlobStore, instance: StoredInstance, prefix: Buffer | null, pool?: ReadBufferPool): Promise<Readable> {
+  const stream = await blobs.read(instance.blobKey, pool ? { pool } : undefined).catch(storeFailure);
   if (!prefix) return stream;
   const joined = Readable.from(
     (async function* () {
@@ -819,9 +835,10 @@ class RangeCursor {
   }
 }
 
-async function pump(stream: Readable, out: Writable): Promise<void> {
+/** Streams `stream` into `out` with backpressure; `written` gets each chunk once its write has completed. */
+async function pump(stream: Readable, out: Writable, written?: (chunk: Buffer) => void): Promise<void> {
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) await writeWithBackpressure(out, chunk);
+    for await (const chunk of stream as AsyncIterable<Buffer>) await writeWithBackpressure(out, chunk, 0, written);
   } finally {
     stream.destroy();
   }

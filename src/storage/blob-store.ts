@@ -1,4 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
+import type { ReadBufferPool } from './read-buffer-pool';
 
 /**
  * The storage area port: immutable, content-addressed blobs (key = SHA-256 hex of the bytes).
@@ -26,7 +27,7 @@ export interface BlobStore {
   /** Drops a staged blob (failed or rejected instance); a no-op after commit. Never throws. */
   discard(staged: StagedBlob): Promise<void>;
   /** Streams a whole blob. Rejects with BlobNotFoundError when absent, TypeError for a malformed key. */
-  read(key: string): Promise<Readable>;
+  read(key: string, options?: BlobReadOptions): Promise<Readable>;
   /** Streams bytes [start, end] inclusive of a blob; `end` past the blob is clamped, `start` past it is a RangeError. */
   readRange(key: string, start: number, end: number): Promise<Readable>;
   /**
@@ -51,6 +52,16 @@ export interface BlobStore {
   checkHealth(): Promise<void>;
   /** Releases resources. */
   close(): Promise<void>;
+}
+
+/** How a whole-blob read may deliver its chunks. */
+export interface BlobReadOptions {
+  /**
+   * Buffers to read into: the caller gives each chunk back (`pool.release`) once nothing refers
+   * to it, so a long stream allocates no memory per chunk (see ReadBufferPool). A store whose
+   * chunks come from elsewhere (S3: the HTTP client's) ignores it.
+   */
+  pool?: ReadBufferPool;
 }
 
 /** A blob being written. `writable` is piped into; `done` resolves when all bytes are spooled. */

@@ -3,11 +3,12 @@ import { access, lstat, mkdir, open, readdir, stat, unlink, utimes } from 'node:
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
-import { BlobNotFoundError, type BlobStore, type CommittedBlob, type StagedBlob } from './blob-store';
+import { BlobNotFoundError, type BlobReadOptions, type BlobStore, type CommittedBlob, type StagedBlob } from './blob-store';
 import { assertBlobKey, assertByteRange, isBlobKey } from './blob-key';
 import { errnoCode, toBlobStoreError } from './fs-error';
 import { fdCall, fsyncDir, fsyncParents, linkNoReplace, mkdirDurable, syncSpool, writeDurable } from './durable-fs';
 import { HandleCache, type CachedHandle } from './handle-cache';
+import type { ReadBufferPool } from './read-buffer-pool';
 import {
   createSpooledBlob,
   dropSpooledBlob,
@@ -250,7 +251,8 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
       active.delete(own.path);
     },
 
-    async read(key: string): Promise<Readable> {
+    async read(key: string, options?: BlobReadOptions): Promise<Readable> {
+      if (options?.pool) return new PooledBlobStream(await openBlobFd(key), key, options.pool);
       const fh = await openBlob(key);
       return fh.createReadStream({ highWaterMark: READ_HIGH_WATER_MARK });
     },
@@ -346,6 +348,50 @@ async function readAt(fd: number, key: string, buf: Buffer, at: number): Promise
     got += bytesRead;
   }
   return got === buf.length ? buf : buf.subarray(0, got);
+}
+
+/**
+ * A whole blob streamed in chunks read into buffers of a pool (BlobReadOptions.pool), one
+ * positional read per chunk on the thread pool; the descriptor is closed at the end, on error or
+ * when the stream is destroyed (after a read in flight has finished, so it never reads a
+ * descriptor number that was reused meanwhile).
+ */
+class PooledBlobStream extends Readable {
+  private position = 0;
+  private reading = false;
+  private closeAfterRead: (() => void) | null = null;
+
+  constructor(
+    private readonly fd: number,
+    private readonly key: string,
+    private readonly pool: ReadBufferPool,
+  ) {
+    // One chunk read ahead of the one being consumed.
+    super({ highWaterMark: pool.chunkSize });
+  }
+
+  override _read(): void {
+    const buf = this.pool.take();
+    this.reading = true;
+    fs.read(this.fd, buf, 0, buf.length, this.position, (err, n) => {
+      this.reading = false;
+      if (this.closeAfterRead || err || n === 0) {
+        this.pool.release(buf);
+        if (this.closeAfterRead) this.closeAfterRead();
+        else if (err) this.destroy(toBlobStoreError(err, `reading blob ${this.key}`) as Error);
+        else this.push(null);
+        return;
+      }
+      this.position += n;
+      this.push(n === buf.length ? buf : buf.subarray(0, n));
+    });
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const close = () => fs.close(this.fd, (closeErr) => callback(err ?? closeErr));
+    if (this.reading) this.closeAfterRead = close;
+    else close();
+  }
 }
 
 /** A shard directory that exists; `durable` settles once its entry is on stable storage. */

@@ -224,6 +224,79 @@ describe('WADO-RS retrieve instances (PS3.18 10.4.1.1.1)', () => {
     expect(got.every((p, n) => p.body.equals(made[n].bytes) && Number(p.headers['content-length']) === made[n].bytes.length)).toBe(true);
   });
 
+  test('large instances streamed to several clients at once each come back byte for byte', async () => {
+    // Past 4 MiB, so each is several reads into reused buffers; different seeds, so a buffer shared by mistake shows.
+    const large = [3, 4, 5].map((seed) => createSyntheticInstance({ rows: 1024, columns: 1024, numberOfFrames: 5, seed }));
+    expect(large[0].bytes.length).toBeGreaterThan(8 * 1024 * 1024);
+    await stow(t, large.map((l) => l.bytes));
+    const answers = await Promise.all([
+      ...large.map((l) => request(app).get(`/dicomweb/studies/${l.studyInstanceUID}`).buffer(true).parse(binary)),
+      ...large.map((l) =>
+        request(app)
+          .get(`/dicomweb/studies/${l.studyInstanceUID}/series/${l.seriesInstanceUID}/instances/${l.sopInstanceUID}`)
+          .set('Accept', 'application/dicom')
+          .buffer(true)
+          .parse(binary),
+      ),
+    ]);
+    for (let n = 0; n < large.length; n++) {
+      const got = await parts(answers[n].headers['content-type'], answers[n].body);
+      expect(got.length).toBe(1);
+      expect(got[0].body.equals(large[n].bytes)).toBe(true);
+      expect(answers[large.length + n].body.equals(large[n].bytes)).toBe(true);
+    }
+  });
+
+  test('streaming a large instance again reads into the memory the last answer used, allocating none', async () => {
+    const large = createSyntheticInstance({ rows: 1024, columns: 1024, numberOfFrames: 5, seed: 9 });
+    await stow(t, [large.bytes]);
+    const path = `/dicomweb/studies/${large.studyInstanceUID}`;
+    await request(app).get(path).buffer(true).parse(binary);
+    const allocations = jest.spyOn(Buffer, 'allocUnsafeSlow');
+    try {
+      const res = await request(app).get(path).buffer(true).parse(binary);
+      expect(res.status).toBe(200);
+      expect(allocations.mock.calls.filter(([size]) => size >= 1024 * 1024)).toEqual([]);
+    } finally {
+      allocations.mockRestore();
+    }
+  });
+
+  test('clients that go away mid-instance leave no blob open', async () => {
+    const big = createSyntheticInstance({ rows: 1024, columns: 1024, numberOfFrames: 5, seed: 11 });
+    await stow(t, [big.bytes]);
+    const { blob_key: key } = await t.app.db.knex('instances').where({ sop_instance_uid: big.sopInstanceUID }).first('blob_key');
+    // Descriptors of this process open on the blob's file.
+    const openOnBlob = () =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`).endsWith(key);
+        } catch {
+          return false; // closed meanwhile
+        }
+      }).length;
+    const server = http.createServer(app).listen(0);
+    try {
+      const port = (server.address() as { port: number }).port;
+      for (let n = 0; n < 5; n++) {
+        await new Promise<void>((resolve, reject) => {
+          const req = http.get(`http://127.0.0.1:${port}/dicomweb/studies/${big.studyInstanceUID}`, (res) => {
+            res.once('data', () => {
+              req.destroy();
+              resolve();
+            });
+          });
+          req.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' ? resolve() : reject(e)));
+        });
+      }
+      // The server notices each close on its own schedule; every descriptor it opened must be closed.
+      for (let i = 0; i < 100 && openOnBlob() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(openOnBlob()).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
   test('a client that goes away mid-study leaves the server answering', async () => {
     const big = createSyntheticInstance({ rows: 1024, columns: 1024, numberOfFrames: 4 });
     await stow(t, [big.bytes]);

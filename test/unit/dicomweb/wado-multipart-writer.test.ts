@@ -26,6 +26,50 @@ describe('MultipartWriter (RFC 2387, PS3.18 8.7.1.2)', () => {
     expect(headers).toEqual(['application/dicom', 'application/dicom']);
   });
 
+  test('each chunk of a streamed body is handed to `written` once its write has completed, the part head and trailer are not', async () => {
+    const completed: Buffer[] = [];
+    const writes: Array<() => void> = [];
+    const slow = new Writable({
+      highWaterMark: 1024,
+      write(chunk: Buffer, _enc, cb) {
+        writes.push(() => {
+          completed.push(chunk);
+          cb();
+        });
+      },
+    });
+    const a = Buffer.from('first chunk');
+    const b = Buffer.from('second chunk');
+    const handed: Buffer[] = [];
+    const writer = new MultipartWriter(slow);
+    const done = writer.writePart({ 'Content-Type': 'application/dicom' }, (async function* () {
+      yield a;
+      yield b;
+    })(), (chunk) => {
+      expect(completed).toContain(chunk); // never before its write completed
+      handed.push(chunk);
+    });
+    for (let i = 0; i < 20 && !(writes.length === 0 && handed.length === 2); i++) {
+      await new Promise((r) => setImmediate(r));
+      writes.splice(0).forEach((w) => w());
+    }
+    await done;
+    expect(handed).toEqual([a, b]);
+  });
+
+  test('a chunk whose write fails is not handed to `written`', async () => {
+    const failing = new Writable({
+      write(_chunk, _enc, cb) {
+        cb(new Error('socket reset'));
+      },
+    });
+    failing.on('error', () => undefined);
+    const handed: Buffer[] = [];
+    await writeWithBackpressure(failing, Buffer.from('x'), 0, (c) => handed.push(c)).catch(() => undefined);
+    await new Promise((r) => setImmediate(r));
+    expect(handed).toEqual([]);
+  });
+
   test('partOverhead and closingLength predict the body size exactly', async () => {
     const out = new PassThrough();
     const writer = new MultipartWriter(out);

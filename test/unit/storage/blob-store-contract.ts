@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BlobNotFoundError, type BlobStore, type CommittedBlob } from '../../../src/storage/blob-store';
+import { ReadBufferPool } from '../../../src/storage/read-buffer-pool';
 
 export interface ContractSubject {
   store: BlobStore;
@@ -265,6 +266,26 @@ export function describeBlobStoreContract(name: string, factory: () => Promise<C
       const missing = sha256Hex(Buffer.from('never stored either'));
       await expect(store.readBuffer(missing, 0, 10)).rejects.toBeInstanceOf(BlobNotFoundError);
       await expect(store.readBuffer(missing, 5, 10)).rejects.toBeInstanceOf(BlobNotFoundError);
+    });
+
+    test('read with a buffer pool returns the blob unchanged while each chunk is given back once copied', async () => {
+      const bytes = randomBytes(300_001);
+      const { key } = await putBytes(store, bytes);
+      const pool = new ReadBufferPool(64 * 1024, 2);
+      const copies: Buffer[] = [];
+      for await (const chunk of await store.read(key, { pool })) {
+        copies.push(Buffer.from(chunk as Buffer));
+        pool.release(chunk as Buffer);
+      }
+      expect(Buffer.concat(copies).equals(bytes)).toBe(true);
+      const { key: empty } = await putBytes(store, Buffer.alloc(0));
+      expect((await readAll(await store.read(empty, { pool }))).length).toBe(0);
+    });
+
+    test('read with a buffer pool reports a missing blob and a malformed key as read does', async () => {
+      const pool = new ReadBufferPool(64 * 1024, 2);
+      await expect(store.read(sha256Hex(Buffer.from('never stored')), { pool })).rejects.toBeInstanceOf(BlobNotFoundError);
+      await expect(store.read('../../etc/passwd', { pool })).rejects.toBeInstanceOf(TypeError);
     });
 
     test('readBuffer of an empty blob is a RangeError, as for readRange', async () => {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createFsBlobStore } from '../../../src/storage/fs-blob-store';
+import { ReadBufferPool } from '../../../src/storage/read-buffer-pool';
 import { describeBlobStoreContract, putBytes, readAll, sha256Hex } from './blob-store-contract';
 
 async function tempRoot(): Promise<string> {
@@ -88,6 +89,57 @@ describe('fs blob store', () => {
       const other = await store.readBuffer(key, 0, 99_999, small);
       expect(other.buffer).not.toBe(small.buffer);
       expect(other.equals(bytes.subarray(0, 100_000))).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a read with a buffer pool reads into the pool’s memory, again into what was given back', async () => {
+    const store = createFsBlobStore({ root });
+    try {
+      const bytes = randomBytes(300_000);
+      const { key } = await putBytes(store, bytes);
+      const pool = new ReadBufferPool(64 * 1024, 4);
+      const memories = new Set<ArrayBufferLike>();
+      const copies: Buffer[] = [];
+      for await (const chunk of await store.read(key, { pool })) {
+        memories.add((chunk as Buffer).buffer);
+        copies.push(Buffer.from(chunk as Buffer));
+        pool.release(chunk as Buffer);
+      }
+      expect(Buffer.concat(copies).equals(bytes)).toBe(true);
+      // Five chunks; one being read while one waits: two buffers go round.
+      expect(copies.length).toBe(5);
+      expect(memories.size).toBeLessThanOrEqual(2);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a pooled read destroyed mid-blob, or before its first read ends, closes its descriptor', async () => {
+    const store = createFsBlobStore({ root });
+    try {
+      const { key } = await putBytes(store, randomBytes(1_000_000));
+      // Descriptors of this process open on the blob's file.
+      const openOnBlob = () =>
+        fs.readdirSync('/proc/self/fd').filter((fd) => {
+          try {
+            return fs.readlinkSync(`/proc/self/fd/${fd}`).endsWith(key);
+          } catch {
+            return false; // closed meanwhile
+          }
+        }).length;
+      const pool = new ReadBufferPool(64 * 1024, 4);
+      const midway = await store.read(key, { pool });
+      await new Promise<void>((resolve) => midway.once('data', () => resolve()));
+      const early = await store.read(key, { pool });
+      early.resume(); // a read is in flight when it is destroyed
+      for (const s of [midway, early]) {
+        const closed = new Promise((resolve) => s.once('close', resolve));
+        s.destroy();
+        await closed;
+      }
+      expect(openOnBlob()).toBe(0);
     } finally {
       await store.close();
     }
