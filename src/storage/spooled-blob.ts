@@ -3,6 +3,7 @@ import { open, readdir, lstat, unlink, type FileHandle } from 'node:fs/promises'
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { CommittedBlob, StagedBlob } from './blob-store';
+import { DirectSpoolFile, directWritesAvailable } from './direct-spool';
 import { errnoCode, toBlobStoreError } from './fs-error';
 
 /**
@@ -234,6 +235,8 @@ class SpoolWriter extends Writable {
   private syncError: unknown = null;
   /** The flush of a durable spill file started when the part ended (see SpooledBlob.synced). */
   synced: Promise<void> | null = null;
+  /** A durable spill written with direct I/O (see direct-spool.ts); null when written buffered. */
+  private direct: DirectSpoolFile | null = null;
 
   constructor(
     private readonly filePath: string,
@@ -285,6 +288,23 @@ class SpoolWriter extends Writable {
       for (const b of this.memory!) this.batch.push(b);
       this.batchBytes += this.size - bytes;
       this.releaseMemory();
+      // A blob-to-be skips the page cache when blocks are free (direct-spool.ts); a private spool is read back soon.
+      if (this.durable && directWritesAvailable()) {
+        this.direct = DirectSpoolFile.reserve(this.filePath, 0o444, this.prepare);
+        if (this.direct) this.spilled = true; // the file is being created: a discard removes it
+      }
+    }
+    if (this.direct) {
+      const pending = this.batch.length > 0 ? [...this.batch, ...buffers] : buffers;
+      this.batch = [];
+      this.batchBytes = 0;
+      const waiting = this.direct.append(pending);
+      if (!waiting) return callback();
+      waiting.then(
+        () => callback(),
+        (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
+      );
+      return;
     }
     for (const b of buffers) this.batch.push(b);
     this.batchBytes += bytes;
@@ -350,6 +370,22 @@ class SpoolWriter extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    const direct = this.direct;
+    if (direct) {
+      // Every byte is written before 'finish'; the flush runs on, as for a buffered spill below.
+      direct.end().then(
+        () => {
+          const synced = direct.syncAndClose();
+          synced.catch(() => undefined); // a part discarded after its end never asks
+          this.synced = synced;
+          callback();
+        },
+        (err: unknown) => {
+          void direct.abort().then(() => callback(toBlobStoreError(err, 'writing staging file') as Error));
+        },
+      );
+      return;
+    }
     if (this.batchBytes > 0) {
       this.flush((err) => (err ? callback(err) : this._final(callback)));
       return;
@@ -381,6 +417,12 @@ class SpoolWriter extends Writable {
     if (!this.writableFinished) this.releaseMemory();
     this.batch = [];
     this.batchBytes = 0;
+    const direct = this.direct;
+    if (direct && !this.synced) {
+      // Not ended (or its end failed): its writes settle and its blocks go back before the callback.
+      void direct.abort().then(() => callback(error));
+      return;
+    }
     const fh = this.file;
     this.file = null;
     if (!fh) return callback(error);
