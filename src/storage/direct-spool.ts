@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { errnoCode } from './fs-error';
+import { OffThreadHash } from './hash-worker';
 
 /**
  * Direct I/O (O_DIRECT) for the staging file of a large durable part: its bytes go from a few
@@ -24,12 +25,12 @@ const TAIL_ALIGNMENT = 4096;
 const WASM_PAGES_PER_BLOCK = DIRECT_BLOCK_BYTES / 65536;
 
 /** The part of the WebAssembly API used here (the project's TypeScript libraries do not declare it). */
-declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number }) => { buffer: ArrayBuffer } };
+declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => { buffer: SharedArrayBuffer } };
 
 const CREATE_DIRECT = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_DIRECT ?? 0);
 
 /**
- * Page-aligned blocks, shared by all parts of the process and kept for its life. Node has no API
+ * Page-aligned blocks, used in turn by all parts of the process and kept for its life. Node has no API
  * for aligned memory; a WebAssembly memory is mapped from fresh pages by V8's page allocator, so
  * its first byte is page-aligned (and were it ever not, the first direct write fails with EINVAL
  * and the part goes on buffered).
@@ -41,7 +42,8 @@ class AlignedBlockPool {
   /** `count` blocks, or null when the process already holds its maximum. */
   take(count: number): Buffer[] | null {
     while (this.free.length < count && this.made + count - this.free.length <= MAX_BLOCKS) {
-      const memory = new WebAssembly.Memory({ initial: WASM_PAGES_PER_BLOCK, maximum: WASM_PAGES_PER_BLOCK });
+      // Shared, so that the hash worker reads the same bytes without a copy (hash-worker.ts).
+      const memory = new WebAssembly.Memory({ initial: WASM_PAGES_PER_BLOCK, maximum: WASM_PAGES_PER_BLOCK, shared: true });
       this.free.push(Buffer.from(memory.buffer, 0, DIRECT_BLOCK_BYTES));
       this.made++;
     }
@@ -64,9 +66,9 @@ export function directWritesAvailable(): boolean {
 }
 
 /**
- * A staging file written with O_DIRECT from aligned blocks. `append` copies bytes into the block
- * being filled and hands every full block to the thread pool; it waits only when all blocks are
- * being written. `end` writes the tail (padded to the alignment, then truncated to the true
+ * A staging file written with O_DIRECT from aligned blocks, and its SHA-256. `append` copies
+ * bytes into the block being filled and hands every full block to the thread pool (to write) and
+ * to the hash worker; it waits only when all blocks are being written or hashed. `end` writes the tail (padded to the alignment, then truncated to the true
  * size); `syncAndClose` fsyncs and closes. A filesystem that refuses direct I/O (EINVAL at open or
  * at the first write) gets the same bytes written buffered instead.
  */
@@ -84,6 +86,7 @@ export class DirectSpoolFile {
   private readonly opening: Promise<FileHandle>;
   private closed = false;
   private reopening: Promise<void> | null = null;
+  private readonly hash = new OffThreadHash();
 
   private constructor(
     private readonly filePath: string,
@@ -135,7 +138,7 @@ export class DirectSpoolFile {
         this.fill += n;
         this.size += n;
         if (this.fill < DIRECT_BLOCK_BYTES) continue;
-        this.writeCurrent(DIRECT_BLOCK_BYTES);
+        this.writeCurrent(DIRECT_BLOCK_BYTES, DIRECT_BLOCK_BYTES);
         if (!this.current) {
           const [next, from] = at < b.length ? [i, at] : [i + 1, 0];
           return this.waitForBlock().then(() => this.append(buffers, next, from) ?? undefined);
@@ -151,7 +154,7 @@ export class DirectSpoolFile {
     if (this.fill > 0) {
       const length = this.direct ? Math.ceil(this.fill / TAIL_ALIGNMENT) * TAIL_ALIGNMENT : this.fill;
       this.current!.fill(0, this.fill, length);
-      this.writeCurrent(length);
+      this.writeCurrent(length, this.fill);
     }
     await this.drain();
     // The padding of the last direct write is cut away (the true size goes with the fsync).
@@ -159,6 +162,11 @@ export class DirectSpoolFile {
       await this.opening;
       await this.fh!.truncate(this.size);
     }
+  }
+
+  /** The SHA-256 (hex) of every byte appended; after `end`. */
+  digest(): Promise<string> {
+    return this.hash.digest();
   }
 
   /** Flushes the file to stable storage and closes it; the blocks go back to the pool either way. */
@@ -171,6 +179,7 @@ export class DirectSpoolFile {
     // An append waiting for a block stops at its next step: the blocks go back to the pool below.
     this.failure ??= new Error('staged blob was destroyed before it finished');
     await this.drain().catch(() => undefined);
+    this.hash.drop();
     await this.close().catch(() => undefined);
   }
 
@@ -181,13 +190,16 @@ export class DirectSpoolFile {
     if (this.failure) throw this.failure;
   }
 
-  /** Starts the write of the current block and moves to an idle one (none: `current` is null until `waitForBlock`). */
-  private writeCurrent(length: number): void {
+  /**
+   * Starts the write of the current block (`length` bytes, the tail padded) and the hash of its
+   * first `bytes`, and moves to an idle block (none: `current` is null until `waitForBlock`).
+   */
+  private writeCurrent(length: number, bytes: number): void {
     const block = this.current!;
     const at = this.position;
     this.position += length;
     this.fill = 0;
-    const write = this.writeBlock(block.subarray(0, length), at).then(
+    const write = Promise.all([this.writeBlock(block.subarray(0, length), at), this.hash.update(block.subarray(0, bytes))]).then(
       () => {
         this.idle.push(block);
       },

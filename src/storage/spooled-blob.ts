@@ -209,10 +209,12 @@ export async function removeStaleFiles(dir: string, olderThanMs: number, keep: R
 }
 
 /**
- * Hashes every chunk and keeps it in memory while the part stays within its limit and the budget
- * allows; past that, opens the spool file once, writes what was kept, and appends from then on in
- * batches of WRITE_BATCH_BYTES. A chunk is acknowledged only once kept (in memory or in the batch,
- * both bounded) or written; the last batch is written before 'finish'.
+ * Keeps every chunk in memory while the part stays within its limit and the budget allows (hashed
+ * at the end); past that, a durable part that gets aligned blocks goes to a direct-I/O file that
+ * is hashed on the hash worker (direct-spool.ts), any other opens the spool file once, writes what
+ * was kept, and appends from then on in batches of WRITE_BATCH_BYTES, hashed here. A chunk is
+ * acknowledged only once kept (in memory, in the batch or a block, all bounded) or written; the
+ * last bytes are written, and the digest known, before 'finish'.
  */
 class SpoolWriter extends Writable {
   private readonly hash: Hash = createHash('sha256');
@@ -274,7 +276,7 @@ class SpoolWriter extends Writable {
   }
 
   private accept(buffers: Buffer[], bytes: number, callback: (error?: Error | null) => void): void {
-    for (const b of buffers) this.hash.update(b);
+    // Hashed where the bytes go: kept ones at the end, buffered spills here, direct spills on the hash worker.
     this.size += bytes;
     if (this.memory && this.size <= this.partLimit && this.budget.tryReserve(bytes)) {
       this.reserved += bytes;
@@ -293,6 +295,7 @@ class SpoolWriter extends Writable {
         this.direct = DirectSpoolFile.reserve(this.filePath, 0o444, this.prepare);
         if (this.direct) this.spilled = true; // the file is being created: a discard removes it
       }
+      if (!this.direct) for (const b of this.batch) this.hash.update(b);
     }
     if (this.direct) {
       const pending = this.batch.length > 0 ? [...this.batch, ...buffers] : buffers;
@@ -306,7 +309,10 @@ class SpoolWriter extends Writable {
       );
       return;
     }
-    for (const b of buffers) this.batch.push(b);
+    for (const b of buffers) {
+      this.hash.update(b);
+      this.batch.push(b);
+    }
     this.batchBytes += bytes;
     if (this.batchBytes < WRITE_BATCH_BYTES && !spillStarts) return callback();
     this.flush(callback);
@@ -370,11 +376,13 @@ class SpoolWriter extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    if (this.memory) for (const b of this.memory) this.hash.update(b);
     const direct = this.direct;
     if (direct) {
-      // Every byte is written before 'finish'; the flush runs on, as for a buffered spill below.
-      direct.end().then(
-        () => {
+      // Every byte is written and hashed before 'finish'; the flush runs on, as for a buffered spill below.
+      direct.end().then(() => direct.digest()).then(
+        (digest) => {
+          this.digested = digest;
           const synced = direct.syncAndClose();
           synced.catch(() => undefined); // a part discarded after its end never asks
           this.synced = synced;

@@ -186,6 +186,27 @@ describe('filesystem store: writing a large part', () => {
     await store.discard(staged);
   });
 
+  test('a spilling part is hashed off the main thread: no byte of it goes through a hash here', async () => {
+    const bytes = randomBytes(10 * MiB + 5);
+    const hashProto = Object.getPrototypeOf(createHash('sha256')) as { update: (...args: unknown[]) => unknown };
+    const original = hashProto.update;
+    let hashedHere = 0;
+    hashProto.update = function (this: unknown, ...args: unknown[]) {
+      hashedHere += (args[0] as Buffer).length;
+      return original.apply(this, args);
+    };
+    const staged = store.stage();
+    try {
+      await pipeline(Readable.from(chunked(bytes, 64 * KiB)), staged.writable);
+      await staged.done;
+    } finally {
+      hashProto.update = original;
+    }
+    expect(hashedHere).toBe(0);
+    expect((await staged.done).sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    await store.discard(staged);
+  });
+
   test('a spilled part is read-only and on its way to stable storage once it has ended; the commit waits for that', async () => {
     const bytes = randomBytes(5 * MiB);
     const staged = store.stage() as SpooledBlob;
