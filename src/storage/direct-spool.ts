@@ -17,8 +17,8 @@ import { OffThreadHash } from './hash-worker';
 export const DIRECT_BLOCK_BYTES = 4 * 1024 * 1024;
 /** Blocks a part holds: one filling while the others are being written. */
 const BLOCKS_PER_SPOOL = 3;
-/** Blocks in the process at most (16 parts spooling directly at once); a part that finds none writes buffered. */
-const MAX_BLOCKS = 48;
+/** Blocks in the process at most (8 parts spooling directly at once, 96 MiB); a part that finds none writes buffered. */
+const MAX_BLOCKS = 24;
 /** Alignment of the padded tail write: the largest logical block size of common devices. */
 const TAIL_ALIGNMENT = 4096;
 /** WebAssembly pages (64 KiB) per block. */

@@ -47,7 +47,6 @@ class HashWorker {
 
   constructor() {
     this.worker = new Worker(WORKER_SOURCE, { eval: true });
-    this.worker.unref();
     this.worker.on('message', (m: { req: number; digest?: string; error?: string }) => {
       const p = this.pending.get(m.req);
       this.pending.delete(m.req);
@@ -61,6 +60,8 @@ class HashWorker {
     };
     this.worker.on('error', (err) => fail(err));
     this.worker.on('exit', (code) => fail(new Error(`hash worker exited with code ${code}`)));
+    // After the listeners (adding one may take a reference again): the worker never keeps the process alive.
+    this.worker.unref();
   }
 
   request(message: Record<string, unknown>): Promise<string | undefined> {
