@@ -3,6 +3,7 @@ import { open, readdir, lstat, unlink, type FileHandle } from 'node:fs/promises'
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { CommittedBlob, StagedBlob } from './blob-store';
+import { DirectSpoolFile, directWritesAvailable } from './direct-spool';
 import { errnoCode, toBlobStoreError } from './fs-error';
 
 /**
@@ -208,10 +209,12 @@ export async function removeStaleFiles(dir: string, olderThanMs: number, keep: R
 }
 
 /**
- * Hashes every chunk and keeps it in memory while the part stays within its limit and the budget
- * allows; past that, opens the spool file once, writes what was kept, and appends from then on in
- * batches of WRITE_BATCH_BYTES. A chunk is acknowledged only once kept (in memory or in the batch,
- * both bounded) or written; the last batch is written before 'finish'.
+ * Keeps every chunk in memory while the part stays within its limit and the budget allows (hashed
+ * at the end); past that, a durable part that gets aligned blocks goes to a direct-I/O file that
+ * is hashed on the hash worker (direct-spool.ts), any other opens the spool file once, writes what
+ * was kept, and appends from then on in batches of WRITE_BATCH_BYTES, hashed here. A chunk is
+ * acknowledged only once kept (in memory, in the batch or a block, all bounded) or written; the
+ * last bytes are written, and the digest known, before 'finish'.
  */
 class SpoolWriter extends Writable {
   private readonly hash: Hash = createHash('sha256');
@@ -234,6 +237,8 @@ class SpoolWriter extends Writable {
   private syncError: unknown = null;
   /** The flush of a durable spill file started when the part ended (see SpooledBlob.synced). */
   synced: Promise<void> | null = null;
+  /** A durable spill written with direct I/O (see direct-spool.ts); null when written buffered. */
+  private direct: DirectSpoolFile | null = null;
 
   constructor(
     private readonly filePath: string,
@@ -271,7 +276,7 @@ class SpoolWriter extends Writable {
   }
 
   private accept(buffers: Buffer[], bytes: number, callback: (error?: Error | null) => void): void {
-    for (const b of buffers) this.hash.update(b);
+    // Hashed where the bytes go: kept ones at the end, buffered spills here, direct spills on the hash worker.
     this.size += bytes;
     if (this.memory && this.size <= this.partLimit && this.budget.tryReserve(bytes)) {
       this.reserved += bytes;
@@ -285,8 +290,29 @@ class SpoolWriter extends Writable {
       for (const b of this.memory!) this.batch.push(b);
       this.batchBytes += this.size - bytes;
       this.releaseMemory();
+      // A blob-to-be skips the page cache when blocks are free (direct-spool.ts); a private spool is read back soon.
+      if (this.durable && directWritesAvailable()) {
+        this.direct = DirectSpoolFile.reserve(this.filePath, 0o444, this.prepare);
+        if (this.direct) this.spilled = true; // the file is being created: a discard removes it
+      }
+      if (!this.direct) for (const b of this.batch) this.hash.update(b);
     }
-    for (const b of buffers) this.batch.push(b);
+    if (this.direct) {
+      const pending = this.batch.length > 0 ? [...this.batch, ...buffers] : buffers;
+      this.batch = [];
+      this.batchBytes = 0;
+      const waiting = this.direct.append(pending);
+      if (!waiting) return callback();
+      waiting.then(
+        () => callback(),
+        (err: unknown) => callback(toBlobStoreError(err, 'writing staging file') as Error),
+      );
+      return;
+    }
+    for (const b of buffers) {
+      this.hash.update(b);
+      this.batch.push(b);
+    }
     this.batchBytes += bytes;
     if (this.batchBytes < WRITE_BATCH_BYTES && !spillStarts) return callback();
     this.flush(callback);
@@ -350,6 +376,24 @@ class SpoolWriter extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    if (this.memory) for (const b of this.memory) this.hash.update(b);
+    const direct = this.direct;
+    if (direct) {
+      // Every byte is written and hashed before 'finish'; the flush runs on, as for a buffered spill below.
+      direct.end().then(() => direct.digest()).then(
+        (digest) => {
+          this.digested = digest;
+          const synced = direct.syncAndClose();
+          synced.catch(() => undefined); // a part discarded after its end never asks
+          this.synced = synced;
+          callback();
+        },
+        (err: unknown) => {
+          void direct.abort().then(() => callback(toBlobStoreError(err, 'writing staging file') as Error));
+        },
+      );
+      return;
+    }
     if (this.batchBytes > 0) {
       this.flush((err) => (err ? callback(err) : this._final(callback)));
       return;
@@ -381,6 +425,12 @@ class SpoolWriter extends Writable {
     if (!this.writableFinished) this.releaseMemory();
     this.batch = [];
     this.batchBytes = 0;
+    const direct = this.direct;
+    if (direct && !this.synced) {
+      // Not ended (or its end failed): its writes settle and its blocks go back before the callback.
+      void direct.abort().then(() => callback(error));
+      return;
+    }
     const fh = this.file;
     this.file = null;
     if (!fh) return callback(error);
