@@ -42,7 +42,7 @@ export interface AppHandle {
   /** Writes the ImagingStudy of studies the DICOM index marked pending (background, before FHIR reads, at shutdown). */
   readonly imagingStudies: ImagingStudyFlusher;
   /** Stops background work owned by the app (audit partition maintenance). */
-  readonly stopBackground: () => void;
+  readonly stopBackground: () => Promise<void>;
 }
 
 /**
@@ -81,7 +81,7 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
 
 /** Stops background work and releases the database and blob store. */
 export async function shutdownApp(app: AppHandle): Promise<void> {
-  app.stopBackground();
+  await app.stopBackground();
   await app.sweeper.stop();
   // Studies still pending get their ImagingStudy now (what fails stays pending for the next start).
   await app.imagingStudies.stop();

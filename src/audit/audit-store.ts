@@ -369,23 +369,33 @@ function decodeCursor(cursor: string): { recorded: string; id: string } {
 
 /** A running partition maintainer. */
 export interface AuditPartitionMaintainer {
-  stop(): void;
+  /** Stops the schedule; resolves once a run in progress has finished (before its pool may close). */
+  stop(): Promise<void>;
 }
 
 /**
  * Creates upcoming monthly partitions now and then every `intervalMs` (default 6 h), logging
- * failures without throwing: rows still land in the DEFAULT partition meanwhile.
+ * failures without throwing: rows still land in the DEFAULT partition meanwhile. `stop` waits for
+ * a run in progress: a pool closed under a waiting query does not fail it, so the run would wait
+ * out the pool's acquire timeout and report (through knex and the logger) after the shutdown.
  */
 export function startAuditPartitionMaintenance(knex: Knex, logger: { info: (o: object, m: string) => void; error: (o: object, m: string) => void }, intervalMs = 6 * 3600_000): AuditPartitionMaintainer {
-  const run = () =>
-    ensureAuditPartitions(knex).then(
+  let running: Promise<void> = Promise.resolve();
+  const run = () => {
+    running = ensureAuditPartitions(knex).then(
       (created) => {
         if (created.length > 0) logger.info({ created }, 'audit partitions created');
       },
       (err: unknown) => logger.error({ err }, 'audit partition maintenance failed'),
     );
-  void run();
-  const timer = setInterval(() => void run(), intervalMs);
+  };
+  run();
+  const timer = setInterval(run, intervalMs);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return running;
+    },
+  };
 }
