@@ -11,6 +11,7 @@ import type { TranscodeHook, WadoServices } from '../../../src/dicomweb/wado-rs'
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
+import { descriptorsOpenOn } from '../../helpers/open-descriptors';
 // dcmjs ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const dcmjs = require('dcmjs');
@@ -266,28 +267,12 @@ describe('WADO-RS retrieve instances (PS3.18 10.4.1.1.1)', () => {
     const big = createSyntheticInstance({ rows: 1024, columns: 1024, numberOfFrames: 5, seed: 11 });
     await stow(t, [big.bytes]);
     const { blob_key: key } = await t.app.db.knex('instances').where({ sop_instance_uid: big.sopInstanceUID }).first('blob_key');
-    // Descriptors of this process open on the blob's file.
-    const openOnBlob = () =>
-      fs.readdirSync('/proc/self/fd').filter((fd) => {
-        try {
-          return fs.readlinkSync(`/proc/self/fd/${fd}`).endsWith(key);
-        } catch {
-          return false; // closed meanwhile
-        }
-      }).length;
+    const openOnBlob = () => descriptorsOpenOn(key);
     const server = http.createServer(app).listen(0);
     try {
       const port = (server.address() as { port: number }).port;
       for (let n = 0; n < 5; n++) {
-        await new Promise<void>((resolve, reject) => {
-          const req = http.get(`http://127.0.0.1:${port}/dicomweb/studies/${big.studyInstanceUID}`, (res) => {
-            res.once('data', () => {
-              req.destroy();
-              resolve();
-            });
-          });
-          req.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' ? resolve() : reject(e)));
-        });
+        await abortAfterFirstBytes(`http://127.0.0.1:${port}/dicomweb/studies/${big.studyInstanceUID}`);
       }
       // The server notices each close on its own schedule; every descriptor it opened must be closed.
       for (let i = 0; i < 100 && openOnBlob() > 0; i++) await new Promise((r) => setTimeout(r, 20));
@@ -303,15 +288,7 @@ describe('WADO-RS retrieve instances (PS3.18 10.4.1.1.1)', () => {
     const server = http.createServer(app).listen(0);
     try {
       const port = (server.address() as { port: number }).port;
-      await new Promise<void>((resolve, reject) => {
-        const req = http.get(`http://127.0.0.1:${port}/dicomweb/studies/${big.studyInstanceUID}`, (res) => {
-          res.once('data', () => {
-            req.destroy();
-            resolve();
-          });
-        });
-        req.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' ? resolve() : reject(e)));
-      });
+      await abortAfterFirstBytes(`http://127.0.0.1:${port}/dicomweb/studies/${big.studyInstanceUID}`);
       const after = await request(app).get(`${base}/series/${seriesA}/instances/${a1.sopInstanceUID}`).set('Accept', 'application/dicom').buffer(true).parse(binary);
       expect(after.body.equals(a1.bytes)).toBe(true);
     } finally {
@@ -352,3 +329,16 @@ describe('WADO-RS retrieve of raw data sets (stored without File Meta Informatio
     expect(dcmjs.data.DicomMetaDictionary.naturalizeDataset(parsed.dict).SOPInstanceUID).toBe(row.sop_instance_uid);
   });
 });
+
+/** GETs `url` and goes away once the first bytes of the answer arrive, as a client that gives up does. */
+function abortAfterFirstBytes(url: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', (e) => ((e as NodeJS.ErrnoException).code === 'ECONNRESET' ? resolve() : reject(e)));
+  });
+}

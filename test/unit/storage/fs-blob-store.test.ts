@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { createFsBlobStore } from '../../../src/storage/fs-blob-store';
 import { ReadBufferPool } from '../../../src/storage/read-buffer-pool';
 import { describeBlobStoreContract, putBytes, readAll, sha256Hex } from './blob-store-contract';
+import { descriptorsOpenOn } from '../../helpers/open-descriptors';
 
 async function tempRoot(): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), 'imaging-lake-fs-blobs-'));
@@ -120,15 +121,7 @@ describe('fs blob store', () => {
     const store = createFsBlobStore({ root });
     try {
       const { key } = await putBytes(store, randomBytes(1_000_000));
-      // Descriptors of this process open on the blob's file.
-      const openOnBlob = () =>
-        fs.readdirSync('/proc/self/fd').filter((fd) => {
-          try {
-            return fs.readlinkSync(`/proc/self/fd/${fd}`).endsWith(key);
-          } catch {
-            return false; // closed meanwhile
-          }
-        }).length;
+      const openOnBlob = () => descriptorsOpenOn(key);
       const pool = new ReadBufferPool(64 * 1024, 4);
       const midway = await store.read(key, { pool });
       await new Promise<void>((resolve) => midway.once('data', () => resolve()));
