@@ -25,6 +25,7 @@ const EnvSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, 'a postgres:// or postgresql:// URL')
     .optional(),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
+  DB_POOL_IDLE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
   S3_BUCKET: z.string().min(3).optional(),
   S3_PREFIX: z.string().default(''),
   S3_ENDPOINT: z.string().url().optional(),
@@ -52,7 +53,7 @@ export interface AppConfig {
   port: number;
   host: string;
   dataDir: string;
-  database: { kind: 'postgres'; url: string; poolMax: number } | { kind: 'embedded'; dir: string };
+  database: { kind: 'postgres'; url: string; poolMax: number; poolIdleSeconds: number } | { kind: 'embedded'; dir: string };
   blobs:
     | { kind: 'fs'; root: string }
     | {
@@ -140,7 +141,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     host: e.HOST,
     dataDir,
     database: e.DATABASE_URL
-      ? { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DB_POOL_MAX }
+      ? { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DB_POOL_MAX, poolIdleSeconds: e.DB_POOL_IDLE_SECONDS }
       : { kind: 'embedded', dir: path.join(dataDir, 'pg') },
     blobs: e.S3_BUCKET
       ? {

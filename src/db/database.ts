@@ -2,11 +2,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { spawn } from 'node:child_process';
-import { PGlite, type PGliteOptions } from '@electric-sql/pglite';
+import { PGlite, type PGliteOptions, type Results } from '@electric-sql/pglite';
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import type { AppConfig } from '../config';
 import type { Logger } from '../logger';
+import { EmbeddedStatements } from './embedded-statements';
 
 /** The index: a knex instance over PostgreSQL (server or the embedded PGlite engine). */
 export interface Database {
@@ -26,10 +27,16 @@ export function createDatabase(cfg: AppConfig['database'], logger: Logger): Data
   if (cfg.kind === 'postgres') {
     knex = knexFactory({
       client: 'pg',
-      connection: { connectionString: cfg.url, application_name: 'imaging-lake' },
-      // Small idle timeout so a restarted PostgreSQL is reconnected quickly instead of handing out dead sockets.
-      pool: { min: 0, max: cfg.poolMax, idleTimeoutMillis: 10_000, acquireTimeoutMillis: 30_000 },
+      // TCP keepalive finds a connection whose peer vanished without closing it (a failover
+      // behind a load balancer); a restarted server closes its connections, which marks them
+      // disposed, and the pool replaces a disposed connection when it is next acquired.
+      connection: { connectionString: cfg.url, application_name: 'imaging-lake', keepAlive: true, keepAliveInitialDelayMillis: 30_000 },
+      // Idle connections are kept for minutes, not seconds: a new backend plans the ingest
+      // statements afresh (custom plans for its first executions, 1-3 ms each, the first
+      // 8-50 ms), so a sender that pauses between bursts would pay that again every burst.
+      pool: { min: 0, max: cfg.poolMax, idleTimeoutMillis: cfg.poolIdleSeconds * 1000, acquireTimeoutMillis: 30_000 },
       acquireConnectionTimeout: 30_000,
+      log: knexLog(logger),
     });
   } else {
     fs.mkdirSync(path.dirname(cfg.dir), { recursive: true });
@@ -40,6 +47,7 @@ export function createDatabase(cfg: AppConfig['database'], logger: Logger): Data
       dialect: 'postgres',
       connection: { pglite },
       acquireConnectionTimeout: ENGINE_START_TIMEOUT_MS,
+      log: knexLog(logger),
     } as Knex.Config);
   }
   logger.info({ database: cfg.kind }, 'database configured');
@@ -53,6 +61,19 @@ export function createDatabase(cfg: AppConfig['database'], logger: Logger): Data
       await knex.destroy();
       if (cfg.kind === 'embedded') unlockEmbeddedDirectory(cfg.dir);
     },
+  };
+}
+
+/**
+ * knex's own messages (a pooled connection found closed, deprecations) through the server's
+ * logger instead of the console.
+ */
+function knexLog(logger: Logger): Knex.Config['log'] {
+  return {
+    warn: (message: unknown) => logger.warn({ source: 'knex' }, String(message)),
+    error: (message: unknown) => logger.error({ source: 'knex' }, String(message)),
+    deprecate: (method: string, alternative: string) => logger.warn({ source: 'knex' }, `${method} is deprecated, use ${alternative}`),
+    debug: (message: unknown) => logger.debug({ source: 'knex' }, String(message)),
   };
 }
 
@@ -137,20 +158,28 @@ function useOptimizingWasmCompiler(): void {
 class EmbeddedEngine {
   readonly waitReady: Promise<void>;
   private db: PGlite | null = null;
+  private statements: EmbeddedStatements | null = null;
 
   constructor(dir: string) {
     this.waitReady = initDataDirectory(dir).then(async () => {
       useOptimizingWasmCompiler();
       this.db = new PGlite(dir, EMBEDDED_OPTIONS);
       await this.db.waitReady;
+      this.statements = new EmbeddedStatements(this.db);
     });
     // knex reports a failed start on the first query; an unused engine must not crash the process.
     this.waitReady.catch(() => undefined);
   }
 
-  query(...args: Parameters<PGlite['query']>): ReturnType<PGlite['query']> {
-    if (!this.db) return Promise.reject(new Error('the embedded database is not open'));
-    return this.db.query(...args);
+  /**
+   * A statement with parameters runs as a named prepared statement (embedded-statements.ts);
+   * knex passes a `name` option for the statements prepared on the PostgreSQL server too, which
+   * the cache makes redundant. Anything else (no parameters, other options) goes to PGlite as is.
+   */
+  query<T>(sql: string, params?: unknown[], options?: Record<string, unknown>): Promise<Results<T>> {
+    if (!this.db || !this.statements) return Promise.reject(new Error('the embedded database is not open'));
+    if (params?.length && (!options || Object.keys(options).every((k) => k === 'name'))) return this.statements.query<T>(sql, params);
+    return this.db.query<T>(sql, params, options);
   }
 
   async close(): Promise<void> {

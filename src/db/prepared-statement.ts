@@ -6,7 +6,8 @@ import type { Knex } from 'knex';
  * it once and then only binds and executes it (PostgreSQL protocol 55.2.3, extended query), and
  * the server may keep its plan (PREPARE, plan_cache_mode). Meant for the statements every
  * STOW-RS request sends. The name is derived from the text, so two texts never share one; the
- * embedded engine ignores it.
+ * embedded engine prepares every text with parameters under a name of its own
+ * (embedded-statements.ts) and ignores this one.
  */
 export function preparedRaw(db: Knex | Knex.Transaction, sql: string, bindings: readonly Knex.RawBinding[]): Knex.Raw {
   return db.raw(sql, bindings as Knex.RawBinding[]).options({ name: statementName(sql) });
@@ -55,7 +56,7 @@ export function singleKeys(...keySets: ReadonlyArray<readonly number[]>): boolea
  * parsers as through knex. In a transaction it runs on the transaction's own connection (the
  * statements of a STOW-RS index change: knex's compiler and runner cost about as much node CPU
  * as node-postgres itself per statement). The embedded engine (knex-pglite) takes the same text
- * through knex.raw.
+ * through knex.raw, and its statement cache prepares it (embedded-statements.ts).
  */
 export async function queryPrepared(db: Knex | Knex.Transaction, sql: string, values: readonly unknown[]): Promise<Array<Record<string, any>>> {
   const pool = pgConnectionPool<PgPool>(db);

@@ -3,6 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
+import knexFactory from 'knex';
+import { runMigrations } from '../../src/db/migrate';
 import express, { type Express } from 'express';
 import { mintLocalToken } from '../../src/auth/local-token';
 import type { Role } from '../../src/auth/roles';
@@ -52,6 +54,15 @@ export async function createTestDatabase(options: { migrated?: boolean } = {}): 
     await admin.end();
   }
   const url = ADMIN_DATABASE_URL.replace(/\/[^/]*$/, `/${name}`);
+  // Runs on the embedded engine (TEST_DB=embedded) make no migrated template: migrate this one.
+  if (options.migrated && !template) {
+    const knex = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
+    try {
+      await runMigrations(knex);
+    } finally {
+      await knex.destroy();
+    }
+  }
   return {
     url,
     async drop() {

@@ -18,8 +18,14 @@ describe('loadConfig', () => {
       S3_ENDPOINT: 'http://minio:9000',
       S3_FORCE_PATH_STYLE: 'true',
     });
-    expect(c.database).toMatchObject({ kind: 'postgres', url: 'postgres://u@db:5432/lake' });
+    expect(c.database).toMatchObject({ kind: 'postgres', url: 'postgres://u@db:5432/lake', poolMax: 10, poolIdleSeconds: 600 });
     expect(c.blobs).toMatchObject({ kind: 's3', bucket: 'lake-blobs', endpoint: 'http://minio:9000', forcePathStyle: true });
+  });
+
+  test('DB_POOL_IDLE_SECONDS sets how long an idle PostgreSQL connection is kept', () => {
+    const url = 'postgres://u@db:5432/lake';
+    expect(loadConfig({ DATABASE_URL: url, DB_POOL_IDLE_SECONDS: '30' }).database).toMatchObject({ poolIdleSeconds: 30 });
+    expect(() => loadConfig({ DATABASE_URL: url, DB_POOL_IDLE_SECONDS: '0' })).toThrow(/DB_POOL_IDLE_SECONDS/);
   });
 
   test('bad values fail fast naming the variable', () => {
