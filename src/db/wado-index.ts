@@ -117,10 +117,58 @@ export function toStoredInstance(r: Record<string, unknown>): StoredInstance {
 
 /** The instances a target names, in series then instance number order. */
 export async function findStoredInstances(knex: Knex, target: RetrieveTarget, restrict?: StudyRestriction): Promise<StoredInstance[]> {
+  if (!restrict) {
+    const { sql, values } = unrestrictedInstances(target);
+    const rows = await queryPrepared(knex, sql, values);
+    const text = rows[0]?.instance_rows;
+    return (JSON.parse(String(text ?? '[]')) as unknown[][]).map(storedInstanceFromArray);
+  }
   const rows = await baseQuery(knex, target, restrict)
     .select(LOCATION_COLUMNS)
     .orderBy([{ column: 'se.series_number', nulls: 'last' }, 'se.id', { column: 'i.instance_number', nulls: 'last' }, 'i.id']);
   return rows.map(toStoredInstance);
+}
+
+/**
+ * findStoredInstances for a caller who may see every study (a study retrieve of a viewer or a
+ * research tool), as one fixed statement per target level, prepared (queryPrepared: a named statement on a
+ * database server, and on the embedded engine through its statement cache, embedded-statements.ts), whose
+ * rows come back as one JSON text of arrays in LOCATION_COLUMNS order: per-row and per-column
+ * conversion of a 100-instance study by the driver (node-postgres, or PGlite on the server's own
+ * thread) cost more than parsing one text, and building the query with knex more than both.
+ */
+const instanceStatements = new Map<string, string>();
+
+function unrestrictedInstances(target: RetrieveTarget): { sql: string; values: string[] } {
+  const values = [target.studyInstanceUID];
+  let where = 'st.study_uid = ?';
+  if (target.seriesInstanceUID !== undefined) {
+    where += ' AND se.series_uid = ?';
+    values.push(target.seriesInstanceUID);
+  }
+  if (target.sopInstanceUID !== undefined) {
+    where += ' AND i.sop_instance_uid = ?';
+    values.push(target.sopInstanceUID);
+  }
+  let sql = instanceStatements.get(where);
+  if (sql === undefined) {
+    sql = `SELECT coalesce(json_agg(json_build_array(${LOCATION_COLUMNS.join(', ')})
+                  ORDER BY se.series_number NULLS LAST, se.id, i.instance_number NULLS LAST, i.id), '[]')::text AS instance_rows
+  FROM instances i JOIN series se ON se.id = i.series_pk JOIN studies st ON st.id = i.study_pk
+  WHERE ${where}`;
+    instanceStatements.set(where, sql);
+  }
+  return { sql, values };
+}
+
+/** LOCATION_COLUMNS without their table aliases: the keys toStoredInstance reads. */
+const LOCATION_KEYS = LOCATION_COLUMNS.map((c) => c.slice(c.indexOf('.') + 1));
+
+/** One element of unrestrictedInstances' array (LOCATION_COLUMNS order) as a StoredInstance. */
+function storedInstanceFromArray(v: unknown[]): StoredInstance {
+  const row: Record<string, unknown> = {};
+  for (let k = 0; k < LOCATION_KEYS.length; k++) row[LOCATION_KEYS[k]!] = v[k];
+  return toStoredInstance(row);
 }
 
 /** The columns and expressions findStoredFrames reads besides LOCATION_COLUMNS; `locations` takes the frame numbers. */

@@ -30,9 +30,15 @@ export function multipartContentType(partType: string, boundary: string, transfe
   return `multipart/related; type="${partType}"; boundary=${boundary}${ts}`;
 }
 
+/** What comes before a part's body: delimiter, header lines and the blank line, as latin1 text (one byte per character). */
+export function partHeadText(boundary: string, headers: Record<string, string>): string {
+  let lines = '';
+  for (const k in headers) lines += `${k}: ${headers[k]}\r\n`;
+  return `--${boundary}\r\n${lines}\r\n`;
+}
+
 function partHead(boundary: string, headers: Record<string, string>): Buffer {
-  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-  return Buffer.from(`--${boundary}\r\n${lines}\r\n`, 'latin1');
+  return Buffer.from(partHeadText(boundary, headers), 'latin1');
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -111,6 +117,15 @@ export class MultipartWriter {
     }
     await this.write(CRLF, MAX_QUEUED_BYTES);
     return length;
+  }
+
+  /**
+   * Writes bytes that are already whole parts, each framed as writePart frames it (delimiter,
+   * headers, blank line, body, CRLF): several small parts laid out in one buffer leave in one
+   * write. `written` gets the chunk once its write has completed.
+   */
+  async writeFramed(chunk: Buffer, written?: (chunk: Buffer) => void): Promise<void> {
+    await this.write(chunk, MAX_QUEUED_BYTES, written);
   }
 
   /** Writes the closing delimiter and ends the response. */

@@ -50,7 +50,8 @@ import {
   parseAccept,
   type Representation,
 } from './accept';
-import { closingLength, createBoundary, MAX_QUEUED_BYTES, multipartContentType, MultipartWriter, partOverhead, writeWithBackpressure } from './multipart-writer';
+import { closingLength, createBoundary, MAX_QUEUED_BYTES, multipartContentType, MultipartWriter, partHeadText, partOverhead, writeWithBackpressure } from './multipart-writer';
+import { fillRun, groupRuns, slabPool, type FilledRun, type PackablePart, type PartRun } from './packed-parts';
 
 /** Optional seam for the transcoding engineer: converts stored bytes to another Transfer Syntax. */
 export interface TranscodeHook {
@@ -175,32 +176,41 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
     const length = instance.size + (prefix?.length ?? 0);
     headers['Content-Length'] = String(length);
     // A small instance is one read into memory: no stream, no per-chunk work.
-    if (instance.size <= WHOLE_READ_BYTES) return { headers, length, body: () => readPart10(services.blobs, instance, prefix) };
+    if (instance.size <= WHOLE_READ_BYTES) return { headers, length, body: () => readPart10(services.blobs, instance, prefix), packable: { prefix, blobKey: instance.blobKey, size: instance.size } };
     return { headers, length, body: () => openPart10(services.blobs, instance, prefix, instanceReadPool), pooled: true };
   });
-  // The first body is opened before answering, so a missing blob is a clean error, not a cut stream.
-  const prefetched: Array<Promise<PartBody> | undefined> = [parts[0].body()];
-  await prefetched[0];
-  const discard = () => prefetched.forEach((p) => p?.then((b) => Buffer.isBuffer(b) || b.destroy(), () => undefined));
 
   if (!plan.multipart) {
     const part = parts[0];
+    // The body is opened before answering, so a missing blob is a clean error, not a cut stream.
+    const opened = part.body();
+    await opened;
     return {
       status: 200,
       headers: { 'Content-Type': part.headers['Content-Type'], ...(part.length !== undefined ? { 'Content-Length': String(part.length) } : {}) },
       async send(out) {
-        const body = await prefetched[0]!;
+        const body = await opened;
         if (Buffer.isBuffer(body)) await writeWithBackpressure(out, body);
         else await pump(body, out, part.pooled ? releaseReadBuffer : undefined);
         await endResponse(out);
       },
-      discard,
+      discard: () => void opened.then((b) => Buffer.isBuffer(b) || b.destroy(), () => undefined),
     };
   }
   const boundary = createBoundary();
+  const heads = parts.map((p) => partHeadText(boundary, p.headers));
   const total = parts.every((p) => p.length !== undefined)
-    ? parts.reduce((n, p) => n + partOverhead(boundary, p.headers) + p.length!, 0) + closingLength(boundary)
+    ? parts.reduce((n, p, i) => n + heads[i].length + 2 + p.length!, 0) + closingLength(boundary)
     : undefined;
+  const units = planUnits(parts, heads);
+  // The first unit is read before answering, so a blob missing there is a clean error, not a cut stream.
+  const prefetched: Array<Promise<UnitBody> | undefined> = [startUnit(services.blobs, units[0], parts)];
+  const first = await prefetched[0]!;
+  if (isFilledRun(first) && first.failed) {
+    slabPool.release(first.slab);
+    runFailure(first.failed, units[0] as RunUnit, parts, instances);
+  }
+  const discard = () => prefetched.forEach((p) => p?.then(releaseUnitBody, () => undefined));
   return {
     status: 200,
     headers: {
@@ -209,23 +219,33 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
     },
     async send(out) {
       const writer = new MultipartWriter(out, boundary);
-      let ahead = 0; // parts opened or read beyond the current one
-      for (let i = 0; i < parts.length; i++) {
-        const body = await (prefetched[i] ?? parts[i].body());
-        prefetched[i] = undefined;
+      let ahead = 0; // units opened or read beyond the current one
+      for (let u = 0; u < units.length; u++) {
+        const body = await (prefetched[u] ?? startUnit(services.blobs, units[u], parts));
+        prefetched[u] = undefined;
         ahead = Math.max(0, ahead - 1);
-        // Read the next parts while this one is written: their latency (a thread-pool read, an S3
-        // round trip) is hidden. Bounded by count and bytes, since small bodies are read whole.
+        // Read the next units while this one is written: their latency (a thread-pool read, an S3
+        // round trip) is hidden. Bounded by count and bytes, since small bodies are read whole,
+        // and by runs of packed parts (each a slab).
         let bytes = 0;
-        for (let k = i + 1; k < parts.length && k <= i + PREFETCH_PARTS; k++) {
-          bytes += parts[k].length ?? WHOLE_READ_BYTES;
-          if (k > i + 1 && bytes > PREFETCH_BYTES) break;
-          if (k <= i + ahead) continue;
-          prefetched[k] = parts[k].body();
+        let runs = 0;
+        for (let k = u + 1; k < units.length && k <= u + PREFETCH_PARTS; k++) {
+          const next = units[k];
+          bytes += next.kind === 'run' ? next.run.bytes : (parts[next.index].length ?? WHOLE_READ_BYTES);
+          if (next.kind === 'run') runs++;
+          if (k > u + 1 && (bytes > PREFETCH_BYTES || runs > PREFETCH_RUNS)) break;
+          if (k <= u + ahead) continue;
+          prefetched[k] = startUnit(services.blobs, next, parts);
           prefetched[k]!.catch(() => undefined);
-          ahead = k - i;
+          ahead = k - u;
         }
-        const written = await writer.writePart(parts[i].headers, body, parts[i].pooled ? releaseReadBuffer : undefined);
+        const unit = units[u];
+        if (unit.kind === 'run') {
+          await writeRun(writer, body as FilledRun, unit, parts, instances);
+          continue;
+        }
+        const i = unit.index;
+        const written = await writer.writePart(parts[i].headers, body as PartBody, parts[i].pooled ? releaseReadBuffer : undefined);
         if (parts[i].length !== undefined && written !== parts[i].length) {
           throw new Error(`instance ${instances[i].sopInstanceUID}: blob has ${written} bytes, the index says ${parts[i].length}`);
         }
@@ -235,6 +255,81 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
     discard,
   };
 }
+
+/** Units of a multipart answer, in order: a run of small parts packed into one slab, or one part on its own. */
+type Unit = RunUnit | { kind: 'part'; index: number };
+type RunUnit = { kind: 'run'; first: number; run: PartRun<PackablePart> };
+
+/** What a unit's read gives: a filled slab, or one part's body. */
+type UnitBody = FilledRun | PartBody;
+
+/** Runs of at most PREFETCH_RUNS slabs are read ahead of the one being written. */
+const PREFETCH_RUNS = 2;
+
+function isFilledRun(b: UnitBody): b is FilledRun {
+  return !Buffer.isBuffer(b) && 'slab' in b;
+}
+
+/** Consecutive packable parts go in runs; every other part is a unit of its own. */
+function planUnits(parts: InstancePart[], heads: string[]): Unit[] {
+  const units: Unit[] = [];
+  for (let i = 0; i < parts.length; ) {
+    if (!parts[i].packable) {
+      units.push({ kind: 'part', index: i++ });
+      continue;
+    }
+    let j = i;
+    const packable: PackablePart[] = [];
+    for (; j < parts.length && parts[j].packable; j++) packable.push({ head: heads[j], ...parts[j].packable! });
+    let first = i;
+    for (const run of groupRuns(packable)) {
+      units.push({ kind: 'run', first, run });
+      first += run.parts.length;
+    }
+    i = j;
+  }
+  return units;
+}
+
+function startUnit(blobs: BlobStore, unit: Unit, parts: InstancePart[]): Promise<UnitBody> {
+  return unit.kind === 'run' ? fillRun(blobs, unit.run) : parts[unit.index].body();
+}
+
+/** Gives back what an unsent unit holds: its slab, or its open stream. */
+function releaseUnitBody(b: UnitBody): void {
+  if (isFilledRun(b)) slabPool.release(b.slab);
+  else if (!Buffer.isBuffer(b)) b.destroy();
+}
+
+/**
+ * Writes a filled run in one write; its slab goes back to the pool once the write completed.
+ * A part whose read failed ends the answer as it did part by part: the parts before it are
+ * written whole, then (a blob shorter than the index says) its head and the bytes it has, and
+ * the error is thrown.
+ */
+async function writeRun(writer: MultipartWriter, filled: FilledRun, unit: RunUnit, parts: InstancePart[], instances: StoredInstance[]): Promise<void> {
+  const { slab, complete, failed } = filled;
+  const release = () => slabPool.release(slab);
+  if (!failed) {
+    await writer.writeFramed(slab.subarray(0, complete), release);
+    return;
+  }
+  const end = failed.error === undefined ? failed.bodyStart + failed.got! : complete;
+  if (end > 0) await writer.writeFramed(slab.subarray(0, end), release);
+  else release();
+  if (failed.error === undefined) await writer.writeFramed(CRLF);
+  runFailure(failed, unit, parts, instances);
+}
+
+/** Throws what a failed part of a run answers: the store's failure, or a blob shorter than the index says. */
+function runFailure(failed: NonNullable<FilledRun['failed']>, unit: RunUnit, parts: InstancePart[], instances: StoredInstance[]): never {
+  if (failed.error !== undefined) storeFailure(failed.error);
+  const i = unit.first + failed.index;
+  const written = (parts[i].packable!.prefix?.length ?? 0) + failed.got!;
+  throw new Error(`instance ${instances[i].sopInstanceUID}: blob has ${written} bytes, the index says ${parts[i].length}`);
+}
+
+const CRLF = Buffer.from('\r\n');
 
 /** A part body: small instances as one buffer, others as a stream. */
 type PartBody = Buffer | Readable;
@@ -246,6 +341,8 @@ interface InstancePart {
   body(): Promise<PartBody>;
   /** The body's chunks are buffers of instanceReadPool, to give back once written. */
   pooled?: boolean;
+  /** A small instance with a known length, which a multipart answer packs with its neighbours (see packed-parts.ts). */
+  packable?: Omit<PackablePart, 'head'>;
 }
 
 /** A stored instance as Part 10, read whole (a small instance): the blob behind generated File Meta Information when stored without one. */

@@ -103,8 +103,7 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     try {
       return await open(file, 'r');
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') throw new BlobNotFoundError(key);
-      throw toBlobStoreError(err, `opening blob ${key}`);
+      throw openFailure(err, key);
     }
   }
 
@@ -173,19 +172,9 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     assertByteRange(start, end);
     const cached = handles.acquireCached(key);
     if (cached) return readCached(cached, key, start, end, into);
-    if (start === 0 && end < SMALL_RANGE_BYTES) {
-      // A leading range (a small instance, a header): open, one read, close. Not cached: a study's
-      // instances are read once each and would push out the descriptors of volumes being viewed.
-      // Without a size (no fstat), an empty first read is what tells a start past the end.
-      const fd = await openBlobFd(key);
-      try {
-        const buf = await readAt(fd, key, Buffer.allocUnsafe(end + 1), 0);
-        if (buf.length === 0) throw new RangeError(`range [${start}, ${end}] starts past the end of blob ${key} (0 bytes)`);
-        return buf;
-      } finally {
-        fs.close(fd, () => undefined);
-      }
-    }
+    // A leading range (a small instance, a header): open, one read, close. Not cached: a study's
+    // instances are read once each and would push out the descriptors of volumes being viewed.
+    if (start === 0 && end < SMALL_RANGE_BYTES) return readLeading(key, end + 1, into);
     const entry = await handles.acquire(key, async () => {
       const fh = await openBlob(key);
       try {
@@ -211,12 +200,53 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
     }
   }
 
+  /**
+   * Bytes [0, length) of a blob, into `into` when it is large enough: one chain of callbacks
+   * (open, read, close) settling one promise, with no fstat (the caller knows the size from the
+   * index). A study of small instances is one such read per instance, so each hand-off to the
+   * thread pool and each promise counts. The descriptor is closed synchronously: closing a local
+   * file opened read-only does no I/O, so it is not worth a round trip through the thread pool
+   * (and its callback) per instance. Without a size, an empty first read is what tells a start
+   * past the end.
+   */
+  function readLeading(key: string, length: number, into?: Buffer): Promise<Buffer> {
+    const file = blobPath(key);
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    return new Promise((resolve, reject) => {
+      fs.open(file, 'r', (openErr, fd) => {
+        if (openErr) {
+          reject(openFailure(openErr, key));
+          return;
+        }
+        let got = 0;
+        const next = (): void => {
+          fs.read(fd, buf, got, length - got, got, (err, n) => {
+            if (!err) got += n;
+            if (!err && n > 0 && got < length) {
+              next();
+              return;
+            }
+            try {
+              fs.closeSync(fd);
+            } catch {
+              // Nothing to do: the bytes (or the read's own error) are what the caller gets.
+            }
+            if (err) reject(toBlobStoreError(err, `reading blob ${key}`));
+            else if (got === 0) reject(new RangeError(`range [0, ${length - 1}] starts past the end of blob ${key} (0 bytes)`));
+            else resolve(got === length ? buf : buf.subarray(0, got));
+          });
+        };
+        next();
+      });
+    });
+  }
+
   function openBlobFd(key: string): Promise<number> {
     const file = blobPath(key);
     return new Promise((resolve, reject) => {
       fs.open(file, 'r', (err, fd) => {
         if (!err) resolve(fd);
-        else reject(errnoCode(err) === 'ENOENT' ? new BlobNotFoundError(key) : toBlobStoreError(err, `opening blob ${key}`));
+        else reject(openFailure(err, key));
       });
     });
   }
@@ -338,6 +368,11 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
  * Fills `buf` from position `at` of an open blob; a file that ends first gives the bytes it has
  * (a short answer, which callers comparing against the index report as such).
  */
+/** What opening a blob's file failed with, as the store reports it: a missing blob, or a store error. */
+function openFailure(err: unknown, key: string): unknown {
+  return errnoCode(err) === 'ENOENT' ? new BlobNotFoundError(key) : toBlobStoreError(err, `opening blob ${key}`);
+}
+
 async function readAt(fd: number, key: string, buf: Buffer, at: number): Promise<Buffer> {
   let got = 0;
   while (got < buf.length) {

@@ -12,6 +12,7 @@ import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic
 import { buildMultipart } from '../../helpers/multipart-body';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 import { descriptorsOpenOn } from '../../helpers/open-descriptors';
+import { testBlobKind } from '../../helpers/test-env';
 // dcmjs ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const dcmjs = require('dcmjs');
@@ -277,6 +278,105 @@ describe('WADO-RS retrieve instances (PS3.18 10.4.1.1.1)', () => {
       // The server notices each close on its own schedule; every descriptor it opened must be closed.
       for (let i = 0; i < 100 && openOnBlob() > 0; i++) await new Promise((r) => setTimeout(r, 20));
       expect(openOnBlob()).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
+  // The S3 client reads each object into memory of its own: the claim is the filesystem store's.
+  (testBlobKind() === 'fs' ? test : test.skip)('a second retrieve of a study of small instances reads them into reused memory, none allocated per instance', async () => {
+    const study3 = newUid();
+    const series3 = newUid();
+    const made = Array.from({ length: 12 }, (_, n) =>
+      createSyntheticInstance({ studyInstanceUID: study3, seriesInstanceUID: series3, seriesNumber: 1, instanceNumber: n + 1, rows: 64, columns: 64, bitsAllocated: 16, seed: n + 20 }),
+    );
+    await stow(t, made.map((m) => m.bytes));
+    const path = `/dicomweb/studies/${study3}`;
+    await request(app).get(path).buffer(true).parse(binary);
+    const sizes = new Set(made.map((m) => m.bytes.length));
+    const fast = jest.spyOn(Buffer, 'allocUnsafe');
+    const slow = jest.spyOn(Buffer, 'allocUnsafeSlow');
+    let res: request.Response;
+    let perInstance: unknown[][];
+    try {
+      res = await request(app).get(path).buffer(true).parse(binary);
+      perInstance = [...fast.mock.calls, ...slow.mock.calls].filter(([n]) => sizes.has(n as number));
+    } finally {
+      fast.mockRestore();
+      slow.mockRestore();
+    }
+    expect(res.status).toBe(200);
+    expect(Number(res.headers['content-length'])).toBe(res.body.length);
+    const got = await parts(res.headers['content-type'], res.body);
+    expect(got.map((p, n) => p.body.equals(made[n].bytes))).toEqual(made.map(() => true));
+    expect(perInstance).toEqual([]);
+  });
+
+  test('a blob missing among the first instances of a study is a clean 500 that names it, not a cut stream', async () => {
+    const study4 = newUid();
+    const series4 = newUid();
+    const made = Array.from({ length: 10 }, (_, n) =>
+      createSyntheticInstance({ studyInstanceUID: study4, seriesInstanceUID: series4, seriesNumber: 1, instanceNumber: n + 1, rows: 32, columns: 32, seed: n + 40 }),
+    );
+    await stow(t, made.map((m) => m.bytes));
+    const row = await t.app.db.knex('instances').where({ sop_instance_uid: made[3].sopInstanceUID }).first('blob_key');
+    await t.app.blobs.delete(row.blob_key);
+    const res = await request(app).get(`/dicomweb/studies/${study4}`);
+    expect(res.status).toBe(500);
+    expect(errorText(res)).toBe(`the stored bytes ${row.blob_key} are missing from the blob store`);
+  });
+
+  test('a blob missing further into a study of small instances cuts the answer before any byte of its part', async () => {
+    const study6 = newUid();
+    const series6 = newUid();
+    // ~33 kB each: the missing one is read after the answer has begun, and more follow it.
+    const made = Array.from({ length: 90 }, (_, n) =>
+      createSyntheticInstance({ studyInstanceUID: study6, seriesInstanceUID: series6, seriesNumber: 1, instanceNumber: n + 1, rows: 128, columns: 128, bitsAllocated: 16, seed: n + 200 }),
+    );
+    await stow(t, made.map((m) => m.bytes));
+    const row = await t.app.db.knex('instances').where({ sop_instance_uid: made[40].sopInstanceUID }).first('blob_key');
+    await t.app.blobs.delete(row.blob_key);
+    const server = http.createServer(app).listen(0);
+    try {
+      const port = (server.address() as { port: number }).port;
+      const got = await new Promise<{ status: number; length: number; body: Buffer }>((resolve, reject) => {
+        http
+          .get(`http://127.0.0.1:${port}/dicomweb/studies/${study6}`, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('error', () => undefined); // the cut: 'aborted'
+            res.on('close', () => resolve({ status: res.statusCode ?? 0, length: Number(res.headers['content-length']), body: Buffer.concat(chunks) }));
+          })
+          .on('error', reject);
+      });
+      expect(got.status).toBe(200);
+      expect(got.body.length).toBeLessThan(got.length);
+      for (const m of made.slice(40)) expect(got.body.includes(m.sopInstanceUID)).toBe(false);
+    } finally {
+      server.close();
+    }
+    const after = await request(app).get(`${base}/series/${seriesA}/instances/${a1.sopInstanceUID}`).set('Accept', 'application/dicom').buffer(true).parse(binary);
+    expect(after.body.equals(a1.bytes)).toBe(true);
+  });
+
+  test('clients that go away mid-study of small instances leave no blob open', async () => {
+    const study5 = newUid();
+    const series5 = newUid();
+    const made = Array.from({ length: 60 }, (_, n) =>
+      createSyntheticInstance({ studyInstanceUID: study5, seriesInstanceUID: series5, seriesNumber: 1, instanceNumber: n + 1, rows: 128, columns: 128, bitsAllocated: 16, seed: n + 60 }),
+    );
+    await stow(t, made.map((m) => m.bytes));
+    const keys: string[] = await t.app.db.knex('instances').whereIn('sop_instance_uid', made.map((m) => m.sopInstanceUID)).pluck('blob_key');
+    const openOnBlobs = () => keys.reduce((n, k) => n + descriptorsOpenOn(k), 0);
+    const server = http.createServer(app).listen(0);
+    try {
+      const port = (server.address() as { port: number }).port;
+      for (let n = 0; n < 5; n++) await abortAfterFirstBytes(`http://127.0.0.1:${port}/dicomweb/studies/${study5}`);
+      for (let i = 0; i < 100 && openOnBlobs() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(openOnBlobs()).toBe(0);
+      // And the server still answers the whole study.
+      const res = await request(app).get(`/dicomweb/studies/${study5}`).buffer(true).parse(binary);
+      expect((await parts(res.headers['content-type'], res.body)).length).toBe(made.length);
     } finally {
       server.close();
     }

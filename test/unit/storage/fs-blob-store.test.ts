@@ -95,6 +95,27 @@ describe('fs blob store', () => {
     }
   });
 
+  test('a whole small blob read into given memory (a packed WADO-RS part) is a view of it, and closes its descriptor', async () => {
+    const store = createFsBlobStore({ root });
+    try {
+      const bytes = randomBytes(34_000);
+      const { key } = await putBytes(store, bytes);
+      const memory = Buffer.alloc(50_000);
+      const place = memory.subarray(1000, 1000 + bytes.length);
+      const got = await store.readBuffer(key, 0, bytes.length - 1, place);
+      expect(got.buffer).toBe(memory.buffer);
+      expect(got.byteOffset).toBe(place.byteOffset);
+      expect(memory.subarray(1000, 1000 + bytes.length).equals(bytes)).toBe(true);
+      expect(descriptorsOpenOn(key)).toBe(0);
+      // Asked for more than the blob has: the bytes it has, in the same memory.
+      const longer = await store.readBuffer(key, 0, bytes.length + 99, memory);
+      expect(longer.buffer).toBe(memory.buffer);
+      expect(longer.equals(bytes)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a read with a buffer pool reads into the pool’s memory, again into what was given back', async () => {
     const store = createFsBlobStore({ root });
     try {
