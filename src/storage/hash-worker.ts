@@ -73,6 +73,11 @@ class HashWorker {
     });
   }
 
+  /** Stops the thread; hashes in progress fail as when it dies. */
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+  }
+
   send(message: Record<string, unknown>): void {
     if (!this.failed) this.worker.postMessage({ ...message, req: 0 });
   }
@@ -84,6 +89,16 @@ let nextStream = 1;
 function worker(): HashWorker {
   if (!shared || shared.failed) shared = new HashWorker();
   return shared;
+}
+
+/**
+ * Stops the hash worker, as a crash of its thread would: the hashes in progress fail (their parts
+ * fail as storage errors) and the next large part starts a new worker. For fault tests.
+ */
+export async function terminateHashWorker(): Promise<void> {
+  const current = shared;
+  shared = null;
+  await current?.terminate();
 }
 
 /**

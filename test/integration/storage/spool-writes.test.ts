@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BlobStore } from '../../../src/storage/blob-store';
 import { createFsBlobStore } from '../../../src/storage/fs-blob-store';
+import { terminateHashWorker } from '../../../src/storage/hash-worker';
 import type { SpooledBlob } from '../../../src/storage/spooled-blob';
 
 /**
@@ -234,6 +235,42 @@ describe('filesystem store: writing a large part', () => {
     const key = createHash('sha256').update(bytes).digest('hex');
     expect(await store.stat(key)).toBeNull();
     expect(await readdir(path.join(root, 'staging'))).toEqual([]);
+  });
+
+  test('the hash worker dying mid-part fails that part, leaves nothing behind, and the next part gets a new worker', async () => {
+    const staged = store.stage();
+    const chunks = chunked(randomBytes(16 * MiB), 64 * KiB);
+    let written = 0;
+    let terminated: Promise<void> | null = null;
+    try {
+      for (const c of chunks) {
+        if (staged.writable.destroyed) break;
+        if (!staged.writable.write(c)) {
+          await new Promise((r) => {
+            staged.writable.once('drain', r);
+            staged.writable.once('close', r);
+          });
+        }
+        written += c.length;
+        // Past the first blocks handed to the worker: kill it while the part is still arriving.
+        if (written === 10 * MiB) terminated = terminateHashWorker();
+      }
+      staged.writable.end();
+    } catch {
+      // The writable may already have failed; the outcome is what done and commit say.
+    }
+    await terminated;
+    await expect(store.commit(staged)).rejects.toThrow();
+    await store.discard(staged);
+    expect(await readdir(path.join(root, 'staging'))).toEqual([]);
+    const files = (await readdir(root, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+    expect(files).toEqual([]);
+
+    const bytes = randomBytes(6 * MiB + 7);
+    const next = store.stage();
+    await pipeline(Readable.from(chunked(bytes, 64 * KiB)), next.writable);
+    const blob = await store.commit(next);
+    expect(blob.key).toBe(createHash('sha256').update(bytes).digest('hex'));
   });
 
   test('a filesystem that refuses a direct write gets the part written buffered, byte-identical', async () => {
