@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -13,6 +13,9 @@ import type { AppHandle } from '../src/app';
 import type { AuditWriter } from '../src/audit/audit-writer';
 import { buildAuditEvent } from '../src/audit/audit-event';
 import { insertAuditRowsOn, serializeAuditRow } from '../src/audit/audit-store';
+import { createAuditWriter } from '../src/audit/audit-writer';
+import { queryPrepared } from '../src/db/prepared-statement';
+import knexFactory from 'knex';
 import { requestedProjects } from '../src/auth/access-guard';
 import { verifyLocalAccessToken } from '../src/auth/access-token';
 import { bearerTokenOf } from '../src/auth/authenticator';
@@ -24,7 +27,7 @@ import { openKeyStore } from '../src/auth/signing-keys';
 import { mintLocalToken } from '../src/auth/local-token';
 import { loadConfig } from '../src/config';
 import { createSyntheticInstance } from '../src/generate/synthetic-dicom';
-import { createBenchDatabase, type BenchDatabase } from './lib/postgres';
+import { createBenchDatabase, openBenchDatabase, type BenchDatabase } from './lib/postgres';
 import { renderCpuProfile, summariseCpuProfile } from './lib/cpu-profile';
 import { describeMachine, fmt, markdownTable, updateResultsFile } from './lib/report';
 import { benchCli } from './lib/cli';
@@ -39,11 +42,15 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
  * router, no audit gate, no guard). The same calls go to both, in alternating blocks, at each
  * `--concurrency` (default 1 and 16); the table gives p50/p95 and throughput and their ratio.
  *
- *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR] [--no-analyze] [--calls qido,fhir] [--write]
+ *   npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--db-prefix il_x_] [--async-commit] [--cpu-prof] [--variants a,b] [--dist | --server-root DIR | --server-src DIR] [--no-analyze] [--calls qido,fhir] [--write]
  *   npx tsx bench/auth.ts --steps     (only the guard's steps one by one, in this process, no database)
  *
  * The AuditEvent is committed durably before each answer, so every guarded call pays one WAL
- * flush; the run measures that floor (a one-row INSERT commit) and prints it next to the table.
+ * flush; the run measures that floor (a one-row INSERT commit) and prints it next to the table,
+ * with what one more idle wait of that length costs a Node.js process in CPU on this machine
+ * (waitCost: at one client that, not code on the audit path, is most of the audit's node CPU),
+ * and a FHIR read with its AuditEvent beside it (as the gate writes it) against inside the read's
+ * own statement, at one reader and at 16 (auditShapeCost, auditShapeCostConcurrent).
  * Reads start their AuditEvent at authorization, so that flush overlaps the handler; the
  * *audit after answer* columns run the same guard writing it only when the answer is ready, the
  * *same composition, audit early* columns the same routers and guard starting it early, and
@@ -53,7 +60,9 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
  *
  * By default the server process runs the TypeScript sources through tsx; `--dist` runs the build
  * (`dist/`, as `npm start` does, with the same node flags) and `--server-root DIR` the build of
- * another checkout (A/B runs: a copy of the baseline's `dist/` and `migrations/`).
+ * another checkout (A/B runs: a copy of the baseline's `dist/` and `migrations/`); `--server-src DIR` runs
+ * another checkout's `src/` through tsx (A/B runs without a build). `--db-prefix` names the bench
+ * database `<prefix><random>` (e.g. an engineer's `il_a_`) instead of `il_bench_<random>`.
  *
  * Exit status: 0 every ratio under the target, 3 a target missed, 1 a request failed, 2 bad arguments.
  */
@@ -61,7 +70,7 @@ const SERVER_NODE_FLAGS: string[] = require('../bin/server-node-flags.js');
 const TARGET_RATIO = 1.3;
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const ISSUER = 'http://bench.imaging-lake.invalid';
-const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR] [--no-analyze] [--calls qido,fhir] [--write] | --steps\n';
+const USAGE = 'usage: npx tsx bench/auth.ts [--requests N] [--concurrency 1,16] [--db postgres|embedded] [--admin-url URL] [--db-prefix il_x_] [--async-commit] [--cpu-prof] [--variants guarded,noAudit,perRequest,late,early] [--dist | --server-root DIR | --server-src DIR] [--no-analyze] [--calls qido,fhir] [--write] | --steps\n';
 const REPO_ROOT = path.resolve(__dirname, '..');
 const cli = benchCli('bench/auth.ts', USAGE);
 const usage = cli.usage;
@@ -85,8 +94,10 @@ interface Options {
   analyze: boolean;
   /** Which calls to measure (default both): `qido`, `fhir`. */
   calls: Array<'qido' | 'fhir'>;
-  /** Where the server process loads the app from: this checkout's `src/` through tsx, or a checkout's `dist/`. */
-  server: { kind: 'src' } | { kind: 'dist'; root: string };
+  /** Where the server process loads the app from: a checkout's `src/` through tsx (default this one), or a checkout's `dist/`. */
+  server: { kind: 'src'; root: string } | { kind: 'dist'; root: string };
+  /** Name prefix of the bench database (default: createBenchDatabase's `il_bench_`). */
+  dbPrefix?: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -104,6 +115,8 @@ function parseOptions(argv: string[]): Options {
     'no-analyze': { type: 'boolean', default: false },
     calls: { type: 'string', default: 'qido,fhir' },
     'server-root': { type: 'string' },
+    'server-src': { type: 'string' },
+    'db-prefix': { type: 'string' },
   });
   const requests = Number(values.requests);
   if (!Number.isInteger(requests) || requests < 200) usage('--requests must be an integer of at least 200');
@@ -116,10 +129,15 @@ function parseOptions(argv: string[]): Options {
   const variants = VARIANTS.filter((v) => v === 'bare' || named.includes(v));
   const serverRoot = values['server-root'] === undefined ? undefined : path.resolve(String(values['server-root']));
   if (serverRoot && !existsSync(path.join(serverRoot, 'dist', 'app.js'))) usage(`--server-root ${serverRoot} holds no dist/app.js (build it first)`);
-  const server: Options['server'] = serverRoot || values.dist ? { kind: 'dist', root: serverRoot ?? REPO_ROOT } : { kind: 'src' };
+  const serverSrc = values['server-src'] === undefined ? undefined : path.resolve(String(values['server-src']));
+  if (serverSrc && (serverRoot || values.dist)) usage('--server-src runs sources: not with --dist or --server-root');
+  if (serverSrc && !existsSync(path.join(serverSrc, 'src', 'app.ts'))) usage(`--server-src ${serverSrc} holds no src/app.ts`);
+  const server: Options['server'] = serverRoot || values.dist ? { kind: 'dist', root: serverRoot ?? REPO_ROOT } : { kind: 'src', root: serverSrc ?? REPO_ROOT };
+  const dbPrefix = values['db-prefix'] === undefined ? undefined : String(values['db-prefix']);
+  if (dbPrefix !== undefined && !/^il_[a-z][0-9]?_$/.test(dbPrefix)) usage('--db-prefix is il_<letter>_ (e.g. il_a_)');
   const calls = String(values.calls).split(',').filter(Boolean);
   if (calls.length === 0 || calls.some((c) => c !== 'qido' && c !== 'fhir')) usage('--calls is a comma-separated list of qido, fhir');
-  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server, analyze: !values['no-analyze'], calls: calls as Options['calls'] };
+  return { requests, concurrency, db: values.db as Options['db'], adminUrl: String(values['admin-url']), write: Boolean(values.write), asyncCommit: Boolean(values['async-commit']), cpuProf: Boolean(values['cpu-prof']), steps: Boolean(values.steps), variants, server, dbPrefix, analyze: !values['no-analyze'], calls: calls as Options['calls'] };
 }
 
 
@@ -267,6 +285,13 @@ async function serve(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The client side.
 
+/** A bench database named `<prefix><random>` (an engineer's own prefix); drop() removes it. */
+async function createPrefixedDatabase(adminUrl: string, prefix: string): Promise<BenchDatabase> {
+  const name = `${prefix}bench_${randomBytes(6).toString('hex')}`;
+  await sql(adminUrl, `CREATE DATABASE ${name}`);
+  return openBenchDatabase(adminUrl, name);
+}
+
 async function sql(url: string, text: string): Promise<void> {
   const c = new Client({ connectionString: url });
   await c.connect();
@@ -292,6 +317,49 @@ async function commitFloor(url: string): Promise<number> {
     }
     await c.query('DROP TABLE bench_commit_floor');
     return percentile(ms.sort((a, b) => a - b), 50);
+  } finally {
+    await c.end();
+  }
+}
+
+/** What a wait for the database costs this process in CPU (waitCost). */
+interface WaitCost {
+  /** This process's CPU (user + system) per round trip answered at once, µs. */
+  immediateMicros: number;
+  /** The same statement answered after `waitMs` (pg_sleep on the server), µs. */
+  waitedMicros: number;
+  waitMs: number;
+}
+
+/**
+ * The same prepared statement, `SELECT pg_sleep($1)`, sent one at a time and answered at once
+ * (0) or after `waitMs`, in alternating rounds: the Node.js work is identical, only the time the
+ * process spends idle before the answer differs. On a virtual machine shared with other work, a
+ * process that went idle pays for waking up (caches and TLB refilled, the wake-up itself), more
+ * the longer it slept: that is the node CPU the durable audit commit adds per request at one
+ * client (one more idle wait per request), apart from any code on the audit path.
+ */
+async function waitCost(url: string, waitMs: number): Promise<WaitCost> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    const statement = { name: 'bench_wait', text: 'SELECT pg_sleep($1)' };
+    const once = () => c.query({ ...statement, values: [0] });
+    for (let i = 0; i < 50; i++) await once();
+    let immediate = 0;
+    let waited = 0;
+    const perRound = 100;
+    const rounds = 3;
+    for (let r = 0; r < rounds; r++) {
+      for (const seconds of [0, waitMs / 1000]) {
+        const before = process.cpuUsage();
+        for (let i = 0; i < perRound; i++) await c.query({ ...statement, values: [seconds] });
+        const used = process.cpuUsage(before);
+        if (seconds === 0) immediate += used.user + used.system;
+        else waited += used.user + used.system;
+      }
+    }
+    return { immediateMicros: immediate / (perRound * rounds), waitedMicros: waited / (perRound * rounds), waitMs };
   } finally {
     await c.end();
   }
@@ -354,6 +422,171 @@ async function auditInsertCost(url: string): Promise<AuditInsertCost> {
     return { p50Ms: percentile(ms.sort((a, b) => a - b), 50), cpuPerEvent: single.cpu / single.events, batchCpuPerEvent: batched.cpu / batched.events };
   } finally {
     await c.end();
+  }
+}
+
+/** A read's AuditEvent beside the read against inside its statement (auditInReadStatement). */
+interface AuditShapeCost {
+  /** p50 ms, this process's CPU µs and the two backends' CPU µs per read, for each shape. */
+  beside: { p50Ms: number; nodeMicros: number; pgMicros: number };
+  inside: { p50Ms: number; nodeMicros: number; pgMicros: number };
+}
+
+/** The same two shapes with SHAPE_CLIENTS readers at once (auditShapeCostConcurrent). */
+interface AuditShapeConcurrentCost {
+  beside: { readsPerSecond: number; nodeMicros: number; pgMicros: number };
+  inside: { readsPerSecond: number; nodeMicros: number; pgMicros: number };
+  /** Events per INSERT of the group-commit writer in the `beside` rounds. */
+  eventsPerInsert: number;
+}
+
+const SHAPE_CLIENTS = 16;
+
+/**
+ * Diagnostic for the design of the read audit (issue 5): a FHIR read of a seeded Patient, with
+ * the caller's project filter, and its AuditEvent written durably before the answer, two ways,
+ * on prepared statements over two connections while the server is idle, in alternating rounds:
+ *   - beside (as the gate does now at one client): the audit INSERT on one connection and the
+ *     read on the other, sent at once, the answer waiting for both;
+ *   - inside: one statement, `WITH a AS (INSERT INTO audit_events ...) SELECT ...`: one round
+ *     trip, one backend and one commit per read, and one idle wait for the caller instead of two
+ *     answers arriving apart.
+ * The read's text mirrors readCurrent's (src/fhir/store/resource-store.ts) with fhirAccessFilter.
+ */
+async function auditShapeCost(url: string, patientIds: string[], project: string): Promise<AuditShapeCost> {
+  // node-postgres takes $n placeholders: numbered in text order (the INSERT's first, inside).
+  const positional = (sql: string) => {
+    let n = 0;
+    return sql.replace(/\?/g, () => `$${++n}`);
+  };
+  const statements = shapeStatements();
+  const read = positional(statements.read);
+  const inside = positional(statements.inside);
+  const auditConn = new Client({ connectionString: url });
+  const readConn = new Client({ connectionString: url });
+  await auditConn.connect();
+  await readConn.connect();
+  try {
+    const pids = [auditConn, readConn].map(async (c) => ((await c.query('SELECT pg_backend_pid() AS pid')).rows[0] as { pid: number }).pid);
+    const backends = await Promise.all(pids);
+    const row = (id: string) =>
+      serializeAuditRow(
+        buildAuditEvent(
+          { protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: id, status: 200, requestId: randomUUID(), agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
+          { observer: 'imaging-lake', baseUrl: 'http://127.0.0.1' },
+        ),
+      );
+    const shapes = {
+      beside: async (id: string) => {
+        const r = row(id);
+        const [, answer] = await Promise.all([insertAuditRowsOn(auditConn, [r]), readConn.query({ name: 'bench_read', text: read, values: ['Patient', id, [project]] })]);
+        if (answer.rows.length !== 1) throw new Error('auditShapeCost: the read found no Patient');
+      },
+      inside: async (id: string) => {
+        const r = row(id);
+        const answer = await readConn.query({ name: 'bench_read_audited', text: inside, values: [...r.columns, r.resource, 'Patient', id, [project]] });
+        if (answer.rows.length !== 1) throw new Error('auditShapeCost: the read found no Patient');
+      },
+    };
+    for (let i = 0; i < 30; i++) for (const f of Object.values(shapes)) await f(patientIds[i % patientIds.length]);
+    const totals = { beside: { ms: [] as number[], node: 0, pg: 0, n: 0 }, inside: { ms: [] as number[], node: 0, pg: 0, n: 0 } };
+    for (let round = 0; round < 6; round++) {
+      for (const name of round % 2 === 0 ? (['beside', 'inside'] as const) : (['inside', 'beside'] as const)) {
+        const t = totals[name];
+        const pgBefore = await procCpuMicros(backends);
+        const before = process.cpuUsage();
+        for (let i = 0; i < 100; i++) {
+          const t0 = process.hrtime.bigint();
+          await shapes[name](patientIds[(round * 100 + i) % patientIds.length]);
+          t.ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+        const used = process.cpuUsage(before);
+        t.node += used.user + used.system;
+        t.pg += pgDelta(pgBefore, await procCpuMicros(backends));
+        t.n += 100;
+      }
+    }
+    const figures = (t: (typeof totals)['beside']) => ({ p50Ms: percentile(t.ms.sort((a, b) => a - b), 50), nodeMicros: t.node / t.n, pgMicros: t.pg / t.n });
+    return { beside: figures(totals.beside), inside: figures(totals.inside) };
+  } finally {
+    await Promise.all([auditConn.end(), readConn.end()]);
+  }
+}
+
+/** The read of auditShapeCost with `?` placeholders (queryPrepared), and the same with its AuditEvent INSERT inside. */
+function shapeStatements(): { read: string; inside: string } {
+  const columns = ['id uuid', 'recorded timestamptz', 'type_code text', 'subtype_code text', 'action text', 'outcome text', 'agent_subject text', 'agent_client_id text', 'agent_role text', 'agent_address text', 'patient text', 'entity text[]', 'request_id text', 'resource json'].map((c) => c.split(' '));
+  const read = `SELECT r.rid, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content FROM fhir_resource r WHERE r.resource_type = ? AND r.id = ? AND (EXISTS (SELECT 1 FROM project_resources pr WHERE pr.resource_type = r.resource_type AND pr.resource_id = r.id AND pr.project_id = ANY(?::text[])))`;
+  const inside = `WITH a AS (INSERT INTO audit_events (${columns.map(([n]) => n).join(', ')}) VALUES (${columns.map(([, t]) => `?::${t}`).join(', ')}) RETURNING 1) ${read}`;
+  return { read, inside };
+}
+
+/**
+ * auditShapeCost's two shapes with SHAPE_CLIENTS readers at once over one knex pool: `beside`
+ * through the real group-commit writer (concurrent reads share an INSERT and its commit),
+ * `inside` with each read committing its own INSERT. Alternating rounds; reads per second, this
+ * process's CPU and the pool's backends' CPU per read. Where the two differ from the one-client
+ * figures is what a design change of the read audit would trade.
+ */
+async function auditShapeCostConcurrent(url: string, patientIds: string[], project: string): Promise<AuditShapeConcurrentCost> {
+  const application = `bench-audit-shape-${randomUUID().slice(0, 8)}`;
+  const knex = knexFactory({ client: 'pg', connection: { connectionString: url, application_name: application }, pool: { min: SHAPE_CLIENTS + 2, max: SHAPE_CLIENTS + 2 } });
+  const writer = createAuditWriter(knex);
+  const { read, inside } = shapeStatements();
+  const event = (id: string) =>
+    buildAuditEvent(
+      { protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: id, status: 200, requestId: randomUUID(), agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
+      { observer: 'imaging-lake', baseUrl: 'http://127.0.0.1' },
+    );
+  const found = (rows: unknown[]) => {
+    if (rows.length !== 1) throw new Error('auditShapeCostConcurrent: the read found no Patient');
+  };
+  const shapes = {
+    beside: async (id: string) => {
+      const written = writer.write(event(id), { now: true });
+      written.catch(() => undefined);
+      found(await queryPrepared(knex, read, ['Patient', id, [project]]));
+      await written;
+    },
+    inside: async (id: string) => {
+      const r = serializeAuditRow(event(id));
+      found(await queryPrepared(knex, inside, [...r.columns, r.resource, 'Patient', id, [project]]));
+    },
+  };
+  const run = async (f: (id: string) => Promise<void>, n: number, offset: number) => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: SHAPE_CLIENTS }, async () => {
+        for (let i = next++; i < n; i = next++) await f(patientIds[(offset + i) % patientIds.length]);
+      }),
+    );
+  };
+  try {
+    for (const f of Object.values(shapes)) await run(f, 200, 0);
+    const pids = ((await knex.raw('SELECT pid FROM pg_stat_activity WHERE application_name = ?', [application])) as { rows: Array<{ pid: number }> }).rows.map((r) => r.pid);
+    const totals = { beside: { s: 0, node: 0, pg: 0, n: 0 }, inside: { s: 0, node: 0, pg: 0, n: 0 } };
+    const perRound = 400;
+    const before = writer.stats();
+    for (let round = 0; round < 4; round++) {
+      for (const name of round % 2 === 0 ? (['beside', 'inside'] as const) : (['inside', 'beside'] as const)) {
+        const t = totals[name];
+        const pgBefore = await procCpuMicros(pids);
+        const cpuBefore = process.cpuUsage();
+        const t0 = process.hrtime.bigint();
+        await run(shapes[name], perRound, round * perRound);
+        t.s += Number(process.hrtime.bigint() - t0) / 1e9;
+        const used = process.cpuUsage(cpuBefore);
+        t.node += used.user + used.system;
+        t.pg += pgDelta(pgBefore, await procCpuMicros(pids));
+        t.n += perRound;
+      }
+    }
+    const after = writer.stats();
+    const figures = (t: (typeof totals)['beside']) => ({ readsPerSecond: t.n / t.s, nodeMicros: t.node / t.n, pgMicros: t.pg / t.n });
+    return { beside: figures(totals.beside), inside: figures(totals.inside), eventsPerInsert: (after.events - before.events) / Math.max(1, after.batches - before.batches) };
+  } finally {
+    await writer.close();
+    await knex.destroy();
   }
 }
 
@@ -630,9 +863,11 @@ async function main(): Promise<void> {
   let statClient: Client | undefined;
   const loadAtStart = os.loadavg();
   try {
-    if (options.db === 'postgres') database = await createBenchDatabase(options.adminUrl);
+    if (options.db === 'postgres') database = options.dbPrefix ? await createPrefixedDatabase(options.adminUrl, options.dbPrefix) : await createBenchDatabase(options.adminUrl);
     if (database && options.asyncCommit) await sql(options.adminUrl, `ALTER DATABASE ${database.name} SET synchronous_commit = off`);
     const floor = database ? await commitFloor(database.url) : undefined;
+    // Before anything else runs: what the commit floor's wait costs a Node.js process here.
+    const wait = database && floor !== undefined ? await waitCost(database.url, Math.max(0.2, floor)) : undefined;
     const env: Record<string, string> = {
       DATA_DIR: dataDir,
       AUTH_ISSUER: ISSUER,
@@ -643,13 +878,14 @@ async function main(): Promise<void> {
     // The servers run in their own process (logs to /dev/null), so the load generator does not share their event loop.
     // From the build: the node flags every launcher gives the server (bin/server-node-flags.js).
     const serverRoot = options.server.kind === 'dist' ? path.join(options.server.root, 'dist') : undefined;
+    const serverSrc = options.server.kind === 'src' && options.server.root !== REPO_ROOT ? path.join(options.server.root, 'src') : undefined;
     if (options.server.kind === 'dist' && options.server.root === REPO_ROOT) {
       const stale = staleBuildWarning(REPO_ROOT);
       if (stale) process.stderr.write(`${stale}\n`);
     }
     const execArgv = ['--import', 'tsx', ...(serverRoot ? SERVER_NODE_FLAGS : []), ...(options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
-    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env, ...(serverRoot ? { AUTH_BENCH_SERVER_ROOT: serverRoot } : {}) }, execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-    process.stderr.write(`server process: ${serverRoot ? `${serverRoot} (built)` : 'src/ through tsx'}\n`);
+    child = fork(__filename, ['--serve'], { env: { ...process.env, ...env, ...(serverRoot ?? serverSrc ? { AUTH_BENCH_SERVER_ROOT: serverRoot ?? serverSrc } : {}) }, execArgv, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    process.stderr.write(`server process: ${serverRoot ? `${serverRoot} (built)` : `${serverSrc ?? 'src/'} through tsx`}\n`);
     const ports = await new Promise<Ports>((resolve, reject) => {
       child!.once('message', (m) => resolve(m as Ports));
       child!.once('exit', (code) => reject(new Error(`the server process exited with ${code}`)));
@@ -687,6 +923,8 @@ async function main(): Promise<void> {
     if (database && options.analyze) await sql(database.url, 'ANALYZE');
     // While the server is idle: the audit INSERT on its own, next to the commit floor.
     const auditCost = database ? await auditInsertCost(database.url) : undefined;
+    const shapeCost = database ? await auditShapeCost(database.url, patientIdsFhir, 'bench-a') : undefined;
+    const shapeCostConcurrent = database ? await auditShapeCostConcurrent(database.url, patientIdsFhir, 'bench-a') : undefined;
 
     const workloads: Workload[] = [
       {
@@ -719,6 +957,15 @@ async function main(): Promise<void> {
         : `One-row INSERT commit on this database (the durable audit write's floor): ${fmt(floor, 2)} ms${options.asyncCommit ? ' (synchronous_commit=off: diagnostic run)' : ''}.` +
           (auditCost
             ? ` The AuditEvent INSERT alone on one connection (idle server): ${fmt(auditCost.p50Ms, 2)} ms p50 to its commit, backend CPU ${fmt(auditCost.cpuPerEvent, 0)} µs per event at one event per INSERT, ${fmt(auditCost.batchCpuPerEvent, 0)} µs at ${AUDIT_BATCH} per INSERT.`
+            : '') +
+          (wait
+            ? ` One database round trip cost this process ${fmt(wait.immediateMicros, 0)} µs of CPU answered at once and ${fmt(wait.waitedMicros, 0)} µs answered after ${fmt(wait.waitMs, 2)} ms (the same statement, pg_sleep): what one more idle wait per request (the audit commit at one client) costs in node CPU here, whatever the code.`
+            : '') +
+          (shapeCost
+            ? ` A FHIR read with its AuditEvent (idle server, one at a time), the INSERT beside the read on a second connection (as now) / inside the read's statement (WITH INSERT ... SELECT): p50 ${fmt(shapeCost.beside.p50Ms, 2)} / ${fmt(shapeCost.inside.p50Ms, 2)} ms, node CPU ${fmt(shapeCost.beside.nodeMicros, 0)} / ${fmt(shapeCost.inside.nodeMicros, 0)} µs, PostgreSQL CPU ${fmt(shapeCost.beside.pgMicros, 0)} / ${fmt(shapeCost.inside.pgMicros, 0)} µs per read.`
+            : '') +
+          (shapeCostConcurrent
+            ? ` The same with ${SHAPE_CLIENTS} readers at once (beside through the group-commit writer, ${fmt(shapeCostConcurrent.eventsPerInsert, 1)} events per INSERT / inside, each read its own commit): ${fmt(shapeCostConcurrent.beside.readsPerSecond, 0)} / ${fmt(shapeCostConcurrent.inside.readsPerSecond, 0)} reads/s, node CPU ${fmt(shapeCostConcurrent.beside.nodeMicros, 0)} / ${fmt(shapeCostConcurrent.inside.nodeMicros, 0)} µs, PostgreSQL CPU ${fmt(shapeCostConcurrent.beside.pgMicros, 0)} / ${fmt(shapeCostConcurrent.inside.pgMicros, 0)} µs per read.`
             : '');
     process.stdout.write(`\nAccess-layer overhead (${engine}); guarded = createApp, bare = the same routers without auth router, guard and audit gate, guard w/o audit = bare plus token check, policy and row filters, audit after answer = guarded without the read audit's overlap, INSERT per request = guarded without group commit\n\n${table}\n\n${floorLine}\nTarget (< ${TARGET_RATIO}x): ${verdict}\n`);
     if (options.write) {

@@ -35,6 +35,21 @@ export interface StartServerOptions {
 
 const TAIL_BYTES = 16 * 1024;
 
+/**
+ * The environment every benchmark gives a server it starts: a free loopback port, `dataDir`, warn
+ * logging, no orphan sweeper during the measured phases, production mode.
+ */
+export async function benchServerEnv(dataDir: string): Promise<Record<string, string>> {
+  return {
+    PORT: String(await findFreePort()),
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    LOG_LEVEL: 'warn',
+    SWEEP_INTERVAL_SECONDS: '0',
+    NODE_ENV: 'production',
+  };
+}
+
 /** Asks the kernel for a free TCP port on the loopback interface. */
 export async function findFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {

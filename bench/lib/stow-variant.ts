@@ -8,7 +8,7 @@ import { measurePhase, StoreVerifier } from './phase-meter';
 import { createBenchDatabase, type BenchDatabase } from './postgres';
 import { readMemory } from './process-stats';
 import { fmt } from './report';
-import { findFreePort, startServer, type ServerProcess } from './server-process';
+import { benchServerEnv, startServer, type ServerProcess } from './server-process';
 import { buildMultipartBody, createAgent, postStow, record, sendAll, type PreparedRequest, type RequestStats } from './stow-client';
 import { TARGETS, type DbKind, type Floors, type PhaseGroup, type PhaseMeasurement, type PhaseResult, type StowOptions, type StowSizes, type VariantResult } from './stow-types';
 
@@ -47,14 +47,7 @@ export async function runVariant(
   let s3: { dispose(): Promise<void> } | undefined;
   let server: ServerProcess | undefined;
   try {
-    const env: Record<string, string> = {
-      PORT: String(await findFreePort()),
-      HOST: '127.0.0.1',
-      DATA_DIR: dataDir,
-      LOG_LEVEL: 'warn',
-      SWEEP_INTERVAL_SECONDS: '0',
-      NODE_ENV: 'production',
-    };
+    const env: Record<string, string> = await benchServerEnv(dataDir);
     if (db === 'postgres') {
       database = await createBenchDatabase(options.adminUrl);
       env.DATABASE_URL = database.url;
