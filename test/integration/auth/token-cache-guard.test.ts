@@ -39,7 +39,8 @@ describe('the guard with cached tokens', () => {
   });
 
   test('a cached token is refused once it expires', async () => {
-    const issued = await mint('researcher', ['p-cache'], 1);
+    // exp is whole seconds from a whole-second iat: ttl 2 leaves at least one second to use it in.
+    const issued = await mint('researcher', ['p-cache'], 2);
     expect((await qido(issued.accessToken)).status).toBe(200);
     expect(t.config.clockToleranceSeconds).toBe(0);
     await new Promise((r) => setTimeout(r, issued.expiresAt * 1000 - Date.now() + 50));

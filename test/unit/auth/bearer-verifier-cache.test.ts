@@ -46,7 +46,8 @@ describe('bearer verifier cache', () => {
   test('a cached token still stops at its exp', async () => {
     const keys = await openKeyStore(config);
     const verifier = createBearerVerifier({ keys, config });
-    const t = await mintLocalToken({ role: 'admin', ttlSeconds: 1 }, { config, keys });
+    // exp is whole seconds from a whole-second iat: ttl 2 leaves at least one second to use it in.
+    const t = await mintLocalToken({ role: 'admin', ttlSeconds: 2 }, { config, keys });
     await verifier.verify(t.accessToken);
     await verifier.verify(t.accessToken);
     await new Promise((r) => setTimeout(r, (t.expiresAt * 1000 - Date.now()) + 50));

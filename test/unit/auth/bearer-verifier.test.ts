@@ -85,10 +85,11 @@ describe('bearer token verification', () => {
 
   test('verified tokens are cached, but never past their expiry', async () => {
     const verifier = createBearerVerifier({ keys, config });
-    const t = await mintLocalToken({ role: 'admin', ttlSeconds: 1 }, { config, keys });
+    // exp is whole seconds from a whole-second iat: ttl 2 leaves at least one second to use it in.
+    const t = await mintLocalToken({ role: 'admin', ttlSeconds: 2 }, { config, keys });
     const first = await verifier.verify(t.accessToken);
     expect(await verifier.verify(t.accessToken)).toBe(first);
-    await new Promise((r) => setTimeout(r, 1100));
+    await new Promise((r) => setTimeout(r, t.expiresAt * 1000 - Date.now() + 50));
     await expect(verifier.verify(t.accessToken)).rejects.toThrow('token expired');
   });
 
