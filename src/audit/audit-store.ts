@@ -241,6 +241,18 @@ export function auditInsertFor(event: AuditEvent): AuditInsert {
 }
 
 /**
+ * Several auditInsertFor INSERTs as ONE statement of the same rows (json_to_recordset: one text
+ * whatever their number), for a transaction recording several requests (STOW-RS group commit).
+ */
+export function auditInsertsAsOne(inserts: readonly AuditInsert[]): AuditInsert {
+  const rows = inserts.map((insert): AuditRow => {
+    if (insert.sql !== INSERT_ONE_SQL) throw new Error('auditInsertsAsOne takes only INSERTs made by auditInsertFor');
+    return { columns: insert.values.slice(0, -1) as AuditRow['columns'], resource: insert.values[insert.values.length - 1] as string };
+  });
+  return { sql: INSERT_ROWS_SQL, values: [rowsJson(rows)] };
+}
+
+/**
  * Whether a database error of a statement that carried an auditInsertFor INSERT came from the audit
  * table: PostgreSQL names it in the error's table field, or quoted in its message ("no partition of
  * relation "audit_events" ..."). knex puts the statement's own text ahead of the message, and that

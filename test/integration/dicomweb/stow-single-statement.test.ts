@@ -139,6 +139,45 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
     expect(audits.rows[0].n).toBe(5);
   });
 
+  // The group is per process, not per study: requests into other studies that reach the index while
+  // a transaction is in progress share the next one, each with its own AuditEvent and exact counts.
+  (testDbKind() === 'postgres' ? test : test.skip)('single-instance STOWs into different studies that wait for another are indexed together', async () => {
+    const st = newUid();
+    expect((await post([small({ studyInstanceUID: st, seriesInstanceUID: newUid(), instanceNumber: 0 }).bytes])).status).toBe(200);
+    const knex = t.app.db.knex;
+    const others = [1, 2, 3].map((i) => small({ studyInstanceUID: newUid(), seriesInstanceUID: newUid(), instanceNumber: i }));
+    const first = small({ studyInstanceUID: st, seriesInstanceUID: newUid(), instanceNumber: 1 });
+    const answers = await postBehindFirst(st, [first.bytes, ...others.map((x) => x.bytes)]);
+    for (const a of answers) {
+      expect(a.status).toBe(200);
+      expect(a.body['00081199'].Value).toHaveLength(1);
+    }
+    const uids = others.map((x) => x.sopInstanceUID);
+    const rows = await knex('instances').whereIn('sop_instance_uid', [first.sopInstanceUID, ...uids]).select(knex.raw('sop_instance_uid, xmin::text AS tx'));
+    const tx = new Map(rows.map((r: { sop_instance_uid: string; tx: string }) => [r.sop_instance_uid, r.tx]));
+    expect(new Set(uids.map((u) => tx.get(u))).size).toBe(1);
+    expect(tx.get(first.sopInstanceUID)).not.toBe(tx.get(uids[0]!));
+    for (const x of others) {
+      expect(await study(x.studyInstanceUID)).toMatchObject({ num_series: 1, num_instances: 1 });
+      const audits = await knex.raw(`SELECT count(*)::int AS n FROM audit_events WHERE subtype_code = 'create' AND ? = ANY(entity)`, [x.studyInstanceUID]);
+      expect(audits.rows[0].n).toBe(1);
+    }
+    expect(await study(st)).toMatchObject({ num_series: 2, num_instances: 2 });
+  });
+
+  // On either engine: many single-instance STOWs into as many studies at once, every one exact.
+  test('concurrent single-instance STOWs into many studies are each stored, counted and audited once', async () => {
+    const knex = t.app.db.knex;
+    const parts = Array.from({ length: 16 }, (_, i) => small({ studyInstanceUID: newUid(), seriesInstanceUID: newUid(), instanceNumber: i }));
+    const answers = await Promise.all(parts.map((x) => post([x.bytes]).set('X-Forwarded-Host', 'lake.test').then((r) => r)));
+    for (const a of answers) expect(a.status).toBe(200);
+    for (const x of parts) {
+      expect(await study(x.studyInstanceUID)).toMatchObject({ num_series: 1, num_instances: 1 });
+      const audits = await knex.raw(`SELECT count(*)::int AS n FROM audit_events WHERE subtype_code = 'create' AND ? = ANY(entity)`, [x.studyInstanceUID]);
+      expect((audits.rows ?? audits)[0].n).toBe(1);
+    }
+  });
+
   // A group's transaction that fails for one request's instance (here: a trigger refusing its row, as
   // a constraint would) is not the others' failure: each request is indexed again on its own.
   (testDbKind() === 'postgres' ? test : test.skip)('one instance the index refuses in a group of waiting STOWs fails alone; the others are stored', async () => {
