@@ -155,6 +155,13 @@ function useOptimizingWasmCompiler(): void {
  * The embedded engine as knex-pglite uses it (waitReady, query, close), opened once its data
  * directory exists.
  */
+/**
+ * knex's transaction statements (BEGIN, COMMIT, ROLLBACK, savepoints): sent in one simple-protocol
+ * message (PGlite `exec`, one call into the engine) instead of `query`'s extended-protocol round
+ * (parse, describe, bind, execute and sync, a call each). Every STOW-RS index change has two.
+ */
+const TRANSACTION_CONTROL = /^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT \w+|RELEASE SAVEPOINT \w+|ROLLBACK TO SAVEPOINT \w+);?$/;
+
 class EmbeddedEngine {
   readonly waitReady: Promise<void>;
   private db: PGlite | null = null;
@@ -174,11 +181,14 @@ class EmbeddedEngine {
   /**
    * A statement with parameters runs as a named prepared statement (embedded-statements.ts);
    * knex passes a `name` option for the statements prepared on the PostgreSQL server too, which
-   * the cache makes redundant. Anything else (no parameters, other options) goes to PGlite as is.
+   * the cache makes redundant. Transaction statements go in one message (TRANSACTION_CONTROL).
+   * Anything else (no parameters, other options) goes to PGlite as is.
    */
   query<T>(sql: string, params?: unknown[], options?: Record<string, unknown>): Promise<Results<T>> {
     if (!this.db || !this.statements) return Promise.reject(new Error('the embedded database is not open'));
-    if (params?.length && (!options || Object.keys(options).every((k) => k === 'name'))) return this.statements.query<T>(sql, params);
+    const noOptions = !options || Object.keys(options).every((k) => k === 'name');
+    if (params?.length && noOptions) return this.statements.query<T>(sql, params);
+    if (!params?.length && noOptions && TRANSACTION_CONTROL.test(sql)) return this.db.exec(sql).then((results) => results[results.length - 1] as Results<T>);
     return this.db.query<T>(sql, params, options);
   }
 
