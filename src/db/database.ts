@@ -152,16 +152,16 @@ function useOptimizingWasmCompiler(): void {
 }
 
 /**
- * The embedded engine as knex-pglite uses it (waitReady, query, close), opened once its data
- * directory exists.
- */
-/**
  * knex's transaction statements (BEGIN, COMMIT, ROLLBACK, savepoints): sent in one simple-protocol
  * message (PGlite `exec`, one call into the engine) instead of `query`'s extended-protocol round
  * (parse, describe, bind, execute and sync, a call each). Every STOW-RS index change has two.
  */
 const TRANSACTION_CONTROL = /^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT \w+|RELEASE SAVEPOINT \w+|ROLLBACK TO SAVEPOINT \w+);?$/;
 
+/**
+ * The embedded engine as knex-pglite uses it (waitReady, query, close), opened once its data
+ * directory exists.
+ */
 class EmbeddedEngine {
   readonly waitReady: Promise<void>;
   private db: PGlite | null = null;

@@ -399,8 +399,8 @@ const indexQueues = new WeakMap<Knex, Map<string, IndexQueue>>();
  * (at most GATHER_MS), then indexes every request waiting; requests arriving while that
  * transaction runs form the next one. Together they share a transaction, its commit (WAL flush),
  * the audit trail's statement and the count updates of their studies, instead of paying for them
- * one instance at a time. Studies are locked in UID order within the transaction (instance-index),
- * so batches of several studies cannot deadlock each other or other processes' requests.
+ * one instance at a time. A batch of several studies locks their rows in UID order
+ * (instance-index), as a request of several studies does.
  */
 function indexTogether(services: StoreServices, item: InstanceToIndex, context: IndexChangeContext, auditing: RequestToIndex['auditing']): Promise<IndexResult> {
   const knex = services.db.knex;
