@@ -56,6 +56,19 @@ class AlignedBlockPool {
   }
 }
 
+/**
+ * Copies as much of `source` from `sourceStart` as fits into `target` at `targetStart`; returns the
+ * bytes copied. `target` is shared memory, where Buffer#copy (TypedArray#set) goes through V8's
+ * relaxed, atomic-safe copy: 14% of the main thread's samples while storing volumes (perf,
+ * bench/stow.ts phase b). Buffer#fill with a buffer value copies with a native memcpy instead
+ * (2-4x faster measured on this host). The blocks are not read by another thread while filled.
+ */
+function copyIntoShared(target: Buffer, targetStart: number, source: Buffer, sourceStart: number): number {
+  const n = Math.min(source.length - sourceStart, target.length - targetStart);
+  if (n > 0) target.fill(source.subarray(sourceStart, sourceStart + n), targetStart, targetStart + n);
+  return Math.max(n, 0);
+}
+
 const pool = new AlignedBlockPool();
 /** Set once a filesystem refused O_DIRECT: later parts of the process do not try again. */
 let directRefused = false;
@@ -133,7 +146,7 @@ export class DirectSpoolFile {
       const b = buffers[i]!;
       let at = i === first ? offset : 0;
       while (at < b.length) {
-        const n = b.copy(this.current!, this.fill, at);
+        const n = copyIntoShared(this.current!, this.fill, b, at);
         at += n;
         this.fill += n;
         this.size += n;

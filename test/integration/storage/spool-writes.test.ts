@@ -118,6 +118,18 @@ describe('filesystem store: writing a large part', () => {
     expect(Buffer.concat(back).equals(bytes)).toBe(true);
   });
 
+  test('chunks of an odd size that straddle the 4 MiB blocks are copied across them byte for byte', async () => {
+    const bytes = randomBytes(13 * MiB + 5);
+    const staged = store.stage();
+    await pipeline(Readable.from(chunked(bytes, 100_003)), staged.writable);
+    expect((staged as SpooledBlob).spilled).toBe(true);
+    const blob = await store.commit(staged);
+    expect(blob.key).toBe(createHash('sha256').update(bytes).digest('hex'));
+    const back: Buffer[] = [];
+    for await (const c of await store.read(blob.key)) back.push(c as Buffer);
+    expect(Buffer.concat(back).equals(bytes)).toBe(true);
+  });
+
   test('a part whose last batch is still unwritten when it ends is complete after finish', async () => {
     // 2 MiB kept in memory, then 2.5 MiB more: the tail (< 1 MiB) is written only at the end.
     const bytes = randomBytes(4 * MiB + 512 * KiB + 17);
