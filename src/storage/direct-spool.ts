@@ -65,8 +65,9 @@ class AlignedBlockPool {
  */
 function copyIntoShared(target: Buffer, targetStart: number, source: Buffer, sourceStart: number): number {
   const n = Math.min(source.length - sourceStart, target.length - targetStart);
+  // fill() refuses an empty value; append never asks for nothing (bytes left, room left).
   if (n > 0) target.fill(source.subarray(sourceStart, sourceStart + n), targetStart, targetStart + n);
-  return Math.max(n, 0);
+  return n;
 }
 
 const pool = new AlignedBlockPool();
