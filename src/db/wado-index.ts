@@ -129,6 +129,9 @@ export async function findStoredInstances(knex: Knex, target: RetrieveTarget, re
   return rows.map(toStoredInstance);
 }
 
+/** unrestrictedInstances' texts by WHERE clause (one per target level). */
+const instanceStatements = new Map<string, string>();
+
 /**
  * findStoredInstances for a caller who may see every study (a study retrieve of a viewer or a
  * research tool), as one fixed statement per target level, prepared (queryPrepared: a named statement on a
@@ -137,8 +140,6 @@ export async function findStoredInstances(knex: Knex, target: RetrieveTarget, re
  * conversion of a 100-instance study by the driver (node-postgres, or PGlite on the server's own
  * thread) cost more than parsing one text, and building the query with knex more than both.
  */
-const instanceStatements = new Map<string, string>();
-
 function unrestrictedInstances(target: RetrieveTarget): { sql: string; values: string[] } {
   const values = [target.studyInstanceUID];
   let where = 'st.study_uid = ?';

@@ -41,11 +41,12 @@ function partHead(boundary: string, headers: Record<string, string>): Buffer {
   return Buffer.from(partHeadText(boundary, headers), 'latin1');
 }
 
-const CRLF = Buffer.from('\r\n');
+/** The line break that ends every part's body. */
+export const CRLF = Buffer.from('\r\n');
 
 /** Bytes a part adds around its body: delimiter, headers, blank line and trailing CRLF. */
 export function partOverhead(boundary: string, headers: Record<string, string>): number {
-  return partHead(boundary, headers).length + CRLF.length;
+  return partHeadText(boundary, headers).length + CRLF.length;
 }
 
 /** Bytes of the closing delimiter. */

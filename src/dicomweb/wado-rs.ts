@@ -50,7 +50,7 @@ import {
   parseAccept,
   type Representation,
 } from './accept';
-import { closingLength, createBoundary, MAX_QUEUED_BYTES, multipartContentType, MultipartWriter, partHeadText, partOverhead, writeWithBackpressure } from './multipart-writer';
+import { closingLength, createBoundary, CRLF, MAX_QUEUED_BYTES, multipartContentType, MultipartWriter, partHeadText, partOverhead, writeWithBackpressure } from './multipart-writer';
 import { fillRun, groupRuns, slabPool, type FilledRun, type PackablePart, type PartRun } from './packed-parts';
 
 /** Optional seam for the transcoding engineer: converts stored bytes to another Transfer Syntax. */
@@ -200,7 +200,7 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
   const boundary = createBoundary();
   const heads = parts.map((p) => partHeadText(boundary, p.headers));
   const total = parts.every((p) => p.length !== undefined)
-    ? parts.reduce((n, p, i) => n + heads[i].length + 2 + p.length!, 0) + closingLength(boundary)
+    ? parts.reduce((n, p, i) => n + heads[i].length + CRLF.length + p.length!, 0) + closingLength(boundary)
     : undefined;
   const units = planUnits(parts, heads);
   // The first unit is read before answering, so a blob missing there is a clean error, not a cut stream.
@@ -328,8 +328,6 @@ function runFailure(failed: NonNullable<FilledRun['failed']>, unit: RunUnit, par
   const written = (parts[i].packable!.prefix?.length ?? 0) + failed.got!;
   throw new Error(`instance ${instances[i].sopInstanceUID}: blob has ${written} bytes, the index says ${parts[i].length}`);
 }
-
-const CRLF = Buffer.from('\r\n');
 
 /** A part body: small instances as one buffer, others as a stream. */
 type PartBody = Buffer | Readable;

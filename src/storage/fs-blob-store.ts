@@ -364,15 +364,15 @@ export function createFsBlobStore(options: FsBlobStoreOptions): BlobStore {
   };
 }
 
-/**
- * Fills `buf` from position `at` of an open blob; a file that ends first gives the bytes it has
- * (a short answer, which callers comparing against the index report as such).
- */
 /** What opening a blob's file failed with, as the store reports it: a missing blob, or a store error. */
 function openFailure(err: unknown, key: string): unknown {
   return errnoCode(err) === 'ENOENT' ? new BlobNotFoundError(key) : toBlobStoreError(err, `opening blob ${key}`);
 }
 
+/**
+ * Fills `buf` from position `at` of an open blob; a file that ends first gives the bytes it has
+ * (a short answer, which callers comparing against the index report as such).
+ */
 async function readAt(fd: number, key: string, buf: Buffer, at: number): Promise<Buffer> {
   let got = 0;
   while (got < buf.length) {
