@@ -103,6 +103,16 @@ class EmbeddedClient extends ClientPgLite {
   override poolDefaults() {
     return { ...super.poolDefaults(), createTimeoutMillis: ENGINE_START_TIMEOUT_MS };
   }
+
+  /**
+   * knex-pglite names a result's command after knex's method, and knex calls a delete `del`:
+   * 'DEL', which knex's PostgreSQL client does not take for a DELETE, so `.delete()` answered
+   * the whole result instead of the number of rows deleted (always truthy). Named as a delete.
+   */
+  processResponse(obj: { method?: string }, runner: unknown): unknown {
+    const base = ClientPgLite.prototype as unknown as { processResponse(obj: unknown, runner: unknown): unknown };
+    return base.processResponse.call(this, obj.method === 'del' ? { ...obj, method: 'delete' } : obj, runner);
+  }
 }
 
 /**

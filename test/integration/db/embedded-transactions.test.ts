@@ -73,3 +73,14 @@ test('an explicit rollback discards the writes', async () => {
   await trx.rollback();
   expect(await labels()).toEqual([]);
 });
+
+test('a delete answers the number of rows it deleted, as on a server (zero included)', async () => {
+  await db.knex('tx_probe').insert([
+    { id: 1, label: 'a' },
+    { id: 2, label: 'b' },
+  ]);
+  expect(await db.knex('tx_probe').where({ id: 3 }).delete()).toBe(0);
+  expect(await db.knex('tx_probe').where({ id: 1 }).del()).toBe(1);
+  expect(await db.knex('tx_probe').where({ label: 'b' }).update({ label: 'c' })).toBe(1);
+  expect(await labels()).toEqual(['c']);
+});
