@@ -12,6 +12,9 @@ import { createRenderedImageCache } from './dicom/pixel-image-cache';
 import { createTranscodeHook } from './dicom/transcode-hook';
 import { startImagingStudyFlusher, type ImagingStudyFlusher } from './fhir/dicom/imaging-study-flusher';
 import { createFhirRouter } from './fhir/routes';
+import { createBulkExports, type BulkExports } from './fhir/export/bulk-export';
+import { createExportRouter } from './fhir/export/export-routes';
+import { loadFhirDefinitions } from './fhir/definitions';
 import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
 import { createResourceRules } from './fhir/resources/resource-rules';
 import { createAccessGuard } from './auth/access-guard';
@@ -20,7 +23,7 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, fhirAccessFilter, fhirCreateLinker } from './auth/request-access';
+import { bundleEntryDenial, exportCallerOf, fhirAccessFilter, fhirCreateLinker } from './auth/request-access';
 import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
@@ -41,7 +44,9 @@ export interface AppHandle {
   readonly privacy: AppPrivacyService;
   /** Writes the ImagingStudy of studies the DICOM index marked pending (background, before FHIR reads, at shutdown). */
   readonly imagingStudies: ImagingStudyFlusher;
-  /** Stops background work owned by the app (audit partition maintenance). */
+  /** FHIR Bulk Data export jobs (run in the background, one at a time). */
+  readonly exports: BulkExports;
+  /** Stops background work owned by the app (audit partition maintenance, bulk exports). */
   readonly stopBackground: () => Promise<void>;
 }
 
@@ -75,8 +80,13 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
   const partitions = startAuditPartitionMaintenance(db.knex, logger);
   // Picks up studies left pending by a previous run at once.
   const imagingStudies = startImagingStudyFlusher({ knex: db.knex, logger });
-  const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies });
-  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, imagingStudies, stopBackground: () => partitions.stop() };
+  const exports = createBulkExports({ knex: db.knex, defs: loadFhirDefinitions(), logger, refresh: () => imagingStudies.flushAll() });
+  const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies, exports });
+  const stopBackground = async () => {
+    await exports.stop();
+    await partitions.stop();
+  };
+  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, imagingStudies, exports, stopBackground };
 }
 
 /** Stops background work and releases the database and blob store. */
@@ -99,8 +109,9 @@ function buildExpress(deps: {
   auth: AuthServices;
   privacy: AppPrivacyService;
   imagingStudies: ImagingStudyFlusher;
+  exports: BulkExports;
 }): Express {
-  const { config, db, blobs, logger, auth, privacy, imagingStudies } = deps;
+  const { config, db, blobs, logger, auth, privacy, imagingStudies, exports } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -165,6 +176,20 @@ function buildExpress(deps: {
     }),
   );
 
+  // Bulk Data export ($export kick-off, status, files), before the FHIR router.
+  app.use(
+    '/fhir',
+    createExportRouter({
+      exports,
+      defs: loadFhirDefinitions(),
+      knex: db.knex,
+      logger,
+      publicBaseUrl: config.publicBaseUrl,
+      privacy,
+      maxDateOffsetDays: config.privacy.dateShiftMaxDays,
+      callerOf: exportCallerOf,
+    }),
+  );
   app.use(
     '/fhir',
     createFhirRouter({

@@ -12,7 +12,7 @@ import type { AuthConfig } from './auth-config';
 import { createAuthenticator, sendAuthError, type AuthenticatorOptions } from './authenticator';
 import type { BearerVerifier } from './bearer-verifier';
 import { decide, type AccessDecision } from './policy';
-import { restrictResourcesToProjects, studyRestrictionFor } from './project-filters';
+import { imagingStudyScopeRows, restrictResourcesToProjects, studyRestrictionFor } from './project-filters';
 import { classifyRequest, type RouteAccess } from './policy-routes';
 import type { Principal } from './principal';
 
@@ -80,7 +80,7 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
     };
     res.locals.access = access;
     // The DICOMweb routes read this hook (src/dicomweb/wado-routes.ts, qido-rs.ts).
-    res.locals.restrictStudies = studyRestrictionFor(decision);
+    res.locals.restrictStudies = studyRestrictionFor(decision, route.protocol === 'dicomweb' ? imagingStudyScopeRows(principal, route.interaction) : undefined);
     // Authorized reads of the protocol routers write nothing themselves: their AuditEvent's
     // commit starts now and overlaps the handler (the audit gate corrects it if the answer differs).
     if (early && (req.method === 'GET' || req.method === 'HEAD') && route.protocol !== 'other') beginReadAudit(res);
@@ -102,7 +102,7 @@ function describeRequest(): RequestHandler {
         resourceType: route.resourceType === '*' ? undefined : route.resourceType,
         resourceId: route.resourceId,
         studyUids: route.studyUids,
-        query: route.isSearch ? `${req.method} ${req.originalUrl}` : undefined,
+        query: route.isSearch || route.interaction === 'export' ? `${req.method} ${req.originalUrl}` : undefined,
       };
       res.locals.audit = audit;
     }

@@ -65,6 +65,10 @@ export function classifyFhirRequest(method: string, path: string): RouteAccess {
   const [first, second, third, fourth] = seg;
   if (first === '_history') return fhirInteraction('history', 'history', '*');
   if (first === '_search') return fhirInteraction('search', 'search', '*');
+  // A bulk export's status and files: its job, which belongs to the token that kicked it off.
+  if (first === '$export-status' || first === '$export-output') {
+    return fhirInteraction(m === 'DELETE' ? 'delete' : 'read', m === 'DELETE' ? 'delete' : 'read', 'BulkExportJob', second ? { resourceId: second } : undefined);
+  }
   if (first.startsWith('$')) return operation(m, first, '*');
   const type = TYPE_RE.test(first) ? first : 'Unknown';
   if (seg.length === 1) {

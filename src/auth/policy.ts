@@ -7,6 +7,7 @@
 import type { Principal } from './principal';
 import type { Role } from './roles';
 import type { ResourceScope, ScopePermission } from './scopes';
+import type { ScopeRows } from '../fhir/search/scope-filter';
 
 /** What a request wants to do. REST interactions follow FHIR R4 3.1.0; the rest are ours. */
 export type Interaction =
@@ -64,14 +65,20 @@ const CONFORMANCE_TYPES = new Set(['CapabilityStatement', 'StructureDefinition',
 const COHORT_TYPES = new Set(['Group']);
 /** Our administrative pseudo-resources. */
 const ADMIN_TYPES = new Set(['Project', 'ProjectMember', 'Client', 'SigningKey', 'Server']);
+/**
+ * Things that belong to the token that made them, whatever their content: a bulk export's job
+ * (its status and files). Its service answers only the owner; no scope names them.
+ */
+const OWNED_TYPES = new Set(['BulkExportJob']);
 
-type TypeClass = 'clinical' | 'conformance' | 'cohort' | 'admin' | 'audit';
+type TypeClass = 'clinical' | 'conformance' | 'cohort' | 'admin' | 'audit' | 'owned';
 
 function classify(resourceType: string): TypeClass {
   if (resourceType === 'AuditEvent') return 'audit';
   if (CONFORMANCE_TYPES.has(resourceType)) return 'conformance';
   if (COHORT_TYPES.has(resourceType)) return 'cohort';
   if (ADMIN_TYPES.has(resourceType)) return 'admin';
+  if (OWNED_TYPES.has(resourceType)) return 'owned';
   return 'clinical';
 }
 
@@ -87,6 +94,7 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
     admin: [...READS, ...EDITS, 'delete', 'administer', 'approve'],
     // Append-only: nobody, not even admin, changes an AuditEvent through any API.
     audit: READS,
+    owned: ['read', 'delete'],
   },
   'data-manager': {
     clinical: [...READS, ...EDITS, 'quarantine'],
@@ -94,6 +102,7 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
     cohort: READS,
     admin: ['read', 'search', 'update'],
     audit: [],
+    owned: [],
   },
   pi: {
     clinical: [...READS, 'export'],
@@ -101,6 +110,7 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
     cohort: [...READS, ...EDITS, 'export', 'approve'],
     admin: ['read', 'search', 'approve'],
     audit: [],
+    owned: ['read', 'delete'],
   },
   researcher: {
     clinical: [...READS, 'export'],
@@ -108,6 +118,7 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
     cohort: [...READS, ...EDITS, 'export'],
     admin: ['read', 'search'],
     audit: [],
+    owned: ['read', 'delete'],
   },
 };
 
@@ -176,7 +187,7 @@ export function decide(principal: Principal, request: AccessRequest): AccessDeci
   // Scopes: at least one scope must give every letter the interaction needs.
   let granularFilters: Array<Record<string, string>> = [];
   const letters = SCOPE_LETTERS[request.interaction];
-  if (letters && klass !== 'conformance') {
+  if (letters && klass !== 'conformance' && klass !== 'owned') {
     const matching = principal.scopes.filter(
       (s) => s.context !== 'patient' && (s.resourceType === '*' || s.resourceType === request.resourceType) && letters.every((l) => s.permissions.has(l)),
     );
@@ -217,6 +228,37 @@ export function decide(principal: Principal, request: AccessRequest): AccessDeci
   const rowFilter: AccessDecision['rowFilter'] = { projects };
   if (principal.facility && role !== 'admin') rowFilter.facility = principal.facility;
   return { allow: true, reason: `role ${role} may ${request.interaction} ${request.resourceType}`, rowFilter, granularFilters, view: VIEW[role] };
+}
+
+/** Interactions whose rows the scopes narrow (scopeRowRules). */
+const NARROWED_INTERACTIONS: ReadonlySet<Interaction> = new Set(['read', 'vread', 'search', 'history', 'export', 'batch']);
+
+/**
+ * What the scopes let a request see, type by type, of the rows it reads beyond the one type the
+ * decision was asked about: a search's `_include` and `_revinclude`, a batch's entries, an
+ * export's types. SMART 2.2 scopes are per type; the decision checks the type a request names,
+ * and these rules narrow every row the request reads (the row filter, src/auth/request-access.ts).
+ *
+ * A type is visible when a scope on it (or on `*`) grants the interaction's letters or `r`. It is
+ * visible whole when one such scope has no parameters; otherwise only rows matching one of the
+ * scopes' parameter sets (a union, as `decide`). Undefined: no narrowing (an unrestricted `*`
+ * scope). Writes are not narrowed here: `decide` checks the type they change.
+ */
+export function scopeRowRules(principal: Principal, interaction: Interaction): ScopeRows | undefined {
+  if (!NARROWED_INTERACTIONS.has(interaction)) return undefined;
+  const letters = SCOPE_LETTERS[interaction] ?? ['r'];
+  const seeing = principal.scopes.filter((s) => s.context !== 'patient' && (s.permissions.has('r') || letters.every((l) => s.permissions.has(l))));
+  if (seeing.some((s) => s.resourceType === '*' && Object.keys(s.params).length === 0)) return undefined;
+  const whole = new Set<string>();
+  const granular = new Map<string, Array<Record<string, string>>>();
+  const anyType: Array<Record<string, string>> = [];
+  for (const s of seeing) {
+    if (s.resourceType === '*') anyType.push({ ...s.params });
+    else if (Object.keys(s.params).length === 0) whole.add(s.resourceType);
+    else granular.set(s.resourceType, [...(granular.get(s.resourceType) ?? []), { ...s.params }]);
+  }
+  for (const type of whole) granular.delete(type);
+  return { whole: [...whole], granular, anyType };
 }
 
 function uniqueFilters(scopes: readonly ResourceScope[]): Array<Record<string, string>> {

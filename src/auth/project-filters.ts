@@ -5,7 +5,11 @@
  */
 import type { Knex } from 'knex';
 import type { StudyRestriction } from '../db/wado-index';
-import type { AccessDecision } from './policy';
+import { scopeRowRules, type AccessDecision, type Interaction } from './policy';
+import type { Principal } from './principal';
+import { loadFhirDefinitions } from '../fhir/definitions';
+import { scopeRowFilter } from '../fhir/search/scope-filter';
+import type { AccessFilter } from '../fhir/store/access';
 
 export type { StudyRestriction };
 
@@ -83,11 +87,52 @@ export function restrictResourcesToProjects(
   };
 }
 
-/** The study restriction a decision implies: undefined when it may see every row. */
-export function studyRestrictionFor(decision: Pick<AccessDecision, 'rowFilter'>): StudyRestriction | undefined {
+/**
+ * The study restriction a decision implies: its projects, and, when the token's scopes see only
+ * some ImagingStudy rows (`user/ImagingStudy.rs?modality=OPT`), the studies whose ImagingStudy
+ * is among them (DICOMweb is governed as ImagingStudy). Undefined when it may see every row.
+ */
+export function studyRestrictionFor(decision: Pick<AccessDecision, 'rowFilter'>, imagingStudyRows?: AccessFilter): StudyRestriction | undefined {
   const { projects, facility } = decision.rowFilter;
-  if (projects === 'all') return undefined;
-  return restrictStudiesToProjects(projects, { facility });
+  const byProject = projects === 'all' ? undefined : restrictStudiesToProjects(projects, { facility });
+  const byScope = imagingStudyRows ? restrictStudiesToImagingStudies(imagingStudyRows) : undefined;
+  if (!byProject || !byScope) return byProject ?? byScope;
+  const both: StudyRestriction = (qb) => {
+    byProject(qb);
+    byScope(qb);
+  };
+  both.onColumn = (qb, column, options) => {
+    byProject.onColumn?.(qb, column, options);
+    byScope.onColumn?.(qb, column, options);
+  };
+  return both;
+}
+
+/** The ImagingStudy rows a DICOMweb read's scopes let it see; undefined when it sees them all. */
+export function imagingStudyScopeRows(principal: Principal, interaction: Interaction): AccessFilter | undefined {
+  const rows = scopeRowRules(principal, interaction);
+  if (!rows || rows.whole.includes('ImagingStudy')) return undefined;
+  return scopeRowFilter(loadFhirDefinitions(), rows, 'ImagingStudy');
+}
+
+/**
+ * Studies whose ImagingStudy passes `rows` (a FHIR row filter over alias `r`). A study whose
+ * ImagingStudy is not written yet does not pass: a narrowing scope fails closed.
+ */
+function restrictStudiesToImagingStudies(rows: AccessFilter): StudyRestriction {
+  const onColumn = (qb: Knex.QueryBuilder, column: string) => {
+    const f = rows('r');
+    qb.whereRaw(
+      `EXISTS (SELECT 1 FROM studies gs JOIN fhir_resource r ON r.resource_type = 'ImagingStudy' AND r.id = gs.fhir_id AND NOT r.deleted WHERE gs.id = ${quoteColumn(column)} AND (${f.sql}))`,
+      f.bindings as Knex.RawBinding[],
+    );
+  };
+  const restriction: StudyRestriction = (qb) => onColumn(qb, 'studies.id');
+  restriction.onColumn = (qb, column) => {
+    if (!SAFE_COLUMN.test(column)) throw new Error(`unsafe column name ${column}`);
+    onColumn(qb, column);
+  };
+  return restriction;
 }
 
 const SAFE_COLUMN = /^[A-Za-z_][\w.]*$/;

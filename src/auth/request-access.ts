@@ -5,7 +5,11 @@ import { DicomInstanceError, StatusCode } from '../dicom/types';
 import type { IndexChangeContext } from '../dicomweb/index-change-hook';
 import type { AccessFilter } from '../fhir/store/access';
 import { requestedProjects, type AccessLocals } from './access-guard';
-import { decide } from './policy';
+import { decide, scopeRowRules, type AccessDecision, type Interaction } from './policy';
+import type { Principal } from './principal';
+import { loadFhirDefinitions } from '../fhir/definitions';
+import { bothFilters, scopeRowFilter } from '../fhir/search/scope-filter';
+import type { ExportCaller } from '../fhir/export/export-routes';
 import { classifyFhirRequest } from './policy-routes';
 import { linkResourceToProjects, linkStudyToProjects } from './project-store';
 
@@ -15,16 +19,36 @@ import { linkResourceToProjects, linkStudyToProjects } from './project-store';
  * and the per-entry decision for Bundles.
  */
 
-/** The FHIR row filter of a request: resources linked to one of the caller's projects, or none for 'all'. */
+/**
+ * The FHIR row filter of a request: resources linked to one of the caller's projects (of its
+ * facility, when the token names one), and of the types and granular scopes the token may see
+ * (SMART 2.2 `user/Condition.rs?code=...` narrows what every search, include and read returns).
+ * Undefined when nothing narrows it.
+ */
 export function fhirAccessFilter(req: Request): AccessFilter | undefined {
   const access = req.res?.locals.access as AccessLocals | undefined;
   if (!access) return undefined;
-  const projects = access.decision.rowFilter.projects;
-  if (projects === 'all') return undefined;
-  return (alias) => ({
-    sql: `EXISTS (SELECT 1 FROM project_resources pr WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[]))`,
-    bindings: [[...projects]],
-  });
+  return accessFilterFor(access.principal, access.decision, access.route.interaction, access.route.resourceType);
+}
+
+/** The row filter of one decision (fhirAccessFilter; a bulk export asks it per type). */
+export function accessFilterFor(principal: Principal, decision: AccessDecision, interaction: Interaction, askedType: string): AccessFilter | undefined {
+  const { projects, facility } = decision.rowFilter;
+  const byProject: AccessFilter | undefined =
+    projects === 'all'
+      ? undefined
+      : (alias) =>
+          facility === undefined
+            ? {
+                sql: `EXISTS (SELECT 1 FROM project_resources pr WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[]))`,
+                bindings: [[...projects]],
+              }
+            : {
+                sql: `EXISTS (SELECT 1 FROM project_resources pr JOIN projects p ON p.id = pr.project_id WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[]) AND p.facility = ?)`,
+                bindings: [[...projects], facility],
+              };
+  const rows = scopeRowRules(principal, interaction);
+  return bothFilters(byProject, rows ? scopeRowFilter(loadFhirDefinitions(), rows, askedType) : undefined);
 }
 
 /**
@@ -112,4 +136,25 @@ async function assertStudiesWithin(trx: Knex.Transaction, change: IndexChange, p
 async function heldElsewhere(trx: Knex.Transaction, resourceType: string, id: string, projects: string[]): Promise<boolean> {
   const links = (await trx('project_resources').where({ resource_type: resourceType, resource_id: id }).pluck('project_id')) as string[];
   return links.length > 0 && !links.some((p) => projects.includes(p));
+}
+
+/**
+ * A bulk export's caller (src/fhir/export): the owner of the job it kicks off (the token's issuer
+ * and subject), the row filter of each type it may export (decided as an `export` of that type,
+ * with the request's projects, so projects, facility and granular scopes apply as to a search),
+ * and the projects of its de-identified view when it sees one.
+ */
+export function exportCallerOf(req: Request): ExportCaller | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  if (!access) return undefined;
+  const { principal, decision } = access;
+  const projectIds = requestedProjects(req);
+  return {
+    owner: `${principal.issuer}|${principal.subject}`,
+    filterFor: (type) => {
+      const d = decide(principal, { resourceType: type, interaction: 'export', projectIds });
+      return d.allow ? accessFilterFor(principal, d, 'export', type) : 'denied';
+    },
+    deidentifiedFor: decision.view === 'deidentified' ? decision.rowFilter.projects : undefined,
+  };
 }

@@ -8,6 +8,13 @@ const WRITE_INTERACTIONS = new Set(['update', 'delete', 'create']);
 
 const cache = new WeakMap<FhirDefinitions, CapabilityStatement>();
 
+/** FHIR Bulk Data Access IG 2.0.0 (src/fhir/export): system, Patient and Group level `$export`. */
+const BULK_DATA = 'http://hl7.org/fhir/uv/bulkdata';
+const LEVEL_EXPORTS: Record<string, { name: string; definition: string }> = {
+  Patient: { name: 'export', definition: `${BULK_DATA}/OperationDefinition/patient-export` },
+  Group: { name: 'export', definition: `${BULK_DATA}/OperationDefinition/group-export` },
+};
+
 /**
  * The CapabilityStatement (FHIR R4 3.1.0.10) built from the template in fhir-profiles/ and what
  * the router actually serves: every R4 resource type with its interactions, search parameters
@@ -44,14 +51,15 @@ function generate(defs: FhirDefinitions): CapabilityStatement {
       searchParam: params
         .sort((a, b) => a.code.localeCompare(b.code))
         .map((p) => ({ name: p.code, ...(p.url ? { definition: p.url } : {}), type: p.type as 'string', ...(p.custom ? { documentation: 'imaging-lake SearchParameter (fhir-profiles/)' } : {}) })),
-      operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+      operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }, ...(LEVEL_EXPORTS[type] ? [LEVEL_EXPORTS[type]] : [])],
     };
     const supported = customProfiles.filter((p) => p.type === type).map((p) => p.url as string);
     if (supported.length) r.supportedProfile = supported;
     return r;
   });
   const rest = template.rest?.[0] ?? { mode: 'server' as const };
-  template.rest = [{ ...rest, mode: 'server', resource: resources }];
+  template.rest = [{ ...rest, mode: 'server', resource: resources, operation: [...(rest.operation ?? []), { name: 'export', definition: `${BULK_DATA}/OperationDefinition/export` }] }];
+  template.instantiates = [...new Set([...(template.instantiates ?? []), `${BULK_DATA}/CapabilityStatement/bulk-data`])];
   template.fhirVersion = '4.0.1';
   template.format = ['json'];
   return template;

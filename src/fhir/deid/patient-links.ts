@@ -24,7 +24,8 @@ const PREFERRED = ['patient', 'subject'];
 
 let paramsByType: Map<string, string[]> | undefined;
 
-function compartmentParams(resourceType: string): string[] | undefined {
+/** The search parameters that put a `resourceType` in a patient's compartment (preferred first); undefined when it has none. */
+export function compartmentParams(resourceType: string): string[] | undefined {
   if (!paramsByType) {
     paramsByType = new Map();
     for (const r of (compartment as { resource?: Array<{ code?: string; param?: string[] }> }).resource ?? []) {

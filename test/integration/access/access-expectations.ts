@@ -70,6 +70,19 @@ export function privacyRouteRoles(method: string, path: string): readonly Role[]
   return PRIVACY_ROUTE_ROLES[`${method} ${path}`] ?? ['admin'];
 }
 
+/**
+ * The roles the policy lets through to the bulk export routes (src/fhir/export): export is a
+ * right of admins, PIs and researchers (not data managers); a job's status and files then
+ * answer only its owner (404 for a job id that is not the caller's).
+ */
+const EXPORT_ROUTES = new Set(['/fhir/$export', '/fhir/Patient/$export', '/fhir/Group/:id/$export', '/fhir/$export-status/:job', '/fhir/$export-output/:job/:file']);
+const EXPORTERS: readonly Role[] = ['admin', 'pi', 'researcher'];
+
+/** The roles a bulk export route admits; undefined for any other route. */
+export function exportRouteRoles(path: string): readonly Role[] | undefined {
+  return EXPORT_ROUTES.has(path) ? EXPORTERS : undefined;
+}
+
 /** One cell's result: the failures found (empty when the answer is as expected). */
 export type Failures = string[];
 

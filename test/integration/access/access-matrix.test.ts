@@ -7,7 +7,7 @@
  * other project appears anywhere in the answer.
  */
 import { makeCallers, requestsSent, seedProjects, send, type Caller } from './access-fixtures';
-import { expectForbidden, expectNoLeak, expectUnauthenticated, privacyRouteRoles, PUBLIC_PATHS, type Failures } from './access-expectations';
+import { expectForbidden, expectNoLeak, expectUnauthenticated, exportRouteRoles, privacyRouteRoles, PUBLIC_PATHS, type Failures } from './access-expectations';
 import { checkDicomwebCell, dicomwebOrder, type MatrixWorld } from './dicomweb-cells';
 import { checkFhirCell } from './fhir-cells';
 import { fhirRoutes, inventoryRoutes, type DeclaredRoute } from './route-inventory';
@@ -42,6 +42,10 @@ async function checkOtherCell(w: MatrixWorld, route: DeclaredRoute, caller: Call
     // The privacy routes: the policy admits some roles (the route then decides by project), refuses the rest.
     if (!privacyRouteRoles(method, route.path)!.includes(caller.role)) expectForbidden(out, a, failures);
     else if (a.status === 401 || a.status === 403 || a.status >= 500) failures.push(`${route.path} refuses ${caller.label}: ${a.status}`);
+  } else if (exportRouteRoles(route.path)) {
+    // Bulk export: the exporting roles pass the policy (the kick-off then wants Prefer: respond-async, the job ids here are nobody's: 400 / 404).
+    if (!exportRouteRoles(route.path)!.includes(caller.role)) expectForbidden(out, a, failures);
+    else if (a.status !== 400 && a.status !== 404) failures.push(`${route.path} answers ${caller.label} with ${a.status}, expected 400 or 404`);
   } else if (caller.role !== 'admin') {
     // Any other path is administration (policy-routes: safe by default): admin only.
     expectForbidden(out, a, failures);

@@ -1,4 +1,4 @@
-import { decide, type Interaction } from '../../../src/auth/policy';
+import { decide, scopeRowRules, type Interaction } from '../../../src/auth/policy';
 import type { Principal } from '../../../src/auth/principal';
 import { defaultScopesForRole, type Role } from '../../../src/auth/roles';
 import { parseScopes } from '../../../src/auth/scopes';
@@ -137,5 +137,30 @@ describe('decide: scopes', () => {
     const d = decide(principal('researcher', ['p1'], 'user/Condition.r?code=x|H40 user/Condition.s'), { resourceType: 'Condition', interaction: 'search' });
     expect(d.allow).toBe(true);
     expect(d.granularFilters).toEqual([]);
+  });
+});
+
+describe('scopeRowRules: what the scopes let a read see, type by type', () => {
+  test('an unrestricted * scope narrows nothing', () => {
+    expect(scopeRowRules(principal('researcher', ['p1'], 'user/*.rs'), 'search')).toBeUndefined();
+  });
+
+  test('types named whole, granular parameter sets as a union, an unrestricted scope winning over granular ones', () => {
+    const rows = scopeRowRules(principal('researcher', ['p1'], 'user/Patient.r user/Condition.rs?code=a user/Condition.rs?code=b user/Observation.rs?category=x user/Observation.rs'), 'search');
+    expect(rows?.whole.slice().sort()).toEqual(['Observation', 'Patient']);
+    expect([...(rows?.granular ?? new Map()).entries()]).toEqual([['Condition', [{ code: 'a' }, { code: 'b' }]]]);
+    expect(rows?.anyType).toEqual([]);
+  });
+
+  test('a scope that grants neither r nor the letters asked shows nothing; patient/ scopes show nothing', () => {
+    const rows = scopeRowRules(principal('researcher', ['p1'], 'user/Condition.c patient/Patient.rs user/Group.s'), 'search');
+    expect(rows?.whole).toEqual(['Group']);
+    expect(rows?.granular.size).toBe(0);
+  });
+
+  test('writes are not narrowed (the decision checks the type they change)', () => {
+    for (const interaction of ['create', 'update', 'delete'] as Interaction[]) {
+      expect(scopeRowRules(principal('researcher', ['p1'], 'user/Condition.cruds?code=a'), interaction)).toBeUndefined();
+    }
   });
 });

@@ -1,0 +1,355 @@
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Group, Resource } from '@medplum/fhirtypes';
+import type { Logger } from '../../logger';
+import type { FhirDefinitions } from '../definitions';
+import { compartmentParams } from '../deid/patient-links';
+import type { DeidView } from '../deid/deid-view';
+import { fhirError, notFound } from '../outcome';
+import { bothFilters } from '../search/scope-filter';
+import { findMatches } from '../search/search-service';
+import { parseSearchRequest } from '../search/search-request';
+import { applyElements } from '../search/subset';
+import type { AccessFilter } from '../store/access';
+import { queryRows } from '../store/raw';
+import { readCurrent, type StoredResource } from '../store/resource-store';
+import { inPatientCompartment, type ExportRequest } from './export-request';
+
+/**
+ * FHIR Bulk Data export jobs (Bulk Data Access IG 2.0.0): a kick-off is checked and recorded
+ * (bulk_exports), then run in this process in the background, one job at a time. Each type is
+ * read through the FHIR search engine with the requester's own row filter (projects, granular
+ * scopes) and view (de-identified for researchers and PIs), in rid order by keyset (no OFFSET,
+ * so the millionth page costs what the first does), and written as NDJSON files of at most
+ * `resourcesPerFile` resources into bulk_export_files. Only resources last changed up to the
+ * kick-off's transactionTime are exported. A job still running when the process stops is
+ * marked failed at the next start (its partial files are dropped): the client kicks it off again.
+ */
+
+/** What the kick-off's authorization lets the export read. */
+export interface ExportAccess {
+  /** Who may poll the job, download its files and cancel it: the kick-off token's issuer and subject. */
+  owner: string;
+  /** The row filter for reading `type` (undefined: every row), or 'denied' when the token may not read it. */
+  filterFor(type: string): AccessFilter | undefined | 'denied';
+  /** The de-identified view, for callers who see one (its deidentify and searchView are used). */
+  deid?: () => DeidView;
+}
+
+export interface BulkExportDeps {
+  knex: Knex;
+  defs: FhirDefinitions;
+  logger: Logger;
+  /** Brings derived resources up to date before an export reads them (pending ImagingStudy rewrites). */
+  refresh?: () => Promise<unknown>;
+  /** Resources read per statement (default 1,000). */
+  pageSize?: number;
+  /** Resources per output file (default 50,000). */
+  resourcesPerFile?: number;
+  /** How long a finished export stays (default 24 h). */
+  retentionHours?: number;
+}
+
+/** The state of a job as the status endpoint reports it. */
+export type ExportStatus =
+  | { state: 'accepted' | 'in-progress'; progress: string }
+  | { state: 'completed'; manifest: ExportManifest; expires: Date }
+  | { state: 'failed'; message: string };
+
+/** The completion manifest (IG 2.0.0 "Response - Complete Status"), urls relative to the FHIR base. */
+export interface ExportManifest {
+  transactionTime: string;
+  request: string;
+  requiresAccessToken: true;
+  output: Array<{ type: string; url: string; count: number }>;
+  deleted: [];
+  error: [];
+}
+
+export interface BulkExports {
+  /** Checks what the kick-off names against the caller's access and records the job; resolves with its id. */
+  kickOff(request: ExportRequest, access: ExportAccess, requestUrl: string): Promise<string>;
+  /** The job's state, for its owner; undefined when there is no such job of this owner. */
+  status(id: string, owner: string): Promise<ExportStatus | undefined>;
+  /** One output file, for the job's owner. */
+  file(id: string, seq: number, owner: string): Promise<{ resourceType: string; body: Buffer } | undefined>;
+  /** Cancels a running job or deletes a finished one (and its files); false when there is none. */
+  remove(id: string, owner: string): Promise<boolean>;
+  /** Stops: a running job is abandoned (marked failed) and its work ends. */
+  stop(): Promise<void>;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Patients per statement of a compartment search. */
+const PATIENTS_PER_QUERY = 100;
+
+class Cancelled extends Error {}
+
+interface Job {
+  id: string;
+  request: ExportRequest;
+  access: ExportAccess;
+  transactionTime: Date;
+  patients?: string[];
+  cancelled: boolean;
+}
+
+export function createBulkExports(deps: BulkExportDeps): BulkExports {
+  const { knex, defs, logger } = deps;
+  const pageSize = deps.pageSize ?? 1000;
+  const perFile = deps.resourcesPerFile ?? 50_000;
+  const retentionMs = (deps.retentionHours ?? 24) * 3600_000;
+  const queue: Job[] = [];
+  const live = new Map<string, Job>();
+  let running: Promise<void> | undefined;
+  let stopped = false;
+
+  // Jobs a previous process left unfinished cannot be resumed (their authorization was that
+  // request's); they fail, and expired jobs go.
+  const ready = (async () => {
+    await knex('bulk_exports')
+      .whereIn('state', ['accepted', 'in-progress'])
+      .update({ state: 'failed', error: JSON.stringify({ message: 'the server stopped while this export ran; kick it off again' }), finished_at: knex.fn.now() });
+    await knex('bulk_exports').where('expires_at', '<', knex.fn.now()).delete();
+  })().catch((err) => logger.error({ err }, 'bulk export start-up clean-up failed'));
+
+  const pump = () => {
+    if (running || stopped) return;
+    const job = queue.shift();
+    if (!job) return;
+    running = runJob(job)
+      .catch((err) => logger.error({ err, exportId: job.id }, 'bulk export failed'))
+      .finally(() => {
+        live.delete(job.id);
+        running = undefined;
+        pump();
+      });
+  };
+
+  async function runJob(job: Job): Promise<void> {
+    try {
+      await knex('bulk_exports').where({ id: job.id }).update({ state: 'in-progress', progress: 'reading' });
+      if (deps.refresh) await deps.refresh();
+      const types = await typesOf(job);
+      const output: ExportManifest['output'] = [];
+      let seq = 0;
+      for (const [i, type] of types.entries()) {
+        const writer = fileWriter(job, type, () => ++seq, output);
+        await exportType(job, type, writer.add);
+        await writer.flush();
+        await knex('bulk_exports').where({ id: job.id }).update({ progress: `${i + 1} of ${types.length} types exported` });
+      }
+      const done = await knex('bulk_exports')
+        .where({ id: job.id, state: 'in-progress' })
+        .update({ state: 'completed', output: JSON.stringify(output), progress: null, finished_at: knex.fn.now(), expires_at: new Date(Date.now() + retentionMs) });
+      if (done === 0) throw new Cancelled();
+    } catch (err) {
+      if (err instanceof Cancelled || job.cancelled) return;
+      const message = err instanceof Error && 'outcome' in err ? err.message : 'the export failed on the server; see its log';
+      logger.error({ err, exportId: job.id }, 'bulk export failed');
+      await knex('bulk_export_files').where({ export_id: job.id }).delete();
+      await knex('bulk_exports').where({ id: job.id }).update({ state: 'failed', error: JSON.stringify({ message }), finished_at: knex.fn.now() });
+    }
+  }
+
+  /** The types a job exports: those named, or every stored type its level covers, that the caller may read. */
+  async function typesOf(job: Job): Promise<string[]> {
+    if (job.request.types) return job.request.types;
+    // Each stored type once, by skip scan over the (resource_type, rid) index.
+    const rows = await queryRows<{ t: string }>(
+      knex,
+      `WITH RECURSIVE types AS (
+         SELECT min(resource_type) AS t FROM fhir_resource WHERE NOT deleted
+         UNION ALL
+         SELECT (SELECT min(resource_type) FROM fhir_resource WHERE NOT deleted AND resource_type > types.t) FROM types WHERE types.t IS NOT NULL)
+       SELECT t FROM types WHERE t IS NOT NULL`,
+      [],
+    );
+    return rows
+      .map((r) => r.t)
+      .filter((t) => defs.resourceTypes.has(t) && (job.request.level.kind === 'system' || inPatientCompartment(t)) && job.access.filterFor(t) !== 'denied');
+  }
+
+  /** The searches that select a type's resources for a job (their union). */
+  function searchesOf(job: Job, type: string): Array<Record<string, string[]>> {
+    let base: Array<Record<string, string[]>>;
+    const params = type === 'Patient' ? ['_id'] : (compartmentParams(type) ?? []);
+    if (job.request.level.kind === 'system') base = [{}];
+    else if (!job.patients) base = type === 'Patient' ? [{}] : params.slice(0, 1).map((p) => ({ [`${p}:missing`]: ['false'] }));
+    else {
+      base = [];
+      for (let i = 0; i < job.patients.length; i += PATIENTS_PER_QUERY) {
+        const chunk = job.patients.slice(i, i + PATIENTS_PER_QUERY);
+        for (const p of params) base.push({ [p]: [chunk.map((id) => (p === '_id' ? id : `Patient/${id}`)).join(',')] });
+      }
+    }
+    const filters = job.request.typeFilters.get(type);
+    if (!filters) return base;
+    return base.flatMap((b) => filters.map((f) => mergeQueries(b, f)));
+  }
+
+  async function exportType(job: Job, type: string, add: (resources: Resource[]) => Promise<void>): Promise<void> {
+    const access = job.access.filterFor(type);
+    if (access === 'denied') return;
+    const searches = searchesOf(job, type);
+    const seen = searches.length > 1 ? new Set<string>() : undefined;
+    const view = job.access.deid?.();
+    for (const search of searches) {
+      const req = parseSearchRequest(defs, type, search);
+      // A search parameter this server cannot run would select every row: never exported so.
+      if (req.ignored.length > 0) {
+        logger.warn({ exportId: job.id, type, ignored: req.ignored }, 'bulk export skipped a search it cannot run');
+        continue;
+      }
+      let after = '0';
+      for (;;) {
+        if (job.cancelled || stopped) throw new Cancelled();
+        const window: AccessFilter = (a) => ({
+          sql: `${a}.rid > ?::bigint AND ${a}.last_updated <= ?${job.request.since ? ` AND ${a}.last_updated > ?` : ''}`,
+          bindings: [after, job.transactionTime, ...(job.request.since ? [job.request.since] : [])],
+        });
+        const page = await findMatches(
+          { db: knex, defs, baseUrl: '', access: bothFilters(access, window), searchView: view?.searchView },
+          { ...req, count: pageSize, offset: 0, sort: [], includes: [], revincludes: [], total: 'none', summary: undefined, elements: undefined },
+        );
+        const fresh = page.matches.filter((m) => !seen || (!seen.has(m.id) && seen.add(m.id)));
+        if (fresh.length > 0) await add(await shape(job, view, fresh));
+        if (!page.more || page.matches.length === 0) break;
+        after = page.matches[page.matches.length - 1].rid;
+      }
+    }
+  }
+
+  async function shape(job: Job, view: DeidView | undefined, stored: StoredResource[]): Promise<Resource[]> {
+    let resources = stored.map((s) => s.content as Resource);
+    if (view) resources = await view.deidentify(resources);
+    const elements = job.request.elements;
+    if (!elements) return resources;
+    return resources.map((r) => {
+      const names = [...(elements.get('*') ?? []), ...(elements.get(r.resourceType) ?? [])];
+      return names.length > 0 ? applyElements(r, names) : r;
+    });
+  }
+
+  /** Collects NDJSON lines of one type and writes a file row each `perFile` resources. */
+  function fileWriter(job: Job, type: string, nextSeq: () => number, output: ExportManifest['output']) {
+    let lines: string[] = [];
+    const flush = async () => {
+      if (lines.length === 0) return;
+      const seq = nextSeq();
+      const body = Buffer.from(lines.join('\n') + '\n', 'utf8');
+      await knex('bulk_export_files').insert({ export_id: job.id, seq, resource_type: type, count: lines.length, body });
+      output.push({ type, url: `$export-output/${job.id}/${seq}`, count: lines.length });
+      lines = [];
+    };
+    const add = async (resources: Resource[]) => {
+      for (const r of resources) {
+        lines.push(JSON.stringify(r));
+        if (lines.length >= perFile) await flush();
+      }
+    };
+    return { add, flush };
+  }
+
+  return {
+    async kickOff(request, access, requestUrl) {
+      await ready;
+      for (const type of request.types ?? []) {
+        if (access.filterFor(type) === 'denied') throw fhirError(403, 'forbidden', `This token may not read ${type}: leave it out of _type`);
+      }
+      let patients = request.patients;
+      if (request.level.kind === 'group') {
+        const groupAccess = access.filterFor('Group');
+        if (groupAccess === 'denied') throw fhirError(403, 'forbidden', 'This token may not read Group');
+        const stored = await readCurrent(knex, 'Group', request.level.groupId, { access: groupAccess });
+        if (!stored || stored.deleted) throw notFound(`Group/${request.level.groupId} not found`);
+        const members = groupMembers(stored.content as Group);
+        patients = patients ? patients.filter((p) => members.includes(p)) : members;
+      }
+      const [{ now }] = await queryRows<{ now: Date }>(knex, 'SELECT now() AS now', []);
+      const id = randomUUID();
+      await knex('bulk_exports').insert({
+        id,
+        owner: access.owner,
+        state: 'accepted',
+        request: requestUrl,
+        transaction_time: now,
+        progress: 'queued',
+        expires_at: new Date(Date.now() + retentionMs),
+      });
+      const job: Job = { id, request, access, transactionTime: new Date(now), patients, cancelled: false };
+      live.set(id, job);
+      queue.push(job);
+      pump();
+      return id;
+    },
+
+    async status(id, owner) {
+      if (!UUID.test(id)) return undefined;
+      const row = await knex('bulk_exports').where({ id, owner }).first();
+      if (!row) return undefined;
+      if (row.state === 'failed') return { state: 'failed', message: String((typeof row.error === 'string' ? JSON.parse(row.error) : row.error)?.message ?? 'the export failed') };
+      if (row.state !== 'completed') return { state: row.state, progress: row.progress ?? row.state };
+      const output = typeof row.output === 'string' ? JSON.parse(row.output) : (row.output ?? []);
+      return {
+        state: 'completed',
+        expires: new Date(row.expires_at),
+        manifest: { transactionTime: new Date(row.transaction_time).toISOString(), request: row.request, requiresAccessToken: true, output, deleted: [], error: [] },
+      };
+    },
+
+    async file(id, seq, owner) {
+      if (!UUID.test(id) || !Number.isInteger(seq) || seq < 1) return undefined;
+      const row = await knex('bulk_export_files as f')
+        .join('bulk_exports as e', 'e.id', 'f.export_id')
+        .where({ 'f.export_id': id, 'f.seq': seq, 'e.owner': owner, 'e.state': 'completed' })
+        .first('f.resource_type', 'f.body');
+      return row ? { resourceType: row.resource_type, body: Buffer.from(row.body) } : undefined;
+    },
+
+    async remove(id, owner) {
+      if (!UUID.test(id)) return false;
+      const job = live.get(id);
+      const removed = await knex('bulk_exports').where({ id, owner }).delete();
+      if (removed === 0) return false;
+      if (job) {
+        job.cancelled = true;
+        const i = queue.indexOf(job);
+        if (i >= 0) queue.splice(i, 1);
+      }
+      return true;
+    },
+
+    async stop() {
+      stopped = true;
+      for (const job of live.values()) job.cancelled = true;
+      await running;
+      await ready;
+      if (live.size > 0) {
+        await knex('bulk_exports')
+          .whereIn('id', [...live.keys()])
+          .update({ state: 'failed', error: JSON.stringify({ message: 'the server stopped while this export ran; kick it off again' }), finished_at: knex.fn.now() })
+          .catch(() => undefined);
+      }
+    },
+  };
+}
+
+/** The Patients a Group lists as current members. */
+function groupMembers(group: Group): string[] {
+  const ids = new Set<string>();
+  for (const m of group.member ?? []) {
+    if (m.inactive) continue;
+    const match = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '');
+    if (match) ids.add(match[1]);
+  }
+  return [...ids];
+}
+
+/** Two searches as one (their parameters ANDed). */
+function mergeQueries(a: Record<string, string[]>, b: Record<string, string[]>): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const q of [a, b]) for (const [k, v] of Object.entries(q)) out[k] = [...(out[k] ?? []), ...v];
+  return out;
+}

@@ -1,0 +1,133 @@
+/**
+ * SMART 2.2 granular scopes narrow what a token sees (issue 5): `user/Condition.rs?code=...`
+ * returns only matching Conditions from searches, reads, counts and includes; several granular
+ * scopes on one type are a union; a type without a scope is not reached through `_include`; and
+ * DICOMweb, governed as ImagingStudy, answers only the studies whose ImagingStudy a
+ * `user/ImagingStudy.rs?modality=...` scope lets the token see.
+ */
+import request from 'supertest';
+import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
+import { buildMultipart } from '../../helpers/multipart-body';
+import { startTestApp, type TestApp } from '../../helpers/test-app';
+
+const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
+
+describe('granular SMART scopes narrow every row a request reads', () => {
+  let t: TestApp;
+  let patient: string;
+  const conditions: Record<string, string> = {};
+  const studies: Record<string, string> = {};
+
+  const asToken = (token: string) => ({ Authorization: `Bearer ${token}` });
+  const adminWith = (scope: string) => t.token('admin', [], scope);
+
+  beforeAll(async () => {
+    t = await startTestApp();
+    const p = await request(t.http).post('/fhir/Patient').set('Content-Type', 'application/fhir+json').send({ resourceType: 'Patient', name: [{ family: 'Scoped' }] });
+    expect(p.status).toBe(201);
+    patient = p.body.id;
+    for (const code of ['H40.11', 'E11.9', 'H35.30']) {
+      const c = await request(t.http)
+        .post('/fhir/Condition')
+        .set('Content-Type', 'application/fhir+json')
+        .send({ resourceType: 'Condition', subject: { reference: `Patient/${patient}` }, code: { coding: [{ system: ICD10, code }] } });
+      expect(c.status).toBe(201);
+      conditions[code] = c.body.id;
+    }
+    for (const modality of ['CT', 'MR']) {
+      const instance = createSyntheticInstance({ studyInstanceUID: newUid(), modality, patientID: `SCOPE-${modality}` });
+      const body = buildMultipart([instance.bytes]);
+      const res = await request(t.http).post('/dicomweb/studies').set('Content-Type', body.contentType).send(body.body);
+      expect(res.status).toBe(200);
+      studies[modality] = instance.studyInstanceUID;
+    }
+    // The ImagingStudy of each stored study is written before a FHIR request can read it.
+    const all = await request(t.http).get('/fhir/ImagingStudy?_count=100');
+    expect(all.body.entry).toHaveLength(2);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const codesOf = (bundle: { entry?: Array<{ resource: { resourceType: string; code?: { coding?: Array<{ code: string }> } } }> }) =>
+    (bundle.entry ?? [])
+      .filter((e) => e.resource.resourceType === 'Condition')
+      .map((e) => e.resource.code?.coding?.[0]?.code)
+      .sort();
+
+  test('a search returns only the Conditions the scope names', async () => {
+    const token = await adminWith(`user/Condition.rs?code=${ICD10}|H40.11`);
+    const res = await request(t.http).get('/fhir/Condition?_count=100').set(asToken(token));
+    expect(res.status).toBe(200);
+    expect(codesOf(res.body)).toEqual(['H40.11']);
+    const count = await request(t.http).get('/fhir/Condition?_summary=count').set(asToken(token));
+    expect(count.body.total).toBe(1);
+  });
+
+  test('two granular scopes on one type are a union', async () => {
+    const token = await adminWith(`user/Condition.rs?code=${ICD10}|H40.11 user/Condition.rs?code=E11.9`);
+    const res = await request(t.http).get('/fhir/Condition?_count=100').set(asToken(token));
+    expect(codesOf(res.body)).toEqual(['E11.9', 'H40.11']);
+  });
+
+  test('an unrestricted scope on the type lifts the narrowing', async () => {
+    const token = await adminWith(`user/Condition.rs?code=E11.9 user/Condition.rs`);
+    const res = await request(t.http).get('/fhir/Condition?_count=100').set(asToken(token));
+    expect(codesOf(res.body)).toEqual(['E11.9', 'H35.30', 'H40.11']);
+  });
+
+  test('a read of a Condition outside the scope is a 404, as for a missing id', async () => {
+    const token = await adminWith(`user/Condition.rs?code=${ICD10}|H40.11`);
+    const inside = await request(t.http).get(`/fhir/Condition/${conditions['H40.11']}`).set(asToken(token));
+    expect(inside.status).toBe(200);
+    const outside = await request(t.http).get(`/fhir/Condition/${conditions['E11.9']}`).set(asToken(token));
+    expect(outside.status).toBe(404);
+    expect(outside.body.resourceType).toBe('OperationOutcome');
+  });
+
+  test('_include does not reach a type the token has no scope for; with one, it does', async () => {
+    const conditionOnly = await adminWith(`user/Condition.rs?code=${ICD10}|H40.11`);
+    const res = await request(t.http).get('/fhir/Condition?_include=Condition:subject').set(asToken(conditionOnly));
+    expect(res.status).toBe(200);
+    expect(res.body.entry.map((e: { resource: { resourceType: string } }) => e.resource.resourceType)).toEqual(['Condition']);
+    const withPatients = await adminWith(`user/Condition.rs?code=${ICD10}|H40.11 user/Patient.r`);
+    const both = await request(t.http).get('/fhir/Condition?_include=Condition:subject').set(asToken(withPatients));
+    expect(both.body.entry.map((e: { resource: { resourceType: string } }) => e.resource.resourceType).sort()).toEqual(['Condition', 'Patient']);
+  });
+
+  test('_revinclude brings only the Conditions the scope names', async () => {
+    const token = await adminWith(`user/Patient.rs user/Condition.rs?code=E11.9`);
+    const res = await request(t.http).get(`/fhir/Patient?_id=${patient}&_revinclude=Condition:subject`).set(asToken(token));
+    expect(res.status).toBe(200);
+    expect(codesOf(res.body)).toEqual(['E11.9']);
+  });
+
+  test('a scope with a parameter this server cannot evaluate grants nothing', async () => {
+    const token = await adminWith('user/Condition.rs?no-such-parameter=1');
+    const res = await request(t.http).get('/fhir/Condition?_count=100').set(asToken(token));
+    expect(res.status).toBe(200);
+    expect(res.body.entry ?? []).toEqual([]);
+  });
+
+  test('DICOMweb answers only the studies whose ImagingStudy the scope names', async () => {
+    const token = await adminWith('user/ImagingStudy.rs?modality=CT');
+    const qido = await request(t.http).get('/dicomweb/studies').set(asToken(token));
+    expect(qido.status).toBe(200);
+    const uids = (qido.body as Array<Record<string, { Value: string[] }>>).map((s) => s['0020000D'].Value[0]);
+    expect(uids).toEqual([studies.CT]);
+    const hidden = await request(t.http).get(`/dicomweb/studies/${studies.MR}/metadata`).set(asToken(token));
+    expect(hidden.status).toBe(404);
+    const shown = await request(t.http).get(`/dicomweb/studies/${studies.CT}/metadata`).set(asToken(token));
+    expect(shown.status).toBe(200);
+    const fhir = await request(t.http).get('/fhir/ImagingStudy').set(asToken(token));
+    expect(fhir.body.entry).toHaveLength(1);
+  });
+
+  test('the role default scopes (user/*) see everything', async () => {
+    const token = await t.token('admin');
+    const qido = await request(t.http).get('/dicomweb/studies').set(asToken(token));
+    expect(qido.body).toHaveLength(2);
+    const res = await request(t.http).get('/fhir/Condition?_count=100').set(asToken(token));
+    expect(codesOf(res.body)).toEqual(['E11.9', 'H35.30', 'H40.11']);
+  });
+});
