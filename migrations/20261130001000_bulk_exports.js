@@ -3,7 +3,8 @@
  * the token's issuer and subject (only they may poll it, download its files or cancel it), and
  * its output files (NDJSON, one resource type each) kept in the database until the export
  * expires. The job runs in the process that accepted it, with the kick-off's authorization held in
- * memory; a job left unfinished by a stopped process is marked failed at the next start.
+ * memory; that process beats `heartbeat_at` while it holds the job, so any process (replicas share
+ * the table) can tell a job whose process stopped: it is reported and marked failed.
  */
 
 /** @param {import('knex').Knex} knex */
@@ -17,6 +18,7 @@ exports.up = async function up(knex) {
     t.jsonb('output');
     t.jsonb('error');
     t.text('progress');
+    t.timestamp('heartbeat_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
     t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
     t.timestamp('finished_at', { useTz: true });
     t.timestamp('expires_at', { useTz: true }).notNullable();

@@ -22,8 +22,9 @@ import { inPatientCompartment, type ExportRequest } from './export-request';
  * scopes) and view (de-identified for researchers and PIs), in rid order by keyset (no OFFSET,
  * so the millionth page costs what the first does), and written as NDJSON files of at most
  * `resourcesPerFile` resources into bulk_export_files. Only resources last changed up to the
- * kick-off's transactionTime are exported. A job still running when the process stops is
- * marked failed at the next start (its partial files are dropped): the client kicks it off again.
+ * kick-off's transactionTime are exported. The process holding a job beats its heartbeat; a job
+ * whose heartbeat stopped (its process did) is failed by whichever process sees it first, and the
+ * client kicks it off again. Replicas share the tables, so any of them answers polls and downloads.
  */
 
 /** What the kick-off's authorization lets the export read. */
@@ -79,6 +80,11 @@ export interface BulkExports {
   stop(): Promise<void>;
 }
 
+/** A job whose heartbeat is older than this lost its process. */
+const STALE_SECONDS = 300;
+/** How often the holding process beats the heartbeat of its jobs (running and queued). */
+const HEARTBEAT_MS = 30_000;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Patients per statement of a compartment search. */
@@ -105,14 +111,21 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   let running: Promise<void> | undefined;
   let stopped = false;
 
-  // Jobs a previous process left unfinished cannot be resumed (their authorization was that
-  // request's); they fail, and expired jobs go.
-  const ready = (async () => {
-    await knex('bulk_exports')
-      .whereIn('state', ['accepted', 'in-progress'])
-      .update({ state: 'failed', error: JSON.stringify({ message: 'the server stopped while this export ran; kick it off again' }), finished_at: knex.fn.now() });
+  // Jobs whose process stopped cannot be resumed (their authorization was that request's): they
+  // fail. Expired jobs go.
+  const sweep = async () => {
+    await failStale(knex);
     await knex('bulk_exports').where('expires_at', '<', knex.fn.now()).delete();
-  })().catch((err) => logger.error({ err }, 'bulk export start-up clean-up failed'));
+  };
+  const ready = sweep().catch((err) => logger.error({ err }, 'bulk export clean-up failed'));
+  const heartbeat = setInterval(() => {
+    if (live.size === 0) return;
+    knex('bulk_exports')
+      .whereIn('id', [...live.keys()])
+      .update({ heartbeat_at: knex.fn.now() })
+      .catch((err: unknown) => logger.warn({ err }, 'bulk export heartbeat failed'));
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
 
   const pump = () => {
     if (running || stopped) return;
@@ -138,7 +151,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
         const writer = fileWriter(job, type, () => ++seq, output);
         await exportType(job, type, writer.add);
         await writer.flush();
-        await knex('bulk_exports').where({ id: job.id }).update({ progress: `${i + 1} of ${types.length} types exported` });
+        await knex('bulk_exports').where({ id: job.id }).update({ progress: `${i + 1} of ${types.length} types exported`, heartbeat_at: knex.fn.now() });
       }
       const done = await knex('bulk_exports')
         .where({ id: job.id, state: 'in-progress' })
@@ -287,6 +300,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
 
     async status(id, owner) {
       if (!UUID.test(id)) return undefined;
+      await failStale(knex, id);
       const row = await knex('bulk_exports').where({ id, owner }).first();
       if (!row) return undefined;
       if (row.state === 'failed') return { state: 'failed', message: String((typeof row.error === 'string' ? JSON.parse(row.error) : row.error)?.message ?? 'the export failed') };
@@ -323,6 +337,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
 
     async stop() {
       stopped = true;
+      clearInterval(heartbeat);
       for (const job of live.values()) job.cancelled = true;
       await running;
       await ready;
@@ -334,6 +349,15 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       }
     },
   };
+}
+
+/** Marks failed the running or queued jobs (or the one job `id`) whose process stopped beating their heartbeat. */
+async function failStale(knex: Knex, id?: string): Promise<void> {
+  const q = knex('bulk_exports')
+    .whereIn('state', ['accepted', 'in-progress'])
+    .where('heartbeat_at', '<', knex.raw(`now() - interval '${STALE_SECONDS} seconds'`));
+  if (id) q.where({ id });
+  await q.update({ state: 'failed', error: JSON.stringify({ message: 'the server process running this export stopped; kick it off again' }), finished_at: knex.fn.now() });
 }
 
 /** The Patients a Group lists as current members. */

@@ -235,6 +235,9 @@ describe('FHIR Bulk Data export', () => {
       expect(new Set(seen).size).toBe(all);
       for (const p of patients) expect(seen).toContain(p);
       expect(await exports.file(id, 1, 'someone else')).toBeUndefined();
+      // A job whose process stopped beating its heartbeat is reported failed, by any process.
+      await t.app.db.knex('bulk_exports').where({ id }).update({ state: 'in-progress', heartbeat_at: new Date(Date.now() - 600_000) });
+      expect(await exports.status(id, 'test')).toEqual({ state: 'failed', message: expect.stringMatching(/stopped/) });
     } finally {
       await exports.stop();
     }
