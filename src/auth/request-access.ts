@@ -7,6 +7,7 @@ import type { AccessFilter } from '../fhir/store/access';
 import { requestedProjects, type AccessLocals } from './access-guard';
 import { decide, scopeRowRules, type AccessDecision, type Interaction } from './policy';
 import type { Principal } from './principal';
+import { fieldVisibility, type FieldVisibility } from './policy-fields';
 import { loadFhirDefinitions } from '../fhir/definitions';
 import { bothFilters, scopeRowFilter } from '../fhir/search/scope-filter';
 import type { ExportCaller } from '../fhir/export/export-routes';
@@ -157,4 +158,16 @@ export function exportCallerOf(req: Request): ExportCaller | undefined {
     },
     deidentifiedFor: decision.view === 'deidentified' ? decision.rowFilter.projects : undefined,
   };
+}
+
+/**
+ * The column-level policy of a caller who sees identified data (src/auth/policy-fields.ts): for
+ * a data manager, patient identifiers, telecom and addresses masked (the admin's alone).
+ * Undefined for admins and for de-identified callers (whose view withholds far more).
+ */
+export function fhirFieldRules(req: Request): ((resourceType: string) => FieldVisibility) | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  if (!access || access.decision.view !== 'identified' || access.principal.role === 'admin') return undefined;
+  const role = access.principal.role;
+  return (resourceType) => fieldVisibility(role, resourceType);
 }

@@ -110,7 +110,7 @@ export async function updateResource(ctx: FhirContext, req: FhirRequest, resourc
     const existing = await readCurrent(trx, resourceType, id, { forUpdate: true });
     await assertVisible(ctx, trx, existing, resourceType, id);
     checkIfMatch(ifMatch, existing, resourceType, id);
-    const w = prepareWrite(ctx.defs, resource, existing, 'PUT', ctx.now());
+    const w = prepareWrite(ctx.defs, ctx.keepMasked ? ctx.keepMasked(resource, existing?.content) : resource, existing, 'PUT', ctx.now());
     await applyWrites(trx, [w]);
     if (!existing) await ctx.onCreate?.(trx, w.resourceType, w.id);
     return writeAnswer(ctx, req, w, existing && !existing.deleted ? 200 : 201);

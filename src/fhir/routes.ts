@@ -9,6 +9,7 @@ import { loggableUrl, type Logger } from '../logger';
 import type { AccessLocals } from '../auth/access-guard';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, type DeidView } from './deid/deid-view';
+import { createFieldMask, type FieldRules } from './deid/field-mask';
 import { loadFhirDefinitions } from './definitions';
 import { handleFhirRequest } from './fhir-router';
 import { checkRequestContentType, isJsonContentType, negotiateResponseType } from './http/format';
@@ -64,6 +65,11 @@ export interface FhirRouterDeps {
   deferRefresh?: (req: FhirRequest) => DeferredRefresh | undefined;
   /** The largest |date offset| the privacy service draws (widens date searches in SQL); absent: not widened. */
   maxDateOffsetDays?: number;
+  /**
+   * Column-level policy for callers who see identified data with some elements withheld (data
+   * managers): the masked and hidden elements of each type. Undefined: everything as stored.
+   */
+  fieldRules?: (req: Request) => ((resourceType: string) => FieldRules) | undefined;
 }
 
 /**
@@ -104,6 +110,8 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
       const deferredRefresh = isTypeSearch(fhirReq) ? deps.deferRefresh?.(fhirReq) : undefined;
       if (!deferredRefresh && deps.refreshDerived) await deps.refreshDerived(fhirReq);
       const deid = deidViewOf(res, deps, defs);
+      const fields = deid ? undefined : deps.fieldRules?.(req);
+      const mask = fields ? createFieldMask(fields) : undefined;
       const run = (knex: Knex | Knex.Transaction) =>
         handleFhirRequest(
           {
@@ -118,6 +126,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             typeHandlers: deps.typeHandlers,
             resourceRules: deps.resourceRules,
             deferredRefresh,
+            keepMasked: mask?.keepStored,
           },
           fhirReq,
         );
@@ -138,6 +147,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
       }
       // Every answer of a de-identified caller goes through its view, whatever produced it.
       if (deid) result = await deid.transformAnswer(result);
+      if (mask) result = await mask.transformAnswer(result);
       send(res, result.status, result.headers, result.body, contentType, pretty);
     } catch (err) {
       next(err);

@@ -245,7 +245,7 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
           const existing = w.method === 'PUT' ? await readCurrent(trx, resource.resourceType, resource.id as string, { forUpdate: true }) : undefined;
           if (w.method === 'PUT') await assertVisible(ctx, trx, existing, resource.resourceType, resource.id as string);
           if (w.method === 'PUT') checkIfMatch(ifMatchOf(w.e), existing, resource.resourceType, resource.id as string);
-          const p = prepareWrite(ctx.defs, resource, existing, w.method, now);
+          const p = prepareWrite(ctx.defs, ctx.keepMasked && existing ? ctx.keepMasked(resource, existing.content) : resource, existing, w.method, now);
           chunk.push(p);
           if (!existing && ctx.onCreate) created.push(p);
           const status = existing && !existing.deleted ? 200 : 201;

@@ -54,7 +54,7 @@ export function createDeidView(deps: DeidViewDeps): DeidView {
   };
   return {
     deidentify,
-    transformAnswer: (answer) => transformAnswer(answer, deidentify),
+    transformAnswer: (answer) => transformAnswerWith(answer, deidentify),
     searchView: createDeidSearchView({ ...deps, deidentify }),
   };
 }
@@ -62,7 +62,8 @@ export function createDeidView(deps: DeidViewDeps): DeidView {
 /** Types whose answers carry no patient data: served as they are. */
 const PASS_THROUGH = new Set(['OperationOutcome', 'CapabilityStatement', 'StructureDefinition', 'SearchParameter', 'ValueSet', 'CodeSystem', 'OperationDefinition', 'CompartmentDefinition']);
 
-async function transformAnswer(answer: FhirResponse, deidentify: DeidView['deidentify']): Promise<FhirResponse> {
+/** An answer with each resource it carries (in Bundles too) replaced by what `deidentify` makes of it; Last-Modified dropped. */
+export async function transformAnswerWith(answer: FhirResponse, deidentify: DeidView['deidentify']): Promise<FhirResponse> {
   // Last-Modified is the real lastUpdated; meta.lastUpdated carries the shifted one.
   const { 'Last-Modified': _lastModified, ...headers } = answer.headers;
   const body = answer.body;

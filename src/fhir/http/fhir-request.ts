@@ -47,6 +47,11 @@ export interface FhirContext {
    * e.g. to link it to the caller's projects so the row filter lets its creator read it.
    */
   onCreate?: (trx: Knex.Transaction, resourceType: string, id: string) => Promise<void>;
+  /**
+   * For a caller who reads some elements masked: the resource it writes, with the stored values
+   * back where it sent the mask (src/fhir/deid/field-mask.ts). Absent: written as sent.
+   */
+  keepMasked?: (incoming: Resource, stored: Resource | null | undefined) => Resource;
   /** Clock (tests may pin it). */
   now(): Date;
   /**
