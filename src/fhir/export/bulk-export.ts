@@ -63,7 +63,8 @@ export interface ExportManifest {
   request: string;
   requiresAccessToken: true;
   output: Array<{ type: string; url: string; count: number }>;
-  deleted: [];
+  /** With `_since`: files of transaction Bundles, one DELETE entry per resource deleted since. */
+  deleted: Array<{ type: string; url: string; count: number }>;
   error: [];
 }
 
@@ -146,16 +147,22 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       if (deps.refresh) await deps.refresh();
       const types = await typesOf(job);
       const output: ExportManifest['output'] = [];
+      const deleted: ExportManifest['output'] = [];
       let seq = 0;
       for (const [i, type] of types.entries()) {
         const writer = fileWriter(job, type, () => ++seq, output);
         await exportType(job, type, writer.add);
         await writer.flush();
+        if (job.request.since) {
+          const deletions = fileWriter(job, 'Bundle', () => ++seq, deleted);
+          await exportDeletions(job, type, deletions.add);
+          await deletions.flush();
+        }
         await knex('bulk_exports').where({ id: job.id }).update({ progress: `${i + 1} of ${types.length} types exported`, heartbeat_at: knex.fn.now() });
       }
       const done = await knex('bulk_exports')
         .where({ id: job.id, state: 'in-progress' })
-        .update({ state: 'completed', output: JSON.stringify(output), progress: null, finished_at: knex.fn.now(), expires_at: new Date(Date.now() + retentionMs) });
+        .update({ state: 'completed', output: JSON.stringify({ output, deleted }), progress: null, finished_at: knex.fn.now(), expires_at: new Date(Date.now() + retentionMs) });
       if (done === 0) throw new Cancelled();
     } catch (err) {
       if (err instanceof Cancelled || job.cancelled) return;
@@ -234,6 +241,34 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     }
   }
 
+  /**
+   * What was deleted since `_since` (IG: the manifest's `deleted` files): a transaction Bundle
+   * with one DELETE entry per resource. A deleted resource keeps no content, so at Patient and
+   * Group level only the deleted Patients themselves can be placed (the Group's members, or any
+   * Patient the caller may read); other types are reported at system level.
+   */
+  async function exportDeletions(job: Job, type: string, add: (resources: Resource[]) => Promise<void>): Promise<void> {
+    const access = job.access.filterFor(type);
+    if (access === 'denied' || !job.request.since) return;
+    if (job.request.level.kind !== 'system' && type !== 'Patient') return;
+    const a = access ? access('r') : { sql: 'TRUE', bindings: [] };
+    const members = job.patients && type === 'Patient' ? job.patients : undefined;
+    let after = '0';
+    for (;;) {
+      if (job.cancelled || stopped) throw new Cancelled();
+      const rows = await queryRows<{ rid: string; id: string }>(
+        knex,
+        `SELECT r.rid, r.id FROM fhir_resource r WHERE r.resource_type = ? AND r.deleted AND r.last_updated > ? AND r.last_updated <= ? AND r.rid > ?::bigint` +
+          `${members ? ' AND r.id = ANY(?::text[])' : ''} AND (${a.sql}) ORDER BY r.rid LIMIT ?`,
+        [type, job.request.since, job.transactionTime, after, ...(members ? [members] : []), ...a.bindings, pageSize],
+      );
+      if (rows.length === 0) return;
+      await add(rows.map((r) => ({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${type}/${r.id}` } }] }) as Resource));
+      if (rows.length < pageSize) return;
+      after = String(rows[rows.length - 1].rid);
+    }
+  }
+
   async function shape(job: Job, view: DeidView | undefined, stored: StoredResource[]): Promise<Resource[]> {
     let resources = stored.map((s) => s.content as Resource);
     if (view) resources = await view.deidentify(resources);
@@ -246,7 +281,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   }
 
   /** Collects NDJSON lines of one type and writes a file row each `perFile` resources. */
-  function fileWriter(job: Job, type: string, nextSeq: () => number, output: ExportManifest['output']) {
+  function fileWriter(job: Job, type: string, nextSeq: () => number, output: Array<{ type: string; url: string; count: number }>) {
     let lines: string[] = [];
     const flush = async () => {
       if (lines.length === 0) return;
@@ -305,11 +340,11 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       if (!row) return undefined;
       if (row.state === 'failed') return { state: 'failed', message: String((typeof row.error === 'string' ? JSON.parse(row.error) : row.error)?.message ?? 'the export failed') };
       if (row.state !== 'completed') return { state: row.state, progress: row.progress ?? row.state };
-      const output = typeof row.output === 'string' ? JSON.parse(row.output) : (row.output ?? []);
+      const files = (typeof row.output === 'string' ? JSON.parse(row.output) : row.output) as Pick<ExportManifest, 'output' | 'deleted'>;
       return {
         state: 'completed',
         expires: new Date(row.expires_at),
-        manifest: { transactionTime: new Date(row.transaction_time).toISOString(), request: row.request, requiresAccessToken: true, output, deleted: [], error: [] },
+        manifest: { transactionTime: new Date(row.transaction_time).toISOString(), request: row.request, requiresAccessToken: true, output: files.output, deleted: files.deleted, error: [] },
       };
     },
 

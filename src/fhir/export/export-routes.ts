@@ -99,7 +99,8 @@ export function createExportRouter(deps: ExportRouterDeps): express.Router {
         return void res.status(202).end();
       }
       const base = baseOf(req);
-      const manifest = { ...status.manifest, output: status.manifest.output.map((o) => ({ type: o.type, url: `${base}/${o.url}`, count: o.count })) };
+      const absolute = <T extends { type: string; url: string; count: number }>(files: T[]) => files.map((o) => ({ type: o.type, url: `${base}/${o.url}`, count: o.count }));
+      const manifest = { ...status.manifest, output: absolute(status.manifest.output), deleted: absolute(status.manifest.deleted) };
       res.setHeader('Expires', status.expires.toUTCString());
       res.status(200).type('application/json').send(JSON.stringify(manifest));
     } catch (err) {

@@ -134,6 +134,26 @@ describe('FHIR Bulk Data export', () => {
     expect(Object.keys(byType)).toEqual(['Organization']);
     const all = await exportAll(`/fhir/$export?_type=Organization,Patient&_since=${encodeURIComponent(before)}`);
     expect(all.byType.Organization).toHaveLength(1);
+    expect(all.manifest.deleted).toEqual([]);
+  });
+
+  test('_since reports what was deleted since, as transaction Bundles of DELETE entries', async () => {
+    const doomed = await create({ resourceType: 'Organization', name: 'Closing down' });
+    await new Promise((r) => setTimeout(r, 20));
+    const since = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await request(t.http).delete(`/fhir/Organization/${doomed}`)).status).toBe(200);
+    const { manifest } = await exportAll(`/fhir/$export?_type=Organization&_since=${encodeURIComponent(since)}`);
+    expect(manifest.output).toEqual([]);
+    expect(manifest.deleted).toHaveLength(1);
+    expect(manifest.deleted[0].type).toBe('Bundle');
+    const file = await request(t.http).get(new URL(manifest.deleted[0].url).pathname).buffer(true).parse((res, cb) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString('utf8')));
+      res.on('end', () => cb(null, text));
+    });
+    const bundles = (file.body as string).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(bundles).toEqual([{ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `Organization/${doomed}` } }] }]);
   });
 
   test('a researcher exports its project only, de-identified', async () => {
