@@ -23,7 +23,7 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, exportCallerOf, fhirAccessFilter, fhirCreateLinker, fhirFieldRules } from './auth/request-access';
+import { bundleEntryDenial, exportCallerOf, fhirAccessFilter, fhirCreateLinker, fhirFieldRules, fhirProjectsOf } from './auth/request-access';
 import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
@@ -199,6 +199,8 @@ function buildExpress(deps: {
       accessFilter: fhirAccessFilter,
       // Data managers read patient identifiers, telecom and addresses masked.
       fieldRules: fhirFieldRules,
+      // PIs read the audit trail of their projects.
+      projectsOf: fhirProjectsOf,
       onCreate: fhirCreateLinker,
       authorizeBundleEntry: bundleEntryDenial,
       auditInTransaction,

@@ -89,6 +89,8 @@ export interface AuditInput {
   requestId?: string;
   /** Extra facts (e.g. the SAML issuer, the grant type), kept as entity details. */
   details?: Record<string, string>;
+  /** The projects the access was made within (its row filter); PIs search the trail by them. */
+  projects?: string[];
 }
 
 /** Identity of the recording server (BALP source.observer). */
@@ -109,6 +111,8 @@ const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationTyp
 export const ROLE_SYSTEM = 'urn:imaging-lake:role';
 /** Study Instance UIDs in entity.what.identifier (DICOM PS3.15 A.5.3 participant object id). */
 export const STUDY_UID_SYSTEM = 'urn:dicom:uid';
+/** Projects an access was made within, in entity.what.identifier. */
+export const PROJECT_SYSTEM = 'urn:imaging-lake:project';
 
 const ACTION_CODE: Record<AuditAction, NonNullable<AuditEvent['action']>> = {
   read: 'R',
@@ -248,6 +252,9 @@ export function buildAuditEvent(input: AuditInput, source: AuditSource, recorded
   if (input.requestId) {
     entities.push({ what: { identifier: { value: input.requestId } }, type: { system: BALP_ENTITY_TYPE, code: 'XrequestId' } });
   }
+  for (const project of input.projects ?? []) {
+    entities.push({ what: { identifier: { system: PROJECT_SYSTEM, value: project } }, type: { system: ENTITY_TYPE, code: '4', display: 'Other' } });
+  }
   if (input.details && Object.keys(input.details).length > 0) {
     entities.push({
       type: { system: ENTITY_TYPE, code: '4', display: 'Other' },
@@ -271,6 +278,8 @@ export interface AuditIndexColumns {
   patient: string | null;
   entity: string[];
   request_id: string | null;
+  /** Null when the access named no project (an admin's, a denial). */
+  projects: string[] | null;
 }
 
 /** Extracts the search columns from an AuditEvent (the resource stays the single source of truth). */
@@ -281,7 +290,12 @@ export function auditIndexColumns(event: AuditEvent): AuditIndexColumns {
   const entity: string[] = [];
   let patient: string | null = null;
   let requestId: string | null = null;
+  const projects: string[] = [];
   for (const e of event.entity ?? []) {
+    if (e.what?.identifier?.system === PROJECT_SYSTEM && e.what.identifier.value) {
+      projects.push(e.what.identifier.value);
+      continue;
+    }
     if (e.type?.system === BALP_ENTITY_TYPE && e.type.code === 'XrequestId') {
       requestId = e.what?.identifier?.value ?? null;
       continue;
@@ -305,5 +319,6 @@ export function auditIndexColumns(event: AuditEvent): AuditIndexColumns {
     patient,
     entity,
     request_id: requestId,
+    projects: projects.length > 0 ? projects : null,
   };
 }

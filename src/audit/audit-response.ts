@@ -164,6 +164,7 @@ const DESCRIPTION_FIELDS: { [K in Exclude<keyof AuditInput, 'status' | 'outcome'
   outcomeDescription: Object.is,
   requestId: Object.is,
   studyUids: sameList,
+  projects: sameList,
   agent: sameRecord,
   details: sameRecord,
 };

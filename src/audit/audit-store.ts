@@ -31,6 +31,7 @@ const ROW_COLUMNS: ReadonlyArray<[string, string]> = [
   ['patient', 'text'],
   ['entity', 'text[]'],
   ['request_id', 'text'],
+  ['projects', 'text[]'],
   ['resource', 'json'],
 ];
 const COLUMN_LIST = ROW_COLUMNS.map(([name]) => name).join(', ');
@@ -97,7 +98,7 @@ export function serializeAuditRow(event: AuditEvent): AuditRow {
   const json = JSON.stringify(event);
   const k = auditIndexColumns(event);
   return {
-    columns: [event.id, event.recorded, k.type_code, k.subtype_code, k.action, k.outcome, k.agent_subject, k.agent_client_id, k.agent_role, k.agent_address, k.patient, k.entity, k.request_id].map(withoutNul),
+    columns: [event.id, event.recorded, k.type_code, k.subtype_code, k.action, k.outcome, k.agent_subject, k.agent_client_id, k.agent_role, k.agent_address, k.patient, k.entity, k.request_id, k.projects].map(withoutNul),
     resource: json.includes('\\u0000') ? json.replace(NUL_ESCAPE, '$1\\ufffd') : json,
   };
 }
@@ -285,6 +286,8 @@ export interface AuditSearchParams {
   outcome?: string;
   /** Not indexed (no FHIR AuditEvent search parameter maps to it): bound the search by date. */
   requestId?: string;
+  /** Only accesses made within these projects (every project of the access among them). */
+  withinProjects?: readonly string[];
   /** Page size (default 50, at most 1000). */
   count?: number;
   /** Continue after this cursor (from the previous page's `next`). */
@@ -336,6 +339,8 @@ function whereAuditMatches(q: Knex.QueryBuilder, params: AuditSearchParams): Kne
   if (params.action) q.where('action', params.action);
   if (params.outcome) q.where('outcome', params.outcome);
   if (params.requestId) q.where('request_id', params.requestId);
+  // A PI's search: accesses made within its projects only (all of the access's projects among them).
+  if (params.withinProjects) q.whereRaw('projects <@ ?::text[] AND cardinality(projects) > 0', [[...params.withinProjects]]);
   return q;
 }
 

@@ -79,6 +79,10 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
           : restrictResourcesToProjects(resourceType, decision.rowFilter.projects, { idColumn, facility: decision.rowFilter.facility }),
     };
     res.locals.access = access;
+    // The projects the access is made within: the AuditEvent names them (PIs search the trail by them).
+    const audit = res.locals.audit as AuditLocals | undefined;
+    const within = decision.rowFilter.projects === 'all' ? projectIds : decision.rowFilter.projects;
+    if (audit && within.length > 0) audit.projects = [...within];
     // The DICOMweb routes read this hook (src/dicomweb/wado-routes.ts, qido-rs.ts).
     res.locals.restrictStudies = studyRestrictionFor(decision, route.protocol === 'dicomweb' ? imagingStudyScopeRows(principal, route.interaction) : undefined);
     // Authorized reads of the protocol routers write nothing themselves: their AuditEvent's

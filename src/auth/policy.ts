@@ -109,7 +109,8 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
     conformance: READS,
     cohort: [...READS, ...EDITS, 'export', 'approve'],
     admin: ['read', 'search', 'approve'],
-    audit: [],
+    // The trail of accesses made within their projects (the handler filters by project).
+    audit: READS,
     owned: ['read', 'delete'],
   },
   researcher: {

@@ -171,3 +171,10 @@ export function fhirFieldRules(req: Request): ((resourceType: string) => FieldVi
   const role = access.principal.role;
   return (resourceType) => fieldVisibility(role, resourceType);
 }
+
+/** The projects a request's rows are confined to; undefined when it may see every project. */
+export function fhirProjectsOf(req: Request): readonly string[] | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  const projects = access?.decision.rowFilter.projects;
+  return projects === undefined || projects === 'all' ? undefined : projects;
+}

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { AuditEvent as FhirAuditEvent, Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
-import { countAuditEvents, readAuditEvent, searchAuditEvents, type AuditEvent } from '../audit';
+import { auditIndexColumns, countAuditEvents, readAuditEvent, searchAuditEvents, type AuditEvent } from '../audit';
 import { etagOf, parsePrefer, type FhirContext, type FhirRequest, type FhirResponse, type FhirTypeHandler } from './http/fhir-request';
 import { badRequest, fhirError, notAllowed, notFound, outcome } from './outcome';
 import { CURSOR_PARAM, parseAuditEventQuery, type AuditEventQuery } from './resources/audit-event-search';
@@ -30,8 +30,9 @@ export function createAuditEventTypeHandler(deps: AuditEventHandlerDeps): FhirTy
       throw notAllowed(`${READ_ONLY} (${req.method} ${req.path} refused)`);
     };
     if (rest.length > 0) throw notFound(`No such endpoint: ${req.path}`);
-    // The trail is not linked to projects: a caller whose reads are row-filtered sees none of it.
-    if (ctx.access) throw fhirError(403, 'forbidden', 'The audit trail is not filtered by project: only callers with access to every project may read it');
+    // A caller confined to projects (a PI) sees the accesses made within them; one whose rows are
+    // filtered otherwise (granular scopes alone) sees none of the trail.
+    if (ctx.access && !ctx.projects) throw fhirError(403, 'forbidden', 'The audit trail is filtered by project only: this token may not read it');
 
     if (second === undefined) {
       if (method !== 'GET') refuse();
@@ -48,13 +49,19 @@ export function createAuditEventTypeHandler(deps: AuditEventHandlerDeps): FhirTy
     if (second === '_history') refuse();
     if (method !== 'GET') refuse();
     const event = await readAuditEvent(deps.knex, second);
-    if (!event) throw notFound(`AuditEvent/${second} not found`);
+    if (!event || (ctx.projects && !withinProjects(event, ctx.projects))) throw notFound(`AuditEvent/${second} not found`);
     if (third === undefined) return readAnswer(req, event);
     if (third !== '_history') throw notFound(`No such endpoint: ${req.path}`);
     if (fourth === undefined) return { status: 200, headers: {}, body: historyBundle(ctx, event) };
     if (fourth !== '1') throw notFound(`Version ${fourth} of AuditEvent/${second} not found: audit events have one version`);
     return readAnswer(req, event);
   };
+}
+
+/** True when the event names projects and every one of them is among `projects`. */
+function withinProjects(event: AuditEvent, projects: readonly string[]): boolean {
+  const named = auditIndexColumns(event).projects ?? [];
+  return named.length > 0 && named.every((p) => projects.includes(p));
 }
 
 /** The stored event with the meta a FHIR read carries: one version, last updated when recorded. */
@@ -90,11 +97,13 @@ function historyBundle(ctx: FhirContext, event: AuditEvent): Bundle {
 async function searchResponse(deps: AuditEventHandlerDeps, ctx: FhirContext, req: FhirRequest, query: Record<string, string[]>): Promise<FhirResponse> {
   const strict = parsePrefer(req.headers.prefer).handling === 'strict';
   const q = parseAuditEventQuery(query, { strict, baseUrl: ctx.baseUrl });
+  if (ctx.projects) q.params.withinProjects = ctx.projects;
+  const visible = (e: AuditEvent | undefined): e is AuditEvent => e !== undefined && (!ctx.projects || withinProjects(e, ctx.projects));
   let events: AuditEvent[] = [];
   let next: string | undefined;
   let total: number | undefined;
   if (q.summaryCount || q.total) {
-    if (q.ids) total = (await Promise.all(q.ids.map((id) => readAuditEvent(deps.knex, id)))).filter(Boolean).length;
+    if (q.ids) total = (await Promise.all(q.ids.map((id) => readAuditEvent(deps.knex, id)))).filter(visible).length;
     else total = q.empty ? 0 : await countAuditEvents(deps.knex, q.params);
   }
   if (q.summaryCount) {
@@ -102,7 +111,7 @@ async function searchResponse(deps: AuditEventHandlerDeps, ctx: FhirContext, req
   }
   if (q.ids) {
     const found = await Promise.all(q.ids.map((id) => readAuditEvent(deps.knex, id)));
-    events = found.filter((e): e is AuditEvent => e !== undefined);
+    events = found.filter(visible);
   } else if (!q.empty) {
     try {
       ({ events, next } = await searchAuditEvents(deps.knex, { ...q.params, count: q.count }));

@@ -70,6 +70,8 @@ export interface FhirRouterDeps {
    * managers): the masked and hidden elements of each type. Undefined: everything as stored.
    */
   fieldRules?: (req: Request) => ((resourceType: string) => FieldRules) | undefined;
+  /** The projects the caller's rows are confined to (undefined: all); the audit trail's handler filters by them. */
+  projectsOf?: (req: Request) => readonly string[] | undefined;
 }
 
 /**
@@ -127,6 +129,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             resourceRules: deps.resourceRules,
             deferredRefresh,
             keepMasked: mask?.keepStored,
+            projects: deps.projectsOf?.(req),
           },
           fhirReq,
         );

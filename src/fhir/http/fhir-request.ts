@@ -52,6 +52,8 @@ export interface FhirContext {
    * back where it sent the mask (src/fhir/deid/field-mask.ts). Absent: written as sent.
    */
   keepMasked?: (incoming: Resource, stored: Resource | null | undefined) => Resource;
+  /** The projects the caller's rows are confined to; undefined: every project (types served elsewhere, such as the audit trail, filter by them). */
+  projects?: readonly string[];
   /** Clock (tests may pin it). */
   now(): Date;
   /**

@@ -16,7 +16,7 @@ type TypeClass = 'clinical' | 'cohort' | 'audit' | 'conformance';
 const MAY: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
   admin: { clinical: ['read', 'search', 'create', 'update', 'delete'], cohort: ['read', 'search', 'create', 'update', 'delete'], audit: ['read', 'search'], conformance: ['read', 'search'] },
   'data-manager': { clinical: ['read', 'search', 'create', 'update'], cohort: ['read', 'search'], audit: [], conformance: ['read', 'search'] },
-  pi: { clinical: ['read', 'search'], cohort: ['read', 'search', 'create', 'update'], audit: [], conformance: ['read', 'search'] },
+  pi: { clinical: ['read', 'search'], cohort: ['read', 'search', 'create', 'update'], audit: ['read', 'search'], conformance: ['read', 'search'] },
   researcher: { clinical: ['read', 'search'], cohort: ['read', 'search', 'create', 'update'], audit: [], conformance: ['read', 'search'] },
 };
 

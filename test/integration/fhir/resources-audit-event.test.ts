@@ -164,14 +164,14 @@ describe('AuditEvent from the audit trail', () => {
     });
   });
 
-  test('a caller whose reads are filtered by project gets 403', async () => {
+  test('a caller whose reads are filtered otherwise than by project (no projects given) gets 403', async () => {
     const filtered = express();
     const handler = createAuditEventTypeHandler({ knex: t.app.db.knex });
     const projectFilter = () => (alias: string) => ({ sql: `${alias}.id = ANY(?::text[])`, bindings: [['none']] });
     filtered.use('/fhir', createFhirRouter({ db: t.app.db, logger: pino({ level: 'silent' }), accessFilter: projectFilter, typeHandlers: { AuditEvent: handler } }));
     const res = await request(withDefaultAuthorization(filtered, t.adminToken)).get(`/fhir/AuditEvent/${events.read.id}`);
     expect(res.status).toBe(403);
-    expect(res.body.issue[0]).toMatchObject({ code: 'forbidden', diagnostics: 'The audit trail is not filtered by project: only callers with access to every project may read it' });
+    expect(res.body.issue[0]).toMatchObject({ code: 'forbidden', diagnostics: 'The audit trail is filtered by project only: this token may not read it' });
   });
 
   describe('the trail is read-only', () => {

@@ -110,7 +110,21 @@ describe('auditIndexColumns', () => {
       patient: 'Patient/p9',
       entity: ['1.2.3'],
       request_id: 'r9',
+      projects: null,
     });
+  });
+
+  test('the projects an access was made within: entities of the resource, their own column (not entity)', () => {
+    const e = build({ protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: 'p1', projects: ['pa', 'pb'], status: 200 });
+    expect(e.entity).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ what: { identifier: { system: 'urn:imaging-lake:project', value: 'pa' } } }),
+        expect.objectContaining({ what: { identifier: { system: 'urn:imaging-lake:project', value: 'pb' } } }),
+      ]),
+    );
+    const k = auditIndexColumns(e);
+    expect(k.projects).toEqual(['pa', 'pb']);
+    expect(k.entity).toEqual(['Patient/p1']);
   });
 });
 
