@@ -12,7 +12,7 @@ import pinoHttp from 'pino-http';
 import type { AppHandle } from '../src/app';
 import type { AuditWriter } from '../src/audit/audit-writer';
 import { buildAuditEvent } from '../src/audit/audit-event';
-import { insertAuditRowsOn, serializeAuditRow } from '../src/audit/audit-store';
+import { insertAuditRowsOn, ROW_COLUMNS, serializeAuditRow } from '../src/audit/audit-store';
 import { createAuditWriter } from '../src/audit/audit-writer';
 import { queryPrepared } from '../src/db/prepared-statement';
 import knexFactory from 'knex';
@@ -394,7 +394,7 @@ async function auditInsertCost(url: string): Promise<AuditInsertCost> {
     const row = () =>
       serializeAuditRow(
         buildAuditEvent(
-          { protocol: 'dicomweb', action: 'search', resourceType: 'ImagingStudy', query: 'GET /dicomweb/studies?PatientID=AUTH-bench-a-0', status: 200, requestId: randomUUID(), agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
+          { protocol: 'dicomweb', action: 'search', resourceType: 'ImagingStudy', query: 'GET /dicomweb/studies?PatientID=AUTH-bench-a-0', status: 200, requestId: randomUUID(), projects: ['bench-a'], agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
           { observer: 'imaging-lake', baseUrl: 'http://127.0.0.1' },
         ),
       );
@@ -472,7 +472,7 @@ async function auditShapeCost(url: string, patientIds: string[], project: string
     const row = (id: string) =>
       serializeAuditRow(
         buildAuditEvent(
-          { protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: id, status: 200, requestId: randomUUID(), agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
+          { protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: id, status: 200, requestId: randomUUID(), projects: [project], agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
           { observer: 'imaging-lake', baseUrl: 'http://127.0.0.1' },
         ),
       );
@@ -515,7 +515,7 @@ async function auditShapeCost(url: string, patientIds: string[], project: string
 
 /** The read of auditShapeCost with `?` placeholders (queryPrepared), and the same with its AuditEvent INSERT inside. */
 function shapeStatements(): { read: string; inside: string } {
-  const columns = ['id uuid', 'recorded timestamptz', 'type_code text', 'subtype_code text', 'action text', 'outcome text', 'agent_subject text', 'agent_client_id text', 'agent_role text', 'agent_address text', 'patient text', 'entity text[]', 'request_id text', 'resource json'].map((c) => c.split(' '));
+  const columns = ROW_COLUMNS;
   const read = `SELECT r.rid, r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content FROM fhir_resource r WHERE r.resource_type = ? AND r.id = ? AND (EXISTS (SELECT 1 FROM project_resources pr WHERE pr.resource_type = r.resource_type AND pr.resource_id = r.id AND pr.project_id = ANY(?::text[])))`;
   const inside = `WITH a AS (INSERT INTO audit_events (${columns.map(([n]) => n).join(', ')}) VALUES (${columns.map(([, t]) => `?::${t}`).join(', ')}) RETURNING 1) ${read}`;
   return { read, inside };
@@ -535,7 +535,7 @@ async function auditShapeCostConcurrent(url: string, patientIds: string[], proje
   const { read, inside } = shapeStatements();
   const event = (id: string) =>
     buildAuditEvent(
-      { protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: id, status: 200, requestId: randomUUID(), agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
+      { protocol: 'fhir', action: 'read', resourceType: 'Patient', resourceId: id, status: 200, requestId: randomUUID(), projects: [project], agent: { subject: 'bench-user', issuer: ISSUER, role: 'data-manager', tokenId: randomUUID(), address: '127.0.0.1' } },
       { observer: 'imaging-lake', baseUrl: 'http://127.0.0.1' },
     );
   const found = (rows: unknown[]) => {

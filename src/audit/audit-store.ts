@@ -17,7 +17,8 @@ export class AuditWriteError extends Error {
 }
 
 /** The columns of `audit_events`, in the order the INSERT lists them, with their types. */
-const ROW_COLUMNS: ReadonlyArray<[string, string]> = [
+/** The columns of an audit row, with their PostgreSQL types, in the order every INSERT writes them. */
+export const ROW_COLUMNS: ReadonlyArray<[string, string]> = [
   ['id', 'uuid'],
   ['recorded', 'timestamptz'],
   ['type_code', 'text'],
