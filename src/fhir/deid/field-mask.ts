@@ -49,7 +49,8 @@ export function createFieldMask(rulesFor: (resourceType: string) => FieldRules):
     return out as unknown as Resource;
   };
   return {
-    transformAnswer: (answer) => transformAnswerWith(answer, async (resources) => resources.map(mask)),
+    // Dates are not shifted in this view: Last-Modified stays.
+    transformAnswer: async (answer) => ({ ...(await transformAnswerWith(answer, async (resources) => resources.map(mask))), headers: answer.headers }),
     keepStored(incoming, stored) {
       if (!stored) return incoming;
       const rules = rulesFor(incoming.resourceType);

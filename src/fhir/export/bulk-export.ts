@@ -88,6 +88,9 @@ const HEARTBEAT_MS = 30_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** A file is closed at this many characters of NDJSON (large ImagingStudy resources): bounded memory, bounded rows. */
+const FILE_BYTES = 32 * 1024 * 1024;
+
 /** Patients per statement of a compartment search. */
 const PATIENTS_PER_QUERY = 100;
 
@@ -280,9 +283,10 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     });
   }
 
-  /** Collects NDJSON lines of one type and writes a file row each `perFile` resources. */
+  /** Collects NDJSON lines of one type and writes a file row each `perFile` resources or FILE_BYTES bytes. */
   function fileWriter(job: Job, type: string, nextSeq: () => number, output: Array<{ type: string; url: string; count: number }>) {
     let lines: string[] = [];
+    let bytes = 0;
     const flush = async () => {
       if (lines.length === 0) return;
       const seq = nextSeq();
@@ -290,11 +294,14 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       await knex('bulk_export_files').insert({ export_id: job.id, seq, resource_type: type, count: lines.length, body });
       output.push({ type, url: `$export-output/${job.id}/${seq}`, count: lines.length });
       lines = [];
+      bytes = 0;
     };
     const add = async (resources: Resource[]) => {
       for (const r of resources) {
-        lines.push(JSON.stringify(r));
-        if (lines.length >= perFile) await flush();
+        const line = JSON.stringify(r);
+        lines.push(line);
+        bytes += line.length;
+        if (lines.length >= perFile || bytes >= FILE_BYTES) await flush();
       }
     };
     return { add, flush };

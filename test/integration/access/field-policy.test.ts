@@ -53,6 +53,8 @@ describe('the column-level policy of the identified view', () => {
     expect(res.body.name).toEqual([{ family: 'Fieldson', given: ['Ada'] }]);
     expect(res.body.birthDate).toBe('1970-01-02');
     expect(res.body.meta.security).toEqual([expect.objectContaining({ code: 'REDACTED' })]);
+    expect(res.headers['last-modified']).toBeDefined();
+    expect(res.headers.etag).toBe('W/"1"');
   });
 
   test('searches and history mask the same way; the admin sees everything', async () => {
