@@ -179,13 +179,14 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   /** The types a job exports: those named, or every stored type its level covers, that the caller may read. */
   async function typesOf(job: Job): Promise<string[]> {
     if (job.request.types) return job.request.types;
-    // Each stored type once, by skip scan over the (resource_type, rid) index.
+    // Each stored type once, by skip scan over the (resource_type, last_updated) index; types
+    // whose resources are all deleted too (with _since, their deletions are reported).
     const rows = await queryRows<{ t: string }>(
       knex,
       `WITH RECURSIVE types AS (
-         SELECT min(resource_type) AS t FROM fhir_resource WHERE NOT deleted
+         SELECT min(resource_type) AS t FROM fhir_resource
          UNION ALL
-         SELECT (SELECT min(resource_type) FROM fhir_resource WHERE NOT deleted AND resource_type > types.t) FROM types WHERE types.t IS NOT NULL)
+         SELECT (SELECT min(resource_type) FROM fhir_resource WHERE resource_type > types.t) FROM types WHERE types.t IS NOT NULL)
        SELECT t FROM types WHERE t IS NOT NULL`,
       [],
     );
