@@ -35,19 +35,14 @@ export function fhirAccessFilter(req: Request): AccessFilter | undefined {
 /** The row filter of one decision (fhirAccessFilter; a bulk export asks it per type). */
 export function accessFilterFor(principal: Principal, decision: AccessDecision, interaction: Interaction, askedType: string): AccessFilter | undefined {
   const { projects, facility } = decision.rowFilter;
+  const [join, onFacility] = facility === undefined ? ['', ''] : [' JOIN projects p ON p.id = pr.project_id', ' AND p.facility = ?'];
   const byProject: AccessFilter | undefined =
     projects === 'all'
       ? undefined
-      : (alias) =>
-          facility === undefined
-            ? {
-                sql: `EXISTS (SELECT 1 FROM project_resources pr WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[]))`,
-                bindings: [[...projects]],
-              }
-            : {
-                sql: `EXISTS (SELECT 1 FROM project_resources pr JOIN projects p ON p.id = pr.project_id WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[]) AND p.facility = ?)`,
-                bindings: [[...projects], facility],
-              };
+      : (alias) => ({
+          sql: `EXISTS (SELECT 1 FROM project_resources pr${join} WHERE pr.resource_type = ${alias}.resource_type AND pr.resource_id = ${alias}.id AND pr.project_id = ANY(?::text[])${onFacility})`,
+          bindings: facility === undefined ? [[...projects]] : [[...projects], facility],
+        });
   const rows = scopeRowRules(principal, interaction);
   return bothFilters(byProject, rows ? scopeRowFilter(loadFhirDefinitions(), rows, askedType) : undefined);
 }

@@ -6,6 +6,8 @@
  * `user/ImagingStudy.rs?modality=...` scope lets the token see.
  */
 import request from 'supertest';
+import { mintLocalToken } from '../../../src/auth/local-token';
+import { createProject } from '../../../src/auth/project-store';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
@@ -121,6 +123,23 @@ describe('granular SMART scopes narrow every row a request reads', () => {
     expect(shown.status).toBe(200);
     const fhir = await request(t.http).get('/fhir/ImagingStudy').set(asToken(token));
     expect(fhir.body.entry).toHaveLength(1);
+  });
+
+  test("a token's facility narrows FHIR rows to its projects of that facility, as DICOMweb", async () => {
+    const knex = t.app.db.knex;
+    await createProject(knex, { id: 'fac-north', name: 'North', facility: 'north' });
+    await createProject(knex, { id: 'fac-south', name: 'South', facility: 'south' });
+    const ids: Record<string, string> = {};
+    for (const project of ['fac-north', 'fac-south']) {
+      const res = await request(t.http).post('/fhir/Patient').set({ 'Content-Type': 'application/fhir+json', 'X-Project': project }).send({ resourceType: 'Patient', name: [{ family: project }] });
+      expect(res.status).toBe(201);
+      ids[project] = res.body.id;
+    }
+    const { accessToken } = await mintLocalToken({ role: 'researcher', projects: ['fac-north', 'fac-south'], facility: 'north', ttlSeconds: 600 }, { config: t.config.auth });
+    const north = await request(t.http).get(`/fhir/Patient/${ids['fac-north']}`).set(asToken(accessToken));
+    expect(north.status).toBe(200);
+    const south = await request(t.http).get(`/fhir/Patient/${ids['fac-south']}`).set(asToken(accessToken));
+    expect(south.status).toBe(404);
   });
 
   test('the role default scopes (user/*) see everything', async () => {
