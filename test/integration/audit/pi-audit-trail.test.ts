@@ -74,6 +74,22 @@ describe('PIs read the audit trail of their projects', () => {
     expect((await request(t.http).get(`/fhir/AuditEvent/${own!.id}`).set('Authorization', `Bearer ${pi}`)).status).toBe(200);
   });
 
+  test("an event's projects cannot change, even by the early read's correction", async () => {
+    const knex = t.app.db.knex;
+    const row = await knex('audit_events').whereNotNull('projects').where('outcome', '0').orderBy('recorded', 'desc').first('id', 'projects');
+    expect(row).toBeDefined();
+    const correcting = (update: (trx: typeof knex) => Promise<unknown>) =>
+      knex.transaction(async (trx) => {
+        await trx.raw(`SELECT set_config('imaging_lake.audit_correction', ?, true)`, [row.id]);
+        await update(trx);
+      });
+    // The correction may rewrite a recent read's event as long as what it must keep stays...
+    await correcting((trx) => trx('audit_events').where({ id: row.id }).update({ projects: row.projects }));
+    // ...and the projects are among what it must keep.
+    await expect(correcting((trx) => trx('audit_events').where({ id: row.id }).update({ projects: ['elsewhere'] }))).rejects.toThrow(/projects of an event cannot change/);
+    expect((await knex('audit_events').where({ id: row.id }).first('projects')).projects).toEqual(row.projects);
+  });
+
   test('researchers and data managers read none of the trail', async () => {
     for (const role of ['researcher', 'data-manager'] as const) {
       const token = await t.token(role, ['pa']);
