@@ -156,6 +156,19 @@ function buildExpress(deps: {
   app.use(createAuthRouter(auth));
   // The one access guard in front of every protocol router: audit gate, token, policy, row filters.
   app.use(createAccessGuard(auth));
+  // A token whose scopes narrow ImagingStudy sees the studies whose ImagingStudy passes them:
+  // the ImagingStudy of a study stored a moment ago is written first (else it stays hidden until
+  // the background rewrite). A failure here leaves it hidden, never shown.
+  app.use('/dicomweb', (_req: Request, res: Response, next: NextFunction) => {
+    if (!res.locals.studiesByImagingStudy) return next();
+    imagingStudies.flushAll().then(
+      () => next(),
+      (err: unknown) => {
+        logger.warn({ err }, 'pending ImagingStudy rewrite before a scope-narrowed DICOMweb request failed');
+        next();
+      },
+    );
+  });
   app.use(
     '/dicomweb',
     createDicomwebRouter({

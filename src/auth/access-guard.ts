@@ -84,7 +84,10 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
     const within = decision.rowFilter.projects === 'all' ? projectIds : decision.rowFilter.projects;
     if (audit && within.length > 0) audit.projects = [...within];
     // The DICOMweb routes read this hook (src/dicomweb/wado-routes.ts, qido-rs.ts).
-    res.locals.restrictStudies = studyRestrictionFor(decision, route.protocol === 'dicomweb' ? imagingStudyScopeRows(principal, route.interaction) : undefined);
+    const imagingStudyRows = route.protocol === 'dicomweb' ? imagingStudyScopeRows(principal, route.interaction) : undefined;
+    res.locals.restrictStudies = studyRestrictionFor(decision, imagingStudyRows);
+    // The studies such a token sees are decided by their ImagingStudy: the app brings pending ones up to date first.
+    if (imagingStudyRows) res.locals.studiesByImagingStudy = true;
     // Authorized reads of the protocol routers write nothing themselves: their AuditEvent's
     // commit starts now and overlaps the handler (the audit gate corrects it if the answer differs).
     if (early && (req.method === 'GET' || req.method === 'HEAD') && route.protocol !== 'other') beginReadAudit(res);

@@ -125,6 +125,16 @@ describe('granular SMART scopes narrow every row a request reads', () => {
     expect(fhir.body.entry).toHaveLength(1);
   });
 
+  test('a study stored a moment ago is there at once for a token whose ImagingStudy scope matches it', async () => {
+    const token = await adminWith('user/ImagingStudy.rs?modality=OPT');
+    const instance = createSyntheticInstance({ studyInstanceUID: newUid(), modality: 'OPT', patientID: 'SCOPE-OPT' });
+    const body = buildMultipart([instance.bytes]);
+    expect((await request(t.http).post('/dicomweb/studies').set('Content-Type', body.contentType).send(body.body)).status).toBe(200);
+    const qido = await request(t.http).get(`/dicomweb/studies?StudyInstanceUID=${instance.studyInstanceUID}`).set(asToken(token));
+    expect(qido.status).toBe(200);
+    expect((qido.body as Array<Record<string, { Value: string[] }>>).map((s) => s['0020000D'].Value[0])).toEqual([instance.studyInstanceUID]);
+  });
+
   test("a token's facility narrows FHIR rows to its projects of that facility, as DICOMweb", async () => {
     const knex = t.app.db.knex;
     await createProject(knex, { id: 'fac-north', name: 'North', facility: 'north' });
@@ -145,7 +155,8 @@ describe('granular SMART scopes narrow every row a request reads', () => {
   test('the role default scopes (user/*) see everything', async () => {
     const token = await t.token('admin');
     const qido = await request(t.http).get('/dicomweb/studies').set(asToken(token));
-    expect(qido.body).toHaveLength(2);
+    // The CT and MR studies, and the OPT one stored by the test above.
+    expect(qido.body).toHaveLength(3);
     const res = await request(t.http).get('/fhir/Condition?_count=100').set(asToken(token));
     expect(codesOf(res.body)).toEqual(['E11.9', 'H35.30', 'H40.11']);
   });
