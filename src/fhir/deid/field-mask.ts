@@ -57,20 +57,14 @@ export function createFieldMask(rulesFor: (resourceType: string) => FieldRules):
       const kept = [...topLevel(rules.masked), ...topLevel(rules.hidden)];
       const source = stored as unknown as Record<string, unknown>;
       const out: Record<string, unknown> = { ...(incoming as unknown as Record<string, unknown>) };
-      let changed = false;
       for (const p of kept) {
         if (source[p] === undefined) continue;
         if (out[p] === undefined) {
           out[p] = source[p];
-          changed = true;
           continue;
         }
         if (rules.hidden.includes(p)) continue;
-        const restored = restoreMasked(p, out[p], source[p]);
-        if (restored !== out[p]) {
-          out[p] = restored;
-          changed = true;
-        }
+        out[p] = restoreMasked(p, out[p], source[p]);
         if (JSON.stringify(out[p]).includes(`"${MASK}"`)) {
           throw fhirError(422, 'business-rule', `${incoming.resourceType}.${p}: a masked element was sent back changed; send it as read, or with its full new value`, [`${incoming.resourceType}.${p}`]);
         }
@@ -79,9 +73,8 @@ export function createFieldMask(rulesFor: (resourceType: string) => FieldRules):
       if (meta?.security?.some((c) => c.code === REDACTED.code)) {
         const security = meta.security.filter((c) => c.code !== REDACTED.code);
         out.meta = { ...meta, security: security.length ? security : undefined };
-        changed = true;
       }
-      return changed ? (out as unknown as Resource) : incoming;
+      return out as unknown as Resource;
     },
   };
 }

@@ -57,14 +57,21 @@ export type ExportStatus =
   | { state: 'completed'; manifest: ExportManifest; expires: Date }
   | { state: 'failed'; message: string };
 
+/** One output file of a manifest: its resource type, its url (relative to the FHIR base here) and how many resources it holds. */
+export interface ExportFile {
+  type: string;
+  url: string;
+  count: number;
+}
+
 /** The completion manifest (IG 2.0.0 "Response - Complete Status"), urls relative to the FHIR base. */
 export interface ExportManifest {
   transactionTime: string;
   request: string;
   requiresAccessToken: true;
-  output: Array<{ type: string; url: string; count: number }>;
+  output: ExportFile[];
   /** With `_since`: files of transaction Bundles, one DELETE entry per resource deleted since. */
-  deleted: Array<{ type: string; url: string; count: number }>;
+  deleted: ExportFile[];
   error: [];
 }
 
@@ -74,7 +81,7 @@ export interface BulkExports {
   /** The job's state, for its owner; undefined when there is no such job of this owner. */
   status(id: string, owner: string): Promise<ExportStatus | undefined>;
   /** One output file, for the job's owner. */
-  file(id: string, seq: number, owner: string): Promise<{ resourceType: string; body: Buffer } | undefined>;
+  file(id: string, seq: number, owner: string): Promise<Buffer | undefined>;
   /** Cancels a running job or deletes a finished one (and its files); false when there is none. */
   remove(id: string, owner: string): Promise<boolean>;
   /** Stops: a running job is abandoned (marked failed) and its work ends. */
@@ -285,7 +292,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   }
 
   /** Collects NDJSON lines of one type and writes a file row each `perFile` resources or FILE_BYTES bytes. */
-  function fileWriter(job: Job, type: string, nextSeq: () => number, output: Array<{ type: string; url: string; count: number }>) {
+  function fileWriter(job: Job, type: string, nextSeq: () => number, output: ExportFile[]) {
     let lines: string[] = [];
     let bytes = 0;
     const flush = async () => {
@@ -361,8 +368,8 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       const row = await knex('bulk_export_files as f')
         .join('bulk_exports as e', 'e.id', 'f.export_id')
         .where({ 'f.export_id': id, 'f.seq': seq, 'e.owner': owner, 'e.state': 'completed' })
-        .first('f.resource_type', 'f.body');
-      return row ? { resourceType: row.resource_type, body: Buffer.from(row.body) } : undefined;
+        .first('f.body');
+      return row ? Buffer.from(row.body) : undefined;
     },
 
     async remove(id, owner) {

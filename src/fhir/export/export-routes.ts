@@ -10,7 +10,7 @@ import { parseQueryString } from '../http/fhir-request';
 import { fhirError, notFound, outcome } from '../outcome';
 import { toOutcomeError } from '../routes';
 import type { AccessFilter } from '../store/access';
-import type { BulkExports, ExportAccess } from './bulk-export';
+import type { BulkExports, ExportAccess, ExportFile } from './bulk-export';
 import { parseExportRequest, type ExportLevel } from './export-request';
 
 /**
@@ -92,14 +92,15 @@ export function createExportRouter(deps: ExportRouterDeps): express.Router {
       if (req.method !== 'GET' && req.method !== 'HEAD') throw fhirError(405, 'not-supported', `${req.method} is not allowed on an export's status`);
       const status = await deps.exports.status(id, owner);
       if (!status) throw notFound(`No export ${id}`);
-      if (status.state === 'failed') throw fhirError(500, 'exception', `The export failed: ${status.message}`);
+      // A failed export is an answer, not an error of this request (IG: a 5xx with an OperationOutcome).
+      if (status.state === 'failed') return sendJson(res, 500, outcome('error', 'exception', `The export failed: ${status.message}`));
       if (status.state !== 'completed') {
         res.setHeader('X-Progress', status.progress);
         res.setHeader('Retry-After', RETRY_AFTER);
         return void res.status(202).end();
       }
       const base = baseOf(req);
-      const absolute = <T extends { type: string; url: string; count: number }>(files: T[]) => files.map((o) => ({ type: o.type, url: `${base}/${o.url}`, count: o.count }));
+      const absolute = (files: ExportFile[]) => files.map((o) => ({ type: o.type, url: `${base}/${o.url}`, count: o.count }));
       const manifest = { ...status.manifest, output: absolute(status.manifest.output), deleted: absolute(status.manifest.deleted) };
       res.setHeader('Expires', status.expires.toUTCString());
       res.status(200).type('application/json').send(JSON.stringify(manifest));
@@ -114,7 +115,7 @@ export function createExportRouter(deps: ExportRouterDeps): express.Router {
       const { job, file: n } = req.params as Record<string, string>;
       const file = /^\d{1,9}$/.test(n) ? await deps.exports.file(job, Number(n), callerOf(req).owner) : undefined;
       if (!file) throw notFound(`No export file ${job}/${n}`);
-      res.status(200).type('application/fhir+ndjson').send(file.body);
+      res.status(200).type('application/fhir+ndjson').send(file);
     } catch (err) {
       next(err);
     }
@@ -131,7 +132,7 @@ function sendJson(res: Response, status: number, body: unknown): void {
 
 function sendError(logger: Logger, err: unknown, req: Request, res: Response): void {
   const e = toOutcomeError(err);
-  if (e.status >= 500 && !/The export failed/.test(e.message)) logger.error({ err, url: loggableUrl(req.originalUrl) }, 'bulk export request failed');
+  if (e.status >= 500) logger.error({ err, url: loggableUrl(req.originalUrl) }, 'bulk export request failed');
   if (res.headersSent) return void res.destroy();
   for (const [k, v] of Object.entries(e.headers)) res.setHeader(k, v);
   sendJson(res, e.status, e.outcome);

@@ -197,6 +197,17 @@ describe('FHIR Bulk Data export', () => {
     expect((await request(t.http).get(fileUrl)).status).toBe(404);
   });
 
+  test('a failed export answers its poll with a 500 OperationOutcome saying why', async () => {
+    const { status } = await exportAll('/fhir/$export?_type=Organization');
+    // As a job whose process stopped looks to any other process.
+    await t.app.db.knex('bulk_exports').where({ id: status.split('/').pop() }).update({ state: 'in-progress', heartbeat_at: new Date(Date.now() - 600_000) });
+    const res = await request(t.http).get(status);
+    expect(res.status).toBe(500);
+    expect(res.headers['content-type']).toMatch(/application\/fhir\+json/);
+    expect(res.body.resourceType).toBe('OperationOutcome');
+    expect(res.body.issue[0].diagnostics).toMatch(/The export failed: .*stopped/);
+  });
+
   test('every kick-off, poll and download is an AuditEvent', async () => {
     const { status, manifest } = await exportAll('/fhir/$export?_type=Group');
     const jobId = status.split('/').pop() as string;
@@ -250,7 +261,7 @@ describe('FHIR Bulk Data export', () => {
       const seen: string[] = [];
       for (let seq = 1; seq <= status.manifest.output.length; seq++) {
         const file = await exports.file(id, seq, 'test');
-        seen.push(...(file?.body.toString('utf8').split('\n').filter(Boolean) ?? []).map((l) => JSON.parse(l).id));
+        seen.push(...(file?.toString('utf8').split('\n').filter(Boolean) ?? []).map((l) => JSON.parse(l).id));
       }
       expect(seen).toHaveLength(all);
       expect(new Set(seen).size).toBe(all);
