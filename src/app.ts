@@ -13,7 +13,7 @@ import { createTranscodeHook } from './dicom/transcode-hook';
 import { startImagingStudyFlusher, type ImagingStudyFlusher } from './fhir/dicom/imaging-study-flusher';
 import { createFhirRouter } from './fhir/routes';
 import { createBulkExports, type BulkExports } from './fhir/export/bulk-export';
-import { createExportRouter } from './fhir/export/export-routes';
+import { createExportRouter, exportAccessOf } from './fhir/export/export-routes';
 import { loadFhirDefinitions } from './fhir/definitions';
 import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
 import { createResourceRules } from './fhir/resources/resource-rules';
@@ -23,12 +23,13 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, exportCallerOf, fhirAccessFilter, fhirCreateLinker, fhirFieldRules, fhirProjectsOf } from './auth/request-access';
+import { bundleEntryDenial, exportCallerFor, exportCallerOf, fhirAccessFilter, type ExportGrant, fhirCreateLinker, fhirFieldRules, fhirProjectsOf } from './auth/request-access';
 import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
 import { createBlobStore } from './storage/create-blob-store';
 import { createPrivacyRouter } from './privacy/privacy-routes';
+import { createAdminRouter } from './admin/admin-routes';
 import { createPrivacyService, type AppPrivacyService } from './privacy/privacy-service';
 
 /** The composed server: the express app plus the subsystems it owns. */
@@ -80,7 +81,15 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
   const partitions = startAuditPartitionMaintenance(db.knex, logger);
   // Picks up studies left pending by a previous run at once.
   const imagingStudies = startImagingStudyFlusher({ knex: db.knex, logger });
-  const exports = createBulkExports({ knex: db.knex, defs: loadFhirDefinitions(), logger, refresh: () => imagingStudies.flushAll() });
+  // A cohort export approved later runs from the authorization kept with it, in whichever process took the approval.
+  const exportViews = { defs: loadFhirDefinitions(), knex: db.knex, privacy, maxDateOffsetDays: config.privacy.dateShiftMaxDays };
+  const exports = createBulkExports({
+    knex: db.knex,
+    defs: loadFhirDefinitions(),
+    logger,
+    refresh: () => imagingStudies.flushAll(),
+    accessOf: (grant) => exportAccessOf(exportCallerFor(grant as ExportGrant, config.exportApproval), exportViews),
+  });
   const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies, exports });
   const stopBackground = async () => {
     await exports.stop();
@@ -200,7 +209,7 @@ function buildExpress(deps: {
       publicBaseUrl: config.publicBaseUrl,
       privacy,
       maxDateOffsetDays: config.privacy.dateShiftMaxDays,
-      callerOf: exportCallerOf,
+      callerOf: (req) => exportCallerOf(req, config.exportApproval),
     }),
   );
   app.use(
@@ -232,6 +241,8 @@ function buildExpress(deps: {
 
   // De-identification options, burned-in clearances, re-identification workflow, overlap counts.
   app.use('/privacy', createPrivacyRouter({ knex: db.knex, privacy, auditSource: auth.audit.source, logger }));
+  // Projects, their members, and the approval of cohort exports.
+  app.use('/admin', createAdminRouter({ knex: db.knex, exports, logger }));
 
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: 'not found', path: req.path });

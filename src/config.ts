@@ -47,6 +47,7 @@ const EnvSchema = z.object({
   DEID_WITHHOLD_MODALITIES: z.string().default('US,SC,OP'),
   MEMORY_RELEASE_SLACK: byteSize.prefault('16MiB'),
   QIDO_STUDY_CACHE_SIZE: byteSize.prefault('128MiB'),
+  EXPORT_APPROVAL: z.enum(['researcher', 'none']).default('researcher'),
 });
 
 export interface AppConfig {
@@ -92,6 +93,11 @@ export interface AppConfig {
   memoryReleaseSlackBytes: number;
   /** Memory for study results kept between QIDO-RS requests (src/dicomweb/study-result-cache.ts); 0 = none kept. */
   qidoStudyCacheBytes: number;
+  /**
+   * Whose bulk exports wait for a principal investigator of their projects to approve them
+   * (src/fhir/export/export-approvals.ts): researchers' (the default), or nobody's.
+   */
+  exportApproval?: 'researcher' | 'none';
 }
 
 /** The privacy section: where the HMAC key comes from and the de-identification rules (src/privacy). */
@@ -163,6 +169,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     migrateOnStart: e.MIGRATE_ON_START,
     memoryReleaseSlackBytes: e.MEMORY_RELEASE_SLACK,
     qidoStudyCacheBytes: e.QIDO_STUDY_CACHE_SIZE,
+    exportApproval: e.EXPORT_APPROVAL,
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
     corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),

@@ -61,7 +61,7 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
     if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) return next();
     const principal = req.principal;
     if (!principal) return sendAuthError(req, res, 401, 'authentication required: send Authorization: Bearer <token>');
-    const projectIds = requestedProjects(req);
+    const projectIds = route.projectIds ?? requestedProjects(req);
     const decision = decide(principal, { resourceType: route.resourceType, interaction: route.interaction, projectIds });
     if (!decision.allow) {
       const scopeProblem = /scope/.test(decision.reason);

@@ -28,8 +28,8 @@ export type ErrorFlavour = 'fhir' | 'dicomweb' | 'oauth';
 
 /** The protocol of a request path: /fhir..., /dicomweb..., anything else. */
 export function errorFlavour(path: string): ErrorFlavour {
-  // The privacy routes answer in OperationOutcomes too (src/privacy/privacy-routes.ts).
-  if (path === '/fhir' || path.startsWith('/fhir/') || path.startsWith('/privacy/')) return 'fhir';
+  // The privacy and governance routes answer in OperationOutcomes too (src/privacy, src/admin).
+  if (path === '/fhir' || path.startsWith('/fhir/') || path.startsWith('/privacy/') || path.startsWith('/admin/')) return 'fhir';
   if (path === '/dicomweb' || path.startsWith('/dicomweb/')) return 'dicomweb';
   return 'oauth';
 }

@@ -41,6 +41,8 @@ export interface RouteAccess {
   audited: boolean;
   /** FHIR batch/transaction: entries must be decided one by one by the FHIR engine. */
   batch?: boolean;
+  /** The project the path names (governance API): the decision is made within it, whatever X-Project says. */
+  projectIds?: string[];
 }
 
 const TYPE_RE = /^[A-Z][A-Za-z]{1,63}$/;
@@ -158,6 +160,45 @@ export function classifyPrivacyRequest(method: string, path: string): RouteAcces
   return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: true };
 }
 
+/**
+ * Classifies a governance request (`path` relative to /admin, no query string): projects, their
+ * members and cohort export approvals (src/admin). Every one is audited; anything else under
+ * /admin is administration (admin only).
+ */
+export function classifyAdminRequest(method: string, path: string): RouteAccess {
+  const m = method.toUpperCase();
+  const seg = path.split('/').filter(Boolean).map(safeDecode);
+  const read = m === 'GET' || m === 'HEAD';
+  const governed = (resourceType: string, interaction: Interaction, auditAction: AuditAction, resourceId?: string, project?: string): RouteAccess => {
+    const r: RouteAccess = { protocol: 'other', resourceType, interaction, auditAction, isSearch: auditAction === 'search', audited: true };
+    if (resourceId !== undefined) r.resourceId = resourceId;
+    if (project !== undefined) r.projectIds = [project];
+    return r;
+  };
+  const [first, second, third, fourth, fifth] = seg;
+  if (first === 'projects') {
+    if (seg.length === 1 && read) return governed('Project', 'search', 'search');
+    if (seg.length === 1 && m === 'POST') return governed('Project', 'create', 'create');
+    if (seg.length === 2 && read) return governed('Project', 'read', 'read', second, second);
+    if (seg.length === 2 && (m === 'PATCH' || m === 'PUT')) return governed('Project', 'update', 'update', second, second);
+    if (seg.length === 2 && m === 'DELETE') return governed('Project', 'delete', 'delete', second, second);
+    if (third === 'members') {
+      const member = fourth === undefined ? undefined : `${second}/${fourth}`;
+      if (seg.length === 3 && read) return governed('ProjectMember', 'search', 'search', undefined, second);
+      if (seg.length === 4 && read) return governed('ProjectMember', 'read', 'read', member, second);
+      if (seg.length === 4 && m === 'PUT') return governed('ProjectMember', 'update', 'update', member, second);
+      if (seg.length === 4 && m === 'DELETE') return governed('ProjectMember', 'delete', 'delete', member, second);
+      if (seg.length === 5 && m === 'POST' && (fifth === 'approve' || fifth === 'refuse')) return governed('ProjectMember', 'approve', 'update', member, second);
+    }
+  }
+  if (first === 'exports') {
+    if (seg.length === 1 && read) return governed('ExportApproval', 'search', 'search');
+    if (seg.length === 2 && read) return governed('ExportApproval', 'read', 'read', second);
+    if (seg.length === 3 && m === 'POST' && (third === 'approve' || third === 'refuse')) return governed('ExportApproval', 'approve', 'update', second);
+  }
+  return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: true };
+}
+
 /** Classifies any request by its full path; null for public paths. */
 export function classifyRequest(method: string, fullPath: string): RouteAccess | null {
   if (isPublicPath(fullPath)) return null;
@@ -166,6 +207,7 @@ export function classifyRequest(method: string, fullPath: string): RouteAccess |
   if (fullPath === '/fhir' || fullPath.startsWith('/fhir/')) return classifyFhirRequest(method, fullPath.slice(5));
   if (fullPath === '/dicomweb' || fullPath.startsWith('/dicomweb/')) return classifyDicomwebRequest(method, fullPath.slice(9));
   if (fullPath === '/privacy' || fullPath.startsWith('/privacy/')) return classifyPrivacyRequest(method, fullPath.slice(8));
+  if (fullPath === '/admin' || fullPath.startsWith('/admin/')) return classifyAdminRequest(method, fullPath.slice(6));
   // Anything else (future admin routes): administration, admin only, safe by default.
   return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: false };
 }

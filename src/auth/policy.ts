@@ -64,7 +64,7 @@ const CONFORMANCE_TYPES = new Set(['CapabilityStatement', 'StructureDefinition',
 /** Research artefacts researchers may create within their projects. */
 const COHORT_TYPES = new Set(['Group']);
 /** Our administrative pseudo-resources. */
-const ADMIN_TYPES = new Set(['Project', 'ProjectMember', 'Client', 'SigningKey', 'Server']);
+const ADMIN_TYPES = new Set(['Client', 'SigningKey', 'Server']);
 /**
  * Things that belong to the token that made them, whatever their content: a bulk export's job
  * (its status and files). Its service answers only the owner; no scope names them.
@@ -136,8 +136,31 @@ const PRIVACY_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
   PatientOverlap: { admin: ['read'], 'data-manager': [], pi: ['read'], researcher: [] },
 };
 
+/**
+ * The governance API's pseudo-resources (src/admin, routes under /admin): projects, their
+ * members, and the approval of cohort exports. Admins administer projects; data managers rename
+ * the projects they manage and propose members; PIs approve (or add and remove) the members of
+ * their projects and approve their cohort exports. No SMART scope names these (scopes describe
+ * FHIR resources): they are decided by role, and the path's project must be one of the caller's.
+ */
+const GOVERNANCE_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
+  Project: {
+    admin: ['read', 'search', 'create', 'update', 'delete'],
+    'data-manager': ['read', 'search', 'update'],
+    pi: ['read', 'search'],
+    researcher: ['read', 'search'],
+  },
+  ProjectMember: {
+    admin: ['read', 'search', 'update', 'delete', 'approve'],
+    'data-manager': ['read', 'search', 'update'],
+    pi: ['read', 'search', 'update', 'delete', 'approve'],
+    researcher: [],
+  },
+  ExportApproval: { admin: ['read', 'search', 'approve'], 'data-manager': [], pi: ['read', 'search', 'approve'], researcher: [] },
+};
+
 function allowedInteractions(role: Role, resourceType: string): readonly Interaction[] {
-  return PRIVACY_RULES[resourceType]?.[role] ?? ROLE_MATRIX[role][classify(resourceType)];
+  return PRIVACY_RULES[resourceType]?.[role] ?? GOVERNANCE_RULES[resourceType]?.[role] ?? ROLE_MATRIX[role][classify(resourceType)];
 }
 
 /** Which SMART permission letters an interaction needs (SMART 2.2 scopes: c r u d s). */
@@ -188,7 +211,8 @@ export function decide(principal: Principal, request: AccessRequest): AccessDeci
   // Scopes: at least one scope must give every letter the interaction needs.
   let granularFilters: Array<Record<string, string>> = [];
   const letters = SCOPE_LETTERS[request.interaction];
-  if (letters && klass !== 'conformance' && klass !== 'owned') {
+  const governance = GOVERNANCE_RULES[request.resourceType] !== undefined;
+  if (letters && klass !== 'conformance' && klass !== 'owned' && !governance) {
     const matching = principal.scopes.filter(
       (s) => s.context !== 'patient' && (s.resourceType === '*' || s.resourceType === request.resourceType) && letters.every((l) => s.permissions.has(l)),
     );
@@ -218,7 +242,7 @@ export function decide(principal: Principal, request: AccessRequest): AccessDeci
       const outside = request.projectIds.filter((p) => !own.includes(p));
       if (outside.length > 0) return deny(principal, `not a member of project ${outside.join(', ')}`);
       projects = [...new Set(request.projectIds)];
-    } else if (['create', 'approve', 'administer'].includes(request.interaction) && klass !== 'conformance') {
+    } else if (['create', 'approve', 'administer'].includes(request.interaction) && klass !== 'conformance' && !governance) {
       // Writes must name their project (or the principal must have exactly one to default to).
       if (own.length !== 1) return deny(principal, `${request.interaction} needs a target project`);
       projects = [own[0]];

@@ -23,15 +23,15 @@ export async function createProject(knex: Knex, project: Project): Promise<void>
     .ignore();
 }
 
-/** Adds (or changes the role of) a project member. */
+/** Adds (or changes the role of) an active project member (the operator's CLI). */
 export async function addProjectMember(knex: Knex, projectId: string, subject: string, role: Role): Promise<void> {
   if (!isRole(role)) throw new Error(`not a role: ${String(role)}`);
-  await knex('project_members').insert({ project_id: projectId, subject, role }).onConflict(['project_id', 'subject']).merge({ role });
+  await knex('project_members').insert({ project_id: projectId, subject, role, status: 'active' }).onConflict(['project_id', 'subject']).merge({ role, status: 'active' });
 }
 
-/** The projects a subject is a member of (for sign-ins whose IdP does not send projects). */
+/** The projects a subject is an active member of (for sign-ins whose IdP does not send projects); proposed members not yet approved are not. */
 export async function projectsOfSubject(knex: Knex, subject: string): Promise<string[]> {
-  return (await knex('project_members').where({ subject }).orderBy('project_id').select('project_id')).map((r: { project_id: string }) => r.project_id);
+  return (await knex('project_members').where({ subject, status: 'active' }).orderBy('project_id').select('project_id')).map((r: { project_id: string }) => r.project_id);
 }
 
 /** Links a study to projects (call it in the ingest transaction). */

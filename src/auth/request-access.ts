@@ -7,6 +7,7 @@ import type { AccessFilter } from '../fhir/store/access';
 import { requestedProjects, type AccessLocals } from './access-guard';
 import { decide, scopeRowRules, type AccessDecision, type Interaction } from './policy';
 import type { Principal } from './principal';
+import { parseScopes } from './scopes';
 import { fieldVisibility, type FieldVisibility } from './policy-fields';
 import { loadFhirDefinitions } from '../fhir/definitions';
 import { bothFilters, scopeRowFilter } from '../fhir/search/scope-filter';
@@ -135,24 +136,52 @@ async function heldElsewhere(trx: Knex.Transaction, resourceType: string, id: st
 }
 
 /**
+ * A bulk export's authorization, kept with its job (no secret: who, role, projects, scopes): an
+ * export that waits for its approval runs later, in whichever process takes the approval.
+ */
+export interface ExportGrant {
+  principal: Omit<Principal, 'scopes'> & { scopes: string[] };
+  /** The type the kick-off named ('*' at system level). */
+  resourceType: string;
+  /** The projects the kick-off named (X-Project). */
+  projectIds: string[];
+}
+
+/** Whose cohort exports wait for the approval of a PI of their projects: researchers' (default), or nobody's. */
+export type ExportApprovalRule = 'researcher' | 'none';
+
+/**
  * A bulk export's caller (src/fhir/export): the owner of the job it kicks off (the token's issuer
  * and subject), the row filter of each type it may export (decided as an `export` of that type,
  * with the request's projects, so projects, facility and granular scopes apply as to a search),
- * and the projects of its de-identified view when it sees one.
+ * the projects of its de-identified view when it sees one, and, for a researcher, the projects
+ * whose PI must approve the export.
  */
-export function exportCallerOf(req: Request): ExportCaller | undefined {
+export function exportCallerOf(req: Request, rule: ExportApprovalRule = 'researcher'): ExportCaller | undefined {
   const access = req.res?.locals.access as AccessLocals | undefined;
   if (!access) return undefined;
-  const { principal, decision } = access;
-  const projectIds = requestedProjects(req);
-  return {
+  const { scopes, ...rest } = access.principal;
+  const grant: ExportGrant = { principal: { ...rest, scopes: scopes.map((s) => s.raw) }, resourceType: access.route.resourceType, projectIds: requestedProjects(req) };
+  return exportCallerFor(grant, rule);
+}
+
+/** The caller a grant stands for (exportCallerOf, again from the grant kept with the job). */
+export function exportCallerFor(grant: ExportGrant, rule: ExportApprovalRule = 'researcher'): ExportCaller {
+  const principal: Principal = { ...grant.principal, scopes: parseScopes(grant.principal.scopes) };
+  const { projectIds } = grant;
+  const decision = decide(principal, { resourceType: grant.resourceType, interaction: 'export', projectIds });
+  const projects = decision.rowFilter.projects;
+  const caller: ExportCaller = {
     owner: `${principal.issuer}|${principal.subject}`,
     filterFor: (type) => {
       const d = decide(principal, { resourceType: type, interaction: 'export', projectIds });
       return d.allow ? accessFilterFor(principal, d, 'export', type) : 'denied';
     },
-    deidentifiedFor: decision.view === 'deidentified' ? decision.rowFilter.projects : undefined,
+    deidentifiedFor: decision.view === 'deidentified' ? projects : undefined,
+    grant,
   };
+  if (rule === 'researcher' && principal.role === 'researcher' && decision.allow && projects !== 'all') caller.approvalProjects = [...projects];
+  return caller;
 }
 
 /**

@@ -13,7 +13,7 @@ import { applyElements } from '../search/subset';
 import type { AccessFilter } from '../store/access';
 import { queryRows } from '../store/raw';
 import { readCurrent, type StoredResource } from '../store/resource-store';
-import { inPatientCompartment, type ExportRequest } from './export-request';
+import { inPatientCompartment, loadExportJob, storeExportJob, type ExportRequest, type StoredExportJob } from './export-request';
 
 /**
  * FHIR Bulk Data export jobs (Bulk Data Access IG 2.0.0): a kick-off is checked and recorded
@@ -25,6 +25,10 @@ import { inPatientCompartment, type ExportRequest } from './export-request';
  * kick-off's transactionTime are exported. The process holding a job beats its heartbeat; a job
  * whose heartbeat stopped (its process did) is failed by whichever process sees it first, and the
  * client kicks it off again. Replicas share the tables, so any of them answers polls and downloads.
+ *
+ * A kick-off whose access names projects to approve (a researcher's cohort export) waits as
+ * `awaiting-approval` until a PI of each approves it (export-approvals.ts); its authorization and
+ * request are kept with the row, so the process that takes the last approval runs it (`resume`).
  */
 
 /** What the kick-off's authorization lets the export read. */
@@ -35,6 +39,10 @@ export interface ExportAccess {
   filterFor(type: string): AccessFilter | undefined | 'denied';
   /** The de-identified view, for callers who see one (its deidentify and searchView are used). */
   deid?: () => DeidView;
+  /** The kick-off's authorization as JSON (BulkExportDeps.accessOf makes this access again from it). */
+  grant?: unknown;
+  /** Projects whose principal investigator must approve the export before it runs; none: it runs at once. */
+  approvalProjects?: readonly string[];
 }
 
 export interface BulkExportDeps {
@@ -49,11 +57,14 @@ export interface BulkExportDeps {
   resourcesPerFile?: number;
   /** How long a finished export stays (default 24 h). */
   retentionHours?: number;
+  /** The access of a stored grant (ExportAccess.grant): how an approved export runs in any process. */
+  accessOf?: (grant: unknown) => ExportAccess;
 }
 
 /** The state of a job as the status endpoint reports it. */
 export type ExportStatus =
-  | { state: 'accepted' | 'in-progress'; progress: string }
+  | { state: 'accepted' | 'in-progress' | 'awaiting-approval'; progress: string }
+  | { state: 'refused'; message: string }
   | { state: 'completed'; manifest: ExportManifest; expires: Date }
   | { state: 'failed'; message: string };
 
@@ -82,11 +93,16 @@ export interface BulkExports {
   status(id: string, owner: string): Promise<ExportStatus | undefined>;
   /** One output file, for the job's owner. */
   file(id: string, seq: number, owner: string): Promise<Buffer | undefined>;
+  /** Runs an approved job (state `accepted`, approved in export-approvals.ts) in this process. */
+  resume(id: string): Promise<void>;
   /** Cancels a running job or deletes a finished one (and its files); false when there is none. */
   remove(id: string, owner: string): Promise<boolean>;
   /** Stops: a running job is abandoned (marked failed) and its work ends. */
   stop(): Promise<void>;
 }
+
+/** How long a cohort export waits for its approval before it expires. */
+const APPROVAL_WAIT_MS = 7 * 24 * 3600_000;
 
 /** A job whose heartbeat is older than this lost its process. */
 const STALE_SECONDS = 300;
@@ -332,15 +348,22 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       }
       const [{ now }] = await queryRows<{ now: Date }>(knex, 'SELECT now() AS now', []);
       const id = randomUUID();
+      const approval = access.approvalProjects && access.approvalProjects.length > 0 ? [...new Set(access.approvalProjects)].sort() : undefined;
+      if (approval && !deps.accessOf) throw new Error('bulk exports: an export to approve needs accessOf to run later');
       await knex('bulk_exports').insert({
         id,
         owner: access.owner,
-        state: 'accepted',
+        state: approval ? 'awaiting-approval' : 'accepted',
         request: requestUrl,
         transaction_time: now,
-        progress: 'queued',
-        expires_at: new Date(Date.now() + retentionMs),
+        progress: approval ? awaitingText(approval) : 'queued',
+        expires_at: new Date(Date.now() + (approval ? APPROVAL_WAIT_MS : retentionMs)),
+        grant: access.grant === undefined ? null : JSON.stringify(access.grant),
+        job: JSON.stringify(storeExportJob(request, patients)),
+        projects: approval ?? null,
+        approvals: approval ? JSON.stringify([]) : null,
       });
+      if (approval) return id;
       const job: Job = { id, request, access, transactionTime: new Date(now), patients, cancelled: false };
       live.set(id, job);
       queue.push(job);
@@ -353,9 +376,10 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       await failStale(knex, id);
       const row = await knex('bulk_exports').where({ id, owner }).first();
       if (!row) return undefined;
-      if (row.state === 'failed') return { state: 'failed', message: String((typeof row.error === 'string' ? JSON.parse(row.error) : row.error)?.message ?? 'the export failed') };
+      if (row.state === 'failed') return { state: 'failed', message: String(jsonOf<{ message?: string }>(row.error)?.message ?? 'the export failed') };
+      if (row.state === 'refused') return { state: 'refused', message: refusalText(jsonOf<ExportRefusal>(row.refusal)) };
       if (row.state !== 'completed') return { state: row.state, progress: row.progress ?? row.state };
-      const files = (typeof row.output === 'string' ? JSON.parse(row.output) : row.output) as Pick<ExportManifest, 'output' | 'deleted'>;
+      const files = jsonOf<Pick<ExportManifest, 'output' | 'deleted'>>(row.output) ?? { output: [], deleted: [] };
       return {
         state: 'completed',
         expires: new Date(row.expires_at),
@@ -370,6 +394,18 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
         .where({ 'f.export_id': id, 'f.seq': seq, 'e.owner': owner, 'e.state': 'completed' })
         .first('f.body');
       return row ? Buffer.from(row.body) : undefined;
+    },
+
+    async resume(id) {
+      await ready;
+      if (stopped || live.has(id) || !deps.accessOf) return;
+      const row = await knex('bulk_exports').where({ id, state: 'accepted' }).first('grant', 'job', 'transaction_time');
+      if (!row?.grant || !row.job) return;
+      const { request, patients } = loadExportJob(jsonOf<StoredExportJob>(row.job) as StoredExportJob);
+      const job: Job = { id, request, access: deps.accessOf(jsonOf(row.grant)), transactionTime: new Date(row.transaction_time), patients, cancelled: false };
+      live.set(id, job);
+      queue.push(job);
+      pump();
     },
 
     async remove(id, owner) {
@@ -399,6 +435,32 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       }
     },
   };
+}
+
+/** What the status says while an export waits for its approval. */
+export function awaitingText(projects: readonly string[]): string {
+  return `awaiting approval by a principal investigator of project ${projects.join(', ')}`;
+}
+
+/** Who refused an export, and why (bulk_exports.refusal). */
+export interface ExportRefusal {
+  by: string;
+  role: string;
+  /** The project the refusing PI spoke for (an admin speaks for all). */
+  project?: string;
+  reason?: string;
+  at: string;
+}
+
+function refusalText(refusal: ExportRefusal | undefined): string {
+  const who = refusal?.role === 'admin' ? 'an administrator' : `a principal investigator${refusal?.project ? ` of project ${refusal.project}` : ''}`;
+  return `The export was refused by ${who}${refusal?.reason ? `: ${refusal.reason}` : ''}`;
+}
+
+/** A jsonb column as read by either engine (an object, or its text). */
+export function jsonOf<T>(value: unknown): T | undefined {
+  if (value === null || value === undefined) return undefined;
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
 }
 
 /** Marks failed the running or queued jobs (or the one job `id`) whose process stopped beating their heartbeat. */

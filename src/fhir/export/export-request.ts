@@ -162,3 +162,34 @@ function mergeBody(query: Record<string, string[]>, body: unknown): Record<strin
   }
   return out;
 }
+
+/** A kick-off as kept with its job (bulk_exports.job): JSON, so any process can run it once approved. */
+export interface StoredExportJob {
+  level: ExportLevel;
+  types?: string[];
+  since?: string;
+  typeFilters: Array<[string, Array<Record<string, string[]>>]>;
+  elements?: Array<[string, string[]]>;
+  /** The patients the export covers (a Group's members, or `patient`), fixed at kick-off. */
+  patients?: string[];
+}
+
+/** The JSON form of a checked kick-off and the patients it covers. */
+export function storeExportJob(request: ExportRequest, patients: string[] | undefined): StoredExportJob {
+  const stored: StoredExportJob = { level: request.level, typeFilters: [...request.typeFilters] };
+  if (request.types) stored.types = request.types;
+  if (request.since) stored.since = request.since.toISOString();
+  if (request.elements) stored.elements = [...request.elements];
+  if (patients) stored.patients = patients;
+  return stored;
+}
+
+/** The kick-off a stored job holds (storeExportJob's inverse). */
+export function loadExportJob(stored: StoredExportJob): { request: ExportRequest; patients?: string[] } {
+  const request: ExportRequest = { level: stored.level, typeFilters: new Map(stored.typeFilters) };
+  if (stored.types) request.types = stored.types;
+  if (stored.since) request.since = new Date(stored.since);
+  if (stored.elements) request.elements = new Map(stored.elements);
+  if (stored.patients && stored.level.kind !== 'group') request.patients = stored.patients;
+  return { request, patients: stored.patients };
+}

@@ -34,6 +34,30 @@ export interface ExportCaller {
   filterFor(type: string): AccessFilter | undefined | 'denied';
   /** Set when the caller sees de-identified data: its projects (whose options apply). */
   deidentifiedFor?: readonly string[] | 'all';
+  /** The authorization as JSON, from which the same caller is made again (an approved export runs later). */
+  grant?: unknown;
+  /** Projects whose principal investigator must approve the caller's exports first. */
+  approvalProjects?: readonly string[];
+}
+
+/** What the de-identified view of an export needs. */
+export interface ExportViewDeps {
+  defs: FhirDefinitions;
+  knex: Knex;
+  privacy?: PrivacyService;
+  maxDateOffsetDays?: number;
+}
+
+/** The access an export job reads with, for a caller: its row filters and, when it sees one, its de-identified view. */
+export function exportAccessOf(caller: ExportCaller, deps: ExportViewDeps): ExportAccess {
+  const access: ExportAccess = { owner: caller.owner, filterFor: caller.filterFor };
+  if (caller.grant !== undefined) access.grant = caller.grant;
+  if (caller.approvalProjects) access.approvalProjects = caller.approvalProjects;
+  const projects = caller.deidentifiedFor;
+  if (projects) {
+    access.deid = () => createDeidView({ defs: deps.defs, db: deps.knex, privacy: deps.privacy, projects, now: () => new Date(), maxOffsetDays: deps.maxDateOffsetDays });
+  }
+  return access;
 }
 
 export interface ExportRouterDeps {
@@ -50,6 +74,8 @@ export interface ExportRouterDeps {
 
 /** Seconds a client should wait between polls while an export runs. */
 const RETRY_AFTER = '2';
+/** Seconds between polls while an export waits for a person's approval. */
+const APPROVAL_RETRY_AFTER = '60';
 
 export function createExportRouter(deps: ExportRouterDeps): express.Router {
   const router = express.Router();
@@ -63,15 +89,14 @@ export function createExportRouter(deps: ExportRouterDeps): express.Router {
       const query = parseQueryString(req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?') + 1) : '');
       const headers = { prefer: [req.headers.prefer ?? []].flat().join(', '), accept: req.headers.accept };
       const request = parseExportRequest(deps.defs, levelOf(req), query, req.method === 'POST' ? req.body : undefined, headers);
-      const caller = callerOf(req);
-      const access: ExportAccess = { owner: caller.owner, filterFor: caller.filterFor };
-      const projects = caller.deidentifiedFor;
-      if (projects) {
-        access.deid = () => createDeidView({ defs: deps.defs, db: deps.knex, privacy: deps.privacy, projects, now: () => new Date(), maxOffsetDays: deps.maxDateOffsetDays });
-      }
+      const access = exportAccessOf(callerOf(req), deps);
       const id = await deps.exports.kickOff(request, access, `${baseOf(req)}${req.url}`);
       res.setHeader('Content-Location', `${baseOf(req)}/$export-status/${id}`);
-      sendJson(res, 202, outcome('information', 'informational', `Export ${id} accepted; poll its Content-Location for the result`));
+      const waits = access.approvalProjects && access.approvalProjects.length > 0;
+      const text = waits
+        ? `Export ${id} accepted; it runs once a principal investigator of project ${access.approvalProjects?.join(', ')} approves it. Poll its Content-Location for the result`
+        : `Export ${id} accepted; poll its Content-Location for the result`;
+      sendJson(res, 202, outcome('information', 'informational', text));
     } catch (err) {
       next(err);
     }
@@ -94,9 +119,11 @@ export function createExportRouter(deps: ExportRouterDeps): express.Router {
       if (!status) throw notFound(`No export ${id}`);
       // A failed export is an answer, not an error of this request (IG: a 5xx with an OperationOutcome).
       if (status.state === 'failed') return sendJson(res, 500, outcome('error', 'exception', `The export failed: ${status.message}`));
+      // A refused cohort export is the end of the job: a 4xx with the reason (IG: "Response - Error Status").
+      if (status.state === 'refused') return sendJson(res, 403, outcome('error', 'forbidden', status.message));
       if (status.state !== 'completed') {
         res.setHeader('X-Progress', status.progress);
-        res.setHeader('Retry-After', RETRY_AFTER);
+        res.setHeader('Retry-After', status.state === 'awaiting-approval' ? APPROVAL_RETRY_AFTER : RETRY_AFTER);
         return void res.status(202).end();
       }
       const base = baseOf(req);

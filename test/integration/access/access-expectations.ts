@@ -83,6 +83,25 @@ export function exportRouteRoles(path: string): readonly Role[] | undefined {
   return EXPORT_ROUTES.has(path) ? EXPORTERS : undefined;
 }
 
+/**
+ * The roles the policy lets through to the governance routes (src/admin) that name no project:
+ * every member lists its own projects; PIs and admins list and decide cohort exports (the job
+ * ids here are nobody's: 404). Routes under /admin/projects/{id} name a project the callers of
+ * the matrix do not hold (the literal ':project'): admin only, as any other /admin path.
+ */
+const GOVERNANCE_ROUTE_ROLES: Record<string, readonly Role[]> = {
+  'GET /admin/projects': ['admin', 'data-manager', 'pi', 'researcher'],
+  'GET /admin/exports': ['admin', 'pi'],
+  'GET /admin/exports/:id': ['admin', 'pi'],
+  'POST /admin/exports/:id/approve': ['admin', 'pi'],
+  'POST /admin/exports/:id/refuse': ['admin', 'pi'],
+};
+
+/** The roles a governance route admits; undefined for any other route. */
+export function governanceRouteRoles(method: string, path: string): readonly Role[] | undefined {
+  return GOVERNANCE_ROUTE_ROLES[`${method} ${path}`];
+}
+
 /** One cell's result: the failures found (empty when the answer is as expected). */
 export type Failures = string[];
 

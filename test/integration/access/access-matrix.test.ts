@@ -7,7 +7,7 @@
  * other project appears anywhere in the answer.
  */
 import { makeCallers, requestsSent, seedProjects, send, type Caller } from './access-fixtures';
-import { expectForbidden, expectNoLeak, expectUnauthenticated, exportRouteRoles, privacyRouteRoles, PUBLIC_PATHS, type Failures } from './access-expectations';
+import { expectForbidden, expectNoLeak, expectUnauthenticated, exportRouteRoles, governanceRouteRoles, privacyRouteRoles, PUBLIC_PATHS, type Failures } from './access-expectations';
 import { checkDicomwebCell, dicomwebOrder, type MatrixWorld } from './dicomweb-cells';
 import { checkFhirCell } from './fhir-cells';
 import { fhirRoutes, inventoryRoutes, type DeclaredRoute } from './route-inventory';
@@ -46,6 +46,10 @@ async function checkOtherCell(w: MatrixWorld, route: DeclaredRoute, caller: Call
     // Bulk export: the exporting roles pass the policy (the kick-off then wants Prefer: respond-async, the job ids here are nobody's: 400 / 404).
     if (!exportRouteRoles(route.path)!.includes(caller.role)) expectForbidden(out, a, failures);
     else if (a.status !== 400 && a.status !== 404) failures.push(`${route.path} answers ${caller.label} with ${a.status}, expected 400 or 404`);
+  } else if (governanceRouteRoles(method, route.path)) {
+    // Governance: every member lists its projects; PIs and admins decide cohort exports.
+    if (!governanceRouteRoles(method, route.path)!.includes(caller.role)) expectForbidden(out, a, failures);
+    else if (a.status === 401 || a.status === 403 || a.status >= 500) failures.push(`${route.path} refuses ${caller.label}: ${a.status}`);
   } else if (caller.role !== 'admin') {
     // Any other path is administration (policy-routes: safe by default): admin only.
     expectForbidden(out, a, failures);

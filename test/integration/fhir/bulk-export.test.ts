@@ -28,11 +28,13 @@ describe('FHIR Bulk Data export', () => {
   const condition = (patient: string, code: string) => ({ resourceType: 'Condition', subject: { reference: `Patient/${patient}` }, code: { coding: [{ system: ICD10, code }] } });
 
   /** Kicks an export off, polls it to completion and downloads every file: resources by type. */
-  async function exportAll(path: string, token?: string, headers: Record<string, string> = {}) {
+  async function exportAll(path: string, token?: string, headers: Record<string, string> = {}, approver?: string) {
     const auth = { Authorization: `Bearer ${token ?? t.adminToken}` };
     const kick = await request(t.http).get(path).set(auth).set({ Accept: 'application/fhir+json', Prefer: 'respond-async', ...headers });
     expect(kick.status).toBe(202);
     const status = new URL(kick.headers['content-location']).pathname;
+    // A researcher's export waits for a PI of its project (export-approval.test.ts).
+    if (approver) expect((await request(t.http).post(`/admin/exports/${status.split('/').pop()}/approve`).set('Authorization', `Bearer ${approver}`)).status).toBe(200);
     let poll = await request(t.http).get(status).set(auth);
     for (let i = 0; poll.status === 202 && i < 200; i++) {
       expect(poll.headers['x-progress']).toBeTruthy();
@@ -159,7 +161,7 @@ describe('FHIR Bulk Data export', () => {
 
   test('a researcher exports its project only, de-identified', async () => {
     const token = await t.token('researcher', ['p-a']);
-    const { byType, text } = await exportAll('/fhir/Patient/$export', token);
+    const { byType, text } = await exportAll('/fhir/Patient/$export', token, {}, await t.token('pi', ['p-a']));
     expect(byType.Patient.map((p) => p.id)).toEqual([ids.patientA]);
     expect(byType.Condition.map((c) => c.id).sort()).toEqual([ids.glaucoma, ids.diabetes].sort());
     expect(text).not.toContain(SENTINEL);

@@ -23,6 +23,17 @@ describe('classifyRequest', () => {
     ['POST', '/dicomweb/studies/1.2.3', 'ImagingStudy', 'create', 'create'],
     ['DELETE', '/dicomweb/studies/1.2.3', 'ImagingStudy', 'delete', 'delete'],
     ['GET', '/admin/anything', 'Server', 'administer', 'operation'],
+    ['GET', '/admin/projects', 'Project', 'search', 'search'],
+    ['POST', '/admin/projects', 'Project', 'create', 'create'],
+    ['PATCH', '/admin/projects/p1', 'Project', 'update', 'update'],
+    ['DELETE', '/admin/projects/p1', 'Project', 'delete', 'delete'],
+    ['GET', '/admin/projects/p1/members', 'ProjectMember', 'search', 'search'],
+    ['PUT', '/admin/projects/p1/members/u1', 'ProjectMember', 'update', 'update'],
+    ['POST', '/admin/projects/p1/members/u1/approve', 'ProjectMember', 'approve', 'update'],
+    ['POST', '/admin/projects/p1/members/u1/refuse', 'ProjectMember', 'approve', 'update'],
+    ['POST', '/admin/projects/p1/members/u1/promote', 'Server', 'administer', 'operation'],
+    ['GET', '/admin/exports', 'ExportApproval', 'search', 'search'],
+    ['POST', '/admin/exports/e1/approve', 'ExportApproval', 'approve', 'update'],
   ])('%s %s -> %s %s', (method, path, type, interaction, auditAction) => {
     const r = classifyRequest(method, path)!;
     expect(r.resourceType).toBe(type);
@@ -45,6 +56,13 @@ describe('classifyRequest', () => {
       expect(classifyRequest('GET', p)).toBeNull();
     },
   );
+
+  test('a governance path names its project: the decision is made within it', () => {
+    expect(classifyRequest('GET', '/admin/projects/p%201/members/u1')!.projectIds).toEqual(['p 1']);
+    expect(classifyRequest('GET', '/admin/projects')!.projectIds).toBeUndefined();
+    expect(classifyRequest('POST', '/admin/exports/e1/approve')!.projectIds).toBeUndefined();
+    expect(classifyRequest('GET', '/admin/projects')!.audited).toBe(true);
+  });
 
   test('introspection is not public', () => {
     expect(isPublicPath('/oauth2/introspect')).toBe(false);

@@ -97,6 +97,44 @@ describe('decide: projects (row level)', () => {
   });
 });
 
+describe('decide: governance (projects, members, export approvals)', () => {
+  const cases: Array<[Role, string, Interaction, boolean]> = [
+    ['admin', 'Project', 'create', true],
+    ['data-manager', 'Project', 'create', false],
+    ['data-manager', 'Project', 'update', true],
+    ['researcher', 'Project', 'update', false],
+    ['researcher', 'Project', 'read', true],
+    ['pi', 'ProjectMember', 'approve', true],
+    ['pi', 'ProjectMember', 'delete', true],
+    ['data-manager', 'ProjectMember', 'update', true],
+    ['data-manager', 'ProjectMember', 'approve', false],
+    ['data-manager', 'ProjectMember', 'delete', false],
+    ['researcher', 'ProjectMember', 'search', false],
+    ['pi', 'ExportApproval', 'approve', true],
+    ['researcher', 'ExportApproval', 'approve', false],
+    ['data-manager', 'ExportApproval', 'search', false],
+  ];
+  test.each(cases)('%s %s %s -> %s', (role, resourceType, interaction, allowed) => {
+    expect(decide(principal(role, ['p1', 'p2'], 'user/*.cruds'), { resourceType, interaction }).allow).toBe(allowed);
+  });
+
+  test('decided by role, not by FHIR scopes: a PI holding only read scopes approves', () => {
+    expect(decide(principal('pi', ['p1'], 'user/*.rs'), { resourceType: 'ProjectMember', interaction: 'approve', projectIds: ['p1'] }).allow).toBe(true);
+  });
+
+  test('the project the path names must be the caller\'s', () => {
+    const d = decide(principal('pi', ['p1'], 'user/*.rs'), { resourceType: 'ProjectMember', interaction: 'approve', projectIds: ['p2'] });
+    expect(d.allow).toBe(false);
+    expect(d.reason).toMatch(/not a member of project p2/);
+  });
+
+  test('a PI of several projects approves exports without naming one (the service checks the export\'s projects)', () => {
+    const d = decide(principal('pi', ['p1', 'p2'], 'user/*.rs'), { resourceType: 'ExportApproval', interaction: 'approve' });
+    expect(d.allow).toBe(true);
+    expect(d.rowFilter.projects).toEqual(['p1', 'p2']);
+  });
+});
+
 describe('decide: scopes', () => {
   test('the role allows it but no scope does', () => {
     const d = decide(principal('admin', [], 'system/Patient.rs'), { resourceType: 'ImagingStudy', interaction: 'read' });
