@@ -5,6 +5,7 @@
  * - `GET|POST /projects`, `GET|PATCH|DELETE /projects/{id}`: projects;
  * - `GET /projects/{id}/members[?status=]`, `GET|PUT|DELETE /projects/{id}/members/{subject}`,
  *   `POST /projects/{id}/members/{subject}/approve|refuse`: members and their approval;
+ * - `PUT|DELETE /projects/{id}/studies/{StudyInstanceUID}`: which projects hold a stored study;
  * - `GET /exports[?state=]`, `GET /exports/{id}`, `POST /exports/{id}/approve|refuse`: the
  *   approval of cohort exports (FHIR Bulk Data kick-offs of researchers).
  *
@@ -15,6 +16,7 @@ import express, { Router, type NextFunction, type Request, type Response } from 
 import type { Knex } from 'knex';
 import type { AccessLocals } from '../auth/access-guard';
 import type { BulkExports } from '../fhir/export/bulk-export';
+import type { PrivacyService } from '../privacy/privacy-types';
 import { approveExport, getExportApproval, listExportApprovals, refuseExport } from '../fhir/export/export-approvals';
 import { fhirError } from '../fhir/outcome';
 import { toOutcomeError } from '../fhir/routes';
@@ -33,12 +35,15 @@ import {
   updateProject,
   type Administrator,
 } from './project-admin';
+import { linkStudy, unlinkStudy, type StudyLinker } from './project-studies';
 
 /** What the router needs. */
 export interface AdminRouterDeps {
   knex: Knex;
   exports: BulkExports;
   logger: Logger;
+  /** Records a linked study's de-identified UIDs for its new project. */
+  privacy?: PrivacyService;
 }
 
 type Answer = { status: number; body?: unknown; location?: string };
@@ -47,6 +52,11 @@ function actorOf(res: Response): Administrator {
   const access = res.locals.access as AccessLocals | undefined;
   if (!access) throw fhirError(401, 'login', 'authentication required');
   return { subject: access.principal.subject, role: access.principal.role, projects: access.decision.rowFilter.projects };
+}
+
+function linkerOf(res: Response): StudyLinker {
+  const access = res.locals.access as AccessLocals;
+  return { ...actorOf(res), memberOf: access.principal.role === 'admin' ? 'all' : access.principal.projects };
 }
 
 function queryText(req: Request, name: string): string | undefined {
@@ -111,6 +121,22 @@ export function createAdminRouter(deps: AdminRouterDeps): Router {
     '/projects/:project/members/:subject/refuse',
     route(async (req) => {
       await refuseMember(knex, p(req, 'project'), p(req, 'subject'));
+      return { status: 204 };
+    }),
+  );
+
+  router.put(
+    '/projects/:project/studies/:study',
+    route(async (req, res) => {
+      const [project, study] = [p(req, 'project'), p(req, 'study')];
+      const created = await linkStudy(knex, deps.privacy, linkerOf(res), project, study);
+      return { status: created ? 201 : 200, body: { project, study } };
+    }),
+  );
+  router.delete(
+    '/projects/:project/studies/:study',
+    route(async (req) => {
+      await unlinkStudy(knex, p(req, 'project'), p(req, 'study'));
       return { status: 204 };
     }),
   );

@@ -162,7 +162,7 @@ export function classifyPrivacyRequest(method: string, path: string): RouteAcces
 
 /**
  * Classifies a governance request (`path` relative to /admin, no query string): projects, their
- * members and cohort export approvals (src/admin). Every one is audited; anything else under
+ * members and studies, and cohort export approvals (src/admin). Every one is audited; anything else under
  * /admin is administration (admin only).
  */
 export function classifyAdminRequest(method: string, path: string): RouteAccess {
@@ -189,6 +189,11 @@ export function classifyAdminRequest(method: string, path: string): RouteAccess 
       if (seg.length === 4 && m === 'PUT') return governed('ProjectMember', 'update', 'update', member, second);
       if (seg.length === 4 && m === 'DELETE') return governed('ProjectMember', 'delete', 'delete', member, second);
       if (seg.length === 5 && m === 'POST' && (fifth === 'approve' || fifth === 'refuse')) return governed('ProjectMember', 'approve', 'update', member, second);
+    }
+    if (third === 'studies' && seg.length === 4 && (m === 'PUT' || m === 'DELETE')) {
+      const r = governed('ProjectStudy', m === 'PUT' ? 'update' : 'delete', m === 'PUT' ? 'update' : 'delete', `${second}/${fourth}`, second);
+      r.studyUids = [fourth];
+      return r;
     }
   }
   if (first === 'exports') {

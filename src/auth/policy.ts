@@ -139,7 +139,8 @@ const PRIVACY_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
 /**
  * The governance API's pseudo-resources (src/admin, routes under /admin): projects, their
  * members, and the approval of cohort exports. Admins administer projects; data managers rename
- * the projects they manage and propose members; PIs approve (or add and remove) the members of
+ * the projects they manage, propose members and add the studies they see to their projects (or
+ * take them out); PIs approve (or add and remove) the members of
  * their projects and approve their cohort exports. No SMART scope names these (scopes describe
  * FHIR resources): they are decided by role, and the path's project must be one of the caller's.
  */
@@ -156,6 +157,7 @@ const GOVERNANCE_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
     pi: ['read', 'search', 'update', 'delete', 'approve'],
     researcher: [],
   },
+  ProjectStudy: { admin: ['update', 'delete'], 'data-manager': ['update', 'delete'], pi: [], researcher: [] },
   ExportApproval: { admin: ['read', 'search', 'approve'], 'data-manager': [], pi: ['read', 'search', 'approve'], researcher: [] },
 };
 

@@ -32,6 +32,8 @@ describe('classifyRequest', () => {
     ['POST', '/admin/projects/p1/members/u1/approve', 'ProjectMember', 'approve', 'update'],
     ['POST', '/admin/projects/p1/members/u1/refuse', 'ProjectMember', 'approve', 'update'],
     ['POST', '/admin/projects/p1/members/u1/promote', 'Server', 'administer', 'operation'],
+    ['PUT', '/admin/projects/p1/studies/1.2.3', 'ProjectStudy', 'update', 'update'],
+    ['DELETE', '/admin/projects/p1/studies/1.2.3', 'ProjectStudy', 'delete', 'delete'],
     ['GET', '/admin/exports', 'ExportApproval', 'search', 'search'],
     ['POST', '/admin/exports/e1/approve', 'ExportApproval', 'approve', 'update'],
   ])('%s %s -> %s %s', (method, path, type, interaction, auditAction) => {
