@@ -4,6 +4,7 @@ import type { IndexChange } from '../db/instance-index';
 import { DicomInstanceError, StatusCode } from '../dicom/types';
 import type { IndexChangeContext } from '../dicomweb/index-change-hook';
 import type { AccessFilter } from '../fhir/store/access';
+import type { WriteInteraction } from '../fhir/http/fhir-request';
 import { requestedProjects, type AccessLocals } from './access-guard';
 import { decide, scopeRowRules, type AccessDecision, type Interaction } from './policy';
 import type { Principal } from './principal';
@@ -17,20 +18,37 @@ import { linkResourceToProjects, linkStudyToProjects } from './project-store';
 
 /**
  * Glue between the access guard's decision (res.locals.access) and the protocol services:
- * the FHIR row filter, the project links a STOW or a FHIR create writes in its transaction,
- * and the per-entry decision for Bundles.
+ * the FHIR row filters (of reads, and of writes by granular scopes), the project links a STOW
+ * or a FHIR create writes in its transaction, and the per-entry decision for Bundles.
  */
 
 /**
  * The FHIR row filter of a request: resources linked to one of the caller's projects (of its
  * facility, when the token names one), and of the types and granular scopes the token may see
  * (SMART 2.2 `user/Condition.rs?code=...` narrows what every search, include and read returns).
- * Undefined when nothing narrows it.
+ * Asked about a `write` (the type it changes and how), the rows its granular scopes let it change
+ * so (writeFilterFor). Undefined when nothing narrows it.
  */
-export function fhirAccessFilter(req: Request): AccessFilter | undefined {
+export function fhirAccessFilter(req: Request, write?: { resourceType: string; interaction: WriteInteraction }): AccessFilter | undefined {
   const access = req.res?.locals.access as AccessLocals | undefined;
   if (!access) return undefined;
+  if (write) return writeFilterFor(access.principal, requestedProjects(req), write.resourceType, write.interaction);
   return accessFilterFor(access.principal, access.decision, access.route.interaction, access.route.resourceType);
+}
+
+/**
+ * The rows a write may change by the caller's granular scopes (SMART App Launch 2.2, "Finer-grained
+ * resource constraints using search parameters"): the policy's own parameter sets for the
+ * interaction on the type (`decide`: the scopes granting its letter, c, u or d, on the type or on
+ * `*`; a union, lifted by one unrestricted scope), compiled by the search engine as for reads.
+ * A set it cannot evaluate grants nothing; a write the policy refuses matches no row. Undefined
+ * when nothing narrows the write (projects are the read filter's part).
+ */
+export function writeFilterFor(principal: Principal, projectIds: readonly string[], resourceType: string, interaction: WriteInteraction): AccessFilter | undefined {
+  const decision = decide(principal, { resourceType, interaction, projectIds });
+  if (!decision.allow) return () => ({ sql: 'FALSE', bindings: [] });
+  if (decision.granularFilters.length === 0) return undefined;
+  return scopeRowFilter(loadFhirDefinitions(), { whole: [], granular: new Map([[resourceType, decision.granularFilters]]), anyType: [] }, resourceType);
 }
 
 /** The row filter of one decision (fhirAccessFilter; a bulk export asks it per type). */

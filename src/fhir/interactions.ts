@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { withTransaction } from '../db/database';
-import { etagOf, parsePrefer, parseQueryString, type FhirContext, type FhirRequest, type FhirResponse } from './http/fhir-request';
+import { etagOf, parsePrefer, parseQueryString, type FhirContext, type FhirRequest, type FhirResponse, type WriteInteraction } from './http/fhir-request';
 import { badRequest, fhirError, gone, informational, notAllowed, notFound, OperationOutcomeError, preconditionFailed } from './outcome';
 import { findConditionalMatches } from './search/search-service';
 import { applyWrites, prepareDelete, prepareWrite, type PendingWrite } from './store/resource-writer';
 import { readCurrent, readHistory, readVersion, type StoredResource } from './store/resource-store';
+import { idsOutside } from './store/write-access';
 import { assertResourceShape, assertValidResource, ID_PATTERN } from './validation';
 import { assertResourceRules } from './resources/resource-rules';
 
@@ -32,6 +33,35 @@ export function assertId(id: string, resourceType: string): void {
 /** Rejects client writes to server-written types (405). */
 export function assertClientWritable(resourceType: string): void {
   if (SERVER_WRITTEN_TYPES.has(resourceType)) throw notAllowed(`${resourceType} is written by the server only`);
+}
+
+const SCOPE_LETTER: Record<WriteInteraction, string> = { create: 'c', update: 'u', delete: 'd' };
+
+/**
+ * The refusal of a write its granular scopes do not reach (403, rolled back with its transaction).
+ * It names the restriction, not the resource's content, and does not tell whether the stored
+ * resource or the one sent fell outside.
+ */
+export function outsideWriteScope(resourceType: string, interaction: WriteInteraction): OperationOutcomeError {
+  const letter = SCOPE_LETTER[interaction];
+  return fhirError(
+    403,
+    'forbidden',
+    `access denied: the scopes granting ${letter} on ${resourceType} are limited by search parameters (SMART App Launch 2.2 granular scopes), and this ${interaction} touches a ${resourceType} that matches none of them`,
+  );
+}
+
+/**
+ * Refuses (403) a write whose rows fall outside the caller's granular scopes for it (SMART App
+ * Launch 2.2, "Finer-grained resource constraints using search parameters"): checked on the
+ * stored rows before an update or delete, and on the written rows after a create or update, with
+ * the search engine's own SQL (src/fhir/search/scope-filter.ts), so the write's transaction
+ * rolls back. Nothing to check when the scopes do not narrow the type.
+ */
+export async function assertWithinWriteScope(ctx: FhirContext, trx: Knex.Transaction, resourceType: string, ids: readonly string[], interaction: WriteInteraction): Promise<void> {
+  const filter = ctx.writeAccess?.(resourceType, interaction);
+  if (!filter) return;
+  if ((await idsOutside(trx, filter, resourceType, ids)).length > 0) throw outsideWriteScope(resourceType, interaction);
 }
 
 const httpDate = (d: Date) => d.toUTCString();
@@ -92,6 +122,7 @@ export async function createResource(ctx: FhirContext, req: FhirRequest, resourc
     const w = prepareWrite(ctx.defs, { ...resource, id: randomUUID() }, undefined, 'POST', ctx.now());
     await applyWrites(trx, [w]);
     await ctx.onCreate?.(trx, w.resourceType, w.id);
+    await assertWithinWriteScope(ctx, trx, w.resourceType, [w.id], 'create');
     return writeAnswer(ctx, req, w, 201);
   });
 }
@@ -110,9 +141,12 @@ export async function updateResource(ctx: FhirContext, req: FhirRequest, resourc
     const existing = await readCurrent(trx, resourceType, id, { forUpdate: true });
     await assertVisible(ctx, trx, existing, resourceType, id);
     checkIfMatch(ifMatch, existing, resourceType, id);
+    // A deleted resource is no longer in any scope: only what is written now is checked.
+    if (existing && !existing.deleted) await assertWithinWriteScope(ctx, trx, resourceType, [id], 'update');
     const w = prepareWrite(ctx.defs, ctx.keepMasked ? ctx.keepMasked(resource, existing?.content) : resource, existing, 'PUT', ctx.now());
     await applyWrites(trx, [w]);
     if (!existing) await ctx.onCreate?.(trx, w.resourceType, w.id);
+    await assertWithinWriteScope(ctx, trx, resourceType, [id], 'update');
     return writeAnswer(ctx, req, w, existing && !existing.deleted ? 200 : 201);
   });
 }
@@ -169,6 +203,7 @@ export async function deleteResource(ctx: FhirContext, req: FhirRequest, resourc
     if (!existing) throw notFound(`${resourceType}/${id} not found`);
     checkIfMatch(ifMatch, existing, resourceType, id);
     if (existing.deleted) return { status: 200, headers: versionHeaders(ctx, existing), body: informational(`${resourceType}/${id} was already deleted`) };
+    await assertWithinWriteScope(ctx, trx, resourceType, [id], 'delete');
     const w = prepareDelete(existing, ctx.now());
     await applyWrites(trx, [w]);
     return { status: 200, headers: versionHeaders(ctx, w), body: informational(`Deleted ${resourceType}/${id}`) };

@@ -13,7 +13,7 @@ import { createFieldMask, type FieldRules } from './deid/field-mask';
 import { loadFhirDefinitions } from './definitions';
 import { handleFhirRequest } from './fhir-router';
 import { checkRequestContentType, isJsonContentType, negotiateResponseType } from './http/format';
-import { parseQueryString, type DeferredRefresh, type FhirContext, type FhirRequest, type FhirTypeHandler } from './http/fhir-request';
+import { parseQueryString, type DeferredRefresh, type FhirContext, type FhirRequest, type FhirTypeHandler, type WriteInteraction } from './http/fhir-request';
 import { fhirError, OperationOutcomeError } from './outcome';
 import type { ResourceRules } from './resources/resource-rules';
 import type { AccessFilter } from './store/access';
@@ -29,8 +29,12 @@ export interface FhirRouterDeps {
   db: Database;
   logger: Logger;
   publicBaseUrl?: string;
-  /** Row-level security, later: derives an access filter from the request (token, project). */
-  accessFilter?: (req: Request) => AccessFilter | undefined;
+  /**
+   * Row-level security: the rows a request may read (its token's projects and scopes). Asked
+   * about a write (`write`: the type it changes and how), the rows the token's granular scopes
+   * let it change so (FhirContext.writeAccess); undefined: not narrowed.
+   */
+  accessFilter?: (req: Request, write?: { resourceType: string; interaction: WriteInteraction }) => AccessFilter | undefined;
   /** Work to do in the transaction of each resource the request creates (project links). */
   onCreate?: (req: Request) => FhirContext['onCreate'];
   /**
@@ -123,6 +127,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             defs,
             baseUrl,
             access: deps.accessFilter?.(req),
+            writeAccess: writeAccessOf(req, deps.accessFilter),
             onCreate: deps.onCreate?.(req),
             now: () => new Date(),
             typeHandlers: deps.typeHandlers,
@@ -160,12 +165,25 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
   router.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = toOutcomeError(err);
     if (e.status >= 500) deps.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'FHIR request failed');
+    // A refusal decided past the guard (a Bundle entry, a granular write scope) is audited with its reason, as the guard's own.
+    if (e.status === 403 && res.locals.audit) res.locals.audit = { ...res.locals.audit, outcomeDescription: e.message.slice(0, 300) };
     if (res.headersSent) return void res.destroy();
     // The real lastUpdated of a deleted resource (410) is not for a de-identified caller.
     const headers = isDeidentified(res) ? Object.fromEntries(Object.entries(e.headers).filter(([k]) => k !== 'Last-Modified')) : e.headers;
     send(res, e.status, headers, e.outcome, 'application/fhir+json; charset=utf-8', false);
   });
   return router;
+}
+
+/** The write filters of a request's changes, each asked once (a transaction Bundle asks per entry). */
+function writeAccessOf(req: Request, accessFilter: FhirRouterDeps['accessFilter']): FhirContext['writeAccess'] {
+  if (!accessFilter || !WRITE_METHODS.has(req.method)) return undefined;
+  const asked = new Map<string, AccessFilter | undefined>();
+  return (resourceType, interaction) => {
+    const key = `${resourceType} ${interaction}`;
+    if (!asked.has(key)) asked.set(key, accessFilter(req, { resourceType, interaction }));
+    return asked.get(key);
+  };
 }
 
 /** GET (or HEAD) on a resource type: a search (FHIR R4 3.1.1), answered by the search service alone. */

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Bundle, BundleEntry, BundleEntryResponse, Resource } from '@medplum/fhirtypes';
 import { withTransaction } from '../../db/database';
-import { etagOf, parsePrefer, parseQueryString, type FhirContext, type FhirRequest, type FhirResponse } from '../http/fhir-request';
-import { assertClientWritable, assertId, assertVisible, checkIfMatch } from '../interactions';
+import { etagOf, parsePrefer, parseQueryString, type FhirContext, type FhirRequest, type FhirResponse, type WriteInteraction } from '../http/fhir-request';
+import { assertClientWritable, assertId, assertVisible, assertWithinWriteScope, checkIfMatch, outsideWriteScope } from '../interactions';
 import { badRequest, notFound, OperationOutcomeError, outcome, preconditionFailed } from '../outcome';
 import { findConditionalMatches } from '../search/search-service';
 import { applyWrites, prepareDelete, prepareWrite, type PendingWrite } from '../store/resource-writer';
 import { readCurrent } from '../store/resource-store';
+import { idsOutside } from '../store/write-access';
 import { assertResourceShape } from '../validation';
 import { startValidation } from '../validation-pool';
 import { defaultResourceRules, hasErrors } from '../resources/resource-rules';
@@ -162,6 +164,7 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
             responses.set(e.index, { response: { status: statusLine(204) } });
             continue;
           }
+          await assertWithinWriteScope(ctx, trx, rt, [id], 'delete');
           const w = prepareDelete(existing, now);
           deletes.push(w);
           responses.set(e.index, { response: { status: statusLine(204), etag: etagOf(w.versionId), lastModified: w.lastUpdated } });
@@ -245,6 +248,7 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
           const existing = w.method === 'PUT' ? await readCurrent(trx, resource.resourceType, resource.id as string, { forUpdate: true }) : undefined;
           if (w.method === 'PUT') await assertVisible(ctx, trx, existing, resource.resourceType, resource.id as string);
           if (w.method === 'PUT') checkIfMatch(ifMatchOf(w.e), existing, resource.resourceType, resource.id as string);
+          if (existing && !existing.deleted) await assertWithinWriteScope(ctx, trx, resource.resourceType, [resource.id as string], 'update');
           const p = prepareWrite(ctx.defs, ctx.keepMasked && existing ? ctx.keepMasked(resource, existing.content) : resource, existing, w.method, now);
           chunk.push(p);
           if (!existing && ctx.onCreate) created.push(p);
@@ -275,6 +279,7 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
       await inFlight.catch(() => undefined);
       throw (await rejection) ?? err;
     }
+    await assertWritesWithinScope(ctx, trx, writes);
 
     // 4. Reads and searches see the transaction's own writes.
     for (const e of sorted.filter((x) => x.method === 'GET' || x.method === 'HEAD')) {
@@ -287,6 +292,30 @@ async function runTransaction(ctx: FhirContext, req: FhirRequest, entries: Parse
     }
     return { resourceType: 'Bundle', type: 'transaction-response', entry: entries.map((e) => responses.get(e.index) as BundleEntry) } as Bundle;
   });
+}
+
+/**
+ * The written rows of a transaction, checked against the caller's granular write scopes (see
+ * assertWithinWriteScope): one statement per type and interaction; the first entry outside
+ * refuses the whole transaction.
+ */
+async function assertWritesWithinScope(ctx: FhirContext, trx: Knex.Transaction, writes: ReadonlyArray<{ e: ParsedEntry; resource: Resource; method: 'POST' | 'PUT' }>): Promise<void> {
+  if (!ctx.writeAccess) return;
+  const groups = new Map<string, { resourceType: string; interaction: WriteInteraction; writes: Array<{ e: ParsedEntry; id: string }> }>();
+  for (const w of writes) {
+    const interaction: WriteInteraction = w.method === 'POST' ? 'create' : 'update';
+    const key = `${w.resource.resourceType} ${interaction}`;
+    const group = groups.get(key) ?? { resourceType: w.resource.resourceType, interaction, writes: [] };
+    group.writes.push({ e: w.e, id: w.resource.id as string });
+    groups.set(key, group);
+  }
+  for (const { resourceType, interaction, writes: group } of groups.values()) {
+    const filter = ctx.writeAccess(resourceType, interaction);
+    if (!filter) continue;
+    const outside = new Set(await idsOutside(trx, filter, resourceType, group.map((g) => g.id)));
+    const first = group.find((g) => outside.has(g.id));
+    if (first) throw atEntry(first.e, outsideWriteScope(resourceType, interaction));
+  }
 }
 
 function ifMatchOf(e: ParsedEntry): number | undefined {

@@ -29,6 +29,9 @@ export interface FhirResponse {
   body?: Resource;
 }
 
+/** The writes granular scopes govern, by the SMART permission they need: c, u and d. */
+export type WriteInteraction = 'create' | 'update' | 'delete';
+
 /** What every handler runs with. */
 export interface FhirContext {
   /** Root knex, for starting transactions. */
@@ -42,6 +45,13 @@ export interface FhirContext {
   baseUrl: string;
   /** Row-level security filter for reads and searches (seam for projects). */
   access?: AccessFilter;
+  /**
+   * The rows the caller may change by a write `interaction` on `resourceType`, when its granular
+   * scopes narrow them (SMART App Launch 2.2 `user/Condition.cu?code=...`): the stored row before
+   * an update or delete, and the written row after a create or update, must pass it, or the
+   * write is refused (403) and rolled back. Undefined: not narrowed.
+   */
+  writeAccess?: (resourceType: string, interaction: WriteInteraction) => AccessFilter | undefined;
   /**
    * Called in the write's transaction for each resource a client request creates (a new id),
    * e.g. to link it to the caller's projects so the row filter lets its creator read it.
