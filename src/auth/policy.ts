@@ -269,7 +269,8 @@ const NARROWED_INTERACTIONS: ReadonlySet<Interaction> = new Set(['read', 'vread'
  * A type is visible when a scope on it (or on `*`) grants the interaction's letters or `r`. It is
  * visible whole when one such scope has no parameters; otherwise only rows matching one of the
  * scopes' parameter sets (a union, as `decide`). Undefined: no narrowing (an unrestricted `*`
- * scope). Writes are not narrowed here: `decide` checks the type they change.
+ * scope). Writes are narrowed by the parameter sets `decide` returns for their letter
+ * (`granularFilters`; src/auth/request-access.ts `writeFilterFor`).
  */
 export function scopeRowRules(principal: Principal, interaction: Interaction): ScopeRows | undefined {
   if (!NARROWED_INTERACTIONS.has(interaction)) return undefined;

@@ -26,14 +26,19 @@ import { linkResourceToProjects, linkStudyToProjects } from './project-store';
  * The FHIR row filter of a request: resources linked to one of the caller's projects (of its
  * facility, when the token names one), and of the types and granular scopes the token may see
  * (SMART 2.2 `user/Condition.rs?code=...` narrows what every search, include and read returns).
- * Asked about a `write` (the type it changes and how), the rows its granular scopes let it change
- * so (writeFilterFor). Undefined when nothing narrows it.
+ * Undefined when nothing narrows it.
  */
-export function fhirAccessFilter(req: Request, write?: { resourceType: string; interaction: WriteInteraction }): AccessFilter | undefined {
+export function fhirAccessFilter(req: Request): AccessFilter | undefined {
   const access = req.res?.locals.access as AccessLocals | undefined;
   if (!access) return undefined;
-  if (write) return writeFilterFor(access.principal, requestedProjects(req), write.resourceType, write.interaction);
   return accessFilterFor(access.principal, access.decision, access.route.interaction, access.route.resourceType);
+}
+
+/** The rows a request's granular scopes let it change by a write `interaction` on `resourceType` (writeFilterFor); undefined when not narrowed. */
+export function fhirWriteFilter(req: Request, resourceType: string, interaction: WriteInteraction): AccessFilter | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  if (!access) return undefined;
+  return writeFilterFor(access.principal, requestedProjects(req), resourceType, interaction);
 }
 
 /**

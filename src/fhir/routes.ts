@@ -29,12 +29,10 @@ export interface FhirRouterDeps {
   db: Database;
   logger: Logger;
   publicBaseUrl?: string;
-  /**
-   * Row-level security: the rows a request may read (its token's projects and scopes). Asked
-   * about a write (`write`: the type it changes and how), the rows the token's granular scopes
-   * let it change so (FhirContext.writeAccess); undefined: not narrowed.
-   */
-  accessFilter?: (req: Request, write?: { resourceType: string; interaction: WriteInteraction }) => AccessFilter | undefined;
+  /** Row-level security: the rows a request may read (its token's projects and scopes). */
+  accessFilter?: (req: Request) => AccessFilter | undefined;
+  /** The rows a request's granular scopes let it change by a write on a type (FhirContext.writeAccess); undefined: not narrowed. */
+  writeFilter?: (req: Request, resourceType: string, interaction: WriteInteraction) => AccessFilter | undefined;
   /** Work to do in the transaction of each resource the request creates (project links). */
   onCreate?: (req: Request) => FhirContext['onCreate'];
   /**
@@ -127,7 +125,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             defs,
             baseUrl,
             access: deps.accessFilter?.(req),
-            writeAccess: writeAccessOf(req, deps.accessFilter),
+            writeAccess: writeAccessOf(req, deps.writeFilter),
             onCreate: deps.onCreate?.(req),
             now: () => new Date(),
             typeHandlers: deps.typeHandlers,
@@ -176,12 +174,12 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
 }
 
 /** The write filters of a request's changes, each asked once (a transaction Bundle asks per entry). */
-function writeAccessOf(req: Request, accessFilter: FhirRouterDeps['accessFilter']): FhirContext['writeAccess'] {
-  if (!accessFilter || !WRITE_METHODS.has(req.method)) return undefined;
+function writeAccessOf(req: Request, writeFilter: FhirRouterDeps['writeFilter']): FhirContext['writeAccess'] {
+  if (!writeFilter || !WRITE_METHODS.has(req.method)) return undefined;
   const asked = new Map<string, AccessFilter | undefined>();
   return (resourceType, interaction) => {
     const key = `${resourceType} ${interaction}`;
-    if (!asked.has(key)) asked.set(key, accessFilter(req, { resourceType, interaction }));
+    if (!asked.has(key)) asked.set(key, writeFilter(req, resourceType, interaction));
     return asked.get(key);
   };
 }
