@@ -23,7 +23,7 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, exportCallerFor, exportCallerOf, fhirAccessFilter, fhirWriteFilter, type ExportGrant, fhirCreateLinker, fhirFieldRules, fhirProjectsOf } from './auth/request-access';
+import { bundleEntryDenial, exportCallerFor, exportCallerOf, fhirAccessFilter, fhirSearchFilter, fhirWriteFilter, type ExportGrant, fhirCreateLinker, fhirFieldRules, fhirProjectsOf } from './auth/request-access';
 import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
@@ -221,6 +221,8 @@ function buildExpress(deps: {
       accessFilter: fhirAccessFilter,
       // Granular scopes (user/Condition.cu?code=...) narrow what a write may change.
       writeFilter: fhirWriteFilter,
+      // A conditional write searches what its token may read, no more.
+      searchFilter: fhirSearchFilter,
       // Data managers read patient identifiers, telecom and addresses masked.
       fieldRules: fhirFieldRules,
       // PIs read the audit trail of their projects.

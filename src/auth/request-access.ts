@@ -34,6 +34,21 @@ export function fhirAccessFilter(req: Request): AccessFilter | undefined {
   return accessFilterFor(access.principal, access.decision, access.route.interaction, access.route.resourceType);
 }
 
+/**
+ * The rows a search by the request's token would see (its projects and read scopes), whatever
+ * the request is: a conditional write searches with it, so it neither finds nor answers with a
+ * resource its token may not read. 'denied' when the token may not search the type.
+ */
+export function fhirSearchFilter(req: Request): AccessFilter | 'denied' | undefined {
+  const access = req.res?.locals.access as AccessLocals | undefined;
+  // A Bundle's entries search through its own filter, already narrowed by the read scopes of each type.
+  if (!access || access.route.batch) return undefined;
+  const type = access.route.resourceType;
+  const decision = decide(access.principal, { resourceType: type, interaction: 'search', projectIds: requestedProjects(req) });
+  if (!decision.allow) return 'denied';
+  return accessFilterFor(access.principal, decision, 'search', type);
+}
+
 /** The rows a request's granular scopes let it change by a write `interaction` on `resourceType` (writeFilterFor); undefined when not narrowed. */
 export function fhirWriteFilter(req: Request, resourceType: string, interaction: WriteInteraction): AccessFilter | undefined {
   const access = req.res?.locals.access as AccessLocals | undefined;

@@ -7,6 +7,7 @@ import { badRequest, fhirError, gone, informational, notAllowed, notFound, Opera
 import { findConditionalMatches } from './search/search-service';
 import { applyWrites, prepareDelete, prepareWrite, type PendingWrite } from './store/resource-writer';
 import { readCurrent, readHistory, readVersion, type StoredResource } from './store/resource-store';
+import type { AccessFilter } from './store/access';
 import { idsOutside } from './store/write-access';
 import { assertResourceShape, assertValidResource, ID_PATTERN } from './validation';
 import { assertResourceRules } from './resources/resource-rules';
@@ -115,7 +116,7 @@ export async function createResource(ctx: FhirContext, req: FhirRequest, resourc
     const ifNoneExist = req.headers['if-none-exist'];
     if (ifNoneExist) {
       const query = parseQueryString(ifNoneExist.includes('?') ? ifNoneExist.slice(ifNoneExist.indexOf('?') + 1) : ifNoneExist);
-      const matches = await findConditionalMatches({ ...ctx, db: trx }, resourceType, query);
+      const matches = await findConditionalMatches({ ...ctx, db: trx, access: conditionalAccess(ctx, 'create', resourceType) }, resourceType, query);
       if (matches.length > 1) throw preconditionFailed(`If-None-Exist matched ${matches.length}+ ${resourceType} resources`);
       if (matches.length === 1) return { status: 200, headers: versionHeaders(ctx, matches[0]), body: matches[0].content as Resource };
     }
@@ -175,12 +176,21 @@ export function checkIfMatch(ifMatch: number | undefined, existing: StoredResour
   if (existing.versionId !== ifMatch) throw preconditionFailed(`If-Match: ${resourceType}/${id} is at version ${existing.versionId}, not ${ifMatch}`);
 }
 
+/**
+ * The rows the search of a conditional write sees: those its token may search (FhirContext.
+ * searchAccess). A token that may not search the type cannot make a conditional write (403).
+ */
+function conditionalAccess(ctx: FhirContext, what: string, resourceType: string): AccessFilter | undefined {
+  if (ctx.searchAccess === 'denied') throw fhirError(403, 'forbidden', `A conditional ${what} searches ${resourceType}: this token may not search ${resourceType}`);
+  return ctx.searchAccess ?? ctx.access;
+}
+
 /** Conditional update (3.1.0.4.3): 0 matches create, 1 updates, more is 412. */
 export async function conditionalUpdate(ctx: FhirContext, req: FhirRequest, resourceType: string): Promise<FhirResponse> {
   assertClientWritable(resourceType);
   const resource = assertResourceShape(ctx.defs, req.body, resourceType);
   return inTransaction(ctx, async (trx) => {
-    const matches = await findConditionalMatches({ ...ctx, db: trx }, resourceType, req.query);
+    const matches = await findConditionalMatches({ ...ctx, db: trx, access: conditionalAccess(ctx, 'update', resourceType) }, resourceType, req.query);
     if (matches.length > 1) throw preconditionFailed(`Conditional update matched more than one ${resourceType}`);
     let id: string;
     if (matches.length === 1) {
@@ -214,7 +224,7 @@ export async function deleteResource(ctx: FhirContext, req: FhirRequest, resourc
 export async function conditionalDelete(ctx: FhirContext, req: FhirRequest, resourceType: string): Promise<FhirResponse> {
   assertClientWritable(resourceType);
   return inTransaction(ctx, async (trx) => {
-    const matches = await findConditionalMatches({ ...ctx, db: trx }, resourceType, req.query);
+    const matches = await findConditionalMatches({ ...ctx, db: trx, access: conditionalAccess(ctx, 'delete', resourceType) }, resourceType, req.query);
     if (matches.length > 1) throw preconditionFailed(`Conditional delete matched more than one ${resourceType}`);
     if (matches.length === 0) return { status: 200, headers: {}, body: informational('No resource matched the condition; nothing deleted') };
     return deleteResource({ ...ctx, db: trx, trx }, { ...req, headers: { ...req.headers, 'if-match': undefined } }, resourceType, matches[0].id);

@@ -33,6 +33,8 @@ export interface FhirRouterDeps {
   accessFilter?: (req: Request) => AccessFilter | undefined;
   /** The rows a request's granular scopes let it change by a write on a type (FhirContext.writeAccess); undefined: not narrowed. */
   writeFilter?: (req: Request, resourceType: string, interaction: WriteInteraction) => AccessFilter | undefined;
+  /** The rows a search by the request's token sees, for the search of a conditional write (FhirContext.searchAccess). */
+  searchFilter?: (req: Request) => AccessFilter | 'denied' | undefined;
   /** Work to do in the transaction of each resource the request creates (project links). */
   onCreate?: (req: Request) => FhirContext['onCreate'];
   /**
@@ -126,6 +128,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             baseUrl,
             access: deps.accessFilter?.(req),
             writeAccess: writeAccessOf(req, deps.writeFilter),
+            searchAccess: WRITE_METHODS.has(req.method) ? deps.searchFilter?.(req) : undefined,
             onCreate: deps.onCreate?.(req),
             now: () => new Date(),
             typeHandlers: deps.typeHandlers,

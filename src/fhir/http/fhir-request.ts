@@ -53,6 +53,13 @@ export interface FhirContext {
    */
   writeAccess?: (resourceType: string, interaction: WriteInteraction) => AccessFilter | undefined;
   /**
+   * The rows a search by the caller sees (its read scopes), for the search a conditional create,
+   * update or delete makes: a write must not find, and answer with, what its token may not read;
+   * 'denied' when the token may not search the type (the conditional write is refused).
+   * Undefined: `access`.
+   */
+  searchAccess?: AccessFilter | 'denied';
+  /**
    * Called in the write's transaction for each resource a client request creates (a new id),
    * e.g. to link it to the caller's projects so the row filter lets its creator read it.
    */

@@ -235,14 +235,55 @@ describe('granular SMART scopes govern every write', () => {
     expect(await foundByTag(inTag)).toHaveLength(1);
   });
 
-  test('a conditional update or delete selecting a resource outside the scope is refused', async () => {
-    const token = await tokenWith(`user/Condition.ud?code=${ICD10}|H40.11`);
+  test('a conditional update or delete does not select a resource its token may not search', async () => {
+    const token = await tokenWith(`user/Condition.uds?code=${ICD10}|H40.11`);
+    const tag = randomUUID();
+    const outside = await stored('E11.9', tag);
+    const query = `identifier=${encodeURIComponent(`${TAG}|${tag}`)}`;
+    // The search finds nothing in scope: the update creates a new Condition, the delete deletes nothing.
+    const updated = await request(t.http).put(`/fhir/Condition?${query}`).set(asToken(token)).send(condition('H40.11', tag));
+    expect(updated.status).toBe(201);
+    expect(updated.body.id).not.toBe(outside);
+    expect([200, 204]).toContain((await request(t.http).delete(`/fhir/Condition?${query}`).set(asToken(token))).status);
+    const current = await currentOf(outside);
+    expect(current.status).toBe(200);
+    expect(current.body.code.coding[0].code).toBe('E11.9');
+  });
+
+  test('a conditional write needs the right to search its type', async () => {
+    const token = await tokenWith(`user/Condition.cud?code=${ICD10}|H40.11`);
     const tag = randomUUID();
     await stored('E11.9', tag);
     const query = `identifier=${encodeURIComponent(`${TAG}|${tag}`)}`;
-    expectForbidden(await request(t.http).put(`/fhir/Condition?${query}`).set(asToken(token)).send(condition('H40.11', tag)));
-    expectForbidden(await request(t.http).delete(`/fhir/Condition?${query}`).set(asToken(token)));
+    for (const res of [
+      await request(t.http).put(`/fhir/Condition?${query}`).set(asToken(token)).send(condition('H40.11', tag)),
+      await request(t.http).delete(`/fhir/Condition?${query}`).set(asToken(token)),
+      await request(t.http).post('/fhir/Condition').set(asToken(token)).set('If-None-Exist', query).send(condition('H40.11', tag)),
+    ]) {
+      expect(res.status).toBe(403);
+      expect(res.body.issue[0].diagnostics).toMatch(/may not search Condition/);
+    }
     const [still] = await foundByTag(tag);
     expect(still.code?.coding?.[0].code).toBe('E11.9');
+    expect(await foundByTag(tag)).toHaveLength(1);
+  });
+
+  test('a conditional create answers only with a resource its token may read', async () => {
+    // Create-only on Patient: If-None-Exist must not hand over an existing Patient's record.
+    const mrn = `MRN-${randomUUID()}`;
+    const existing = await request(t.http).post('/fhir/Patient').set('Content-Type', FHIR_JSON).send({ resourceType: 'Patient', identifier: [{ system: 'urn:mrn', value: mrn }], name: [{ family: 'NotForYou' }] });
+    expect(existing.status).toBe(201);
+    const createOnly = await tokenWith('user/Patient.c');
+    const refused = await request(t.http).post('/fhir/Patient').set(asToken(createOnly)).set('If-None-Exist', `identifier=urn:mrn|${mrn}`).send({ resourceType: 'Patient' });
+    expect(refused.status).toBe(403);
+    expect(JSON.stringify(refused.body)).not.toContain('NotForYou');
+    // A Condition outside the read scope is not found by If-None-Exist, so it is not returned.
+    const scoped = await tokenWith(`user/Condition.crs?code=${ICD10}|H40.11`);
+    const tag = randomUUID();
+    const hidden = await stored('E11.9', tag);
+    const res = await request(t.http).post('/fhir/Condition').set(asToken(scoped)).set('If-None-Exist', `identifier=${TAG}|${tag}`).send(condition('H40.11', tag));
+    expect(res.status).toBe(201);
+    expect(res.body.id).not.toBe(hidden);
+    expect(JSON.stringify(res.body)).not.toContain('E11.9');
   });
 });
