@@ -15,6 +15,7 @@
 import express, { Router, type NextFunction, type Request, type Response } from 'express';
 import type { Knex } from 'knex';
 import type { AccessLocals } from '../auth/access-guard';
+import { actorOf } from '../auth/actor';
 import type { BulkExports } from '../fhir/export/bulk-export';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { approveExport, getExportApproval, listExportApprovals, refuseExport } from '../fhir/export/export-approvals';
@@ -33,7 +34,6 @@ import {
   refuseMember,
   removeMember,
   updateProject,
-  type Administrator,
 } from './project-admin';
 import { linkStudy, unlinkStudy, type StudyLinker } from './project-studies';
 
@@ -47,12 +47,6 @@ export interface AdminRouterDeps {
 }
 
 type Answer = { status: number; body?: unknown; location?: string };
-
-function actorOf(res: Response): Administrator {
-  const access = res.locals.access as AccessLocals | undefined;
-  if (!access) throw fhirError(401, 'login', 'authentication required');
-  return { subject: access.principal.subject, role: access.principal.role, projects: access.decision.rowFilter.projects };
-}
 
 function linkerOf(res: Response): StudyLinker {
   const access = res.locals.access as AccessLocals;

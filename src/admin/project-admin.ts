@@ -1,5 +1,7 @@
 import type { Knex } from 'knex';
+import type { Actor } from '../auth/actor';
 import { isRole, type Role } from '../auth/roles';
+import { parseProjectId } from '../privacy/privacy-actor';
 import { fhirError, notFound } from '../fhir/outcome';
 
 /**
@@ -17,12 +19,7 @@ import { fhirError, notFound } from '../fhir/outcome';
  */
 
 /** Who administers: the caller as the access guard decided it. */
-export interface Administrator {
-  subject: string;
-  role: Role;
-  /** The projects the caller's rows are limited to ('all' for an admin). */
-  projects: readonly string[] | 'all';
-}
+export type Administrator = Actor;
 
 /** A project as the API shows it. */
 export interface ProjectView {
@@ -49,7 +46,6 @@ export interface MemberView {
   createdAt: string;
 }
 
-const PROJECT_ID_RE = /^[\w.-]{1,64}$/;
 const SUBJECT_MAX = 256;
 
 interface ProjectRow {
@@ -102,16 +98,16 @@ export async function getProject(knex: Knex, id: string): Promise<ProjectView> {
 /** Creates a project from `{id, name, facility?}` (admin); 409 when the id is taken. */
 export async function createProjectFrom(knex: Knex, body: unknown): Promise<ProjectView> {
   const b = objectBody(body, '{id, name, facility?}');
-  if (typeof b.id !== 'string' || !PROJECT_ID_RE.test(b.id)) throw fhirError(400, 'invalid', 'id: a project id (1-64 of letters, digits and ._-) is required');
+  const id = parseProjectId(b.id, 'id');
   const name = text(b.name, 'name', true) as string;
   const facility = text(b.facility, 'facility', false);
   const inserted = await knex('projects')
-    .insert({ id: b.id, name, facility: facility ?? null })
+    .insert({ id, name, facility: facility ?? null })
     .onConflict('id')
     .ignore()
     .returning('id');
-  if (inserted.length === 0) throw fhirError(409, 'duplicate', `Project ${b.id} exists already`);
-  return getProject(knex, b.id);
+  if (inserted.length === 0) throw fhirError(409, 'duplicate', `Project ${id} exists already`);
+  return getProject(knex, id);
 }
 
 /** Renames a project, or (admin only) moves it to another facility: `{name?, facility?}`. */

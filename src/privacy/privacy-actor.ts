@@ -1,16 +1,12 @@
 /**
- * Who calls a privacy service, as the access guard decided it (res.locals.access): the subject,
- * its role, and the projects its rows are limited to ('all' for admin).
+ * Who calls a privacy service (src/auth/actor.ts), and the project checks every privacy service
+ * makes of it.
  */
-import type { Role } from '../auth/roles';
+import type { Actor } from '../auth/actor';
 import { fhirError } from '../fhir/outcome';
 
 /** The caller of a privacy service. */
-export interface PrivacyActor {
-  subject: string;
-  role: Role;
-  projects: readonly string[] | 'all';
-}
+export type PrivacyActor = Actor;
 
 /** True when the actor's rows include `project`. */
 export function actorHolds(actor: PrivacyActor, project: string): boolean {

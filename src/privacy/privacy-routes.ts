@@ -6,7 +6,7 @@
  */
 import express, { Router, type NextFunction, type Request, type Response } from 'express';
 import type { Knex } from 'knex';
-import type { AccessLocals } from '../auth/access-guard';
+import { actorOf } from '../auth/actor';
 import type { AuditSource } from '../audit/audit-event';
 import { loggableUrl, type Logger } from '../logger';
 import { fhirError, OperationOutcomeError, outcome } from '../fhir/outcome';
@@ -15,7 +15,6 @@ import { clearBurnedIn, unclearBurnedIn } from './burned-in';
 import { getProjectDeidOptions, putProjectDeidOptions } from './deid-options';
 import { isPatientKey } from './patient-keys';
 import { countPatientOverlap } from './patient-overlap';
-import type { PrivacyActor } from './privacy-actor';
 import { markWritten, writeReidentificationEvent, type ReidentificationAuditFacts } from './privacy-audit';
 import type { AppPrivacyService } from './privacy-service';
 import {
@@ -38,12 +37,6 @@ export interface PrivacyRouterDeps {
 }
 
 const FHIR_JSON = 'application/fhir+json';
-
-function actorOf(res: Response): PrivacyActor {
-  const access = res.locals.access as AccessLocals | undefined;
-  if (!access) throw fhirError(401, 'login', 'authentication required');
-  return { subject: access.principal.subject, role: access.principal.role, projects: access.decision.rowFilter.projects };
-}
 
 type Handler = (req: Request, res: Response) => Promise<void>;
 

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { Actor } from '../../auth/actor';
 import { fhirError, notFound } from '../outcome';
 import { awaitingText, jsonOf, type ExportRefusal } from './bulk-export';
 
@@ -12,12 +13,7 @@ import { awaitingText, jsonOf, type ExportRefusal } from './bulk-export';
  */
 
 /** Who decides: the caller of the governance API, as the access guard decided it. */
-export interface Approver {
-  subject: string;
-  role: string;
-  /** The projects the caller's rows are limited to ('all' for an admin). */
-  projects: readonly string[] | 'all';
-}
+export type Approver = Actor;
 
 /** One project's approval. */
 export interface ExportApproval {
