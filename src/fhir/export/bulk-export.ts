@@ -5,7 +5,7 @@ import type { Logger } from '../../logger';
 import type { FhirDefinitions } from '../definitions';
 import { compartmentParams } from '../deid/patient-links';
 import type { DeidView } from '../deid/deid-view';
-import { fhirError, notFound } from '../outcome';
+import { fhirError, notFound, OperationOutcomeError, outcome } from '../outcome';
 import { bothFilters } from '../search/scope-filter';
 import { findMatches } from '../search/search-service';
 import { parseSearchRequest } from '../search/search-request';
@@ -59,6 +59,8 @@ export interface BulkExportDeps {
   retentionHours?: number;
   /** The access of a stored grant (ExportAccess.grant): how an approved export runs in any process. */
   accessOf?: (grant: unknown) => ExportAccess;
+  /** Exports one owner may have waiting, queued or running at once (default 5); more are refused (429). */
+  maxActivePerOwner?: number;
 }
 
 /** The state of a job as the status endpoint reports it. */
@@ -133,6 +135,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   const pageSize = deps.pageSize ?? 1000;
   const perFile = deps.resourcesPerFile ?? 50_000;
   const retentionMs = (deps.retentionHours ?? 24) * 3600_000;
+  const maxActive = deps.maxActivePerOwner ?? 5;
   const queue: Job[] = [];
   const live = new Map<string, Job>();
   let running: Promise<void> | undefined;
@@ -307,6 +310,27 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     });
   }
 
+  /**
+   * Refuses a kick-off (429, IG "Bulk Data Kick-off Request": the server may limit requests) when
+   * its owner already has `maxActivePerOwner` exports waiting, queued or running: exports run one
+   * at a time per process, so one client's burst would hold everyone else's back.
+   */
+  async function assertRoomFor(owner: string): Promise<void> {
+    await failStale(knex);
+    const [{ active }] = await queryRows<{ active: string | number }>(
+      knex,
+      `SELECT count(*) AS active FROM bulk_exports WHERE owner = ? AND state IN ('awaiting-approval', 'accepted', 'in-progress')`,
+      [owner],
+    );
+    if (Number(active) >= maxActive) {
+      throw new OperationOutcomeError(
+        429,
+        outcome('error', 'throttled', `This token has ${Number(active)} exports waiting or running, the most it may have: wait for one to finish, or cancel one (DELETE its status URL)`),
+        { 'Retry-After': '60' },
+      );
+    }
+  }
+
   /** Collects NDJSON lines of one type and writes a file row each `perFile` resources or FILE_BYTES bytes. */
   function fileWriter(job: Job, type: string, nextSeq: () => number, output: ExportFile[]) {
     let lines: string[] = [];
@@ -346,6 +370,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
         const members = groupMembers(stored.content as Group);
         patients = patients ? patients.filter((p) => members.includes(p)) : members;
       }
+      await assertRoomFor(access.owner);
       const [{ now }] = await queryRows<{ now: Date }>(knex, 'SELECT now() AS now', []);
       const id = randomUUID();
       const approval = access.approvalProjects && access.approvalProjects.length > 0 ? [...new Set(access.approvalProjects)].sort() : undefined;

@@ -179,6 +179,21 @@ describe('cohort exports wait for a PI of their projects', () => {
     expect((await request(t.http).get(`/admin/exports/${id}`).set(as('piA'))).body.state).toBe('awaiting-approval');
   });
 
+  test('one token has at most 5 exports waiting or running; a sixth is refused (429) until one ends', async () => {
+    const busy = await mint('busy@example.org', 'researcher', ['ap-a']);
+    const waiting = [];
+    for (let i = 0; i < 5; i++) waiting.push(await kickOff(busy));
+    const refused = await request(t.http).get(`/fhir/Group/${ids.group}/$export`).set({ Authorization: `Bearer ${busy}`, Prefer: 'respond-async' });
+    expect(refused.status).toBe(429);
+    expect(refused.headers['retry-after']).toBeTruthy();
+    expect(refused.body.resourceType).toBe('OperationOutcome');
+    expect(refused.body.issue[0].code).toBe('throttled');
+    // Another token is not held back by this one's.
+    expect((await kickOff(tokens.researcherAB, '/fhir/Patient/$export?_type=Patient')).id).toBeTruthy();
+    expect((await request(t.http).delete(waiting[0].status).set('Authorization', `Bearer ${busy}`)).status).toBe(202);
+    expect((await kickOff(busy)).id).toBeTruthy();
+  });
+
   (testDbKind() === 'postgres' ? test : test.skip)('an approval taken by another process runs the export there', async () => {
     const { status, id } = await kickOff(tokens.researcher);
     let other: AppHandle | undefined;
