@@ -88,6 +88,7 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
     defs: loadFhirDefinitions(),
     logger,
     refresh: () => imagingStudies.flushAll(),
+    blobs,
     accessOf: (grant) => exportAccessOf(exportCallerFor(grant as ExportGrant, config.exportApproval), exportViews),
   });
   const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies, exports });

@@ -97,8 +97,8 @@ export async function adoptUnknownBlobs(knex: Knex, found: Array<{ key: string; 
 }
 
 /**
- * In one transaction: locks ledger rows claimed before `cutoff` that no instance or instance
- * version references, calls `remove` for each (deleting the bytes), then drops the rows.
+ * In one transaction: locks ledger rows claimed before `cutoff` that no instance, instance
+ * version or bulk export file references, calls `remove` for each (deleting the bytes), then drops the rows.
  * Rows locked by a concurrent claim are skipped.
  */
 export async function sweepUnreferenced(
@@ -114,6 +114,7 @@ export async function sweepUnreferenced(
          WHERE b.claimed_at < ?
            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.blob_key = b.key)
            AND NOT EXISTS (SELECT 1 FROM instance_versions v WHERE v.blob_key = b.key)
+           AND NOT EXISTS (SELECT 1 FROM bulk_export_files f WHERE f.blob_key = b.key)
          ORDER BY b.claimed_at
          LIMIT ?
          FOR UPDATE SKIP LOCKED`,

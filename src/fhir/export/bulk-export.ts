@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import type { Knex } from 'knex';
 import type { Group, Resource } from '@medplum/fhirtypes';
+import { claimBlob } from '../../db/blob-ledger';
 import type { Logger } from '../../logger';
+import type { BlobStore } from '../../storage/blob-store';
 import type { FhirDefinitions } from '../definitions';
 import { compartmentParams } from '../deid/patient-links';
 import type { DeidView } from '../deid/deid-view';
@@ -61,6 +64,12 @@ export interface BulkExportDeps {
   accessOf?: (grant: unknown) => ExportAccess;
   /** Exports one owner may have waiting, queued or running at once (default 5); more are refused (429). */
   maxActivePerOwner?: number;
+  /**
+   * Where the output files go: the blob store (content-addressed, claimed in the blob ledger; the
+   * orphan sweeper removes them once their export is gone). Without one they are kept in the
+   * database (bulk_export_files.body).
+   */
+  blobs?: BlobStore;
 }
 
 /** The state of a job as the status endpoint reports it. */
@@ -93,8 +102,8 @@ export interface BulkExports {
   kickOff(request: ExportRequest, access: ExportAccess, requestUrl: string): Promise<string>;
   /** The job's state, for its owner; undefined when there is no such job of this owner. */
   status(id: string, owner: string): Promise<ExportStatus | undefined>;
-  /** One output file, for the job's owner. */
-  file(id: string, seq: number, owner: string): Promise<Buffer | undefined>;
+  /** One output file, for the job's owner: a stream from the blob store, or the bytes kept in the database. */
+  file(id: string, seq: number, owner: string): Promise<Readable | Buffer | undefined>;
   /** Runs an approved job (state `accepted`, approved in export-approvals.ts) in this process. */
   resume(id: string): Promise<void>;
   /** Cancels a running job or deletes a finished one (and its files); false when there is none. */
@@ -331,6 +340,25 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     }
   }
 
+  /**
+   * Writes one output file to the blob store, as a STOW writes an instance: claimed in the blob
+   * ledger before it gets its name (the claim is the commit's fence), so the orphan sweeper never
+   * removes it under a file row about to name it. Resolves with its key.
+   */
+  async function storeBlob(blobs: BlobStore, body: Buffer): Promise<string> {
+    const staged = blobs.stage();
+    try {
+      staged.writable.end(body);
+      const { sha256, size } = await staged.done;
+      const claim = claimBlob(knex, sha256, size);
+      claim.catch(() => undefined); // reported by the commit it fences
+      return (await blobs.commit(staged, claim)).key;
+    } catch (err) {
+      await blobs.discard(staged);
+      throw err;
+    }
+  }
+
   /** Collects NDJSON lines of one type and writes a file row each `perFile` resources or FILE_BYTES bytes. */
   function fileWriter(job: Job, type: string, nextSeq: () => number, output: ExportFile[]) {
     let lines: string[] = [];
@@ -339,7 +367,8 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       if (lines.length === 0) return;
       const seq = nextSeq();
       const body = Buffer.from(lines.join('\n') + '\n', 'utf8');
-      await knex('bulk_export_files').insert({ export_id: job.id, seq, resource_type: type, count: lines.length, body });
+      const content = deps.blobs ? { blob_key: await storeBlob(deps.blobs, body) } : { body };
+      await knex('bulk_export_files').insert({ export_id: job.id, seq, resource_type: type, count: lines.length, ...content });
       output.push({ type, url: `$export-output/${job.id}/${seq}`, count: lines.length });
       lines = [];
       bytes = 0;
@@ -417,8 +446,11 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       const row = await knex('bulk_export_files as f')
         .join('bulk_exports as e', 'e.id', 'f.export_id')
         .where({ 'f.export_id': id, 'f.seq': seq, 'e.owner': owner, 'e.state': 'completed' })
-        .first('f.body');
-      return row ? Buffer.from(row.body) : undefined;
+        .first('f.body', 'f.blob_key');
+      if (!row) return undefined;
+      if (row.blob_key === null || row.blob_key === undefined) return Buffer.from(row.body);
+      if (!deps.blobs) throw new Error(`bulk export file ${id}/${seq} is in the blob store, and this server has none`);
+      return deps.blobs.read(row.blob_key);
     },
 
     async resume(id) {

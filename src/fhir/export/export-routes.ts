@@ -1,3 +1,4 @@
+import { pipeline } from 'node:stream/promises';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Knex } from 'knex';
 import { requestBaseUrl } from '../../http/base-url';
@@ -142,7 +143,14 @@ export function createExportRouter(deps: ExportRouterDeps): express.Router {
       const { job, file: n } = req.params as Record<string, string>;
       const file = /^\d{1,9}$/.test(n) ? await deps.exports.file(job, Number(n), callerOf(req).owner) : undefined;
       if (!file) throw notFound(`No export file ${job}/${n}`);
-      res.status(200).type('application/fhir+ndjson').send(file);
+      res.status(200).type('application/fhir+ndjson');
+      if (Buffer.isBuffer(file)) return void res.send(file);
+      if (req.method === 'HEAD') {
+        file.destroy();
+        return void res.end();
+      }
+      // Streamed from the blob store; a failure mid-way can only cut the response short.
+      await pipeline(file, res).catch((err: unknown) => deps.logger.warn({ err, exportId: job }, 'bulk export file stream ended early'));
     } catch (err) {
       next(err);
     }

@@ -9,6 +9,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { createBulkExports } from '../../../src/fhir/export/bulk-export';
 import { parseExportRequest } from '../../../src/fhir/export/export-request';
 import { loadFhirDefinitions } from '../../../src/fhir/definitions';
+import { sweepUnreferenced } from '../../../src/db/blob-ledger';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 
 const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
@@ -197,6 +198,37 @@ describe('FHIR Bulk Data export', () => {
     expect(cancelled.status).toBe(202);
     expect((await request(t.http).get(status)).status).toBe(404);
     expect((await request(t.http).get(fileUrl)).status).toBe(404);
+  });
+
+  test('output files are kept in the blob store; the orphan sweeper keeps them until their export is gone', async () => {
+    // A resource no other export holds: content-addressed files of other exports stay referenced.
+    await create({ resourceType: 'Organization', name: `Blob-${Date.now()}-${Math.random()}` });
+    const { manifest, status } = await exportAll('/fhir/$export?_type=Organization');
+    const id = status.split('/').pop() as string;
+    const rows = (await t.app.db.knex('bulk_export_files').where({ export_id: id }).select('blob_key', 'body')) as Array<{ blob_key: string | null; body: Buffer | null }>;
+    expect(rows).toHaveLength(manifest.output.length);
+    for (const r of rows) {
+      expect(r.body).toBeNull();
+      expect(await t.app.blobs.stat(r.blob_key as string)).not.toBeNull();
+    }
+    // A sweep that would take every unreferenced blob, however new, leaves the export's files.
+    const sweep = () => sweepUnreferenced(t.app.db.knex, new Date(Date.now() + 60_000), 10_000, (key) => t.app.blobs.delete(key));
+    const kept = await sweep();
+    for (const r of rows) expect(kept).not.toContain(r.blob_key);
+    const file = await request(t.http).get(new URL(manifest.output[0].url).pathname).buffer(true).parse((res, cb) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString('utf8')));
+      res.on('end', () => cb(null, text));
+    });
+    expect(file.status).toBe(200);
+    expect((file.body as string).split('\n').filter(Boolean)).toHaveLength(manifest.output[0].count);
+    // Once the export is deleted, its files are unreferenced and go with the next sweep.
+    expect((await request(t.http).delete(status)).status).toBe(202);
+    const removed = await sweep();
+    for (const r of rows) {
+      expect(removed).toContain(r.blob_key);
+      expect(await t.app.blobs.stat(r.blob_key as string)).toBeNull();
+    }
   });
 
   test('a failed export answers its poll with a 500 OperationOutcome saying why', async () => {
