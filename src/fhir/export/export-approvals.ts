@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { Actor } from '../../auth/actor';
 import { fhirError, notFound } from '../outcome';
 import { awaitingText, jsonOf, type ExportRefusal } from './bulk-export';
+import type { StoredExportJob } from './export-request';
 
 /**
  * The approval of cohort exports: a researcher's bulk export waits (`awaiting-approval`) until a
@@ -23,6 +24,20 @@ export interface ExportApproval {
   at: string;
 }
 
+/** What an export reads: its level, and the parameters that narrow it. */
+export interface ExportScope {
+  level: 'system' | 'patient' | 'group';
+  groupId?: string;
+  types?: string[];
+  since?: string;
+  /** `_typeFilter` searches, as `Type?query`. */
+  typeFilters?: string[];
+  /** `_elements`, as `Type.element` (or `element` for every type). */
+  elements?: string[];
+  /** How many patients it covers, when fixed at kick-off (a Group's members, or `patient`). */
+  patients?: number;
+}
+
 /** An export as its approvers see it: who asked what, of which projects, and where it stands. */
 export interface ExportApprovalView {
   id: string;
@@ -32,6 +47,8 @@ export interface ExportApprovalView {
   requesterRole?: string;
   /** The kick-off URL. */
   request: string;
+  /** What the export reads, as kept at kick-off (a POST kick-off's parameters are not in its URL). */
+  reads?: ExportScope;
   projects: string[];
   approvals: ExportApproval[];
   /** Projects still to approve. */
@@ -54,6 +71,7 @@ interface ExportRow {
   projects: string[];
   approvals: unknown;
   refusal: unknown;
+  job: unknown;
   created_at: Date | string;
 }
 
@@ -138,6 +156,21 @@ function approvalsOf(row: ExportRow): ExportApproval[] {
   return jsonOf<ExportApproval[]>(row.approvals) ?? [];
 }
 
+function scopeOf(job: StoredExportJob): ExportScope {
+  const scope: ExportScope = { level: job.level.kind };
+  if (job.level.kind === 'group') scope.groupId = job.level.groupId;
+  if (job.types) scope.types = job.types;
+  if (job.since) scope.since = job.since;
+  const filters = job.typeFilters.flatMap(([type, queries]) =>
+    queries.map((q) => `${type}?${Object.entries(q).flatMap(([k, vs]) => vs.map((v) => `${k}=${v}`)).join('&')}`),
+  );
+  if (filters.length > 0) scope.typeFilters = filters;
+  const elements = (job.elements ?? []).flatMap(([type, names]) => names.map((n) => (type === '*' ? n : `${type}.${n}`)));
+  if (elements.length > 0) scope.elements = elements;
+  if (job.patients) scope.patients = job.patients.length;
+  return scope;
+}
+
 function viewOf(row: ExportRow): ExportApprovalView {
   const approvals = approvalsOf(row);
   const grant = jsonOf<{ principal?: { subject?: string; role?: string } }>(row.grant);
@@ -152,6 +185,8 @@ function viewOf(row: ExportRow): ExportApprovalView {
     createdAt: new Date(row.created_at).toISOString(),
   };
   if (grant?.principal?.role) view.requesterRole = grant.principal.role;
+  const job = jsonOf<StoredExportJob>(row.job);
+  if (job) view.reads = scopeOf(job);
   const refusal = jsonOf<ExportRefusal>(row.refusal);
   if (refusal) view.refusal = refusal;
   return view;

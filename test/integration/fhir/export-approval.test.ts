@@ -85,6 +85,8 @@ describe('cohort exports wait for a PI of their projects', () => {
     const mine = listed.body.exports.find((e: { id: string }) => e.id === id);
     expect(mine).toMatchObject({ state: 'awaiting-approval', requester: 'researcher@example.org', requesterRole: 'researcher', projects: ['ap-a'], awaiting: ['ap-a'] });
     expect(mine.request).toMatch(new RegExp(`/fhir/Group/${ids.group}/\\$export$`));
+    // What it reads is shown as kept at kick-off: the Group and how many patients it covers.
+    expect(mine.reads).toEqual({ level: 'group', groupId: ids.group, patients: 1 });
 
     const approved = await request(t.http).post(`/admin/exports/${id}/approve`).set(as('piA'));
     expect(approved.status).toBe(200);
@@ -122,6 +124,7 @@ describe('cohort exports wait for a PI of their projects', () => {
     const first = await request(t.http).post(`/admin/exports/${id}/approve`).set(as('piA'));
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ state: 'awaiting-approval', awaiting: ['ap-b'] });
+    expect(first.body.reads).toEqual({ level: 'patient', types: ['Patient'] });
     const again = await request(t.http).post(`/admin/exports/${id}/approve`).set(as('piA'));
     expect(again.status).toBe(409);
     await new Promise((r) => setTimeout(r, 200));
