@@ -26,8 +26,10 @@ import { inPatientCompartment, loadExportJob, storeExportJob, type ExportRequest
  * so the millionth page costs what the first does), and written as NDJSON files of at most
  * `resourcesPerFile` resources into bulk_export_files. Only resources last changed up to the
  * kick-off's transactionTime are exported. The process holding a job beats its heartbeat; a job
- * whose heartbeat stopped (its process did) is failed by whichever process sees it first, and the
- * client kicks it off again. Replicas share the tables, so any of them answers polls and downloads.
+ * whose heartbeat stopped (its process did) is taken over by whichever process sees it first (at
+ * its start, or polled for it) and run again from its kept grant and request, up to MAX_ATTEMPTS
+ * times; a process that stops cleanly hands its jobs on at once. Replicas share the tables, so any
+ * of them answers polls and downloads.
  *
  * A kick-off whose access names projects to approve (a researcher's cohort export) waits as
  * `awaiting-approval` until a PI of each approves it (export-approvals.ts); its authorization and
@@ -115,6 +117,9 @@ export interface BulkExports {
 /** How long a cohort export waits for its approval before it expires. */
 const APPROVAL_WAIT_MS = 7 * 24 * 3600_000;
 
+/** How many times a job is taken over from a stopped process before it is failed. */
+const MAX_ATTEMPTS = 3;
+
 /** A job whose heartbeat is older than this lost its process. */
 const STALE_SECONDS = 300;
 /** How often the holding process beats the heartbeat of its jobs (running and queued). */
@@ -150,10 +155,9 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   let running: Promise<void> | undefined;
   let stopped = false;
 
-  // Jobs whose process stopped cannot be resumed (their authorization was that request's): they
-  // fail. Expired jobs go.
+  // Jobs whose process stopped are taken over (or failed); expired jobs go.
   const sweep = async () => {
-    await failStale(knex);
+    await takeOverStale();
     await knex('bulk_exports').where('expires_at', '<', knex.fn.now()).delete();
   };
   const ready = sweep().catch((err) => logger.error({ err }, 'bulk export clean-up failed'));
@@ -182,6 +186,8 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   async function runJob(job: Job): Promise<void> {
     try {
       await knex('bulk_exports').where({ id: job.id }).update({ state: 'in-progress', progress: 'reading' });
+      // A job taken over from a stopped process starts again: the files it had written go.
+      await knex('bulk_export_files').where({ export_id: job.id }).delete();
       if (deps.refresh) await deps.refresh();
       const types = await typesOf(job);
       const output: ExportManifest['output'] = [];
@@ -320,12 +326,47 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   }
 
   /**
+   * Takes over the running or queued jobs (or the one job `id`) whose process stopped beating their
+   * heartbeat. One kept with its grant and request, taken over fewer than MAX_ATTEMPTS times, runs
+   * again here from the start: one statement claims it, so of several processes that notice, one
+   * runs it. Any other is failed (its client kicks it off again).
+   */
+  async function takeOverStale(id?: string): Promise<void> {
+    if (!stopped && deps.accessOf) {
+      const q = knex('bulk_exports')
+        .whereIn('state', ['accepted', 'in-progress'])
+        .where('heartbeat_at', '<', knex.raw(`now() - interval '${STALE_SECONDS} seconds'`))
+        .whereNotNull('grant')
+        .whereNotNull('job')
+        .where('attempts', '<', MAX_ATTEMPTS);
+      if (id) q.where({ id });
+      const taken = (await q
+        .update({ state: 'accepted', progress: 'queued again: the server process running it stopped', heartbeat_at: knex.fn.now(), attempts: knex.raw('attempts + 1') })
+        .returning('id')) as Array<{ id: string }>;
+      for (const row of taken) await runLater(row.id);
+    }
+    await failStale(knex, id);
+  }
+
+  /** Queues an `accepted` job kept with its grant and request (approved, or taken over) in this process. */
+  async function runLater(id: string): Promise<void> {
+    if (stopped || live.has(id) || !deps.accessOf) return;
+    const row = await knex('bulk_exports').where({ id, state: 'accepted' }).first('grant', 'job', 'transaction_time');
+    if (!row?.grant || !row.job) return;
+    const { request, patients } = loadExportJob(jsonOf<StoredExportJob>(row.job) as StoredExportJob);
+    const job: Job = { id, request, access: deps.accessOf(jsonOf(row.grant)), transactionTime: new Date(row.transaction_time), patients, cancelled: false };
+    live.set(id, job);
+    queue.push(job);
+    pump();
+  }
+
+  /**
    * Refuses a kick-off (429, IG "Bulk Data Kick-off Request": the server may limit requests) when
    * its owner already has `maxActivePerOwner` exports waiting, queued or running: exports run one
    * at a time per process, so one client's burst would hold everyone else's back.
    */
   async function assertRoomFor(owner: string): Promise<void> {
-    await failStale(knex);
+    await takeOverStale();
     const [{ active }] = await queryRows<{ active: string | number }>(
       knex,
       `SELECT count(*) AS active FROM bulk_exports WHERE owner = ? AND state IN ('awaiting-approval', 'accepted', 'in-progress')`,
@@ -427,7 +468,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
 
     async status(id, owner) {
       if (!UUID.test(id)) return undefined;
-      await failStale(knex, id);
+      await takeOverStale(id);
       const row = await knex('bulk_exports').where({ id, owner }).first();
       if (!row) return undefined;
       if (row.state === 'failed') return { state: 'failed', message: String(jsonOf<{ message?: string }>(row.error)?.message ?? 'the export failed') };
@@ -455,14 +496,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
 
     async resume(id) {
       await ready;
-      if (stopped || live.has(id) || !deps.accessOf) return;
-      const row = await knex('bulk_exports').where({ id, state: 'accepted' }).first('grant', 'job', 'transaction_time');
-      if (!row?.grant || !row.job) return;
-      const { request, patients } = loadExportJob(jsonOf<StoredExportJob>(row.job) as StoredExportJob);
-      const job: Job = { id, request, access: deps.accessOf(jsonOf(row.grant)), transactionTime: new Date(row.transaction_time), patients, cancelled: false };
-      live.set(id, job);
-      queue.push(job);
-      pump();
+      await runLater(id);
     },
 
     async remove(id, owner) {
@@ -482,11 +516,24 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       stopped = true;
       clearInterval(heartbeat);
       for (const job of live.values()) job.cancelled = true;
+      // Taken before the running job ends (it then leaves `live`).
+      const ids = [...live.keys()];
       await running;
       await ready;
-      if (live.size > 0) {
+      // Jobs kept with their grant are handed on: stale at once, so the next process that starts or
+      // is polled for them takes them over. The others cannot run anywhere else and fail.
+      if (ids.length > 0) {
         await knex('bulk_exports')
-          .whereIn('id', [...live.keys()])
+          .whereIn('id', ids)
+          .whereIn('state', ['accepted', 'in-progress'])
+          .whereNotNull('grant')
+          .whereNotNull('job')
+          .update({ state: 'accepted', progress: 'waiting for a server process to take it over', heartbeat_at: new Date(0) })
+          .catch(() => undefined);
+        await knex('bulk_exports')
+          .whereIn('id', ids)
+          .whereIn('state', ['accepted', 'in-progress'])
+          .where('heartbeat_at', '>', new Date(0))
           .update({ state: 'failed', error: JSON.stringify({ message: 'the server stopped while this export ran; kick it off again' }), finished_at: knex.fn.now() })
           .catch(() => undefined);
       }

@@ -10,7 +10,8 @@ import { createBulkExports } from '../../../src/fhir/export/bulk-export';
 import { parseExportRequest } from '../../../src/fhir/export/export-request';
 import { loadFhirDefinitions } from '../../../src/fhir/definitions';
 import { sweepUnreferenced } from '../../../src/db/blob-ledger';
-import { startTestApp, type TestApp } from '../../helpers/test-app';
+import { createApp, shutdownApp } from '../../../src/app';
+import { startTestApp, testDbKind, type TestApp } from '../../helpers/test-app';
 
 const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
 const SENTINEL = 'PHI_SENTINEL_EXPORT';
@@ -233,13 +234,60 @@ describe('FHIR Bulk Data export', () => {
 
   test('a failed export answers its poll with a 500 OperationOutcome saying why', async () => {
     const { status } = await exportAll('/fhir/$export?_type=Organization');
-    // As a job whose process stopped looks to any other process.
-    await t.app.db.knex('bulk_exports').where({ id: status.split('/').pop() }).update({ state: 'in-progress', heartbeat_at: new Date(Date.now() - 600_000) });
+    // As a job whose process stopped, taken over as often as it may be, looks to any other process.
+    await t.app.db.knex('bulk_exports').where({ id: status.split('/').pop() }).update({ state: 'in-progress', heartbeat_at: new Date(Date.now() - 600_000), attempts: 3 });
     const res = await request(t.http).get(status);
     expect(res.status).toBe(500);
     expect(res.headers['content-type']).toMatch(/application\/fhir\+json/);
     expect(res.body.resourceType).toBe('OperationOutcome');
     expect(res.body.issue[0].diagnostics).toMatch(/The export failed: .*stopped/);
+  });
+
+  test('a job whose process stopped is taken over by the process polled for it and completes', async () => {
+    const { status, manifest } = await exportAll('/fhir/$export?_type=Patient');
+    const id = status.split('/').pop() as string;
+    // As the job looks when its process died mid-way: running, its heartbeat old, a file written.
+    await t.app.db.knex('bulk_exports').where({ id }).update({ state: 'in-progress', heartbeat_at: new Date(Date.now() - 600_000), output: null });
+    let res = await request(t.http).get(status);
+    for (let i = 0; res.status === 202 && i < 200; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      res = await request(t.http).get(status);
+    }
+    expect(res.status).toBe(200);
+    const again = JSON.parse(res.text);
+    expect(again.output.map((o: { count: number }) => o.count)).toEqual(manifest.output.map((o: { count: number }) => o.count));
+    const row = await t.app.db.knex('bulk_exports').where({ id }).first('attempts');
+    expect(row.attempts).toBe(1);
+    // Its files are those of the run that completed, once each.
+    const files = await t.app.db.knex('bulk_export_files').where({ export_id: id }).select('seq');
+    expect(files.map((f: { seq: number }) => f.seq).sort()).toEqual(again.output.map((_: unknown, i: number) => i + 1));
+  });
+
+  (testDbKind() === 'postgres' ? test : test.skip)('a process that stops hands its exports on; another takes them over', async () => {
+    const other = await createApp(t.config, { logger: pino({ level: 'silent' }) });
+    let stopped = false;
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const kick = await request(other.express).get('/fhir/$export').set({ Authorization: `Bearer ${t.adminToken}`, Prefer: 'respond-async' });
+        expect(kick.status).toBe(202);
+        ids.push(new URL(kick.headers['content-location']).pathname.split('/').pop() as string);
+      }
+      await shutdownApp(other);
+      stopped = true;
+      const rows = (await t.app.db.knex('bulk_exports').whereIn('id', ids).select('state')) as Array<{ state: string }>;
+      for (const r of rows) expect(['completed', 'accepted']).toContain(r.state);
+      for (const id of ids) {
+        let res = await request(t.http).get(`/fhir/$export-status/${id}`);
+        for (let i = 0; res.status === 202 && i < 200; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          res = await request(t.http).get(`/fhir/$export-status/${id}`);
+        }
+        expect(res.status).toBe(200);
+      }
+    } finally {
+      if (!stopped) await shutdownApp(other);
+    }
   });
 
   test('every kick-off, poll and download is an AuditEvent', async () => {
