@@ -67,6 +67,19 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
       const scopeProblem = /scope/.test(decision.reason);
       return sendAuthError(req, res, 403, `access denied: ${decision.reason}`, scopeProblem ? 'insufficient_scope' : undefined);
     }
+    // A DICOMweb store or delete changes ImagingStudies the token's granular scopes
+    // (`user/ImagingStudy.c?modality=OPT`) cannot be checked against here (the ImagingStudy is
+    // derived after the change): such scopes grant nothing for it. A scope narrows; failing to
+    // evaluate one must not widen it.
+    if (route.protocol === 'dicomweb' && (route.interaction === 'create' || route.interaction === 'delete') && decision.granularFilters.length > 0) {
+      return sendAuthError(
+        req,
+        res,
+        403,
+        `access denied: the scopes granting ${route.interaction === 'create' ? 'c' : 'd'} on ImagingStudy are limited by search parameters, which a DICOMweb ${route.interaction === 'create' ? 'store' : 'delete'} cannot be checked against; it needs an unrestricted scope`,
+        'insufficient_scope',
+      );
+    }
     const access: AccessLocals = {
       principal,
       route,

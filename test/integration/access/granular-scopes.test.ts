@@ -135,6 +135,25 @@ describe('granular SMART scopes narrow every row a request reads', () => {
     expect((qido.body as Array<Record<string, { Value: string[] }>>).map((s) => s['0020000D'].Value[0])).toEqual([instance.studyInstanceUID]);
   });
 
+  test('a DICOMweb store or delete needs an unrestricted ImagingStudy scope: a granular one grants nothing for it', async () => {
+    const instance = createSyntheticInstance({ studyInstanceUID: newUid(), modality: 'OPT', patientID: 'SCOPE-STORE' });
+    const body = buildMultipart([instance.bytes]);
+    const narrow = await adminWith('user/ImagingStudy.cd?modality=OPT user/ImagingStudy.rs');
+    const refused = await request(t.http).post('/dicomweb/studies').set(asToken(narrow)).set('Content-Type', body.contentType).send(body.body);
+    expect(refused.status).toBe(403);
+    expect(refused.headers['www-authenticate']).toMatch(/insufficient_scope.*limited by search parameters/);
+    expect(refused.body['00000902'].Value[0]).toMatch(/^access denied: the scopes granting c on ImagingStudy/);
+    const none = await request(t.http).get(`/dicomweb/studies?StudyInstanceUID=${instance.studyInstanceUID}`);
+    expect(none.status).toBe(200);
+    expect(none.body).toEqual([]);
+    expect((await request(t.http).delete(`/dicomweb/studies/${studies.CT}`).set(asToken(narrow))).status).toBe(403);
+    expect((await request(t.http).get(`/dicomweb/studies/${studies.CT}/metadata`)).status).toBe(200);
+    // An unrestricted scope stores (another instance of a study already there: the other tests count studies).
+    const whole = await adminWith('user/ImagingStudy.crs');
+    const more = buildMultipart([createSyntheticInstance({ studyInstanceUID: studies.CT, modality: 'CT', patientID: 'SCOPE-CT' }).bytes]);
+    expect((await request(t.http).post('/dicomweb/studies').set(asToken(whole)).set('Content-Type', more.contentType).send(more.body)).status).toBe(200);
+  });
+
   test("a token's facility narrows FHIR rows to its projects of that facility, as DICOMweb", async () => {
     const knex = t.app.db.knex;
     await createProject(knex, { id: 'fac-north', name: 'North', facility: 'north' });
