@@ -142,7 +142,8 @@ const PRIVACY_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
  * the projects they manage, propose members and add the studies they see to their projects (or
  * take them out); PIs approve (or add and remove) the members of
  * their projects and approve their cohort exports. No SMART scope names these (scopes describe
- * FHIR resources): they are decided by role, and the path's project must be one of the caller's.
+ * FHIR resources): they are decided by role, for tokens holding an unrestricted `*` scope (a
+ * token narrowed to some types governs nothing), and the path's project must be one of the caller's.
  */
 const GOVERNANCE_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
   Project: {
@@ -214,6 +215,11 @@ export function decide(principal: Principal, request: AccessRequest): AccessDeci
   let granularFilters: Array<Record<string, string>> = [];
   const letters = SCOPE_LETTERS[request.interaction];
   const governance = GOVERNANCE_RULES[request.resourceType] !== undefined;
+  // A token narrowed to some FHIR types (an app's token) governs nothing: the role's rights are
+  // cut by its scopes, and no scope names these types, so they take a whole-server (`*`) scope.
+  if (governance && !principal.scopes.some((s) => s.context !== 'patient' && s.resourceType === '*' && Object.keys(s.params).length === 0)) {
+    return deny(principal, `no scope grants ${request.resourceType}: governance needs a token with an unrestricted user/* or system/* scope`);
+  }
   if (letters && klass !== 'conformance' && klass !== 'owned' && !governance) {
     const matching = principal.scopes.filter(
       (s) => s.context !== 'patient' && (s.resourceType === '*' || s.resourceType === request.resourceType) && letters.every((l) => s.permissions.has(l)),

@@ -47,6 +47,15 @@ describe('project governance', () => {
     expect((await request(t.http).get('/admin/projects/gov-pi')).status).toBe(404);
   });
 
+  test('a token narrowed to some FHIR types governs nothing (403 insufficient_scope), whatever its role', async () => {
+    const narrow = await t.token('admin', [], 'user/Patient.rs');
+    const res = await request(t.http).post('/admin/projects').set('Authorization', `Bearer ${narrow}`).send({ id: 'gov-narrow', name: 'Narrow' });
+    expect(res.status).toBe(403);
+    expect(res.headers['www-authenticate']).toMatch(/insufficient_scope/);
+    expect(res.body.issue[0].diagnostics).toMatch(/unrestricted user\/\* or system\/\* scope/);
+    expect((await request(t.http).get('/admin/projects/gov-narrow')).status).toBe(404);
+  });
+
   test('members list their own projects only; another project is refused whether it exists or not', async () => {
     const list = await request(t.http).get('/admin/projects').set(as('researcherA'));
     expect(list.status).toBe(200);

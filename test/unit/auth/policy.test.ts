@@ -125,6 +125,14 @@ describe('decide: governance (projects, members, export approvals)', () => {
     expect(decide(principal('pi', ['p1'], 'user/*.rs'), { resourceType: 'ProjectMember', interaction: 'approve', projectIds: ['p1'] }).allow).toBe(true);
   });
 
+  test('a token narrowed to some FHIR types governs nothing, whatever its role', () => {
+    const narrow = decide(principal('admin', [], 'user/Patient.rs user/Condition.cruds'), { resourceType: 'Project', interaction: 'create' });
+    expect(narrow.allow).toBe(false);
+    expect(narrow.reason).toMatch(/governance needs a token with an unrestricted/);
+    expect(decide(principal('pi', ['p1'], 'user/*.rs?_tag=x'), { resourceType: 'ExportApproval', interaction: 'approve' }).allow).toBe(false);
+    expect(decide(principal('admin', [], 'system/*.rs'), { resourceType: 'Project', interaction: 'create' }).allow).toBe(true);
+  });
+
   test('the project the path names must be the caller\'s', () => {
     const d = decide(principal('pi', ['p1'], 'user/*.rs'), { resourceType: 'ProjectMember', interaction: 'approve', projectIds: ['p2'] });
     expect(d.allow).toBe(false);
