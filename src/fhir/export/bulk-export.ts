@@ -1,30 +1,28 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Knex } from 'knex';
-import type { Group, Resource } from '@medplum/fhirtypes';
-import { claimBlob } from '../../db/blob-ledger';
+import type { Group } from '@medplum/fhirtypes';
 import type { Logger } from '../../logger';
 import type { BlobStore } from '../../storage/blob-store';
 import type { FhirDefinitions } from '../definitions';
-import { compartmentParams } from '../deid/patient-links';
 import type { DeidView } from '../deid/deid-view';
 import { fhirError, notFound, OperationOutcomeError, outcome } from '../outcome';
-import { bothFilters } from '../search/scope-filter';
-import { findMatches } from '../search/search-service';
-import { parseSearchRequest } from '../search/search-request';
-import { applyElements } from '../search/subset';
 import type { AccessFilter } from '../store/access';
 import { queryRows } from '../store/raw';
-import { readCurrent, type StoredResource } from '../store/resource-store';
-import { inPatientCompartment, loadExportJob, storeExportJob, type ExportRequest, type StoredExportJob } from './export-request';
+import { readCurrent } from '../store/resource-store';
+import { createFileWriter, readExportFile, type ExportFile, type FileDeps } from './export-files';
+import { ExportCancelled, exportedTypes, groupMembers, readDeletionsInto, readTypeInto, type ExportJob, type ReaderDeps } from './export-reader';
+import { loadExportJob, storeExportJob, type ExportRequest, type StoredExportJob } from './export-request';
+
+export type { ExportFile } from './export-files';
 
 /**
  * FHIR Bulk Data export jobs (Bulk Data Access IG 2.0.0): a kick-off is checked and recorded
  * (bulk_exports), then run in this process in the background, one job at a time. Each type is
  * read through the FHIR search engine with the requester's own row filter (projects, granular
  * scopes) and view (de-identified for researchers and PIs), in rid order by keyset (no OFFSET,
- * so the millionth page costs what the first does), and written as NDJSON files of at most
- * `resourcesPerFile` resources into bulk_export_files. Only resources last changed up to the
+ * so the millionth page costs what the first does; export-reader.ts), and written as NDJSON files
+ * of at most `resourcesPerFile` resources (export-files.ts). Only resources last changed up to the
  * kick-off's transactionTime are exported. The process holding a job beats its heartbeat; a job
  * whose heartbeat stopped (its process did) is taken over by whichever process sees it first (at
  * its start, or polled for it) and run again from its kept grant and request, up to MAX_ATTEMPTS
@@ -81,12 +79,6 @@ export type ExportStatus =
   | { state: 'completed'; manifest: ExportManifest; expires: Date }
   | { state: 'failed'; message: string };
 
-/** One output file of a manifest: its resource type, its url (relative to the FHIR base here) and how many resources it holds. */
-export interface ExportFile {
-  type: string;
-  url: string;
-  count: number;
-}
 
 /** The completion manifest (IG 2.0.0 "Response - Complete Status"), urls relative to the FHIR base. */
 export interface ExportManifest {
@@ -127,22 +119,8 @@ const HEARTBEAT_MS = 30_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** A file is closed at this many characters of NDJSON (large ImagingStudy resources): bounded memory, bounded rows. */
-const FILE_BYTES = 32 * 1024 * 1024;
 
-/** Patients per statement of a compartment search. */
-const PATIENTS_PER_QUERY = 100;
 
-class Cancelled extends Error {}
-
-interface Job {
-  id: string;
-  request: ExportRequest;
-  access: ExportAccess;
-  transactionTime: Date;
-  patients?: string[];
-  cancelled: boolean;
-}
 
 export function createBulkExports(deps: BulkExportDeps): BulkExports {
   const { knex, defs, logger } = deps;
@@ -150,10 +128,12 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
   const perFile = deps.resourcesPerFile ?? 50_000;
   const retentionMs = (deps.retentionHours ?? 24) * 3600_000;
   const maxActive = deps.maxActivePerOwner ?? 5;
-  const queue: Job[] = [];
-  const live = new Map<string, Job>();
+  const queue: ExportJob[] = [];
+  const live = new Map<string, ExportJob>();
   let running: Promise<void> | undefined;
   let stopped = false;
+  const reader: ReaderDeps = { knex, defs, logger, pageSize, isStopped: () => stopped };
+  const files: FileDeps = { knex, blobs: deps.blobs, resourcesPerFile: perFile };
 
   // Jobs whose process stopped are taken over (or failed); expired jobs go.
   const sweep = async () => {
@@ -183,23 +163,23 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       });
   };
 
-  async function runJob(job: Job): Promise<void> {
+  async function runJob(job: ExportJob): Promise<void> {
     try {
       await knex('bulk_exports').where({ id: job.id }).update({ state: 'in-progress', progress: 'reading' });
       // A job taken over from a stopped process starts again: the files it had written go.
       await knex('bulk_export_files').where({ export_id: job.id }).delete();
       if (deps.refresh) await deps.refresh();
-      const types = await typesOf(job);
+      const types = await exportedTypes(reader, job);
       const output: ExportManifest['output'] = [];
       const deleted: ExportManifest['output'] = [];
       let seq = 0;
       for (const [i, type] of types.entries()) {
-        const writer = fileWriter(job, type, () => ++seq, output);
-        await exportType(job, type, writer.add);
+        const writer = createFileWriter(files, job.id, type, () => ++seq, output);
+        await readTypeInto(reader, job, type, writer.add);
         await writer.flush();
         if (job.request.since) {
-          const deletions = fileWriter(job, 'Bundle', () => ++seq, deleted);
-          await exportDeletions(job, type, deletions.add);
+          const deletions = createFileWriter(files, job.id, 'Bundle', () => ++seq, deleted);
+          await readDeletionsInto(reader, job, type, deletions.add);
           await deletions.flush();
         }
         await knex('bulk_exports').where({ id: job.id }).update({ progress: `${i + 1} of ${types.length} types exported`, heartbeat_at: knex.fn.now() });
@@ -207,9 +187,9 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
       const done = await knex('bulk_exports')
         .where({ id: job.id, state: 'in-progress' })
         .update({ state: 'completed', output: JSON.stringify({ output, deleted }), progress: null, finished_at: knex.fn.now(), expires_at: new Date(Date.now() + retentionMs) });
-      if (done === 0) throw new Cancelled();
+      if (done === 0) throw new ExportCancelled();
     } catch (err) {
-      if (err instanceof Cancelled || job.cancelled) return;
+      if (err instanceof ExportCancelled || job.cancelled) return;
       const message = err instanceof Error && 'outcome' in err ? err.message : 'the export failed on the server; see its log';
       logger.error({ err, exportId: job.id }, 'bulk export failed');
       await knex('bulk_export_files').where({ export_id: job.id }).delete();
@@ -217,113 +197,10 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     }
   }
 
-  /** The types a job exports: those named, or every stored type its level covers, that the caller may read. */
-  async function typesOf(job: Job): Promise<string[]> {
-    if (job.request.types) return job.request.types;
-    // Each stored type once, by skip scan over the (resource_type, last_updated) index; types
-    // whose resources are all deleted too (with _since, their deletions are reported).
-    const rows = await queryRows<{ t: string }>(
-      knex,
-      `WITH RECURSIVE types AS (
-         SELECT min(resource_type) AS t FROM fhir_resource
-         UNION ALL
-         SELECT (SELECT min(resource_type) FROM fhir_resource WHERE resource_type > types.t) FROM types WHERE types.t IS NOT NULL)
-       SELECT t FROM types WHERE t IS NOT NULL`,
-      [],
-    );
-    return rows
-      .map((r) => r.t)
-      .filter((t) => defs.resourceTypes.has(t) && (job.request.level.kind === 'system' || inPatientCompartment(t)) && job.access.filterFor(t) !== 'denied');
-  }
 
-  /** The searches that select a type's resources for a job (their union). */
-  function searchesOf(job: Job, type: string): Array<Record<string, string[]>> {
-    let base: Array<Record<string, string[]>>;
-    const params = type === 'Patient' ? ['_id'] : (compartmentParams(type) ?? []);
-    if (job.request.level.kind === 'system') base = [{}];
-    else if (!job.patients) base = type === 'Patient' ? [{}] : params.slice(0, 1).map((p) => ({ [`${p}:missing`]: ['false'] }));
-    else {
-      base = [];
-      for (let i = 0; i < job.patients.length; i += PATIENTS_PER_QUERY) {
-        const chunk = job.patients.slice(i, i + PATIENTS_PER_QUERY);
-        for (const p of params) base.push({ [p]: [chunk.map((id) => (p === '_id' ? id : `Patient/${id}`)).join(',')] });
-      }
-    }
-    const filters = job.request.typeFilters.get(type);
-    if (!filters) return base;
-    return base.flatMap((b) => filters.map((f) => mergeQueries(b, f)));
-  }
 
-  async function exportType(job: Job, type: string, add: (resources: Resource[]) => Promise<void>): Promise<void> {
-    const access = job.access.filterFor(type);
-    if (access === 'denied') return;
-    const searches = searchesOf(job, type);
-    const seen = searches.length > 1 ? new Set<string>() : undefined;
-    const view = job.access.deid?.();
-    for (const search of searches) {
-      const req = parseSearchRequest(defs, type, search);
-      // A search parameter this server cannot run would select every row: never exported so.
-      if (req.ignored.length > 0) {
-        logger.warn({ exportId: job.id, type, ignored: req.ignored }, 'bulk export skipped a search it cannot run');
-        continue;
-      }
-      let after = '0';
-      for (;;) {
-        if (job.cancelled || stopped) throw new Cancelled();
-        const window: AccessFilter = (a) => ({
-          sql: `${a}.rid > ?::bigint AND ${a}.last_updated <= ?${job.request.since ? ` AND ${a}.last_updated > ?` : ''}`,
-          bindings: [after, job.transactionTime, ...(job.request.since ? [job.request.since] : [])],
-        });
-        const page = await findMatches(
-          { db: knex, defs, baseUrl: '', access: bothFilters(access, window), searchView: view?.searchView },
-          { ...req, count: pageSize, offset: 0, sort: [], includes: [], revincludes: [], total: 'none', summary: undefined, elements: undefined },
-        );
-        const fresh = page.matches.filter((m) => !seen || (!seen.has(m.id) && seen.add(m.id)));
-        if (fresh.length > 0) await add(await shape(job, view, fresh));
-        if (!page.more || page.matches.length === 0) break;
-        after = page.matches[page.matches.length - 1].rid;
-      }
-    }
-  }
 
-  /**
-   * What was deleted since `_since` (IG: the manifest's `deleted` files): a transaction Bundle
-   * with one DELETE entry per resource. A deleted resource keeps no content, so at Patient and
-   * Group level only the deleted Patients themselves can be placed (the Group's members, or any
-   * Patient the caller may read); other types are reported at system level.
-   */
-  async function exportDeletions(job: Job, type: string, add: (resources: Resource[]) => Promise<void>): Promise<void> {
-    const access = job.access.filterFor(type);
-    if (access === 'denied' || !job.request.since) return;
-    if (job.request.level.kind !== 'system' && type !== 'Patient') return;
-    const a = access ? access('r') : { sql: 'TRUE', bindings: [] };
-    const members = job.patients && type === 'Patient' ? job.patients : undefined;
-    let after = '0';
-    for (;;) {
-      if (job.cancelled || stopped) throw new Cancelled();
-      const rows = await queryRows<{ rid: string; id: string }>(
-        knex,
-        `SELECT r.rid, r.id FROM fhir_resource r WHERE r.resource_type = ? AND r.deleted AND r.last_updated > ? AND r.last_updated <= ? AND r.rid > ?::bigint` +
-          `${members ? ' AND r.id = ANY(?::text[])' : ''} AND (${a.sql}) ORDER BY r.rid LIMIT ?`,
-        [type, job.request.since, job.transactionTime, after, ...(members ? [members] : []), ...a.bindings, pageSize],
-      );
-      if (rows.length === 0) return;
-      await add(rows.map((r) => ({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${type}/${r.id}` } }] }) as Resource));
-      if (rows.length < pageSize) return;
-      after = String(rows[rows.length - 1].rid);
-    }
-  }
 
-  async function shape(job: Job, view: DeidView | undefined, stored: StoredResource[]): Promise<Resource[]> {
-    let resources = stored.map((s) => s.content as Resource);
-    if (view) resources = await view.deidentify(resources);
-    const elements = job.request.elements;
-    if (!elements) return resources;
-    return resources.map((r) => {
-      const names = [...(elements.get('*') ?? []), ...(elements.get(r.resourceType) ?? [])];
-      return names.length > 0 ? applyElements(r, names) : r;
-    });
-  }
 
   /**
    * Takes over the running or queued jobs (or the one job `id`) whose process stopped beating their
@@ -354,7 +231,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     const row = await knex('bulk_exports').where({ id, state: 'accepted' }).first('grant', 'job', 'transaction_time');
     if (!row?.grant || !row.job) return;
     const { request, patients } = loadExportJob(jsonOf<StoredExportJob>(row.job) as StoredExportJob);
-    const job: Job = { id, request, access: deps.accessOf(jsonOf(row.grant)), transactionTime: new Date(row.transaction_time), patients, cancelled: false };
+    const job: ExportJob = { id, request, access: deps.accessOf(jsonOf(row.grant)), transactionTime: new Date(row.transaction_time), patients, cancelled: false };
     live.set(id, job);
     queue.push(job);
     pump();
@@ -381,49 +258,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
     }
   }
 
-  /**
-   * Writes one output file to the blob store, as a STOW writes an instance: claimed in the blob
-   * ledger before it gets its name (the claim is the commit's fence), so the orphan sweeper never
-   * removes it under a file row about to name it. Resolves with its key.
-   */
-  async function storeBlob(blobs: BlobStore, body: Buffer): Promise<string> {
-    const staged = blobs.stage();
-    try {
-      staged.writable.end(body);
-      const { sha256, size } = await staged.done;
-      const claim = claimBlob(knex, sha256, size);
-      claim.catch(() => undefined); // reported by the commit it fences
-      return (await blobs.commit(staged, claim)).key;
-    } catch (err) {
-      await blobs.discard(staged);
-      throw err;
-    }
-  }
 
-  /** Collects NDJSON lines of one type and writes a file row each `perFile` resources or FILE_BYTES bytes. */
-  function fileWriter(job: Job, type: string, nextSeq: () => number, output: ExportFile[]) {
-    let lines: string[] = [];
-    let bytes = 0;
-    const flush = async () => {
-      if (lines.length === 0) return;
-      const seq = nextSeq();
-      const body = Buffer.from(lines.join('\n') + '\n', 'utf8');
-      const content = deps.blobs ? { blob_key: await storeBlob(deps.blobs, body) } : { body };
-      await knex('bulk_export_files').insert({ export_id: job.id, seq, resource_type: type, count: lines.length, ...content });
-      output.push({ type, url: `$export-output/${job.id}/${seq}`, count: lines.length });
-      lines = [];
-      bytes = 0;
-    };
-    const add = async (resources: Resource[]) => {
-      for (const r of resources) {
-        const line = JSON.stringify(r);
-        lines.push(line);
-        bytes += line.length;
-        if (lines.length >= perFile || bytes >= FILE_BYTES) await flush();
-      }
-    };
-    return { add, flush };
-  }
 
   return {
     async kickOff(request, access, requestUrl) {
@@ -459,7 +294,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
         approvals: approval ? JSON.stringify([]) : null,
       });
       if (approval) return id;
-      const job: Job = { id, request, access, transactionTime: new Date(now), patients, cancelled: false };
+      const job: ExportJob = { id, request, access, transactionTime: new Date(now), patients, cancelled: false };
       live.set(id, job);
       queue.push(job);
       pump();
@@ -484,14 +319,7 @@ export function createBulkExports(deps: BulkExportDeps): BulkExports {
 
     async file(id, seq, owner) {
       if (!UUID.test(id) || !Number.isInteger(seq) || seq < 1) return undefined;
-      const row = await knex('bulk_export_files as f')
-        .join('bulk_exports as e', 'e.id', 'f.export_id')
-        .where({ 'f.export_id': id, 'f.seq': seq, 'e.owner': owner, 'e.state': 'completed' })
-        .first('f.body', 'f.blob_key');
-      if (!row) return undefined;
-      if (row.blob_key === null || row.blob_key === undefined) return Buffer.from(row.body);
-      if (!deps.blobs) throw new Error(`bulk export file ${id}/${seq} is in the blob store, and this server has none`);
-      return deps.blobs.read(row.blob_key);
+      return readExportFile({ knex, blobs: deps.blobs }, id, seq, owner);
     },
 
     async resume(id) {
@@ -576,20 +404,4 @@ async function failStale(knex: Knex, id?: string): Promise<void> {
   await q.update({ state: 'failed', error: JSON.stringify({ message: 'the server process running this export stopped; kick it off again' }), finished_at: knex.fn.now() });
 }
 
-/** The Patients a Group lists as current members. */
-function groupMembers(group: Group): string[] {
-  const ids = new Set<string>();
-  for (const m of group.member ?? []) {
-    if (m.inactive) continue;
-    const match = /^Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(m.entity?.reference ?? '');
-    if (match) ids.add(match[1]);
-  }
-  return [...ids];
-}
 
-/** Two searches as one (their parameters ANDed). */
-function mergeQueries(a: Record<string, string[]>, b: Record<string, string[]>): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const q of [a, b]) for (const [k, v] of Object.entries(q)) out[k] = [...(out[k] ?? []), ...v];
-  return out;
-}
