@@ -3,6 +3,7 @@ import type { Actor } from '../auth/actor';
 import { isRole, type Role } from '../auth/roles';
 import { parseProjectId } from '../privacy/privacy-actor';
 import { fhirError, notFound } from '../fhir/outcome';
+import { objectBody, requiredText } from '../http/json-body';
 
 /**
  * Projects and their members, administered over HTTP (src/admin/admin-routes.ts):
@@ -99,8 +100,8 @@ export async function getProject(knex: Knex, id: string): Promise<ProjectView> {
 export async function createProjectFrom(knex: Knex, body: unknown): Promise<ProjectView> {
   const b = objectBody(body, '{id, name, facility?}');
   const id = parseProjectId(b.id, 'id');
-  const name = text(b.name, 'name', true) as string;
-  const facility = text(b.facility, 'facility', false);
+  const name = requiredText(b.name, 'name', 200);
+  const facility = b.facility === undefined ? undefined : requiredText(b.facility, 'facility', 200);
   const inserted = await knex('projects')
     .insert({ id, name, facility: facility ?? null })
     .onConflict('id')
@@ -114,11 +115,11 @@ export async function createProjectFrom(knex: Knex, body: unknown): Promise<Proj
 export async function updateProject(knex: Knex, actor: Administrator, id: string, body: unknown): Promise<ProjectView> {
   const b = objectBody(body, '{name?, facility?}');
   const change: Record<string, unknown> = {};
-  if (b.name !== undefined) change.name = text(b.name, 'name', true);
+  if (b.name !== undefined) change.name = requiredText(b.name, 'name', 200);
   if (b.facility !== undefined) {
     // The facility narrows who sees the project's rows: moving it is the admin's.
     if (actor.role !== 'admin') throw fhirError(403, 'forbidden', 'access denied: only an admin changes the facility of a project');
-    change.facility = b.facility === null ? null : text(b.facility, 'facility', true);
+    change.facility = b.facility === null ? null : requiredText(b.facility, 'facility', 200);
   }
   if (Object.keys(change).length === 0) throw fhirError(400, 'invalid', 'nothing to change: send name or facility');
   const updated = await knex('projects').where({ id }).update(change);
@@ -237,17 +238,6 @@ function checkSubject(subject: string): void {
   if (subject.length === 0 || subject.length > SUBJECT_MAX || /[\u0000-\u001f]/.test(subject)) {
     throw fhirError(400, 'invalid', `subject: 1-${SUBJECT_MAX} printable characters`);
   }
-}
-
-function objectBody(body: unknown, shape: string): Record<string, unknown> {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw fhirError(400, 'invalid', `body: a JSON object ${shape} is required`);
-  return body as Record<string, unknown>;
-}
-
-function text(value: unknown, name: string, required: boolean): string | undefined {
-  if (value === undefined && !required) return undefined;
-  if (typeof value !== 'string' || value.trim() === '' || value.length > 200) throw fhirError(400, 'invalid', `${name}: a text of 1-200 characters is required`);
-  return value.trim();
 }
 
 function projectView(row: ProjectRow): ProjectView {

@@ -181,8 +181,10 @@ export function checkIfMatch(ifMatch: number | undefined, existing: StoredResour
  * searchAccess). A token that may not search the type cannot make a conditional write (403).
  */
 function conditionalAccess(ctx: FhirContext, what: string, resourceType: string): AccessFilter | undefined {
-  if (ctx.searchAccess === 'denied') throw fhirError(403, 'forbidden', `A conditional ${what} searches ${resourceType}: this token may not search ${resourceType}`);
-  return ctx.searchAccess ?? ctx.access;
+  if (!ctx.searchAccess) return ctx.access;
+  const filter = ctx.searchAccess();
+  if (filter === 'denied') throw fhirError(403, 'forbidden', `A conditional ${what} searches ${resourceType}: this token may not search ${resourceType}`);
+  return filter ?? ctx.access;
 }
 
 /** Conditional update (3.1.0.4.3): 0 matches create, 1 updates, more is 412. */

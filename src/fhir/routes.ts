@@ -128,7 +128,7 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
             baseUrl,
             access: deps.accessFilter?.(req),
             writeAccess: writeAccessOf(req, deps.writeFilter),
-            searchAccess: WRITE_METHODS.has(req.method) ? deps.searchFilter?.(req) : undefined,
+            searchAccess: searchAccessOf(req, deps.searchFilter),
             onCreate: deps.onCreate?.(req),
             now: () => new Date(),
             typeHandlers: deps.typeHandlers,
@@ -174,6 +174,12 @@ export function createFhirRouter(deps: FhirRouterDeps): express.Router {
     send(res, e.status, headers, e.outcome, 'application/fhir+json; charset=utf-8', false);
   });
   return router;
+}
+
+/** The search filter of a write's conditional search, asked only when one is made. */
+function searchAccessOf(req: Request, searchFilter: FhirRouterDeps['searchFilter']): FhirContext['searchAccess'] {
+  if (!searchFilter || !WRITE_METHODS.has(req.method)) return undefined;
+  return () => searchFilter(req);
 }
 
 /** The write filters of a request's changes, each asked once (a transaction Bundle asks per entry). */

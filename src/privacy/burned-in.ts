@@ -6,6 +6,7 @@
  */
 import type { Knex } from 'knex';
 import { fhirError } from '../fhir/outcome';
+import { objectBody } from '../http/json-body';
 import type { PrivacyActor } from './privacy-actor';
 
 type Db = Knex | Knex.Transaction;
@@ -72,8 +73,7 @@ function shown(row: { sop_instance_uid: string; cleared_by: string; cleared_at: 
 
 /** Records (or renews) a clearance: the instance is shown to researchers from now on. */
 export async function clearBurnedIn(db: Db, actor: PrivacyActor, body: unknown): Promise<BurnedInClearance> {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw fhirError(400, 'invalid', 'body: a JSON object {sopInstanceUID, note?} is required');
-  const { sopInstanceUID, note } = body as { sopInstanceUID?: unknown; note?: unknown };
+  const { sopInstanceUID, note } = objectBody(body, '{sopInstanceUID, note?}');
   const uid = parseSopInstanceUid(sopInstanceUID);
   if (note !== undefined && note !== null && (typeof note !== 'string' || note.length > 1000)) throw fhirError(400, 'invalid', 'note: text of at most 1000 characters');
   await assertInstanceHeld(db, actor, uid);

@@ -4,6 +4,7 @@
  */
 import type { Knex } from 'knex';
 import { fhirError } from '../fhir/outcome';
+import { objectBody } from '../http/json-body';
 import { assertActorHolds, parseProjectId, type PrivacyActor } from './privacy-actor';
 import { DEFAULT_DEID_OPTIONS, type DeidOptions } from './privacy-types';
 
@@ -42,8 +43,8 @@ export async function readProjectOptions(db: Db, projectIds: readonly string[]):
 
 /** Validates a PUT body: an object of the five boolean options (absent ones take their default). */
 export function parseDeidOptions(body: unknown): DeidOptions {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw fhirError(400, 'invalid', 'body: a JSON object of de-identification options is required');
-  const given = (body as { options?: unknown }).options !== undefined ? (body as { options: unknown }).options : body;
+  const b = objectBody(body, 'of de-identification options');
+  const given = b.options !== undefined ? b.options : b;
   if (!given || typeof given !== 'object' || Array.isArray(given)) throw fhirError(400, 'invalid', 'options: a JSON object is required');
   const out: DeidOptions = { ...DEFAULT_DEID_OPTIONS };
   for (const [k, v] of Object.entries(given as Record<string, unknown>)) {

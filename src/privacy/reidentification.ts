@@ -8,6 +8,7 @@
  */
 import type { Knex } from 'knex';
 import { fhirError } from '../fhir/outcome';
+import { objectBody, requiredText } from '../http/json-body';
 import { isPatientKey } from './patient-keys';
 import { actorHolds, assertActorHolds, parseProjectId, type PrivacyActor } from './privacy-actor';
 import type { ReidentificationAuditFacts } from './privacy-audit';
@@ -74,19 +75,12 @@ function shown(r: Record<string, any>): ReidentificationRequest {
   };
 }
 
-function text(body: Record<string, unknown>, name: string, max: number): string {
-  const v = body[name];
-  if (typeof v !== 'string' || v.trim() === '' || v.length > max) throw fhirError(400, 'invalid', `${name}: non-empty text of at most ${max} characters is required`);
-  return v.trim();
-}
-
 /** Validates a filing body (400 on anything malformed). */
 export function parseFiling(body: unknown): ReidentificationFiling {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw fhirError(400, 'invalid', 'body: a JSON object {project, reason, approvalReference, patientKeys[], purposeOfUse?} is required');
-  const b = body as Record<string, unknown>;
+  const b = objectBody(body, '{project, reason, approvalReference, patientKeys[], purposeOfUse?}');
   const project = parseProjectId(b.project);
-  const reason = text(b, 'reason', 2000);
-  const approvalReference = text(b, 'approvalReference', 200);
+  const reason = requiredText(b.reason, 'reason', 2000);
+  const approvalReference = requiredText(b.approvalReference, 'approvalReference', 200);
   const keys = b.patientKeys;
   if (!Array.isArray(keys) || keys.length === 0 || keys.length > MAX_KEYS) throw fhirError(400, 'invalid', `patientKeys: an array of 1 to ${MAX_KEYS} PatientKeys is required`);
   if (!keys.every(isPatientKey)) throw fhirError(400, 'invalid', 'patientKeys: every entry must be a PatientKey (PK followed by 20 base32 characters)');

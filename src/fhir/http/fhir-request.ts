@@ -58,7 +58,7 @@ export interface FhirContext {
    * 'denied' when the token may not search the type (the conditional write is refused).
    * Undefined: `access`.
    */
-  searchAccess?: AccessFilter | 'denied';
+  searchAccess?: () => AccessFilter | 'denied' | undefined;
   /**
    * Called in the write's transaction for each resource a client request creates (a new id),
    * e.g. to link it to the caller's projects so the row filter lets its creator read it.
