@@ -13,7 +13,7 @@ import { createTranscodeHook } from './dicom/transcode-hook';
 import { startImagingStudyFlusher, type ImagingStudyFlusher } from './fhir/dicom/imaging-study-flusher';
 import { createFhirRouter } from './fhir/routes';
 import { createBulkExports, type BulkExports } from './fhir/export/bulk-export';
-import { createExportRouter, exportAccessOf } from './fhir/export/export-routes';
+import { createExportRouter, exportAccessOf, type ExportViewDeps } from './fhir/export/export-routes';
 import { loadFhirDefinitions } from './fhir/definitions';
 import { createAuditEventTypeHandler } from './fhir/audit-event-handler';
 import { createResourceRules } from './fhir/resources/resource-rules';
@@ -82,7 +82,7 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
   // Picks up studies left pending by a previous run at once.
   const imagingStudies = startImagingStudyFlusher({ knex: db.knex, logger });
   // A cohort export approved later runs from the authorization kept with it, in whichever process took the approval.
-  const exportViews = { defs: loadFhirDefinitions(), knex: db.knex, privacy, maxDateOffsetDays: config.privacy.dateShiftMaxDays };
+  const exportViews: ExportViewDeps = { defs: loadFhirDefinitions(), knex: db.knex, privacy, maxDateOffsetDays: config.privacy.dateShiftMaxDays };
   const exports = createBulkExports({
     knex: db.knex,
     defs: loadFhirDefinitions(),
@@ -91,7 +91,7 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
     blobs,
     accessOf: (grant) => exportAccessOf(exportCallerFor(grant as ExportGrant, config.exportApproval), exportViews),
   });
-  const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies, exports });
+  const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies, exports, exportViews });
   const stopBackground = async () => {
     await exports.stop();
     await partitions.stop();
@@ -120,8 +120,9 @@ function buildExpress(deps: {
   privacy: AppPrivacyService;
   imagingStudies: ImagingStudyFlusher;
   exports: BulkExports;
+  exportViews: ExportViewDeps;
 }): Express {
-  const { config, db, blobs, logger, auth, privacy, imagingStudies, exports } = deps;
+  const { config, db, blobs, logger, auth, privacy, imagingStudies, exports, exportViews } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -203,13 +204,10 @@ function buildExpress(deps: {
   app.use(
     '/fhir',
     createExportRouter({
+      ...exportViews,
       exports,
-      defs: loadFhirDefinitions(),
-      knex: db.knex,
       logger,
       publicBaseUrl: config.publicBaseUrl,
-      privacy,
-      maxDateOffsetDays: config.privacy.dateShiftMaxDays,
       callerOf: (req) => exportCallerOf(req, config.exportApproval),
     }),
   );

@@ -61,14 +61,10 @@ export function exportAccessOf(caller: ExportCaller, deps: ExportViewDeps): Expo
   return access;
 }
 
-export interface ExportRouterDeps {
+export interface ExportRouterDeps extends ExportViewDeps {
   exports: BulkExports;
-  defs: FhirDefinitions;
-  knex: Knex;
   logger: Logger;
   publicBaseUrl?: string;
-  privacy?: PrivacyService;
-  maxDateOffsetDays?: number;
   /** The caller as the access guard decided it; undefined without a guard (every row, owner "anonymous"). */
   callerOf?: (req: Request) => ExportCaller | undefined;
 }
