@@ -30,6 +30,8 @@ export interface TestApp {
   adminToken: string;
   /** Mints a bearer token from the app's local issuer. */
   token(role: Role, projects?: string[], scope?: string): Promise<string>;
+  /** A token of a named subject (a person the test tells apart from others). */
+  tokenOf(subject: string, role: Role, projects?: string[]): Promise<string>;
   config: AppConfig;
   dataDir: string;
   databaseUrl?: string;
@@ -131,12 +133,15 @@ export async function startTestApp(overrides: Record<string, string> = {}): Prom
   const app = await createApp(config, { logger: pino({ level: env.LOG_LEVEL }) });
   const token = async (role: Role, projects?: string[], scope?: string) =>
     (await mintLocalToken({ role, projects, scope, ttlSeconds: 3600 }, { config: config.auth })).accessToken;
+  const tokenOf = async (subject: string, role: Role, projects?: string[]) =>
+    (await mintLocalToken({ subject, role, projects, ttlSeconds: 3600 }, { config: config.auth })).accessToken;
   const adminToken = await token('admin');
   return {
     app,
     http: withDefaultAuthorization(app.express, adminToken),
     adminToken,
     token,
+    tokenOf,
     config,
     dataDir,
     databaseUrl: env.DATABASE_URL,

@@ -4,7 +4,6 @@
  * waiting for a PI's approval, and only active members counting as members.
  */
 import request from 'supertest';
-import { mintLocalToken } from '../../../src/auth/local-token';
 import { projectsOfSubject } from '../../../src/auth/project-store';
 import type { Role } from '../../../src/auth/roles';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
@@ -13,8 +12,7 @@ describe('project governance', () => {
   let t: TestApp;
   const tokens: Record<string, string> = {};
   const as = (name: string) => ({ Authorization: `Bearer ${tokens[name]}` });
-  const mint = async (subject: string, role: Role, projects: string[]) =>
-    (await mintLocalToken({ subject, role, projects, ttlSeconds: 600 }, { config: t.config.auth })).accessToken;
+  const mint = (subject: string, role: Role, projects: string[]) => t.tokenOf(subject, role, projects);
 
   beforeAll(async () => {
     t = await startTestApp();

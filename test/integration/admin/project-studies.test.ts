@@ -5,7 +5,6 @@
  * DICOMweb and FHIR; taking it out hides it again. A study the caller cannot see is as missing.
  */
 import request from 'supertest';
-import { mintLocalToken } from '../../../src/auth/local-token';
 import type { Role } from '../../../src/auth/roles';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 import { storeStudy, syntheticInstance } from '../access/access-fixtures';
@@ -14,8 +13,7 @@ describe('project studies', () => {
   let t: TestApp;
   const tokens: Record<string, string> = {};
   const as = (name: string) => ({ Authorization: `Bearer ${tokens[name]}` });
-  const mint = async (subject: string, role: Role, projects: string[]) =>
-    (await mintLocalToken({ subject, role, projects, ttlSeconds: 600 }, { config: t.config.auth })).accessToken;
+  const mint = (subject: string, role: Role, projects: string[]) => t.tokenOf(subject, role, projects);
   let study: string;
   let patientId: string;
 

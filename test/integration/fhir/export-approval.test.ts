@@ -7,7 +7,6 @@
 import request from 'supertest';
 import pino from 'pino';
 import { createApp, shutdownApp, type AppHandle } from '../../../src/app';
-import { mintLocalToken } from '../../../src/auth/local-token';
 import type { Role } from '../../../src/auth/roles';
 import { startTestApp, testDbKind, type TestApp } from '../../helpers/test-app';
 
@@ -18,8 +17,7 @@ describe('cohort exports wait for a PI of their projects', () => {
   const ids: Record<string, string> = {};
   const tokens: Record<string, string> = {};
   const as = (name: string) => ({ Authorization: `Bearer ${tokens[name]}` });
-  const mint = async (subject: string, role: Role, projects: string[]) =>
-    (await mintLocalToken({ subject, role, projects, ttlSeconds: 600 }, { config: t.config.auth })).accessToken;
+  const mint = (subject: string, role: Role, projects: string[]) => t.tokenOf(subject, role, projects);
 
   const kickOff = async (token: string, path = `/fhir/Group/${ids.group}/$export`) => {
     const res = await request(t.http).get(path).set({ Authorization: `Bearer ${token}`, Accept: 'application/fhir+json', Prefer: 'respond-async' });
@@ -217,7 +215,7 @@ describe('cohort exports wait for a PI of their projects', () => {
   test('with EXPORT_APPROVAL=none a researcher\'s export runs at once', async () => {
     const open = await startTestApp({ EXPORT_APPROVAL: 'none' });
     try {
-      const token = (await mintLocalToken({ subject: 'r@example.org', role: 'researcher', projects: ['x'], ttlSeconds: 600 }, { config: open.config.auth })).accessToken;
+      const token = await open.tokenOf('r@example.org', 'researcher', ['x']);
       const kick = await request(open.http).get('/fhir/$export').set({ Authorization: `Bearer ${token}`, Prefer: 'respond-async' });
       expect(kick.status).toBe(202);
       const path = new URL(kick.headers['content-location']).pathname;
