@@ -23,7 +23,7 @@ import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
 import { closeAuditWriter } from './audit/audit-writer';
-import { bundleEntryDenial, exportCallerFor, exportCallerOf, fhirAccessFilter, fhirSearchFilter, fhirWriteFilter, type ExportGrant, fhirCreateLinker, fhirFieldRules, fhirProjectsOf } from './auth/request-access';
+import { bundleEntryDenial, exportCallerFor, exportCallerOf, fhirAccessFilter, fhirSearchFilter, fhirWriteFilter, type ExportGrant, fhirCreateLinker, fieldRulesOf, fhirProjectsOf } from './auth/request-access';
 import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
 import type { BlobStore } from './storage/blob-store';
@@ -193,6 +193,8 @@ function buildExpress(deps: {
       studyResults: config.qidoStudyCacheBytes > 0 ? new StudyResultCache(config.qidoStudyCacheBytes) : undefined,
       auditInTransaction,
       privacy,
+      // The same column-level rules as FHIR: a data manager's answers mask patient identifiers.
+      fieldRules: fieldRulesOf,
       // One truth: the index change marks its studies pending in its own transaction (with the
       // ImagingStudy id and Patient); the flusher writes the ImagingStudy before FHIR can read it.
       // Then PatientKeys, project links and de-identified UIDs, in the same transaction.
@@ -223,7 +225,7 @@ function buildExpress(deps: {
       // A conditional write searches what its token may read, no more.
       searchFilter: fhirSearchFilter,
       // Data managers read patient identifiers, telecom and addresses masked.
-      fieldRules: fhirFieldRules,
+      fieldRules: fieldRulesOf,
       // PIs read the audit trail of their projects.
       projectsOf: fhirProjectsOf,
       onCreate: fhirCreateLinker,

@@ -223,11 +223,12 @@ export function exportCallerFor(grant: ExportGrant, rule: ExportApprovalRule = '
 }
 
 /**
- * The column-level policy of a caller who sees identified data (src/auth/policy-fields.ts): for
- * a data manager, patient identifiers, telecom and addresses masked (the admin's alone).
- * Undefined for admins and for de-identified callers (whose view withholds far more).
+ * The column-level policy of a request's caller when it sees identified data
+ * (src/auth/policy-fields.ts): for a data manager, patient identifiers, telecom and addresses
+ * masked (the admin's alone). The FHIR and the DICOMweb answers apply it (data managers do not
+ * export). Undefined for admins and for de-identified callers (whose view withholds far more).
  */
-export function fhirFieldRules(req: Request): ((resourceType: string) => FieldVisibility) | undefined {
+export function fieldRulesOf(req: Request): ((resourceType: string) => FieldVisibility) | undefined {
   const access = req.res?.locals.access as AccessLocals | undefined;
   if (!access || access.decision.view !== 'identified' || access.principal.role === 'admin') return undefined;
   const role = access.principal.role;

@@ -1,9 +1,10 @@
 /**
- * A de-identified Part 10 stream of a stored instance, for researcher WADO-RS instance retrieve
- * (PS3.18 10.4; PS3.15 E.1 applied on the fly to the same stored bytes).
+ * A stored instance as Part 10 with its header rewritten: de-identified for researcher WADO-RS
+ * instance retrieve (PS3.18 10.4; PS3.15 E.1 applied on the fly to the same stored bytes), or
+ * with a data manager's identifier mask applied (src/dicomweb/identifier-mask.ts).
  *
- * Layout: a new File Meta Information (PS3.10 7.1: MediaStorageSOPInstanceUID mapped, our
- * implementation UID and version), the de-identified header re-encoded, then the top-level
+ * Layout: a new File Meta Information (PS3.10 7.1: MediaStorageSOPInstanceUID as the rewritten
+ * header says, our implementation UID and version), the rewritten header re-encoded, then the top-level
  * Pixel Data element with its value streamed UNCHANGED from the blob store by one ranged read:
  * the pixels are never held in memory, so a 2 GB instance streams. Encoding:
  * - Explicit VR Little Endian and every encapsulated Transfer Syntax (whose header is Explicit VR
@@ -64,15 +65,23 @@ export function deidentifiedTransferSyntax(stored: string): string {
 }
 
 /** Reads and de-identifies the header of a stored instance (PS3.15 E.1) and builds its File Meta (PS3.10 7.1). */
-export async function deidentifyStoredHeader(blobs: BlobStore, instance: DeidInstanceSource, ctx: DeidContext): Promise<DeidentifiedHeader> {
+export function deidentifyStoredHeader(blobs: BlobStore, instance: DeidInstanceSource, ctx: DeidContext): Promise<DeidentifiedHeader> {
+  return rewriteStoredHeader(blobs, instance, (json) => deidentifyDicomJson(json, ctx), ctx.mapUid(instance.sopInstanceUID));
+}
+
+/** A header rewrite: the stored data set as DICOM JSON in, the one to deliver out (the input may be returned changed). */
+export type HeaderRewrite = (dataset: DicomJson) => DicomJson;
+
+/** Reads the header of a stored instance, rewrites it and builds its File Meta (`sopInstanceUID` when the rewrite has none). */
+async function rewriteStoredHeader(blobs: BlobStore, instance: DeidInstanceSource, rewrite: HeaderRewrite, sopInstanceUIDFallback: string): Promise<DeidentifiedHeader> {
   const stored = await readStoredDataSet(blobs, instance);
   const json = convertToDicomJson(stored.elements, stored.bytes);
   const raw = new Map<DicomJsonElement, RawElement>();
   pairRawElements(json, stored.elements, raw);
-  const dataset = deidentifyDicomJson(json, ctx);
+  const dataset = rewrite(json);
   const transferSyntaxUID = deidentifiedTransferSyntax(instance.transferSyntaxUID);
   const sopClassUID = firstString(dataset['00080016']) ?? instance.sopClassUID;
-  const sopInstanceUID = firstString(dataset['00080018']) ?? ctx.mapUid(instance.sopInstanceUID);
+  const sopInstanceUID = firstString(dataset['00080018']) ?? sopInstanceUIDFallback;
   const meta = buildFileMeta({ sopClassUID, sopInstanceUID, transferSyntaxUID });
   return { prefix: Buffer.concat([meta, encodeDicomJson(dataset, { bytes: stored.bytes, raw })]), transferSyntaxUID, dataset, stored };
 }
@@ -102,21 +111,20 @@ export function clearDeidentifiedHeaderCache(): void {
   headerCacheBytes = 0;
 }
 
-function cacheKey(instance: DeidInstanceSource, ctx: DeidContext): string {
+function deidCacheKey(instance: DeidInstanceSource, ctx: DeidContext): string {
   const o = ctx.options;
   const flags = [o.retainLongitudinalModifiedDates, o.retainPatientCharacteristics, o.retainDeviceIdentity, o.retainSafePrivate, o.cleanDescriptors].map(Number).join('');
   return JSON.stringify([instance.blobKey, instance.transferSyntaxUID, instance.pixelDataOffset, instance.headerLength, ctx.projectId, flags, ctx.patient.patientKey, ctx.patient.dateOffsetDays, ctx.mapUid(instance.sopInstanceUID)]);
 }
 
-async function headerPlan(blobs: BlobStore, instance: DeidInstanceSource, ctx: DeidContext): Promise<HeaderPlan> {
-  const key = cacheKey(instance, ctx);
+async function headerPlan(key: string, instance: DeidInstanceSource, build: () => Promise<DeidentifiedHeader>): Promise<HeaderPlan> {
   const cached = headerCache.get(key);
   if (cached) {
     headerCache.delete(key); // re-inserted: most recently used
     headerCache.set(key, cached);
     return cached;
   }
-  const header = await deidentifyStoredHeader(blobs, instance, ctx);
+  const header = await build();
   const pixel = header.stored.pixel;
   const inlineBytes = pixel && instance.pixelDataOffset === null ? header.stored.bytes : null;
   const plan: HeaderPlan = { prefix: header.prefix, pixel: pixel && { ...pixel, vr: pixel.length === UNDEFINED ? 'OB' : pixelVr(pixel, header.stored) }, inlineBytes };
@@ -139,7 +147,20 @@ async function headerPlan(blobs: BlobStore, instance: DeidInstanceSource, ctx: D
  * answer. The transfer syntax of the stream is `deidentifiedTransferSyntax(instance.transferSyntaxUID)`.
  */
 export async function deidentifyInstance(blobs: BlobStore, instance: DeidInstanceSource, ctx: DeidContext): Promise<Readable> {
-  const header = await headerPlan(blobs, instance, ctx);
+  return streamPlanned(blobs, instance, await headerPlan(deidCacheKey(instance, ctx), instance, () => deidentifyStoredHeader(blobs, instance, ctx)));
+}
+
+/**
+ * Streams a stored instance as Part 10 with its header rewritten by `rewrite` (which keeps the
+ * SOP Instance UID), as deidentifyInstance does. `rewriteKey` names the rewrite: equal keys must
+ * mean equal output for the same stored header (the key of the header cache).
+ */
+export async function rewriteInstance(blobs: BlobStore, instance: DeidInstanceSource, rewrite: HeaderRewrite, rewriteKey: string): Promise<Readable> {
+  const key = JSON.stringify([instance.blobKey, instance.transferSyntaxUID, instance.pixelDataOffset, instance.headerLength, rewriteKey]);
+  return streamPlanned(blobs, instance, await headerPlan(key, instance, () => rewriteStoredHeader(blobs, instance, rewrite, instance.sopInstanceUID)));
+}
+
+async function streamPlanned(blobs: BlobStore, instance: DeidInstanceSource, header: HeaderPlan): Promise<Readable> {
   const pixel = header.pixel;
   if (!pixel) return Readable.from([header.prefix], { objectMode: false });
   const bytes = header.inlineBytes;

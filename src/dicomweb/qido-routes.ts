@@ -2,6 +2,7 @@ import type { Request, Response, Router } from 'express';
 import { requestBaseUrl } from '../http/base-url';
 import { HttpError } from '../http/errors';
 import type { DeidView } from './deid-view';
+import type { IdentifierMask } from './identifier-mask';
 import type { ByteBuffers } from './query-results';
 import { searchForInstances, searchForSeries, searchForStudies, type SearchRequest, type SearchResponse } from './qido-rs';
 import type { DicomwebServices } from './routes';
@@ -25,7 +26,10 @@ export function registerQidoRoutes(router: Router, services: DicomwebServices): 
       seriesInstanceUID: param(req, 'series'),
       dicomwebBaseUrl: `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`,
     };
-    send(res, await search(services, request, { restrictStudies: res.locals.restrictStudies, deid: res.locals.deidView as DeidView | undefined }));
+    const result = await search(services, request, { restrictStudies: res.locals.restrictStudies, deid: res.locals.deidView as DeidView | undefined });
+    const mask = res.locals.identifierMask as IdentifierMask | undefined;
+    // A data manager's answers withhold patient identifiers (the policy's column level); the match itself is unchanged.
+    send(res, mask ? { status: result.status, body: result.body.map((d) => mask.apply(d)), warnings: result.warnings } : result);
   };
   router.get('/studies', handle(searchForStudies));
   router.get('/series', handle(searchForSeries));

@@ -12,6 +12,7 @@ import type { TranscodeHook } from './wado-rs';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, DeidCache, type DeidEngine } from './deid-view';
 import { createDeidEngine } from './deid-engine';
+import { createIdentifierMask, type ElementRules } from './identifier-mask';
 import type { StudyResultCache } from './study-result-cache';
 import { loggableUrl } from '../logger';
 
@@ -24,6 +25,11 @@ export interface DicomwebServices extends StoreServices {
   thumbnailCache?: RenderedImageCache;
   /** Study results kept for the study list by date (checked against `studies.rev`, never stale). */
   studyResults?: StudyResultCache;
+  /**
+   * The column-level policy of a caller who sees identified data (src/auth/policy-fields.ts, as
+   * for FHIR): its answers withhold what the rules mask or hide (identifier-mask.ts). Undefined: all shown.
+   */
+  fieldRules?: (req: Request) => ((resourceType: string) => ElementRules) | undefined;
   /** Writes a request's AuditEvent in a write's transaction (src/audit); absent: the audit gate alone. */
   auditInTransaction?: TransactionAuditor;
   /** Pseudonyms, UID maps and withheld instances for researchers' de-identified views (src/privacy). */
@@ -69,6 +75,8 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
   const deidEngine = services.deidEngine ?? createDeidEngine();
   router.use((req: Request, res: Response, next: NextFunction) => {
     res.locals.deidView = createDeidView(res.locals.access, { db: services.db, privacy: services.privacy, engine: deidEngine, cache: deidCache });
+    // Data manager tokens: patient identifiers masked in every answer (the researcher view withholds them already).
+    if (!res.locals.deidView) res.locals.identifierMask = createIdentifierMask(services.fieldRules?.(req));
     next();
   });
 

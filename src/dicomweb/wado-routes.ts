@@ -10,6 +10,7 @@ import type { StudyRestriction } from '../db/wado-index';
 import { registerCapabilitiesRoutes } from './capabilities';
 import { assertBulkdataVisible, resolveResearcherTarget } from './deid-wado';
 import type { DeidView } from './deid-view';
+import type { IdentifierMask } from './identifier-mask';
 import { deleteInstance, deleteSeries, deleteStudy } from './delete-rs';
 import { ClientGoneError } from './multipart-writer';
 import {
@@ -43,6 +44,7 @@ export function registerWadoRoutes(router: Router, services: WadoServices & { au
     acceptQuery: req.query.accept,
     restrictStudies: res.locals.restrictStudies as RestrictStudiesLocal,
     deid: res.locals.deidView as DeidView | undefined,
+    mask: res.locals.identifierMask as IdentifierMask | undefined,
   });
   // A researcher's path holds de-identified UIDs: resolved to the stored ones (404 if unknown or withheld).
   const ids = async (req: Request, res: Response) => {

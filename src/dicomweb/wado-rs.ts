@@ -19,6 +19,8 @@ import type { Database } from '../db/database';
 import type { IndexChangeHook } from './index-change-hook';
 import type { DeidView } from './deid-view';
 import { coalesceChunks } from './deid-stream';
+import type { IdentifierMask } from './identifier-mask';
+import { deidentifiedTransferSyntax, rewriteInstance } from '../dicom/deidentify-instance';
 import {
   findMetadataPage,
   findMissingLevel,
@@ -34,7 +36,7 @@ import {
 } from '../db/wado-index';
 import { DataSetWalker, type RawElement } from '../dicom/data-set-walker';
 import { describeTransferSyntax, EXPLICIT_LITTLE, type DataSetEncoding } from '../dicom/transfer-syntax';
-import type { ByteRange } from '../dicom/types';
+import type { ByteRange, DicomJson } from '../dicom/types';
 import { BINARY_WORD_SIZE } from '../dicom/value-representation';
 import { HttpError, ServiceUnavailableError } from '../http/errors';
 import type { Logger } from '../logger';
@@ -82,6 +84,8 @@ export interface WadoRequest {
   restrictStudies?: StudyRestriction;
   /** A researcher's view (PS3.15 Annex E): the target's UIDs are already resolved to the originals. */
   deid?: DeidView;
+  /** A data manager's identifier mask (identifier-mask.ts): metadata and instances withhold what it names. */
+  mask?: IdentifierMask;
 }
 
 /** A prepared answer: status and headers are final; `send` streams the body with backpressure. */
@@ -140,12 +144,13 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
     if (instances.length === 0) throw new HttpError(404, `every instance of ${target.sopInstanceUID ?? target.seriesInstanceUID ?? target.studyInstanceUID} is withheld from researchers pending burned-in annotation review`);
   }
   const ctx = deid ? await deid.contextOf(target.studyInstanceUID) : undefined;
+  const mask = deid ? undefined : req.mask;
   const ranges = parseAccept(req.accept, req.acceptQuery);
-  // A researcher's instances come in the syntax the de-identifier writes (the stored one, or Explicit VR LE for native ones).
-  const delivered = (i: StoredInstance) => (deid ? deid.engine.transferSyntaxOf(i.transferSyntaxUID) : i.transferSyntaxUID);
+  // A researcher's instances come in the syntax the de-identifier writes (the stored one, or Explicit VR LE for native ones); masked ones alike.
+  const delivered = (i: StoredInstance) => (deid ? deid.engine.transferSyntaxOf(i.transferSyntaxUID) : mask ? deidentifiedTransferSyntax(i.transferSyntaxUID) : i.transferSyntaxUID);
   const stored = [...new Set(instances.map(delivered))];
-  // A researcher gets the stored syntax only: a transcoded header would not be de-identified.
-  const transcoder = deid ? undefined : services.transcoder;
+  // A researcher gets the stored syntax only: a transcoded header would not be de-identified (nor masked).
+  const transcoder = deid || mask ? undefined : services.transcoder;
   const plan = negotiateInstances(ranges, stored, {
     singlePart: target.sopInstanceUID !== undefined,
     canTranscode: transcoder ? (from, to) => transcoder.canTranscode(from, to) : undefined,
@@ -155,8 +160,8 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
       ranges,
       `instances are offered as multipart/related; type="application/dicom" (transfer-syntax=* or ${stored.join(', ')})` +
         (target.sopInstanceUID ? ' or application/dicom' : '') +
-        (deid
-          ? '; de-identified instances are offered in their stored transfer syntax only'
+        (deid || mask
+          ? `; ${deid ? 'de-identified' : 'identifier-masked'} instances are offered in their stored transfer syntax only`
           : transcoder
             ? ''
             : '; no transcoder is configured, so no other transfer syntax can be produced'),
@@ -171,6 +176,7 @@ async function retrieveInstances(services: WadoServices, req: WadoRequest, targe
       // The header is rewritten (PS3.15 Annex E), so the length is known only once streamed.
       return { headers, length: undefined, body: async () => coalesceChunks(await deid.engine.deidentifyInstance(services.blobs, instance, ctx)) };
     }
+    if (mask) return { headers, length: undefined, body: async () => coalesceChunks(await rewriteInstance(services.blobs, instance, mask.apply, mask.key)) };
     // The transcoder gets chunks it may keep: not from the pool, which takes back what the writer wrote.
     if (transcode) return { headers, length: undefined, body: () => transcoder!.transcodeInstance({ instance, open: () => openPart10(services.blobs, instance, prefix) }, ts) };
     const length = instance.size + (prefix?.length ?? 0);
@@ -407,7 +413,8 @@ async function retrieveMetadata(services: WadoServices, req: WadoRequest & { bas
     }
     const base = `${studies}${row.studyInstanceUID}/series/${row.seriesInstanceUID}/instances/${row.sopInstanceUID}/`;
     // jsonb renders keys as `"BulkDataURI": "..."`; an unescaped quote cannot occur inside a string value, so this matches keys only.
-    return row.json.replaceAll('"BulkDataURI": "bulkdata/', `"BulkDataURI": ${JSON.stringify(base).slice(0, -1)}bulkdata/`);
+    const json = row.json.replaceAll('"BulkDataURI": "bulkdata/', `"BulkDataURI": ${JSON.stringify(base).slice(0, -1)}bulkdata/`);
+    return req.mask ? JSON.stringify(req.mask.apply(JSON.parse(json) as DicomJson)) : json;
   };
   // Withheld instances are absent from a researcher's metadata.
   const visible = async (page: typeof first) => {
