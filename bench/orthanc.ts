@@ -16,7 +16,7 @@ import { benchCli } from './lib/cli';
  * command starts both on loopback, sends both the same data, and prints figure, imaging-lake,
  * Orthanc and the ratio, medians of three interleaved repetitions, next to this machine's floor.
  *
- *   npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales 10000,100000] [--write] [--keep] [--admin-url URL]
+ *   npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales 10000,100000] [--qido-matrix 32] [--load-budget MIN] [--write] [--keep] [--admin-url URL]
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed,
  * 2 bad arguments, 4 Orthanc is not installed (the message says how to install it).
@@ -25,7 +25,7 @@ import { benchCli } from './lib/cli';
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
-  'usage: npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales N,N] [--reps N] [--write] [--keep] [--admin-url URL]\n';
+  'usage: npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales N,N] [--qido-matrix N] [--load-budget MIN] [--reps N] [--write] [--keep] [--admin-url URL]\n';
 const cli = benchCli('bench/orthanc.ts', USAGE);
 const usage = cli.usage;
 
@@ -33,6 +33,8 @@ interface CompareOptions {
   quick: boolean;
   dbs: Array<'embedded' | 'postgres'>;
   qidoScales?: number[];
+  qidoMatrix?: number;
+  loadBudgetMinutes?: number;
   reps?: number;
   write: boolean;
   keep: boolean;
@@ -45,6 +47,8 @@ export function parseCompareOptions(argv: string[]): CompareOptions {
     quick: { type: 'boolean', default: false },
     db: { type: 'string', default: 'embedded' },
     'qido-scales': { type: 'string' },
+    'qido-matrix': { type: 'string' },
+    'load-budget': { type: 'string' },
     reps: { type: 'string' },
     write: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
@@ -58,12 +62,18 @@ export function parseCompareOptions(argv: string[]): CompareOptions {
     if (qidoScales.some((s) => !Number.isInteger(s) || s < 1000)) usage('--qido-scales takes a comma list of instance counts, each at least 1000');
     qidoScales.sort((a, b) => a - b);
   }
+  const qidoMatrix = values['qido-matrix'] === undefined ? undefined : Number(values['qido-matrix']);
+  if (qidoMatrix !== undefined && (!Number.isInteger(qidoMatrix) || qidoMatrix < 8 || qidoMatrix > 1024)) usage('--qido-matrix takes the slices\' rows (= columns), 8 to 1024');
+  const loadBudgetMinutes = values['load-budget'] === undefined ? undefined : Number(values['load-budget']);
+  if (loadBudgetMinutes !== undefined && !(loadBudgetMinutes >= 0)) usage('--load-budget takes minutes, 0 or more');
   const reps = values.reps === undefined ? undefined : Number(values.reps);
   if (reps !== undefined && (!Number.isInteger(reps) || reps < 1)) usage('--reps must be a positive integer');
   return {
     quick: Boolean(values.quick),
     dbs: db === 'both' ? ['embedded', 'postgres'] : [db as 'embedded' | 'postgres'],
     qidoScales,
+    qidoMatrix,
+    loadBudgetMinutes,
     reps,
     write: Boolean(values.write),
     keep: Boolean(values.keep),
@@ -89,6 +99,8 @@ export async function runOrthancComparison(argv: string[] = process.argv.slice(2
   }
   const sizes = { ...(options.quick ? COMPARE_QUICK : COMPARE_FULL) };
   if (options.qidoScales) sizes.qidoScales = options.qidoScales;
+  if (options.qidoMatrix) sizes.qidoMatrix = options.qidoMatrix;
+  if (options.loadBudgetMinutes !== undefined) sizes.loadBudgetSeconds = options.loadBudgetMinutes * 60;
   if (options.reps) sizes.reps = options.reps;
   const loadAtStart = os.loadavg();
   const stale = staleBuildWarning(REPO_ROOT);

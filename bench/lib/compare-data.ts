@@ -43,9 +43,12 @@ export function prepareCtSeries(count: number, seriesSize: number, perRequest: n
 
 /**
  * The QIDO population: studies `from`..`to`-1 of 10 CT slices in 2 series of 5; four studies per
- * patient (PatientID `QP0000123`), as in a clinic where patients come back.
+ * patient (PatientID `QP0000123`), as in a clinic where patients come back. `matrix` is the
+ * slices' rows and columns (16-bit): a query reads neither server's files (Orthanc runs with
+ * StorageAccessOnFind "Never"), so smaller pixels load a large index sooner without changing
+ * what is measured.
  */
-export function prepareQidoStudies(from: number, to: number, perRequest: number, tag: string): PreparedBatch {
+export function prepareQidoStudies(from: number, to: number, perRequest: number, tag: string, matrix = 128): PreparedBatch {
   const bodies: Buffer[] = [];
   const series: StoredSeries[] = [];
   for (let k = from; k < to; k++) {
@@ -62,6 +65,8 @@ export function prepareQidoStudies(from: number, to: number, perRequest: number,
           patientID,
           patientName: `Qido^${tag}^${Math.floor(k / 4)}`,
           accessionNumber: `Q${k}`,
+          rows: matrix,
+          columns: matrix,
         });
         s.instances.push({ sopInstanceUID: r.sopInstanceUID, frames: 1, bytes: r.bytes.length });
         bodies.push(r.bytes);

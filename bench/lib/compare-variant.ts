@@ -37,6 +37,8 @@ export interface CompareSizes {
   volumes: number;
   /** Instance counts at which QIDO is measured (the population is grown to each in turn). */
   qidoScales: number[];
+  /** Rows and columns of the QIDO population's 16-bit slices (prepareQidoStudies). */
+  qidoMatrix: number;
   /** Timed requests per latency figure and repetition. */
   requests: number;
   /**
@@ -56,9 +58,9 @@ export interface CompareSizes {
  * curve). A scale the population cannot reach within the load budget at the rates measured so far
  * is not loaded, and its rows say why: 1M takes hours through Orthanc's STOW-RS on this machine.
  */
-export const COMPARE_FULL: CompareSizes = { reps: 3, small: 1000, batch: 50, volumes: 10, qidoScales: [10_000, 100_000, 1_000_000], requests: 200, frameRequests: 200, warmup: 20, retrieves: 10, loadBudgetSeconds: 1500 };
+export const COMPARE_FULL: CompareSizes = { reps: 3, small: 1000, batch: 50, volumes: 10, qidoScales: [10_000, 100_000, 1_000_000], qidoMatrix: 128, requests: 200, frameRequests: 200, warmup: 20, retrieves: 10, loadBudgetSeconds: 1500 };
 /** `--quick`: about three minutes. */
-export const COMPARE_QUICK: CompareSizes = { reps: 3, small: 100, batch: 50, volumes: 2, qidoScales: [2_000], requests: 30, frameRequests: 200, warmup: 5, retrieves: 3, loadBudgetSeconds: 0 };
+export const COMPARE_QUICK: CompareSizes = { reps: 3, small: 100, batch: 50, volumes: 2, qidoScales: [2_000], qidoMatrix: 128, requests: 30, frameRequests: 200, warmup: 5, retrieves: 3, loadBudgetSeconds: 0 };
 
 /** Server names, as the tables show them. */
 export const IL = 'imaging-lake';
@@ -190,7 +192,7 @@ async function runFigures(v: CompareVariant, servers: ComparedServer[], sizes: C
   const { reps } = sizes;
 
   // 1. The QIDO population, grown to each scale, and QIDO by PatientID at each.
-  const load = add(newFigure({ id: 'load', title: `bulk load of the QIDO population (${sizes.batch} per request, concurrency 8), median of chunks of 1,000`, unit: 'inst/s', better: 'higher', phase: 'load', cpuPer: 'inst' }));
+  const load = add(newFigure({ id: 'load', title: `bulk load of the QIDO population (${sizes.qidoMatrix} x ${sizes.qidoMatrix} x 16-bit CT slices, ${sizes.batch} per request, concurrency 8), median of chunks of 1,000`, unit: 'inst/s', better: 'higher', phase: 'load', cpuPer: 'inst' }));
   let studies = 0;
   /** Patients of the population each server did not store completely, even after the resends. */
   const lostPatients = new Map(servers.map((s) => [s.name, new Set<string>()]));
@@ -217,7 +219,7 @@ async function runFigures(v: CompareVariant, servers: ComparedServer[], sizes: C
         break;
       }
       const next = Math.min(target, studies + 100);
-      const batch = prepareQidoStudies(studies, next, sizes.batch, 'q');
+      const batch = prepareQidoStudies(studies, next, sizes.batch, 'q', sizes.qidoMatrix);
       const incomplete = await measureStow(servers, chunk++, batch.requests, 8, load, 'inst', true);
       for (const [name, missed] of incomplete) {
         for (const [k, se] of batch.series.entries()) if (batch.seriesRequests[k]!.some((r) => missed.has(r))) lostPatients.get(name)!.add(se.patientID);
@@ -230,7 +232,13 @@ async function runFigures(v: CompareVariant, servers: ComparedServer[], sizes: C
     const label = `${fmt(studies * 10, 0)} instances`;
     const p50 = add(newFigure({ id: `qido-p50-${scale}`, title: `QIDO /studies?PatientID= p50 at ${label}`, unit: 'ms', better: 'lower', phase: 'qido', cpuPer: 'req' }));
     const p95 = add(newFigure({ id: `qido-p95-${scale}`, title: `QIDO /studies?PatientID= p95 at ${label}`, unit: 'ms', better: 'lower', phase: 'qido', cpuPer: 'req' }));
-    if (i === 0) p95.target = { text: '>= 5x Orthanc', pass: (a, b) => b / a >= 5 };
+    // Issue 7's target is at 1M instances: on the largest scale asked for, met only where the population reached it.
+    if (i === sizes.qidoScales.length - 1) {
+      const reached = studies * 10;
+      p95.target = reached >= QIDO_TARGET_SCALE
+        ? { text: '>= 5x Orthanc', pass: (a, b) => b / a >= 5 }
+        : { text: `>= 5x Orthanc at ${fmt(QIDO_TARGET_SCALE, 0)} instances (not reached: measured at ${fmt(reached, 0)})`, pass: () => false };
+    }
     const asked = chooseReadSet(patients, lostPatients, 'patients');
     const measured = applyReadSet(servers, asked, [p50, p95]);
     for (let rep = 0; rep < reps && measured.length > 0; rep++) {
@@ -247,6 +255,9 @@ async function runFigures(v: CompareVariant, servers: ComparedServer[], sizes: C
  * as the budget allows and the figure says at how many instances it was measured.
  */
 const OUT_OF_REACH_FACTOR = 3;
+
+/** The population at which issue 7 sets the QIDO target. */
+const QIDO_TARGET_SCALE = 1_000_000;
 
 /**
  * Why the population cannot be grown by `instances` more within `leftSeconds` (undefined when it
