@@ -72,7 +72,7 @@ export function deidentifyStoredHeader(blobs: BlobStore, instance: DeidInstanceS
 /** A header rewrite: the stored data set as DICOM JSON in, the one to deliver out (the input may be returned changed). */
 export type HeaderRewrite = (dataset: DicomJson) => DicomJson;
 
-/** Reads the header of a stored instance, rewrites it and builds its File Meta (`sopInstanceUID` when the rewrite has none). */
+/** Reads the header of a stored instance, rewrites it and builds its File Meta (with `sopInstanceUIDFallback` when the rewritten data set has no SOP Instance UID). */
 async function rewriteStoredHeader(blobs: BlobStore, instance: DeidInstanceSource, rewrite: HeaderRewrite, sopInstanceUIDFallback: string): Promise<DeidentifiedHeader> {
   const stored = await readStoredDataSet(blobs, instance);
   const json = convertToDicomJson(stored.elements, stored.bytes);
