@@ -26,6 +26,7 @@ const EnvSchema = z.object({
     .optional(),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
   DB_POOL_IDLE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
+  EMBEDDED_SHARED_BUFFERS_MB: z.coerce.number().int().min(16).max(1024).default(16),
   S3_BUCKET: z.string().min(3).optional(),
   S3_PREFIX: z.string().default(''),
   S3_ENDPOINT: z.string().url().optional(),
@@ -54,7 +55,7 @@ export interface AppConfig {
   port: number;
   host: string;
   dataDir: string;
-  database: { kind: 'postgres'; url: string; poolMax: number; poolIdleSeconds: number } | { kind: 'embedded'; dir: string };
+  database: { kind: 'postgres'; url: string; poolMax: number; poolIdleSeconds: number } | { kind: 'embedded'; dir: string; sharedBuffersMb?: number };
   blobs:
     | { kind: 'fs'; root: string }
     | {
@@ -148,7 +149,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     dataDir,
     database: e.DATABASE_URL
       ? { kind: 'postgres', url: e.DATABASE_URL, poolMax: e.DB_POOL_MAX, poolIdleSeconds: e.DB_POOL_IDLE_SECONDS }
-      : { kind: 'embedded', dir: path.join(dataDir, 'pg') },
+      : { kind: 'embedded', dir: path.join(dataDir, 'pg'), sharedBuffersMb: e.EMBEDDED_SHARED_BUFFERS_MB },
     blobs: e.S3_BUCKET
       ? {
           kind: 's3',

@@ -41,7 +41,7 @@ export function createDatabase(cfg: AppConfig['database'], logger: Logger): Data
   } else {
     fs.mkdirSync(path.dirname(cfg.dir), { recursive: true });
     lockEmbeddedDirectory(cfg.dir);
-    const pglite = new EmbeddedEngine(cfg.dir);
+    const pglite = new EmbeddedEngine(cfg.dir, embeddedOptions(cfg.sharedBuffersMb));
     knex = knexFactory({
       client: EmbeddedClient,
       dialect: 'postgres',
@@ -83,13 +83,19 @@ function knexLog(logger: Logger): Knex.Config['log'] {
  * Inside the engine's WebAssembly memory those buffers stay resident for the life of the server
  * process; a single-process index is well served by less, and the operating system's page cache
  * keeps its files warm. work_mem stays at the default 4 MB (sorts of QIDO pages).
+ * `sharedBuffersMb` (EMBEDDED_SHARED_BUFFERS_MB, default 16) trades memory for speed once the
+ * index outgrows the buffers: each page the engine misses is a file read through its
+ * WebAssembly filesystem layer. Two engines loaded side by side with the same 150,000 small
+ * instances: 128 MB kept 580-630 instances/s where 16 MB fell to 425 (bench/RESULTS.md).
  */
-const EMBEDDED_OPTIONS: PGliteOptions = {
-  startParams: [
-    ...PGlite.defaultStartParams,
-    ...['shared_buffers=16MB', 'wal_buffers=1MB', 'temp_buffers=1MB', 'work_mem=4MB', 'maintenance_work_mem=16MB'].flatMap((s) => ['-c', s]),
-  ],
-};
+function embeddedOptions(sharedBuffersMb = 16): PGliteOptions {
+  return {
+    startParams: [
+      ...PGlite.defaultStartParams,
+      ...[`shared_buffers=${sharedBuffersMb}MB`, 'wal_buffers=1MB', 'temp_buffers=1MB', 'work_mem=4MB', 'maintenance_work_mem=16MB'].flatMap((s) => ['-c', s]),
+    ],
+  };
+}
 
 /**
  * The first query waits for the engine to start and, on first use, for its database to be
@@ -129,11 +135,11 @@ const db = new PGlite(dir, options);
 db.waitReady.then(() => db.close()).catch((err) => { process.stderr.write(String(err && err.stack || err)); process.exit(1); });
 `;
 
-async function initDataDirectory(dir: string): Promise<void> {
+async function initDataDirectory(dir: string, options: PGliteOptions): Promise<void> {
   if (fs.existsSync(path.join(dir, 'PG_VERSION'))) return;
   const building = `${dir}.init`;
   fs.rmSync(building, { recursive: true, force: true });
-  const args = JSON.stringify([require.resolve('@electric-sql/pglite'), building, EMBEDDED_OPTIONS]);
+  const args = JSON.stringify([require.resolve('@electric-sql/pglite'), building, options]);
   await new Promise<void>((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', INIT_SCRIPT, args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
     let stderr = '';
@@ -177,10 +183,10 @@ class EmbeddedEngine {
   private db: PGlite | null = null;
   private statements: EmbeddedStatements | null = null;
 
-  constructor(dir: string) {
-    this.waitReady = initDataDirectory(dir).then(async () => {
+  constructor(dir: string, options: PGliteOptions) {
+    this.waitReady = initDataDirectory(dir, options).then(async () => {
       useOptimizingWasmCompiler();
-      this.db = new PGlite(dir, EMBEDDED_OPTIONS);
+      this.db = new PGlite(dir, options);
       await this.db.waitReady;
       this.statements = new EmbeddedStatements(this.db);
     });

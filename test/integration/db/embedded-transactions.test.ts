@@ -84,3 +84,16 @@ test('a delete answers the number of rows it deleted, as on a server (zero inclu
   expect(await db.knex('tx_probe').where({ label: 'b' }).update({ label: 'c' })).toBe(1);
   expect(await labels()).toEqual(['c']);
 });
+
+test('EMBEDDED_SHARED_BUFFERS_MB sizes the engine buffers (default 16 MB)', async () => {
+  expect((await db.knex.raw("select current_setting('shared_buffers') as v")).rows[0].v).toBe('16MB');
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'il-embedded-sb-'));
+  await seedEmbeddedDataDir(dir);
+  const larger = createDatabase({ kind: 'embedded', dir: path.join(dir, 'pg'), sharedBuffersMb: 64 }, pino({ level: 'silent' }));
+  try {
+    expect((await larger.knex.raw("select current_setting('shared_buffers') as v")).rows[0].v).toBe('64MB');
+  } finally {
+    await larger.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});

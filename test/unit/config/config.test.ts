@@ -6,7 +6,9 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c.port).toBe(8080);
     expect(c.host).toBe('127.0.0.1');
-    expect(c.database).toEqual({ kind: 'embedded', dir: path.resolve('data', 'pg') });
+    expect(c.database).toEqual({ kind: 'embedded', dir: path.resolve('data', 'pg'), sharedBuffersMb: 16 });
+    expect(loadConfig({ EMBEDDED_SHARED_BUFFERS_MB: '128' }).database).toMatchObject({ kind: 'embedded', sharedBuffersMb: 128 });
+    expect(() => loadConfig({ EMBEDDED_SHARED_BUFFERS_MB: '8' })).toThrow(ConfigError);
     expect(c.blobs).toEqual({ kind: 'fs', root: path.resolve('data', 'store') });
     expect(c.maxRequestBytes).toBe(4 * 1024 ** 3);
   });
