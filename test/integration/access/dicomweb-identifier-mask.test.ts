@@ -7,6 +7,7 @@
  */
 import request from 'supertest';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
+import { binaryBody } from '../../helpers/binary-body';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 
@@ -28,12 +29,7 @@ function binary(res: request.Response): Buffer {
   return res.body as Buffer;
 }
 
-const asBytes = (req: request.Test) =>
-  req.buffer(true).parse((res, done) => {
-    const chunks: Buffer[] = [];
-    res.on('data', (c: Buffer) => chunks.push(c));
-    res.on('end', () => done(null, Buffer.concat(chunks)));
-  });
+const asBytes = (req: request.Test) => req.buffer(true).parse(binaryBody);
 
 describe('a data manager reads DICOM with patient identifiers masked', () => {
   let t: TestApp;
