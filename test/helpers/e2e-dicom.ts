@@ -21,7 +21,11 @@ export interface Fixture {
 
 /** Reads a DICOM file into a Fixture (naturalized with dcmjs). */
 export function readFixture(file: string): Fixture {
-  const bytes = fs.readFileSync(file);
+  return readFixtureBytes(fs.readFileSync(file), file);
+}
+
+/** A Part 10 instance's bytes as a Fixture (a retrieved instance, say; `file` names where they came from). */
+export function readFixtureBytes(bytes: Buffer, file = '(bytes)'): Fixture {
   // dcmjs logs odd VRs and lengths (the OP sample's 4-byte AS) through two loggers.
   const loggers = [dcmjs.log, dcmjs.log.getLogger('validation.dcmjs')];
   const levels = loggers.map((l) => l.getLevel());
