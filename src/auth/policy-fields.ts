@@ -13,6 +13,12 @@ export interface FieldVisibility {
   hidden: string[];
 }
 
+/** What a caller who sees identified data has withheld of one type: the masked and hidden element paths. */
+export type FieldRules = Pick<FieldVisibility, 'masked' | 'hidden'>;
+
+/** The value a masked element carries in every answer (FHIR and DICOM alike). */
+export const MASKED_VALUE = '***';
+
 type Treatment = 'visible' | 'masked' | 'hidden';
 /** Per sensitive element: treatment for admin, data-manager, pi, researcher. */
 type Row = [admin: Treatment, dataManager: Treatment, pi: Treatment, researcher: Treatment];

@@ -65,7 +65,7 @@ export function deidentifiedTransferSyntax(stored: string): string {
 }
 
 /** Reads and de-identifies the header of a stored instance (PS3.15 E.1) and builds its File Meta (PS3.10 7.1). */
-export function deidentifyStoredHeader(blobs: BlobStore, instance: DeidInstanceSource, ctx: DeidContext): Promise<DeidentifiedHeader> {
+function deidentifyStoredHeader(blobs: BlobStore, instance: DeidInstanceSource, ctx: DeidContext): Promise<DeidentifiedHeader> {
   return rewriteStoredHeader(blobs, instance, (json) => deidentifyDicomJson(json, ctx), ctx.mapUid(instance.sopInstanceUID));
 }
 

@@ -12,13 +12,8 @@
  * its relationship. Matching is not changed: a data manager still finds a patient's studies by
  * PatientID (the reconciliation work the role exists for); only the answers withhold it.
  */
+import { MASKED_VALUE as MASK, type FieldRules } from '../auth/policy-fields';
 import type { DicomJson, DicomJsonElement } from '../dicom/types';
-
-/** What the policy says of one type: element paths masked and hidden (FieldVisibility). */
-export interface ElementRules {
-  masked: readonly string[];
-  hidden: readonly string[];
-}
 
 /**
  * FHIR element -> the DICOM attributes (tags, as DICOM JSON keys) that hold the same facts
@@ -43,8 +38,6 @@ const ATTRIBUTES_OF: Record<string, Record<string, readonly string[]>> = {
   },
 };
 
-export const MASK = '***';
-
 /** A column-level mask for DICOM JSON data sets; the same for every answer of one request. */
 export interface IdentifierMask {
   /** Tags whose value is replaced by the mask. */
@@ -61,7 +54,7 @@ export interface IdentifierMask {
  * The mask the policy's rules call for, or undefined when they withhold nothing of what DICOM
  * carries (an admin, or a caller without rules).
  */
-export function createIdentifierMask(rulesFor: ((resourceType: string) => ElementRules) | undefined): IdentifierMask | undefined {
+export function createIdentifierMask(rulesFor: ((resourceType: string) => FieldRules) | undefined): IdentifierMask | undefined {
   if (!rulesFor) return undefined;
   const masked = new Set<string>();
   const hidden = new Set<string>();

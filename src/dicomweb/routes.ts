@@ -12,7 +12,8 @@ import type { TranscodeHook } from './wado-rs';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, DeidCache, type DeidEngine } from './deid-view';
 import { createDeidEngine } from './deid-engine';
-import { createIdentifierMask, type ElementRules } from './identifier-mask';
+import { createIdentifierMask } from './identifier-mask';
+import type { FieldRules } from '../auth/policy-fields';
 import type { StudyResultCache } from './study-result-cache';
 import { loggableUrl } from '../logger';
 
@@ -29,7 +30,7 @@ export interface DicomwebServices extends StoreServices {
    * The column-level policy of a caller who sees identified data (src/auth/policy-fields.ts, as
    * for FHIR): its answers withhold what the rules mask or hide (identifier-mask.ts). Undefined: all shown.
    */
-  fieldRules?: (req: Request) => ((resourceType: string) => ElementRules) | undefined;
+  fieldRules?: (req: Request) => ((resourceType: string) => FieldRules) | undefined;
   /** Writes a request's AuditEvent in a write's transaction (src/audit); absent: the audit gate alone. */
   auditInTransaction?: TransactionAuditor;
   /** Pseudonyms, UID maps and withheld instances for researchers' de-identified views (src/privacy). */

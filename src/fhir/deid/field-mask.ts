@@ -2,6 +2,7 @@ import type { Coding, Resource } from '@medplum/fhirtypes';
 import type { FhirResponse } from '../http/fhir-request';
 import { fhirError } from '../outcome';
 import { transformAnswerWith } from './deid-view';
+import { MASKED_VALUE, type FieldRules } from '../../auth/policy-fields';
 
 /**
  * Column-level policy for callers who see identified data with some elements withheld (a data
@@ -17,11 +18,7 @@ import { transformAnswerWith } from './deid-view';
  * person: they stay. The resource is labelled REDACTED in meta.security.
  */
 
-/** The masked and hidden top-level elements of one type. */
-export interface FieldRules {
-  masked: readonly string[];
-  hidden: readonly string[];
-}
+export type { FieldRules } from '../../auth/policy-fields';
 
 export interface FieldMask {
   /** The answer with each resource masked. */
@@ -30,7 +27,7 @@ export interface FieldMask {
   keepStored(incoming: Resource, stored: Resource | null | undefined): Resource;
 }
 
-const MASK = '***';
+const MASK = MASKED_VALUE;
 const REDACTED: Coding = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'REDACTED', display: 'redacted' };
 
 export function createFieldMask(rulesFor: (resourceType: string) => FieldRules): FieldMask {
