@@ -127,12 +127,14 @@ const ROLE_MATRIX: Record<Role, Record<TypeClass, readonly Interaction[]>> = {
  * The privacy workflow's pseudo-resources (src/privacy, routes under /privacy) are decided per
  * type rather than per class: de-identification options and burned-in annotation clearances
  * belong to data managers, re-identification requests are filed and resolved by PIs and
- * decided by admins (HIPAA 164.514(c): the code's holder controls re-identification).
+ * decided by admins or by another PI of the request's project (HIPAA 164.514(c): the code's
+ * holder controls re-identification; the four-eyes rule that the filer never decides its own
+ * request is src/privacy/reidentification.ts's).
  */
 const PRIVACY_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
   DeidOptions: { admin: ['read', 'update'], 'data-manager': ['read', 'update'], pi: [], researcher: [] },
   BurnedInClearance: { admin: ['quarantine'], 'data-manager': ['quarantine'], pi: [], researcher: [] },
-  ReidentificationRequest: { admin: ['read', 'search', 'approve'], 'data-manager': [], pi: ['read', 'search', 'reidentify'], researcher: [] },
+  ReidentificationRequest: { admin: ['read', 'search', 'approve'], 'data-manager': [], pi: ['read', 'search', 'reidentify', 'approve'], researcher: [] },
   PatientOverlap: { admin: ['read'], 'data-manager': [], pi: ['read'], researcher: [] },
 };
 

@@ -1,7 +1,8 @@
 /**
  * The audited way back from a PatientKey to the patient (HIPAA 164.514(c) re-identification
  * code held by the covered entity): a PI of a project files a request (reason, approval
- * reference such as the IRB number, the PatientKeys); an admin approves or refuses it; the PI
+ * reference such as the IRB number, the PatientKeys); an admin, or another PI of the project,
+ * approves or refuses it (never the PI who filed it: a second person decides); the PI
  * who filed it resolves the approved keys to issuer and MRN exactly once. Keys are fixed at
  * filing, so an approval can neither be widened nor used twice. Every step is audited by the
  * caller's `audit` callback in the step's transaction.
@@ -170,11 +171,19 @@ export async function getReidentificationRequest(db: Db, actor: PrivacyActor, id
   return shown(await visibleRow(db, actor, id));
 }
 
-/** Approves or refuses a request still `requested` (admin); 409 for any other status. */
+/**
+ * Approves or refuses a request still `requested`; 409 for any other status. Deciders: an admin,
+ * or a PI of the request's project other than the one who filed it (a PI approves the
+ * re-identification requests of their projects; a second person always decides). A PI of
+ * another project finds no such request (404).
+ */
 export async function decideReidentificationRequest(knex: Knex, actor: PrivacyActor, id: unknown, decision: 'approved' | 'refused', audit: StepAudit): Promise<ReidentificationRequest> {
-  if (actor.role !== 'admin') throw fhirError(403, 'forbidden', 'access denied: only an admin may decide a re-identification request');
+  if (actor.role !== 'admin' && actor.role !== 'pi') throw fhirError(403, 'forbidden', 'access denied: only an admin or a PI of the project may decide a re-identification request');
   return knex.transaction(async (trx) => {
     const row = await visibleRow(trx, actor, id, true);
+    if (actor.role === 'pi' && row.requester === actor.subject) {
+      throw refusal(row, 403, 'forbidden', `access denied: the PI who filed re-identification request ${row.id} may not decide it; another PI of the project or an admin does`);
+    }
     if (row.status !== 'requested') throw refusal(row, 409, 'conflict', `re-identification request ${row.id} is ${row.status}: only a request still requested can be ${decision}`);
     const [updated] = await trx('reidentification_requests')
       .where({ id: row.id, status: 'requested' })

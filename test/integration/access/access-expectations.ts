@@ -58,8 +58,8 @@ const PRIVACY_ROUTE_ROLES: Record<string, readonly Role[]> = {
   'POST /privacy/reidentification-requests': ['pi'],
   'GET /privacy/reidentification-requests': ['admin', 'pi'],
   'GET /privacy/reidentification-requests/:id': ['admin', 'pi'],
-  'POST /privacy/reidentification-requests/:id/approve': ['admin'],
-  'POST /privacy/reidentification-requests/:id/refuse': ['admin'],
+  'POST /privacy/reidentification-requests/:id/approve': ['admin', 'pi'],
+  'POST /privacy/reidentification-requests/:id/refuse': ['admin', 'pi'],
   'POST /privacy/reidentification-requests/:id/resolve': ['pi'],
   'GET /privacy/overlap': ['admin', 'pi'],
 };

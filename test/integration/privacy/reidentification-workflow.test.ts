@@ -213,7 +213,7 @@ describe('re-identification workflow', () => {
     expect(resolved.body.patients.map((p: { patientKey: string }) => p.patientKey)).toEqual([keys[0]]);
   });
 
-  test('malformed filings are 400 OperationOutcomes; only admin approves', async () => {
+  test('malformed filings are 400 OperationOutcomes; a data manager does not approve', async () => {
     const noReason = await file(tok.pi, filing({ reason: '' }));
     expect(noReason.status).toBe(400);
     expect(outcomeOf(noReason).diagnostics).toMatch(/reason/);
@@ -226,10 +226,40 @@ describe('re-identification workflow', () => {
     expect(outcomeOf(badPurpose).diagnostics).toMatch(/purposeOfUse/);
     const filed = await file(tok.pi, filing({ patientKeys: [keys[0]] }));
     expect(filed.body.purposeOfUse).toBe('HRESCH');
-    const piApproves = await request(t.app.express).post(`/privacy/reidentification-requests/${filed.body.id}/approve`).set(as(tok.pi));
-    expect(piApproves.status).toBe(403);
-    expect(piApproves.text).toMatch(/role pi may not approve ReidentificationRequest/);
+    const dmApproves = await request(t.app.express).post(`/privacy/reidentification-requests/${filed.body.id}/approve`).set(as(tok.dataManager));
+    expect(dmApproves.status).toBe(403);
+    expect(dmApproves.text).toMatch(/role data-manager may not approve ReidentificationRequest/);
     expect((await request(t.http).get(`/privacy/reidentification-requests/${filed.body.id}`)).body.status).toBe('requested');
+  });
+
+  test('four eyes: the PI who filed may not decide its own request; another PI of the project may; a PI of another project finds none', async () => {
+    const filed = await file(tok.pi, filing({ patientKeys: [keys[0]] }));
+    const id = filed.body.id as string;
+    for (const verb of ['approve', 'refuse']) {
+      const own = await request(t.app.express).post(`/privacy/reidentification-requests/${id}/${verb}`).set(as(tok.pi));
+      expect(own.status).toBe(403);
+      expect(outcomeOf(own).diagnostics).toMatch(/the PI who filed .* may not decide it/);
+    }
+    const elsewhere = await request(t.app.express).post(`/privacy/reidentification-requests/${id}/approve`).set(as(tok.piOther));
+    expect(elsewhere.status).toBe(404);
+    expect((await request(t.http).get(`/privacy/reidentification-requests/${id}`)).body.status).toBe('requested');
+
+    const approved = await request(t.app.express).post(`/privacy/reidentification-requests/${id}/approve`).set(as(tok.pi2));
+    expect(approved.status).toBe(200);
+    expect(approved.body).toMatchObject({ status: 'approved', decidedBy: 'pi-bob' });
+    // The approval is the filer's to use, once; the approving PI cannot resolve it.
+    const byApprover = await request(t.app.express).post(`/privacy/reidentification-requests/${id}/resolve`).set(as(tok.pi2));
+    expect(byApprover.status).toBe(403);
+    const resolved = await request(t.app.express).post(`/privacy/reidentification-requests/${id}/resolve`).set(as(tok.pi));
+    expect(resolved.status).toBe(200);
+    expect(resolved.body.patients).toEqual([{ patientKey: keys[0], issuer: 'urn:imaging-lake:issuer:GENERAL', mrn: mrns[0] }]);
+
+    // Every decision attempt is an AuditEvent: the filer's two refused, the other project's PI's
+    // 404, the second PI's approval.
+    const events = await eventsOf({ entity: `ReidentificationRequest/${id}` });
+    const stepOf = (e: (typeof events)[number]) => (e.entity ?? []).flatMap((x) => x.detail ?? []).find((d) => d.type === 'step')?.valueString;
+    const decisions = events.filter((e) => ['approve', 'refuse'].includes(stepOf(e) ?? ''));
+    expect(decisions.map((e) => `${stepOf(e)}:${e.outcome}`).sort()).toEqual(['approve:0', 'approve:4', 'approve:4', 'refuse:4'].sort());
   });
 
   test('listing: admin sees every request, a PI those of their projects, filtered by status', async () => {
