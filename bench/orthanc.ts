@@ -16,7 +16,7 @@ import { benchCli } from './lib/cli';
  * command starts both on loopback, sends both the same data, and prints figure, imaging-lake,
  * Orthanc and the ratio, medians of three interleaved repetitions, next to this machine's floor.
  *
- *   npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales 10000,100000] [--qido-matrix 32] [--load-budget MIN] [--write] [--keep] [--admin-url URL]
+ *   npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales 10000,100000] [--qido-matrix 32] [--load-budget MIN] [--il-env K=V]... [--write] [--keep] [--admin-url URL]
  *
  * Exit status: 0 all targets met, 3 only performance targets missed, 1 a request failed,
  * 2 bad arguments, 4 Orthanc is not installed (the message says how to install it).
@@ -25,7 +25,7 @@ import { benchCli } from './lib/cli';
 const REPO_ROOT = path.resolve(__dirname, '..');
 const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 const USAGE =
-  'usage: npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales N,N] [--qido-matrix N] [--load-budget MIN] [--reps N] [--write] [--keep] [--admin-url URL]\n';
+  'usage: npx tsx bench/orthanc.ts [--quick] [--db embedded|postgres|both] [--qido-scales N,N] [--qido-matrix N] [--load-budget MIN] [--il-env K=V]... [--reps N] [--write] [--keep] [--admin-url URL]\n';
 const cli = benchCli('bench/orthanc.ts', USAGE);
 const usage = cli.usage;
 
@@ -35,6 +35,8 @@ interface CompareOptions {
   qidoScales?: number[];
   qidoMatrix?: number;
   loadBudgetMinutes?: number;
+  /** `--il-env K=V`: settings of imaging-lake's server beyond the defaults (named in the report). */
+  ilSettings: Record<string, string>;
   reps?: number;
   write: boolean;
   keep: boolean;
@@ -49,6 +51,7 @@ export function parseCompareOptions(argv: string[]): CompareOptions {
     'qido-scales': { type: 'string' },
     'qido-matrix': { type: 'string' },
     'load-budget': { type: 'string' },
+    'il-env': { type: 'string', multiple: true },
     reps: { type: 'string' },
     write: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
@@ -68,12 +71,19 @@ export function parseCompareOptions(argv: string[]): CompareOptions {
   if (loadBudgetMinutes !== undefined && !(loadBudgetMinutes >= 0)) usage('--load-budget takes minutes, 0 or more');
   const reps = values.reps === undefined ? undefined : Number(values.reps);
   if (reps !== undefined && (!Number.isInteger(reps) || reps < 1)) usage('--reps must be a positive integer');
+  const ilSettings: Record<string, string> = {};
+  for (const pair of (values['il-env'] as string[] | undefined) ?? []) {
+    const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair);
+    if (!m) usage(`--il-env takes NAME=value (an environment setting of imaging-lake's server), not "${pair}"`);
+    ilSettings[m![1]!] = m![2]!;
+  }
   return {
     quick: Boolean(values.quick),
     dbs: db === 'both' ? ['embedded', 'postgres'] : [db as 'embedded' | 'postgres'],
     qidoScales,
     qidoMatrix,
     loadBudgetMinutes,
+    ilSettings,
     reps,
     write: Boolean(values.write),
     keep: Boolean(values.keep),
@@ -121,7 +131,7 @@ export async function runOrthancComparison(argv: string[] = process.argv.slice(2
   let exitCode = 0;
   try {
     for (const db of options.dbs) {
-      variants.push(await runCompareVariant(db, { sizes, adminUrl: options.adminUrl, keep: options.keep, repoRoot: REPO_ROOT, workRoot, install, floors: run.floors }, log));
+      variants.push(await runCompareVariant(db, { sizes, adminUrl: options.adminUrl, keep: options.keep, repoRoot: REPO_ROOT, workRoot, install, floors: run.floors, ilSettings: options.ilSettings }, log));
     }
     run.stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     for (const v of variants) {

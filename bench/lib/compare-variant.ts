@@ -108,13 +108,15 @@ const SMALL_ROWS: Array<{ perRequest: number; concurrency: number }> = [
  */
 export async function runCompareVariant(
   db: 'embedded' | 'postgres',
-  o: { sizes: CompareSizes; adminUrl: string; keep: boolean; repoRoot: string; workRoot: string; install: OrthancInstall; floors: CompareFloors },
+  o: { sizes: CompareSizes; adminUrl: string; keep: boolean; repoRoot: string; workRoot: string; install: OrthancInstall; floors: CompareFloors; ilSettings?: Record<string, string> },
   log: (line: string) => void,
 ): Promise<CompareVariant> {
+  const settings = Object.entries(o.ilSettings ?? {});
+  const beyondDefaults = settings.length ? `; settings beyond the defaults: ${settings.map(([k, val]) => `${k}=${val}`).join(', ')}` : '';
   const v: CompareVariant = {
     db,
     labels: {
-      [IL]: db === 'postgres' ? 'imaging-lake (PostgreSQL server, filesystem store)' : 'imaging-lake (embedded PGlite, filesystem store)',
+      [IL]: (db === 'postgres' ? 'imaging-lake (PostgreSQL server, filesystem store)' : 'imaging-lake (embedded PGlite, filesystem store)') + beyondDefaults,
       [ORTHANC]: `${o.install.version}, DICOMweb ${o.install.dicomWebVersion}` + (db === 'postgres' ? `, PostgreSQL index ${o.install.postgresVersion}` : ', SQLite index'),
     },
     figures: [],
@@ -134,6 +136,7 @@ export async function runCompareVariant(
       LOG_LEVEL: 'warn',
       SWEEP_INTERVAL_SECONDS: '0',
       NODE_ENV: 'production',
+      ...o.ilSettings,
     };
     let ilDb: BenchDatabase | undefined;
     let orthancDb: BenchDatabase | undefined;
