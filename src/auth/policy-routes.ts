@@ -105,8 +105,13 @@ function operation(method: string, name: string, type: string, id?: string): Rou
   return fhirInteraction(read ? (id ? 'read' : 'search') : 'update', 'operation', type, { resourceId: id });
 }
 
-/** Classifies a DICOMweb request (`path` relative to /dicomweb, no query string). */
-export function classifyDicomwebRequest(method: string, path: string): RouteAccess {
+/**
+ * Classifies a DICOMweb request (`path` relative to /dicomweb, no query string). WADO-URI
+ * (`GET /wado`, PS3.18 chapter 9) is a read of the study its `studyUID` query parameter names,
+ * audited like a WADO-RS instance retrieve; given `query`, that study is recorded here, else
+ * the route records it (src/dicomweb/wado-uri-routes.ts).
+ */
+export function classifyDicomwebRequest(method: string, path: string, query?: Record<string, unknown>): RouteAccess {
   const m = method.toUpperCase();
   const seg = path.split('/').filter(Boolean).map(safeDecode);
   const dicom = (interaction: Interaction, auditAction: AuditAction, studyUids: string[] | undefined): RouteAccess => {
@@ -121,9 +126,16 @@ export function classifyDicomwebRequest(method: string, path: string): RouteAcce
   const study = seg[0] === 'studies' && seg[1] ? [seg[1]] : undefined;
   if (m === 'POST' || m === 'PUT') return dicom('create', 'create', study);
   if (m === 'DELETE') return dicom('delete', 'delete', study);
+  if (seg.length === 1 && seg[0] === 'wado') return dicom('read', 'read', query ? wadoUriStudyUids(query) : undefined);
   const last = seg[seg.length - 1];
   const qido = seg.length === 1 || ((last === 'series' || last === 'instances') && seg.length % 2 === 1);
   return qido ? dicom('search', 'search', study) : dicom('read', 'read', study);
+}
+
+/** The study a WADO-URI query names (`studyUID`, PS3.18 9.1.2.1), when it names exactly one. */
+export function wadoUriStudyUids(query: Record<string, unknown>): string[] | undefined {
+  const study = query.studyUID;
+  return typeof study === 'string' && study !== '' ? [study] : undefined;
 }
 
 /**
@@ -204,13 +216,13 @@ export function classifyAdminRequest(method: string, path: string): RouteAccess 
   return { protocol: 'other', resourceType: 'Server', interaction: 'administer', auditAction: 'operation', isSearch: false, audited: true };
 }
 
-/** Classifies any request by its full path; null for public paths. */
-export function classifyRequest(method: string, fullPath: string): RouteAccess | null {
+/** Classifies any request by its full path (and, when given, its parsed query); null for public paths. */
+export function classifyRequest(method: string, fullPath: string, query?: Record<string, unknown>): RouteAccess | null {
   if (isPublicPath(fullPath)) return null;
   // Authenticates its own caller (RFC 7662 2.1); see introspection.ts.
   if (fullPath === '/oauth2/introspect') return null;
   if (fullPath === '/fhir' || fullPath.startsWith('/fhir/')) return classifyFhirRequest(method, fullPath.slice(5));
-  if (fullPath === '/dicomweb' || fullPath.startsWith('/dicomweb/')) return classifyDicomwebRequest(method, fullPath.slice(9));
+  if (fullPath === '/dicomweb' || fullPath.startsWith('/dicomweb/')) return classifyDicomwebRequest(method, fullPath.slice(9), query);
   if (fullPath === '/privacy' || fullPath.startsWith('/privacy/')) return classifyPrivacyRequest(method, fullPath.slice(8));
   if (fullPath === '/admin' || fullPath.startsWith('/admin/')) return classifyAdminRequest(method, fullPath.slice(6));
   // Anything else (future admin routes): administration, admin only, safe by default.

@@ -5,7 +5,7 @@
  */
 import type SharpFactory from 'sharp';
 import type { RenderedPixels } from './pixel-render';
-import { resolveViewport, type Viewport } from './pixel-render-params';
+import { resolveUriViewport, resolveViewport, type UriViewport, type Viewport } from './pixel-render-params';
 
 /** Rendered media types this server produces. */
 export type RenderedMediaType = 'image/jpeg' | 'image/png';
@@ -13,6 +13,8 @@ export type RenderedMediaType = 'image/jpeg' | 'image/png';
 export interface EncodeOptions {
   mediaType: RenderedMediaType;
   viewport?: Viewport;
+  /** WADO-URI sizing (rows, columns, fractional region), used when `viewport` is absent. */
+  uriViewport?: UriViewport;
   /** JPEG quality 1-100; default 90. */
   quality?: number;
   /** Without a viewport: scale down (never up) so that the longer side is at most this (thumbnails). */
@@ -32,13 +34,14 @@ export const DEFAULT_JPEG_QUALITY = 90;
 
 /** Encodes rendered pixels; throws RenderParameterError when the viewport region lies outside the image. */
 export async function encodeRenderedImage(pixels: RenderedPixels, options: EncodeOptions): Promise<Buffer> {
-  const plan = resolveViewport(options.viewport, pixels.width, pixels.height);
+  const viewport = options.viewport ?? (options.uriViewport ? resolveUriViewport(options.uriViewport, pixels.width, pixels.height) : undefined);
+  const plan = resolveViewport(viewport, pixels.width, pixels.height);
   let image = loadSharp()(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
   const { crop } = plan;
   if (crop.left !== 0 || crop.top !== 0 || crop.width !== pixels.width || crop.height !== pixels.height) image = image.extract(crop);
   if (plan.flipHorizontal) image = image.flop();
   if (plan.flipVertical) image = image.flip();
-  if (options.viewport) {
+  if (viewport) {
     if (plan.width !== crop.width || plan.height !== crop.height) image = image.resize(plan.width, plan.height, { fit: 'fill' });
   } else if (options.maxSide && Math.max(crop.width, crop.height) > options.maxSide) {
     image = image.resize(options.maxSide, options.maxSide, { fit: 'inside', withoutEnlargement: true });

@@ -16,8 +16,22 @@ export interface Viewport {
 export interface RenderParameters {
   window?: VoiWindow;
   viewport?: Viewport;
+  /** WADO-URI sizing, resolved against the image once its size is known (used when `viewport` is absent). */
+  uriViewport?: UriViewport;
   /** JPEG quality 1-100. */
   quality?: number;
+}
+
+/**
+ * WADO-URI sizing (PS3.18 9.5.1.2.4 rows / columns, 9.5.1.2.5 region): a source region in
+ * fractions of the image, and an output size where rows and columns are maxima that keep the
+ * aspect ratio (one alone fixes that side; neither: the region at one pixel per pixel).
+ */
+export interface UriViewport {
+  /** Top left (xmin, ymin) and bottom right (xmax, ymax) corners, 0.0-1.0 of the columns and rows. */
+  region?: { xmin: number; ymin: number; xmax: number; ymax: number };
+  rows?: number;
+  columns?: number;
 }
 
 /** A rendering query parameter that cannot be honoured: the message names it and what is allowed. */
@@ -134,4 +148,32 @@ export function resolveViewport(viewport: Viewport | undefined, columns: number,
     width: Math.max(1, Math.round(crop.width * scale)),
     height: Math.max(1, Math.round(crop.height * scale)),
   };
+}
+
+/**
+ * The pixel viewport a WADO-URI sizing means for an image of `columns` x `rows` (PS3.18
+ * 9.5.1.2.4-5); undefined when it asks for the whole image at its own size. Sides are capped at
+ * MAX_VIEWPORT_SIDE, keeping the aspect ratio.
+ */
+export function resolveUriViewport(uri: UriViewport, columns: number, rows: number): Viewport | undefined {
+  let region: Viewport['region'];
+  let width = columns;
+  let height = rows;
+  if (uri.region) {
+    const { xmin, ymin, xmax, ymax } = uri.region;
+    const x = Math.min(columns - 1, Math.floor(xmin * columns));
+    const y = Math.min(rows - 1, Math.floor(ymin * rows));
+    width = Math.max(1, Math.min(columns, Math.round(xmax * columns)) - x);
+    height = Math.max(1, Math.min(rows, Math.round(ymax * rows)) - y);
+    region = { x, y, width, height };
+  }
+  if (!region && uri.rows === undefined && uri.columns === undefined) return undefined;
+  let scale = 1;
+  if (uri.columns !== undefined && uri.rows !== undefined) scale = Math.min(uri.columns / width, uri.rows / height);
+  else if (uri.columns !== undefined) scale = uri.columns / width;
+  else if (uri.rows !== undefined) scale = uri.rows / height;
+  scale = Math.min(scale, MAX_VIEWPORT_SIDE / width, MAX_VIEWPORT_SIDE / height);
+  const out: Viewport = { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+  if (region) out.region = region;
+  return out;
 }

@@ -52,6 +52,8 @@ export interface RenderedRequest {
   query: Record<string, unknown>;
   /** Limits the studies this request may see; filtered-out targets answer 404 like missing ones. */
   restrictStudies?: StudyRestriction;
+  /** Parameters already parsed (WADO-URI, PS3.18 9.5.1.2): used instead of reading them from `query`. */
+  parameters?: RenderParameters;
   /** A researcher's withheld instances (burned-in annotation not cleared), of those given: left out of studies and series. */
   withheld?: (sopInstanceUIDs: string[]) => Promise<Set<string>>;
 }
@@ -198,7 +200,7 @@ function middle<T>(list: T[]): T {
 function prepare(req: RenderedRequest, multipart: boolean): { params: RenderParameters; mediaType: RenderedMediaType } {
   let params: RenderParameters;
   try {
-    params = parseRenderParameters(req.query);
+    params = req.parameters ?? parseRenderParameters(req.query);
   } catch (err) {
     if (err instanceof RenderParameterError) throw new HttpError(400, err.message);
     throw err;
@@ -284,7 +286,7 @@ async function renderRow(
       presentation.palette = (await readPaletteOf(services, row)) ?? undefined;
     }
     const pixels = renderFrame(decoded, presentation, { window: params.window });
-    return await encodeRenderedImage(pixels, { mediaType, viewport: params.viewport, quality: params.quality, maxSide });
+    return await encodeRenderedImage(pixels, { mediaType, viewport: params.viewport, uriViewport: params.uriViewport, quality: params.quality, maxSide });
   } catch (err) {
     if (err instanceof RenderParameterError) throw new HttpError(400, err.message);
     if (err instanceof UnsupportedTransferSyntaxError || err instanceof UnsupportedRenderingError) {

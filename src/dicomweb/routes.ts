@@ -8,6 +8,7 @@ import { registerQidoRoutes } from './qido-routes';
 import { registerRenderedRoutes } from './rendered-routes';
 import { storeInstances, type StoreServices } from './stow-rs';
 import { registerWadoRoutes } from './wado-routes';
+import { registerWadoUriRoutes } from './wado-uri-routes';
 import type { TranscodeHook } from './wado-rs';
 import type { PrivacyService } from '../privacy/privacy-types';
 import { createDeidView, DeidCache, type DeidEngine } from './deid-view';
@@ -84,6 +85,7 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
   registerQidoRoutes(router, services);
   registerWadoRoutes(router, services);
   registerRenderedRoutes(router, services);
+  registerWadoUriRoutes(router, services);
 
   router.use(dicomwebErrorHandler(services));
   return router;

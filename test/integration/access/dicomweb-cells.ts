@@ -67,6 +67,14 @@ export function fillPath(path: string, ids: StudyIds): string {
   });
 }
 
+/** WADO-URI (PS3.18 chapter 9) names its object in the query, not the path. */
+const isWadoUri = (path: string): boolean => path === '/dicomweb/wado';
+
+/** The WADO-URI query for a study's instance (the DICOM instance, as the wadouri loaders of viewers ask). */
+function wadoUriQuery(ids: StudyIds): string {
+  return `?requestType=WADO&studyUID=${ids.study}&seriesUID=${ids.series}&objectUID=${ids.sop}&contentType=application/dicom`;
+}
+
 const missingStudy = (): StudyIds => ({ study: missingUid(), series: missingUid(), sop: missingUid() });
 const own = (w: MatrixWorld, c: Extract<Caller, { kind: 'member' }>) => w.projects[c.project];
 const other = (w: MatrixWorld, c: Extract<Caller, { kind: 'member' }>) => w.projects[c.project === 'A' ? 'B' : 'A'];
@@ -76,7 +84,7 @@ export async function checkDicomwebCell(w: MatrixWorld, route: { method: string;
   const failures: Failures = [];
   const method = route.method === 'ALL' ? 'GET' : route.method;
   const { resourceType, interaction } = dicomwebInteraction(method, route.path);
-  const hasStudy = route.path.includes(':study');
+  const hasStudy = route.path.includes(':study') || isWadoUri(route.path);
 
   if (caller.kind !== 'member') {
     const out = await outgoing(w, method, route.path, interaction, 'own', w.projects.A.study, undefined);
@@ -177,7 +185,7 @@ export async function checkDicomwebCell(w: MatrixWorld, route: { method: string;
 async function outgoing(w: MatrixWorld, method: string, path: string, interaction: Interaction, target: Target, ids: StudyIds, project: string | undefined): Promise<Outgoing> {
   const headers: Record<string, string> = { Accept: acceptFor(path) };
   if (project) headers['X-Project'] = project;
-  const filled = fillPath(path, ids);
+  const filled = isWadoUri(path) ? `${path}${wadoUriQuery(ids)}` : fillPath(path, ids);
   if (interaction !== 'create') return { method, path: filled, headers };
   // A store carries one fresh instance (of the addressed study when the path names one).
   const instance = syntheticInstance({ studyInstanceUID: path.includes(':study') ? ids.study : undefined, patientID: `PID-${randomUUID()}` });
@@ -187,6 +195,7 @@ async function outgoing(w: MatrixWorld, method: string, path: string, interactio
 
 function acceptFor(path: string): string {
   if (/\/(rendered|thumbnail)$/.test(path)) return 'image/jpeg';
+  if (isWadoUri(path)) return '*/*';
   if (/\/frames\/|\/bulkdata\//.test(path)) return 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
   if (path === '/dicomweb') return 'application/json';
   if (/\/(metadata|studies|series|instances)$/.test(path)) return 'application/dicom+json';

@@ -47,6 +47,14 @@ describe('classifyRequest', () => {
     expect(classifyRequest('GET', '/dicomweb/studies/1.2.3/series/4/instances/5')!.studyUids).toEqual(['1.2.3']);
   });
 
+  test('WADO-URI is an audited ImagingStudy read of the study its query names (PS3.18 9)', () => {
+    const r = classifyRequest('GET', '/dicomweb/wado', { requestType: 'WADO', studyUID: '1.2.3', seriesUID: '4', objectUID: '5' })!;
+    expect(r).toMatchObject({ protocol: 'dicomweb', resourceType: 'ImagingStudy', interaction: 'read', auditAction: 'read', isSearch: false, audited: true, studyUids: ['1.2.3'] });
+    // Without the query (the guard classifies by path), the route records the study.
+    expect(classifyRequest('GET', '/dicomweb/wado')).toMatchObject({ interaction: 'read', auditAction: 'read', audited: true });
+    expect(classifyRequest('GET', '/dicomweb/wado', { studyUID: ['1.2.3', '1.2.4'] })!.studyUids).toBeUndefined();
+  });
+
   test('the DICOMweb capabilities document is not audited as patient data', () => {
     expect(classifyRequest('GET', '/dicomweb')!.audited).toBe(false);
   });
