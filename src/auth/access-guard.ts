@@ -12,6 +12,7 @@ import type { AuthConfig } from './auth-config';
 import { createAuthenticator, sendAuthError, type AuthenticatorOptions } from './authenticator';
 import type { BearerVerifier } from './bearer-verifier';
 import { decide, type AccessDecision } from './policy';
+import { dicomWriteScopesFor, type DicomWriteScopes } from './dicom-write-scopes';
 import { imagingStudyScopeRows, restrictResourcesToProjects, studyRestrictionFor } from './project-filters';
 import { classifyRequest, type RouteAccess } from './policy-routes';
 import type { Principal } from './principal';
@@ -30,6 +31,10 @@ export interface AccessLocals {
   studyScope: 'all' | 'projects';
   /** Row filter for FHIR resources of `resourceType` whose logical id is in `idColumn`; undefined = all rows. */
   restrictResources(resourceType: string, idColumn: string): ((qb: Knex.QueryBuilder) => void) | undefined;
+  /** A STOW-RS by granular c scopes on ImagingStudy: the check of each instance (src/auth/dicom-write-scopes.ts). */
+  admitInstance?: DicomWriteScopes['admitInstance'];
+  /** A DICOMweb delete by granular d scopes on ImagingStudy: the studies it may reach. */
+  deleteScope?: DicomWriteScopes['deleteScope'];
 }
 
 /** Reads the target projects of a request: `X-Project` header(s) and `project` query parameter(s). */
@@ -67,20 +72,12 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
       const scopeProblem = /scope/.test(decision.reason);
       return sendAuthError(req, res, 403, `access denied: ${decision.reason}`, scopeProblem ? 'insufficient_scope' : undefined);
     }
-    // A DICOMweb store or delete changes ImagingStudies the token's granular scopes
-    // (`user/ImagingStudy.c?modality=OPT`) cannot be checked against here (the ImagingStudy is
-    // derived after the change): such scopes grant nothing for it. A scope narrows; failing to
-    // evaluate one must not widen it.
-    if (route.protocol === 'dicomweb' && (route.interaction === 'create' || route.interaction === 'delete') && decision.granularFilters.length > 0) {
-      return sendAuthError(
-        req,
-        res,
-        403,
-        `access denied: the scopes granting ${route.interaction === 'create' ? 'c' : 'd'} on ImagingStudy are limited by search parameters, which a DICOMweb ${route.interaction === 'create' ? 'store' : 'delete'} cannot be checked against; it needs an unrestricted scope`,
-        'insufficient_scope',
-      );
-    }
+    // A DICOMweb store or delete by granular scopes (`user/ImagingStudy.c?modality=OPT`) is
+    // checked where the ImagingStudy is known: each stored instance, the deleted study
+    // (src/auth/dicom-write-scopes.ts). Undefined for tokens without such scopes.
+    const writeScopes = route.protocol === 'dicomweb' ? dicomWriteScopesFor(principal, route.interaction, decision, projectIds) : undefined;
     const access: AccessLocals = {
+      ...writeScopes,
       principal,
       route,
       decision,
@@ -99,8 +96,8 @@ export function createAuthorizer(options: Pick<AccessGuardOptions, 'earlyReadAud
     // The DICOMweb routes read this hook (src/dicomweb/wado-routes.ts, qido-rs.ts).
     const imagingStudyRows = route.protocol === 'dicomweb' ? imagingStudyScopeRows(principal, route.interaction) : undefined;
     res.locals.restrictStudies = studyRestrictionFor(decision, imagingStudyRows);
-    // The studies such a token sees are decided by their ImagingStudy: the app brings pending ones up to date first.
-    if (imagingStudyRows) res.locals.studiesByImagingStudy = true;
+    // The studies such a token sees (or deletes) are decided by their ImagingStudy: the app brings pending ones up to date first.
+    if (imagingStudyRows || writeScopes?.deleteScope) res.locals.studiesByImagingStudy = true;
     // Authorized reads of the protocol routers write nothing themselves: their AuditEvent's
     // commit starts now and overlaps the handler (the audit gate corrects it if the answer differs).
     if (early && (req.method === 'GET' || req.method === 'HEAD') && route.protocol !== 'other') beginReadAudit(res);

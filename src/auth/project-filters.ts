@@ -95,15 +95,22 @@ export function restrictResourcesToProjects(
 export function studyRestrictionFor(decision: Pick<AccessDecision, 'rowFilter'>, imagingStudyRows?: AccessFilter): StudyRestriction | undefined {
   const { projects, facility } = decision.rowFilter;
   const byProject = projects === 'all' ? undefined : restrictStudiesToProjects(projects, { facility });
-  const byScope = imagingStudyRows ? restrictStudiesToImagingStudies(imagingStudyRows) : undefined;
-  if (!byProject || !byScope) return byProject ?? byScope;
+  return bothStudyRestrictions(byProject, imagingStudyRows ? restrictStudiesToImagingStudies(imagingStudyRows) : undefined);
+}
+
+/** Studies both restrictions allow; either may be absent (no restriction). */
+export function bothStudyRestrictions(a: StudyRestriction | undefined, b: StudyRestriction | undefined): StudyRestriction | undefined {
+  if (!a || !b) return a ?? b;
   const both: StudyRestriction = (qb) => {
-    byProject(qb);
-    byScope(qb);
+    a(qb);
+    b(qb);
   };
   both.onColumn = (qb, column, options) => {
-    byProject.onColumn?.(qb, column, options);
-    byScope.onColumn?.(qb, column, options);
+    for (const r of [a, b]) {
+      // Skipping one would widen the answer: a restriction here must apply to any column.
+      if (!r.onColumn) throw new Error('a study restriction without onColumn cannot be combined');
+      r.onColumn(qb, column, options);
+    }
   };
   return both;
 }
@@ -116,14 +123,18 @@ export function imagingStudyScopeRows(principal: Principal, interaction: Interac
 }
 
 /**
- * Studies whose ImagingStudy passes `rows` (a FHIR row filter over alias `r`). A study whose
- * ImagingStudy is not written yet does not pass: a narrowing scope fails closed.
+ * Studies whose ImagingStudy passes `rows` (a FHIR row filter over alias `r`), found through the
+ * study's ImagingStudy id (`studies.fhir_id`). A study whose ImagingStudy is not written yet does
+ * not pass: a narrowing scope fails closed. With `current`, neither does one whose ImagingStudy
+ * awaits a rewrite (imaging_study_pending: the index changed since it was written), so a
+ * destructive write never goes by a stale ImagingStudy.
  */
-function restrictStudiesToImagingStudies(rows: AccessFilter): StudyRestriction {
+export function restrictStudiesToImagingStudies(rows: AccessFilter, options: { current?: boolean } = {}): StudyRestriction {
+  const settled = options.current ? ' AND NOT EXISTS (SELECT 1 FROM imaging_study_pending isp WHERE isp.study_pk = gs.id)' : '';
   const onColumn = (qb: Knex.QueryBuilder, column: string) => {
     const f = rows('r');
     qb.whereRaw(
-      `EXISTS (SELECT 1 FROM studies gs JOIN fhir_resource r ON r.resource_type = 'ImagingStudy' AND r.id = gs.fhir_id AND NOT r.deleted WHERE gs.id = ${quoteColumn(column)} AND (${f.sql}))`,
+      `EXISTS (SELECT 1 FROM studies gs JOIN fhir_resource r ON r.resource_type = 'ImagingStudy' AND r.id = gs.fhir_id AND NOT r.deleted WHERE gs.id = ${quoteColumn(column)}${settled} AND (${f.sql}))`,
       f.bindings as Knex.RawBinding[],
     );
   };

@@ -6,7 +6,7 @@ import { HttpError, ServiceUnavailableError } from '../http/errors';
 import type { RenderedImageCache } from '../dicom/pixel-image-cache';
 import { registerQidoRoutes } from './qido-routes';
 import { registerRenderedRoutes } from './rendered-routes';
-import { storeInstances, type StoreServices } from './stow-rs';
+import { storeInstances, type InstanceAdmission, type StoreServices } from './stow-rs';
 import { registerWadoRoutes } from './wado-routes';
 import { registerWadoUriRoutes } from './wado-uri-routes';
 import type { TranscodeHook } from './wado-rs';
@@ -52,6 +52,7 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
   // A clearance withdrawn or options changed through /privacy in this process apply at once.
   services.privacy?.onChange?.(() => deidCache.forgetSettings());
   const store = async (req: Request, res: Response) => {
+    const access = res.locals.access as { targetProjects?: string[]; studyScope?: 'all' | 'projects'; admitInstance?: InstanceAdmission } | undefined;
     // The request's own logger carries the request id onto every line the service writes.
     const result = await storeInstances({ ...services, logger: req.log ?? services.logger }, {
       contentType: req.headers['content-type'],
@@ -59,14 +60,22 @@ export function createDicomwebRouter(services: DicomwebServices): Router {
       body: req,
       studyInstanceUID: typeof req.params.study === 'string' ? req.params.study : undefined,
       dicomwebBaseUrl: `${requestBaseUrl(req, services.publicBaseUrl)}/dicomweb`,
-      projects: (res.locals.access as { targetProjects?: string[] } | undefined)?.targetProjects,
-      studyScope: (res.locals.access as { studyScope?: 'all' | 'projects' } | undefined)?.studyScope,
-      auditStatement: auditor && res.locals.audit ? (studies) => auditor.statement(req, res, { studyUids: mergeUids(res, studies) }) : undefined,
+      projects: access?.targetProjects,
+      studyScope: access?.studyScope,
+      // Granular c scopes on ImagingStudy (src/auth/dicom-write-scopes.ts); undefined for most tokens.
+      admit: access?.admitInstance,
+      // A request some of whose instances the scopes refused is recorded as a denial, naming what it stored.
+      auditStatement:
+        auditor && res.locals.audit
+          ? (studies, refusal) => auditor.statement(req, res, { studyUids: mergeUids(res, studies), ...(refusal ? { outcome: '4', outcomeDescription: refusal.slice(0, 300) } : {}) })
+          : undefined,
     });
     // A stored instance may replace one a researcher saw with one that must be withheld.
     deidCache.forgetVisible();
     // The audit record names the studies stored (when the gate writes it, after a failure).
-    if (res.locals.audit) res.locals.audit = { ...res.locals.audit, studyUids: mergeUids(res, result.studies) };
+    if (res.locals.audit) {
+      res.locals.audit = { ...res.locals.audit, studyUids: mergeUids(res, result.studies), ...(result.refusal ? { outcomeDescription: result.refusal.slice(0, 300) } : {}) };
+    }
     for (const w of result.warnings.slice(0, 20)) res.append('Warning', `299 imaging-lake ${quoteWarning(w)}`);
     res.status(result.status).type(DICOM_JSON).send(JSON.stringify(result.body));
   };
@@ -105,6 +114,8 @@ export function dicomwebErrorHandler(services: Pick<DicomwebServices, 'logger'>)
     const status = httpError?.status ?? 500;
     const message = httpError?.message ?? 'internal error';
     if (!httpError) services.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'unhandled DICOMweb error');
+    // A refusal decided past the guard (a granular delete scope) is audited with its reason, as the guard's own.
+    if (status === 403 && res.locals.audit) res.locals.audit = { ...res.locals.audit, outcomeDescription: message.slice(0, 300) };
     if (res.headersSent) {
       res.destroy();
       return;

@@ -43,11 +43,21 @@ export interface StoreRequest {
   /** Which existing studies this request may add to (from the access decision); default any. */
   studyScope?: 'all' | 'projects';
   /**
-   * The request's AuditEvent (naming the studies stored) as an INSERT that the index transaction
-   * sends within its first statement, so nothing is kept when the audit trail cannot be written.
+   * The caller's granular scopes on what it stores (src/auth/dicom-write-scopes.ts): an instance
+   * it refuses is neither indexed nor kept (FailureReason 0124H). Undefined (the common case):
+   * nothing is checked.
    */
-  auditStatement?: (studyInstanceUIDs: string[]) => StoreAuditStatement;
+  admit?: InstanceAdmission;
+  /**
+   * The request's AuditEvent (naming the studies stored, and `refusal` when `admit` refused
+   * some instances) as an INSERT that the index transaction sends within its first statement,
+   * so nothing is kept when the audit trail cannot be written.
+   */
+  auditStatement?: (studyInstanceUIDs: string[], refusal?: string) => StoreAuditStatement;
 }
+
+/** Whether the caller may store an instance: undefined when it may, else why not (a FailedSOPSequence message). */
+export type InstanceAdmission = (instance: ScannedInstance) => string | undefined;
 
 /** An AuditEvent INSERT for the index transaction's first statement (src/audit auditStatementInTransaction). */
 export interface StoreAuditStatement extends LeadingInsert {
@@ -62,6 +72,8 @@ export interface StoreResponse {
   warnings: string[];
   /** Study Instance UIDs of the instances stored (for the audit trail's entities). */
   studies: string[];
+  /** The denial to record when `admit` refused instances (`access denied: n of m instances refused: ...`). */
+  refusal?: string;
 }
 
 /** Media types of parts this server can store (PS3.18 8.6.1.2: DICOM Part 10 instances). */
@@ -98,7 +110,7 @@ async function storeReceived(services: StoreServices, req: StoreRequest, mediaTy
     const boundary = mediaType.params.boundary;
     if (!boundary) throw refused(400, 'multipart/related Content-Type has no boundary parameter');
     try {
-      await readMultipart(body, boundary, (part) => pending.push(processPart(services, part, req.studyInstanceUID)));
+      await readMultipart(body, boundary, (part) => pending.push(processPart(services, part, req.studyInstanceUID, req.admit)));
     } catch (err) {
       await abandon(services, pending);
       if (limiter.exceeded) throw tooLarge(limiter.limit);
@@ -109,7 +121,7 @@ async function storeReceived(services: StoreServices, req: StoreRequest, mediaTy
     }
   } else if (DICOM_TYPES.has(mediaType.type)) {
     const single = Readable.from(body, { objectMode: false });
-    pending.push(processPart(services, { headers: { 'content-type': mediaType.type }, body: single, index: 0 }, req.studyInstanceUID));
+    pending.push(processPart(services, { headers: { 'content-type': mediaType.type }, body: single, index: 0 }, req.studyInstanceUID, req.admit));
   } else {
     throw refused(415, `Content-Type ${mediaType.type} is not supported; use multipart/related; type="application/dicom"`);
   }
@@ -120,12 +132,17 @@ async function storeReceived(services: StoreServices, req: StoreRequest, mediaTy
   if (unavailable) throw new ServiceUnavailableError(unavailable.unavailable!);
   route.leave();
 
-  const outcomes = await indexStored(services, parts, { dicomwebBaseUrl: req.dicomwebBaseUrl, projects: req.projects, studyScope: req.studyScope }, req);
+  // Instances the caller's scopes refused: the AuditEvent records the denial with what was stored.
+  const refusedParts = req.admit ? parts.filter((p) => p.refused) : [];
+  const refusal = refusedParts.length > 0 ? `access denied: ${refusedParts.length} of ${parts.length} instances ${refusedParts[0]!.refused}` : undefined;
+  const audited = req.auditStatement;
+  const auditing = { auditStatement: audited && refusal ? (studies: string[]) => audited(studies, refusal) : audited };
+  const outcomes = await indexStored(services, parts, { dicomwebBaseUrl: req.dicomwebBaseUrl, projects: req.projects, studyScope: req.studyScope }, auditing);
   const response = buildStoreResponse(outcomes, req.dicomwebBaseUrl, req.studyInstanceUID);
   // Failure messages quote values from the data set (a UID with a DEL byte, say); Node refuses
   // such bytes in a header, which would turn a per-part failure into a 500.
   const studies = [...new Set(outcomes.flatMap((o) => (o.kind === 'stored' ? [o.studyInstanceUID] : [])))];
-  return { ...response, warnings: response.warnings.map(headerSafe), studies };
+  return { ...response, warnings: response.warnings.map(headerSafe), studies, refusal };
 }
 
 /** Keeps only visible ASCII and spaces, so the text can go into a Warning header (RFC 9110 5.5). */
@@ -138,11 +155,13 @@ interface PartResult {
   scanned?: ScannedInstance;
   blob?: CommittedBlob;
   failure?: { reason: number; message: string };
+  /** Why the caller's scopes refused the instance (StoreRequest.admit). */
+  refused?: string;
   /** Set when a backing service failed: the whole request answers 503. */
   unavailable?: string;
 }
 
-async function processPart(services: StoreServices, part: MultipartPart, targetStudy?: string): Promise<PartResult> {
+async function processPart(services: StoreServices, part: MultipartPart, targetStudy?: string, admit?: InstanceAdmission): Promise<PartResult> {
   const { blobs, db } = services;
   const partType = parseMediaType(part.headers['content-type'])?.type ?? 'application/dicom';
   if (!DICOM_TYPES.has(partType)) {
@@ -180,6 +199,9 @@ async function processPart(services: StoreServices, part: MultipartPart, targetS
       `part ${part.index + 1}: StudyInstanceUID ${scanned.attributes.studyInstanceUID} does not match the target study ${targetStudy}`,
     );
   }
+  // Granular scopes (SMART 2.2): an instance they refuse is dropped before its blob is named or claimed.
+  const denial = admit?.(scanned);
+  if (denial !== undefined) return { ...(await fail(StatusCode.NotAuthorized, `part ${part.index + 1}: ${denial}`)), refused: denial };
   // Claim before the blob gets its name: the orphan sweeper can then never delete these bytes
   // under us. The store writes and flushes the bytes while the claim runs (commit's fence).
   // Claims of parts arriving together share one statement (blob-ledger group claim).

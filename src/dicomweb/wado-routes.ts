@@ -11,7 +11,7 @@ import { registerCapabilitiesRoutes } from './capabilities';
 import { assertBulkdataVisible, resolveResearcherTarget } from './deid-wado';
 import type { DeidView } from './deid-view';
 import type { IdentifierMask } from './identifier-mask';
-import { deleteInstance, deleteSeries, deleteStudy } from './delete-rs';
+import { deleteInstance, deleteSeries, deleteStudy, type DeleteScope } from './delete-rs';
 import { ClientGoneError } from './multipart-writer';
 import {
   retrieveBulkdata,
@@ -77,23 +77,27 @@ export function registerWadoRoutes(router: Router, services: WadoServices & { au
     }),
   );
 
-  const restrict = (res: Response) => res.locals.restrictStudies as RestrictStudiesLocal;
+  // What a delete may touch: the row filter, and the caller's granular delete scopes when it has some (src/auth/dicom-write-scopes.ts).
+  const restrict = (res: Response) => ({
+    restrictStudies: res.locals.restrictStudies as RestrictStudiesLocal,
+    scope: (res.locals.access as { deleteScope?: DeleteScope } | undefined)?.deleteScope,
+  });
   // The delete and its AuditEvent commit together (services.auditInTransaction, src/audit).
   const audit = (req: Request, res: Response) => {
     const auditor = services.auditInTransaction;
     return auditor && res.locals.audit ? (trx: Knex.Transaction) => auditor(trx, req, res, { status: 204 }) : undefined;
   };
   router.delete(STUDY, async (req, res) => {
-    await deleteStudy(services, { studyInstanceUID: param(req, 'study'), restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    await deleteStudy(services, { studyInstanceUID: param(req, 'study'), ...restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
     res.status(204).end();
   });
   router.delete(SERIES, async (req, res) => {
     const { studyInstanceUID, seriesInstanceUID } = rawIds(req);
-    await deleteSeries(services, { studyInstanceUID, seriesInstanceUID, restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    await deleteSeries(services, { studyInstanceUID, seriesInstanceUID, ...restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
     res.status(204).end();
   });
   router.delete(INSTANCE, async (req, res) => {
-    await deleteInstance(services, { ...rawIds(req), restrictStudies: restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
+    await deleteInstance(services, { ...rawIds(req), ...restrict(res), dicomwebBaseUrl: dicomwebBase(req), audit: audit(req, res) });
     res.status(204).end();
   });
 

@@ -246,6 +246,8 @@ async function readSeriesWithInstances(trx: Knex.Transaction, studyPk: number): 
   return result.rows as SeriesRow[];
 }
 
+// The elements derived here are also what provisional-imaging-study.ts builds for one instance (the
+// granular scope check of a STOW-RS): a change to them belongs in both.
 async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patientId: string): Promise<void> {
   const fhirId = study.fhir_id ?? randomUUID();
   const series = await readSeriesWithInstances(trx, Number(study.id));

@@ -135,18 +135,21 @@ describe('granular SMART scopes narrow every row a request reads', () => {
     expect((qido.body as Array<Record<string, { Value: string[] }>>).map((s) => s['0020000D'].Value[0])).toEqual([instance.studyInstanceUID]);
   });
 
-  test('a DICOMweb store or delete needs an unrestricted ImagingStudy scope: a granular one grants nothing for it', async () => {
-    const instance = createSyntheticInstance({ studyInstanceUID: newUid(), modality: 'OPT', patientID: 'SCOPE-STORE' });
+  test('a DICOMweb store or delete is checked against granular ImagingStudy scopes (granular-dicomweb-write-scopes.test.ts has the rest)', async () => {
+    const instance = createSyntheticInstance({ studyInstanceUID: newUid(), modality: 'CT', patientID: 'SCOPE-STORE' });
     const body = buildMultipart([instance.bytes]);
     const narrow = await adminWith('user/ImagingStudy.cd?modality=OPT user/ImagingStudy.rs');
+    // The guard lets it through; the instance itself is refused (0124H, Refused: Not Authorized) and nothing is kept.
     const refused = await request(t.http).post('/dicomweb/studies').set(asToken(narrow)).set('Content-Type', body.contentType).send(body.body);
-    expect(refused.status).toBe(403);
-    expect(refused.headers['www-authenticate']).toMatch(/insufficient_scope.*limited by search parameters/);
-    expect(refused.body['00000902'].Value[0]).toMatch(/^access denied: the scopes granting c on ImagingStudy/);
+    expect(refused.status).toBe(409);
+    expect(refused.body['00081198'].Value[0]['00081197'].Value).toEqual([0x0124]);
+    expect(refused.headers.warning).toMatch(/the scopes granting c on ImagingStudy are limited by search parameters/);
     const none = await request(t.http).get(`/dicomweb/studies?StudyInstanceUID=${instance.studyInstanceUID}`);
     expect(none.status).toBe(200);
     expect(none.body).toEqual([]);
-    expect((await request(t.http).delete(`/dicomweb/studies/${studies.CT}`).set(asToken(narrow))).status).toBe(403);
+    const deleted = await request(t.http).delete(`/dicomweb/studies/${studies.CT}`).set(asToken(narrow));
+    expect(deleted.status).toBe(403);
+    expect(deleted.headers['www-authenticate']).toMatch(/insufficient_scope.*limited by search parameters/);
     expect((await request(t.http).get(`/dicomweb/studies/${studies.CT}/metadata`)).status).toBe(200);
     // An unrestricted scope stores (another instance of a study already there: the other tests count studies).
     const whole = await adminWith('user/ImagingStudy.crs');
