@@ -5,7 +5,7 @@
  */
 import type { Request, Response, Router } from 'express';
 import type { StudyRestriction } from '../db/wado-index';
-import { ClientGoneError } from './multipart-writer';
+import { answer } from './prepared-answer';
 import { resolveResearcherTarget } from './deid-wado';
 import type { DeidView } from './deid-view';
 import {
@@ -17,7 +17,6 @@ import {
   retrieveRenderedStudy,
   retrieveSeriesThumbnail,
   retrieveStudyThumbnail,
-  type RenderedAnswer,
   type RenderedRequest,
   type RenderedServices,
 } from './rendered-rs';
@@ -60,25 +59,4 @@ export function registerRenderedRoutes(router: Router, services: RenderedService
 
 function param(req: Request, name: string): string {
   return (req.params as Record<string, string | undefined>)[name] ?? '';
-}
-
-/** Sends a prepared answer (nothing for HEAD); a client that leaves ends it quietly. */
-function answer(prepare: (req: Request, res: Response) => Promise<RenderedAnswer>) {
-  return async (req: Request, res: Response) => {
-    const a = await prepare(req, res);
-    res.status(a.status);
-    for (const [k, v] of Object.entries(a.headers)) res.setHeader(k, v);
-    if (req.method === 'HEAD') {
-      a.discard();
-      res.end();
-      return;
-    }
-    try {
-      await a.send(res);
-    } catch (err) {
-      a.discard();
-      if (err instanceof ClientGoneError) return;
-      throw err;
-    }
-  };
 }

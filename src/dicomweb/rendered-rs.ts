@@ -35,6 +35,7 @@ import type { BlobStore } from '../storage/blob-store';
 import { parseAccept, rangeCovers, type MediaRange } from './accept';
 import { createBoundary, multipartContentType, MultipartWriter, writeWithBackpressure } from './multipart-writer';
 import { notFound, parseFrameList } from './wado-rs';
+import type { PreparedAnswer } from './prepared-answer';
 
 /** What rendering needs from the rest of the server. */
 export interface RenderedServices {
@@ -58,13 +59,8 @@ export interface RenderedRequest {
   withheld?: (sopInstanceUIDs: string[]) => Promise<Set<string>>;
 }
 
-/** A prepared answer (same shape as WADO-RS answers): status and headers final, `send` streams the body. */
-export interface RenderedAnswer {
-  status: number;
-  headers: Record<string, string>;
-  send(out: Writable): Promise<void>;
-  discard(): void;
-}
+/** A prepared answer (src/dicomweb/prepared-answer.ts): status and headers final, `send` streams the body. */
+export type RenderedAnswer = PreparedAnswer;
 
 /** Longest side of a thumbnail when the request gives no viewport. */
 export const THUMBNAIL_SIZE = 128;

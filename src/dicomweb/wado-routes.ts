@@ -12,7 +12,7 @@ import { assertBulkdataVisible, resolveResearcherTarget } from './deid-wado';
 import type { DeidView } from './deid-view';
 import type { IdentifierMask } from './identifier-mask';
 import { deleteInstance, deleteSeries, deleteStudy, type DeleteScope } from './delete-rs';
-import { ClientGoneError } from './multipart-writer';
+import { answer } from './prepared-answer';
 import {
   retrieveBulkdata,
   retrieveInstance,
@@ -22,7 +22,6 @@ import {
   retrieveSeriesMetadata,
   retrieveStudy,
   retrieveStudyMetadata,
-  type WadoAnswer,
   type WadoServices,
 } from './wado-rs';
 
@@ -107,27 +106,4 @@ export function registerWadoRoutes(router: Router, services: WadoServices & { au
 function param(req: Request, name: string): string {
   const v = (req.params as Record<string, string | undefined>)[name];
   return v ?? '';
-}
-
-/** Sends a prepared answer: headers, then the body (nothing for HEAD); a client that leaves ends it quietly. */
-function answer(prepare: (req: Request, res: Response) => Promise<WadoAnswer>) {
-  return async (req: Request, res: Response) => {
-    const a = await prepare(req, res);
-    res.status(a.status);
-    for (const [k, v] of Object.entries(a.headers)) res.setHeader(k, v);
-    if (req.method === 'HEAD') {
-      a.discard();
-      res.end();
-      return;
-    }
-    try {
-      await a.send(res);
-    } catch (err) {
-      a.discard();
-      if (err instanceof ClientGoneError) return;
-      // Nothing sent yet: the error answer must not inherit this answer's headers.
-      if (!res.headersSent) for (const k of Object.keys(a.headers)) res.removeHeader(k);
-      throw err;
-    }
-  };
 }

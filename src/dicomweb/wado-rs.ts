@@ -20,6 +20,7 @@ import type { IndexChangeHook } from './index-change-hook';
 import type { DeidView } from './deid-view';
 import { coalesceChunks } from './deid-stream';
 import type { IdentifierMask } from './identifier-mask';
+import type { PreparedAnswer } from './prepared-answer';
 import { deidentifiedTransferSyntax, rewriteInstance } from '../dicom/deidentify-instance';
 import {
   findMetadataPage,
@@ -89,13 +90,7 @@ export interface WadoRequest {
 }
 
 /** A prepared answer: status and headers are final; `send` streams the body with backpressure. */
-export interface WadoAnswer {
-  status: number;
-  headers: Record<string, string>;
-  send(out: Writable): Promise<void>;
-  /** Releases anything opened for the body when it is not sent (HEAD, early close). */
-  discard(): void;
-}
+export type WadoAnswer = PreparedAnswer;
 
 const MAX_FRAMES_PER_REQUEST = 10_000;
 const METADATA_PAGE = 200;

@@ -10,7 +10,7 @@ import type { StudyRestriction } from '../db/wado-index';
 import { resolveResearcherTarget } from './deid-wado';
 import type { DeidView } from './deid-view';
 import type { IdentifierMask } from './identifier-mask';
-import { ClientGoneError } from './multipart-writer';
+import { sendPrepared } from './prepared-answer';
 import { retrieveWadoUriObject, type WadoUriServices } from './wado-uri';
 import { parseWadoUriQuery } from './wado-uri-params';
 import { wadoUriStudyUids } from '../auth/policy-routes';
@@ -37,21 +37,6 @@ export function registerWadoUriRoutes(router: Router, services: WadoUriServices)
       deid,
       mask: res.locals.identifierMask as IdentifierMask | undefined,
     });
-    res.status(a.status);
-    for (const [k, v] of Object.entries(a.headers)) res.setHeader(k, v);
-    if (req.method === 'HEAD') {
-      a.discard();
-      res.end();
-      return;
-    }
-    try {
-      await a.send(res);
-    } catch (err) {
-      a.discard();
-      if (err instanceof ClientGoneError) return;
-      // Nothing sent yet: the error answer must not inherit this answer's headers.
-      if (!res.headersSent) for (const k of Object.keys(a.headers)) res.removeHeader(k);
-      throw err;
-    }
+    await sendPrepared(req, res, a);
   });
 }
