@@ -16,7 +16,7 @@ export interface WadoUriQuery {
   target: Required<RetrieveTarget>;
   /** The `contentType` media types, most preferred first (PS3.18 9.1.2.2.1); empty when absent. */
   contentTypes: MediaRange[];
-  /** `transferSyntax` (PS3.18 9.4.1.2): the Transfer Syntax UID wanted for application/dicom. */
+  /** `transferSyntax` (PS3.18 9.4.1.2): the Transfer Syntax UID wanted for application/dicom; `*` (any) is read as absent. */
   transferSyntax?: string;
   /** `frameNumber` (PS3.18 9.5.1.2.1), from 1. */
   frameNumber?: number;
@@ -48,7 +48,9 @@ export function parseWadoUriQuery(query: Record<string, unknown>): WadoUriQuery 
     throw new HttpError(400, `invalid contentType "${contentType.slice(0, 100)}": it must be a comma-separated list of media types, e.g. image/jpeg or application/dicom`);
   }
 
-  const transferSyntax = single(query, 'transferSyntax');
+  // `*` (any syntax: as stored) is what OHIF's wadouri image loader sends, as in a WADO-RS Accept.
+  const askedSyntax = single(query, 'transferSyntax');
+  const transferSyntax = askedSyntax === '*' ? undefined : askedSyntax;
   if (transferSyntax !== undefined && !isValidUid(transferSyntax)) throw new HttpError(400, `invalid transferSyntax "${transferSyntax.slice(0, 70)}": it must be a Transfer Syntax UID`);
 
   const anonymizeText = single(query, 'anonymize');

@@ -120,7 +120,7 @@ export function watchTraffic(page: Page, prefix: string): TrafficLog {
     if (!entries.has(req)) return;
     const failure = req.failure()?.errorText ?? 'failed';
     // Cornerstone cancels image requests it no longer needs (another study opened): not a server fault.
-    if (/ERR_ABORTED/.test(failure) && req.method() === 'GET' && /\/frames\/|\/thumbnail|\/rendered/.test(req.url())) {
+    if (/ERR_ABORTED/.test(failure) && req.method() === 'GET' && /\/frames\/|\/thumbnail|\/rendered|\/wado\?/.test(req.url())) {
       log.cancelled.push(req.url());
       return;
     }

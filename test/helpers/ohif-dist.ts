@@ -82,7 +82,8 @@ async function acquireLock(lockDir: string): Promise<() => Promise<void>> {
 export function buildOhifAppConfig(dataSource: Record<string, unknown>, dicomwebRoot: string): string {
   const source = JSON.parse(JSON.stringify(dataSource)) as { configuration: Record<string, unknown>; sourceName: string; $comment?: string };
   delete source.$comment;
-  Object.assign(source.configuration, { qidoRoot: dicomwebRoot, wadoRoot: dicomwebRoot, wadoUriRoot: dicomwebRoot });
+  // wadoUriRoot is the WADO-URI endpoint itself: OHIF appends `?requestType=WADO&studyUID=...`.
+  Object.assign(source.configuration, { qidoRoot: dicomwebRoot, wadoRoot: dicomwebRoot, wadoUriRoot: `${dicomwebRoot}/wado` });
   const config = {
     routerBasename: null,
     extensions: [],

@@ -77,6 +77,13 @@ describe('WADO-URI (PS3.18 chapter 9)', () => {
       expect(res.body.equals(fs.readFileSync(sharedData('dicom', FILES.mrRle)))).toBe(false);
     });
 
+    test('transferSyntax=* (as OHIF\'s wadouri loader asks) gives the instance as stored', async () => {
+      const res = await get(wado(ids.mrRle, '&contentType=application/dicom&transferSyntax=*'));
+      expect(res.status).toBe(200);
+      expect(res.headers['content-type']).toBe('application/dicom; transfer-syntax=1.2.840.10008.1.2.5');
+      expect(res.body.equals(fs.readFileSync(sharedData('dicom', FILES.mrRle)))).toBe(true);
+    });
+
     test('a transfer syntax the server cannot produce is 406', async () => {
       const res = await get(wado(ids.ct, '&contentType=application/dicom&transferSyntax=1.2.840.10008.1.2.4.100'));
       expect(res.status).toBe(406);

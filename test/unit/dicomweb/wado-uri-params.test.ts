@@ -14,6 +14,11 @@ describe('parseWadoUriQuery (PS3.18 9.1-9.5)', () => {
     expect(q.anonymize).toBe(false);
   });
 
+  test('transferSyntax=* (what OHIF\'s wadouri loader sends) asks for the instance as stored', () => {
+    expect(parseWadoUriQuery({ ...base, contentType: 'application/dicom', transferSyntax: '*' }).transferSyntax).toBeUndefined();
+    expect(parseWadoUriQuery({ ...base, contentType: 'application/dicom', transferSyntax: '1.2.840.10008.1.2.1' }).transferSyntax).toBe('1.2.840.10008.1.2.1');
+  });
+
   test('names the parameters it does not honour', () => {
     expect(parseWadoUriQuery({ ...base, annotation: 'patient', presentationUID: '1.2.9', charset: 'UTF-8', unknown: 'x' }).ignored).toEqual(['annotation', 'presentationUID']);
   });
