@@ -5,11 +5,11 @@
  * request writes a DICOM 110104 AuditEvent naming the study of `studyUID`.
  */
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import request from 'supertest';
 import { searchAuditEvents } from '../../../src/audit/audit-store';
 import { createProject } from '../../../src/auth/project-store';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
+import { binaryBody } from '../../helpers/binary-body';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 // dcmjs ships no type declarations.
@@ -17,12 +17,6 @@ import { startTestApp, type TestApp } from '../../helpers/test-app';
 const dcmjs = require('dcmjs');
 
 type Ids = { study: string; series: string; sop: string };
-
-function binary(res: unknown, cb: (err: Error | null, body: Buffer) => void) {
-  const chunks: Buffer[] = [];
-  (res as Readable).on('data', (c: Buffer) => chunks.push(c));
-  (res as Readable).on('end', () => cb(null, Buffer.concat(chunks)));
-}
 
 const wado = (ids: Ids, extra = '') => `/dicomweb/wado?requestType=WADO&studyUID=${ids.study}&seriesUID=${ids.series}&objectUID=${ids.sop}${extra}`;
 const errorText = (res: request.Response) => JSON.parse(res.body.toString())['00000902']?.Value?.[0] as string;
@@ -53,7 +47,7 @@ describe('WADO-URI access, views and audit', () => {
   const deid = (i: Ids): Ids => ({ study: map(i.study), series: map(i.series), sop: map(i.sop) });
   const missing = (): Ids => ({ study: newUid(), series: newUid(), sop: newUid() });
   const as = (token: string, path: string, requestId = `req-${randomUUID()}`) =>
-    request(t.app.express).get(path).set('Authorization', `Bearer ${token}`).set('X-Request-Id', requestId).buffer(true).parse(binary);
+    request(t.app.express).get(path).set('Authorization', `Bearer ${token}`).set('X-Request-Id', requestId).buffer(true).parse(binaryBody);
 
   beforeAll(async () => {
     t = await startTestApp();

@@ -4,10 +4,10 @@
  * transcoded) and as rendered images decoded with sharp. Access and views: wado-uri-access.test.ts.
  */
 import fs from 'node:fs';
-import { Readable } from 'node:stream';
 import sharp from 'sharp';
 import request from 'supertest';
 import { createInstanceScanner } from '../../../src/dicom/instance-scanner';
+import { binaryBody } from '../../helpers/binary-body';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 // dcmjs ships no type declarations.
@@ -21,13 +21,6 @@ const FILES = {
   sr: 'modalities/pydicom__reportsi.dcm',
 };
 type Ids = { study: string; series: string; sop: string };
-
-/** supertest parser that keeps the body as bytes. */
-function binary(res: unknown, cb: (err: Error | null, body: Buffer) => void) {
-  const chunks: Buffer[] = [];
-  (res as Readable).on('data', (c: Buffer) => chunks.push(c));
-  (res as Readable).on('end', () => cb(null, Buffer.concat(chunks)));
-}
 
 async function idsOf(relative: string): Promise<Ids> {
   const scanner = createInstanceScanner({ maxHeaderBytes: 16 << 20 });
@@ -48,7 +41,7 @@ const naturalized = (bytes: Buffer) => {
 describe('WADO-URI (PS3.18 chapter 9)', () => {
   let t: TestApp;
   const ids = {} as Record<keyof typeof FILES, Ids>;
-  const get = (path: string) => request(t.http).get(path).buffer(true).parse(binary);
+  const get = (path: string) => request(t.http).get(path).buffer(true).parse(binaryBody);
 
   beforeAll(async () => {
     t = await startTestApp();
