@@ -104,11 +104,11 @@ export function parseViewport(text: string): Viewport {
   return { width: vw, height: vh, region: { x: sx, y: sy, width: sw, height: sh } };
 }
 
-/** `quality=1..100` (JPEG). */
-export function parseQuality(text: string): number {
+/** `quality=1..100` (JPEG); `name` is the parameter's name in the message (WADO-URI calls it imageQuality). */
+export function parseQuality(text: string, name = 'quality'): number {
   const t = text.trim();
   const n = Number(t);
-  if (!/^\d{1,3}$/.test(t) || n < 1 || n > 100) throw new RenderParameterError(`invalid quality "${text.slice(0, 20)}": it must be an integer from 1 to 100`);
+  if (!/^\d{1,3}$/.test(t) || n < 1 || n > 100) throw new RenderParameterError(`invalid ${name} "${text.slice(0, 20)}": it must be an integer from 1 to 100`);
   return n;
 }
 

@@ -5,7 +5,7 @@
  * unknown parameters are ignored (PS3.18 8.3.2).
  */
 import { isValidUid } from '../dicom/validate-instance';
-import { MAX_VIEWPORT_SIDE, type RenderParameters, type UriViewport } from '../dicom/pixel-render-params';
+import { MAX_VIEWPORT_SIDE, parseQuality, RenderParameterError, type RenderParameters, type UriViewport } from '../dicom/pixel-render-params';
 import type { RetrieveTarget } from '../db/wado-index';
 import { HttpError } from '../http/errors';
 import { parseAccept, type MediaRange } from './accept';
@@ -89,9 +89,12 @@ function parseRendering(query: Record<string, unknown>): RenderParameters {
   }
   const quality = single(query, 'imageQuality');
   if (quality !== undefined) {
-    const q = positive(quality, 'imageQuality');
-    if (q > 100) throw new HttpError(400, `invalid imageQuality "${quality.slice(0, 20)}": it must be an integer from 1 to 100`);
-    render.quality = q;
+    try {
+      render.quality = parseQuality(quality, 'imageQuality');
+    } catch (err) {
+      if (err instanceof RenderParameterError) throw new HttpError(400, err.message);
+      throw err;
+    }
   }
   const sizing: UriViewport = {};
   const rows = single(query, 'rows');

@@ -6,7 +6,8 @@ import { loadFhirDefinitions } from '../definitions';
 import { applyWrites, prepareDelete, prepareWrite } from '../store/resource-writer';
 import { readCurrent, toStored, type StoredResource } from '../store/resource-store';
 import { findResourcesInTransaction, writeResourceInTransaction } from '../write-resource';
-import { DCM_SYSTEM, DICOM_UID_SYSTEM, dateTimeOf, genderOf, humanNameOf, issuerSystem, lateralityCoding } from './dicom-codes';
+import { DCM_SYSTEM, dateTimeOf, genderOf, humanNameOf, issuerSystem } from './dicom-codes';
+import { instanceEntry, seriesCodings, studyIdentifiers } from './imaging-study-elements';
 
 /**
  * One truth for DICOM and FHIR, at O(1) cost per study in the ingest transaction: inside the
@@ -246,8 +247,6 @@ async function readSeriesWithInstances(trx: Knex.Transaction, studyPk: number): 
   return result.rows as SeriesRow[];
 }
 
-// The elements derived here are also what provisional-imaging-study.ts builds for one instance (the
-// granular scope check of a STOW-RS): a change to them belongs in both.
 async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patientId: string): Promise<void> {
   const fhirId = study.fhir_id ?? randomUUID();
   const series = await readSeriesWithInstances(trx, Number(study.id));
@@ -259,12 +258,7 @@ async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patient
     resourceType: 'ImagingStudy',
     id: fhirId,
     status: 'available',
-    identifier: [
-      { use: 'official', system: DICOM_UID_SYSTEM, value: `urn:oid:${study.study_uid}` },
-      ...(study.accession_number
-        ? [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'ACSN' }] }, value: study.accession_number }]
-        : []),
-    ],
+    identifier: studyIdentifiers(study.study_uid, study.accession_number),
     subject: { reference: `Patient/${patientId}` },
     endpoint: [{ reference: `Endpoint/${DICOMWEB_ENDPOINT_ID}` }],
     numberOfSeries: Number(study.num_series),
@@ -272,25 +266,16 @@ async function writeImagingStudy(trx: Knex.Transaction, study: StudyRow, patient
     series: series.map((s): ImagingStudySeries => {
       const raw = s.instances ?? [];
       const list = typeof raw === 'string' ? (JSON.parse(raw) as Exclude<SeriesRow['instances'], string | null>) : raw;
-      // Series laterality from (0020,0060), else the instances' ImageLaterality when they agree.
-      const imageLats = [...new Set(list.map((i) => i[3]).filter((v) => v === 'R' || v === 'L' || v === 'B'))];
-      const laterality = lateralityCoding(s.laterality) ?? (imageLats.length === 1 ? lateralityCoding(imageLats[0]) : undefined);
       const started = dateTimeOf(s.series_date, s.series_time, tz);
       return {
         uid: s.series_uid,
         ...(s.series_number !== null ? { number: Number(s.series_number) } : {}),
-        modality: { system: DCM_SYSTEM, code: s.modality ?? 'OT' },
         ...(s.series_description ? { description: s.series_description } : {}),
         numberOfInstances: Number(s.num_instances),
         endpoint: [{ reference: `Endpoint/${DICOMWEB_ENDPOINT_ID}` }],
-        ...(s.body_part_examined ? { bodySite: { display: s.body_part_examined } } : {}),
-        ...(laterality ? { laterality } : {}),
+        ...seriesCodings(s.modality, s.body_part_examined, s.laterality, list.map((i) => i[3])),
         ...(started ? { started } : {}),
-        instance: list.map(([uid, sopClass, number]) => ({
-          uid,
-          sopClass: { system: 'urn:ietf:rfc:3986', code: `urn:oid:${sopClass}` },
-          ...(number !== null ? { number: Number(number) } : {}),
-        })),
+        instance: list.map(([uid, sopClass, number]) => instanceEntry(uid, sopClass, number)),
       };
     }),
   };

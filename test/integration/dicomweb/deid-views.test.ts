@@ -6,6 +6,7 @@
 import request from 'supertest';
 import { createProject } from '../../../src/auth/project-store';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
+import { burnedInInstance } from '../../helpers/burned-in-instance';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 
@@ -44,17 +45,7 @@ describe('DICOMweb researcher views', () => {
     extra: { SeriesDate: '20200110', AcquisitionDateTime: '20200110101500' },
   });
   const second = createSyntheticInstance({ patientID, patientName, studyDate: '20200305', rows: 8, columns: 8, bitsAllocated: 8 });
-  const burned = createSyntheticInstance({
-    studyInstanceUID: first.studyInstanceUID,
-    modality: 'US',
-    sopClassUID: '1.2.840.10008.5.1.4.1.1.6.1',
-    patientID,
-    patientName,
-    rows: 8,
-    columns: 8,
-    bitsAllocated: 8,
-    extra: { BurnedInAnnotation: 'YES' },
-  });
+  const burned = burnedInInstance({ studyInstanceUID: first.studyInstanceUID, patientID, patientName });
   const originals = [first.studyInstanceUID, first.seriesInstanceUID, first.sopInstanceUID, second.studyInstanceUID, second.sopInstanceUID, burned.sopInstanceUID, burned.seriesInstanceUID];
 
   beforeAll(async () => {

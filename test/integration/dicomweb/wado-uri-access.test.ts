@@ -10,6 +10,7 @@ import { searchAuditEvents } from '../../../src/audit/audit-store';
 import { createProject } from '../../../src/auth/project-store';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { binaryBody } from '../../helpers/binary-body';
+import { burnedInInstance } from '../../helpers/burned-in-instance';
 import { buildMultipart } from '../../helpers/multipart-body';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 // dcmjs ships no type declarations.
@@ -31,17 +32,7 @@ describe('WADO-URI access, views and audit', () => {
   const patientID = `MRN-${newUid().slice(-10)}`;
   const patientName = `Roe^Richard${newUid().slice(-6)}`;
   const mine = createSyntheticInstance({ patientID, patientName, rows: 8, columns: 8, bitsAllocated: 8, studyDate: '20210304' });
-  const burned = createSyntheticInstance({
-    studyInstanceUID: mine.studyInstanceUID,
-    modality: 'US',
-    sopClassUID: '1.2.840.10008.5.1.4.1.1.6.1',
-    patientID,
-    patientName,
-    rows: 8,
-    columns: 8,
-    bitsAllocated: 8,
-    extra: { BurnedInAnnotation: 'YES' },
-  });
+  const burned = burnedInInstance({ studyInstanceUID: mine.studyInstanceUID, patientID, patientName });
   const theirs = createSyntheticInstance({ patientID: `MRN-${newUid().slice(-10)}`, rows: 8, columns: 8, bitsAllocated: 8 });
   let map: (uid: string) => string;
   const deid = (i: Ids): Ids => ({ study: map(i.study), series: map(i.series), sop: map(i.sop) });
