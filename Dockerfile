@@ -39,7 +39,7 @@ COPY bin ./bin
 RUN mkdir -p /var/lib/imaging-lake && chown node:node /var/lib/imaging-lake
 USER node
 VOLUME ["/var/lib/imaging-lake"]
-EXPOSE 8080
+EXPOSE 8080 11112
 # slim has no curl: node's own fetch asks /healthz (liveness; /readyz also checks DB and store).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]

@@ -6,6 +6,7 @@ import { createDatabase, type Database } from './db/database';
 import { assertSchemaCurrent, runMigrations } from './db/migrate';
 import { createCorsMiddleware } from './dicomweb/cors';
 import { createDicomwebRouter } from './dicomweb/routes';
+import type { StoreServices } from './dicomweb/stow-rs';
 import { StudyResultCache } from './dicomweb/study-result-cache';
 import { createIndexChangeSync } from './dicomweb/index-change-sync';
 import { createRenderedImageCache } from './dicom/pixel-image-cache';
@@ -47,6 +48,8 @@ export interface AppHandle {
   readonly imagingStudies: ImagingStudyFlusher;
   /** FHIR Bulk Data export jobs (run in the background, one at a time). */
   readonly exports: BulkExports;
+  /** What STOW-RS stores with (blob store, index, index-change hook): the DIMSE C-STORE SCP stores the same way. */
+  readonly store: StoreServices;
   /** Stops background work owned by the app (audit partition maintenance, bulk exports). */
   readonly stopBackground: () => Promise<void>;
 }
@@ -91,12 +94,16 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
     blobs,
     accessOf: (grant) => exportAccessOf(exportCallerFor(grant as ExportGrant, config.exportApproval), exportViews),
   });
-  const app = buildExpress({ config, db, blobs, logger, auth, privacy, imagingStudies, exports, exportViews });
+  // One truth for every way in: the index change marks its studies pending in its own transaction (with
+  // the ImagingStudy id and Patient); the flusher writes the ImagingStudy before FHIR can read it.
+  // Then PatientKeys, project links and de-identified UIDs, in the same transaction.
+  const store: StoreServices = { db, blobs, logger, config, onIndexChange: createIndexChangeSync({ privacy, imagingStudies }) };
+  const app = buildExpress({ config, store, auth, privacy, imagingStudies, exports, exportViews });
   const stopBackground = async () => {
     await exports.stop();
     await partitions.stop();
   };
-  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, imagingStudies, exports, stopBackground };
+  return { express: app, config, db, blobs, logger, sweeper, auth, privacy, imagingStudies, exports, store, stopBackground };
 }
 
 /** Stops background work and releases the database and blob store. */
@@ -113,16 +120,15 @@ export async function shutdownApp(app: AppHandle): Promise<void> {
 
 function buildExpress(deps: {
   config: AppConfig;
-  db: Database;
-  blobs: BlobStore;
-  logger: Logger;
+  store: StoreServices;
   auth: AuthServices;
   privacy: AppPrivacyService;
   imagingStudies: ImagingStudyFlusher;
   exports: BulkExports;
   exportViews: ExportViewDeps;
 }): Express {
-  const { config, db, blobs, logger, auth, privacy, imagingStudies, exports, exportViews } = deps;
+  const { config, store, auth, privacy, imagingStudies, exports, exportViews } = deps;
+  const { db, blobs, logger } = store;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -183,10 +189,7 @@ function buildExpress(deps: {
   app.use(
     '/dicomweb',
     createDicomwebRouter({
-      db,
-      blobs,
-      logger,
-      config,
+      ...store,
       publicBaseUrl: config.publicBaseUrl,
       transcoder: createTranscodeHook({ db, blobs }),
       thumbnailCache: createRenderedImageCache(),
@@ -195,10 +198,6 @@ function buildExpress(deps: {
       privacy,
       // The same column-level rules as FHIR: a data manager's answers mask patient identifiers.
       fieldRules: fieldRulesOf,
-      // One truth: the index change marks its studies pending in its own transaction (with the
-      // ImagingStudy id and Patient); the flusher writes the ImagingStudy before FHIR can read it.
-      // Then PatientKeys, project links and de-identified UIDs, in the same transaction.
-      onIndexChange: createIndexChangeSync({ privacy, imagingStudies }),
     }),
   );
 

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { AuthConfigError, loadAuthConfig, type AuthConfig } from './auth/auth-config';
+import { PROJECT_ID_RE } from './auth/project-store';
 
 /**
  * Typed, validated configuration. This is the only module that looks at the environment:
@@ -15,6 +16,20 @@ const byteSize = z
   .string()
   .regex(/^\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]?)?$/, 'a byte size such as 4294967296, 512MB or 4GiB')
   .transform(parseByteSize);
+
+/** PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash, not all spaces. */
+const AE_TITLE = /^(?=.*[^ ])[\x20-\x5b\x5d-\x7e]{1,16}$/;
+
+/** One DIMSE peer allowed to associate (DIMSE_PEERS is a JSON array of these). */
+const DimsePeerSchema = z
+  .object({
+    aeTitle: z.string().trim().regex(AE_TITLE, 'an AE title: 1-16 characters, no backslash or control characters'),
+    /** The peer's IP address; absent: any address. */
+    host: z.string().min(1).optional(),
+    /** Projects whatever it stores is linked to; absent or empty: none, and it may add to any study (as an admin's STOW). */
+    projects: z.array(z.string().regex(PROJECT_ID_RE, 'a project id: 1-64 of letters, digits and ._-')).default([]),
+  })
+  .strict();
 
 const EnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -49,6 +64,11 @@ const EnvSchema = z.object({
   MEMORY_RELEASE_SLACK: byteSize.prefault('16MiB'),
   QIDO_STUDY_CACHE_SIZE: byteSize.prefault('128MiB'),
   EXPORT_APPROVAL: z.enum(['researcher', 'none']).default('researcher'),
+  // DIMSE C-STORE SCP (src/dimse): off unless DIMSE_PORT is set.
+  DIMSE_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  DIMSE_HOST: z.string().min(1).optional(),
+  DIMSE_AE_TITLE: z.string().regex(AE_TITLE, 'an AE title: 1-16 characters, no backslash or control characters').default('IMAGING_LAKE'),
+  DIMSE_PEERS: z.string().default('[]'),
 });
 
 export interface AppConfig {
@@ -99,7 +119,19 @@ export interface AppConfig {
    * (src/fhir/export/export-approvals.ts): researchers' (the default), or nobody's.
    */
   exportApproval?: 'researcher' | 'none';
+  /** The DIMSE C-STORE SCP (src/dimse); undefined when DIMSE_PORT is unset. */
+  dimse?: DimseConfig;
 }
+
+/** Where the DIMSE listener binds, its AE title, and who may associate with it (DIMSE_*). */
+export interface DimseConfig {
+  port: number;
+  host: string;
+  aeTitle: string;
+  peers: DimsePeer[];
+}
+
+export type DimsePeer = z.infer<typeof DimsePeerSchema>;
 
 /** The privacy section: where the HMAC key comes from and the de-identification rules (src/privacy). */
 export interface PrivacyConfig {
@@ -171,6 +203,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     memoryReleaseSlackBytes: e.MEMORY_RELEASE_SLACK,
     qidoStudyCacheBytes: e.QIDO_STUDY_CACHE_SIZE,
     exportApproval: e.EXPORT_APPROVAL,
+    dimse: e.DIMSE_PORT === undefined ? undefined : { port: e.DIMSE_PORT, host: e.DIMSE_HOST ?? e.HOST, aeTitle: e.DIMSE_AE_TITLE.trim(), peers: parseDimsePeers(e.DIMSE_PEERS) },
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
     corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
@@ -197,6 +230,21 @@ export function parsePrivacyKey(text: string, name = 'privacy key'): Buffer {
   if (!key) throw new ConfigError(`invalid configuration: ${name}: not hex or base64`);
   if (key.length < 32) throw new ConfigError(`invalid configuration: ${name}: ${key.length} bytes, at least 32 needed`);
   return key;
+}
+
+/** DIMSE_PEERS: a JSON array of `{ "aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"] }`. */
+function parseDimsePeers(text: string): DimsePeer[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new ConfigError('invalid configuration: DIMSE_PEERS: not JSON (a list such as [{"aeTitle": "OCT_1", "projects": ["glaucoma"]}])');
+  }
+  const parsed = z.array(DimsePeerSchema).safeParse(json);
+  if (!parsed.success) {
+    throw new ConfigError(`invalid configuration: DIMSE_PEERS: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data;
 }
 
 /** Parses `4294967296`, `512MB`, `4GiB` (binary multiples for both spellings). */

@@ -14,6 +14,7 @@ import { createPrivacyService } from './privacy/privacy-service';
 import { checkGenerateOptions, GenerateError, runGenerate, type GenerateOptions } from './generate/generate';
 import { startMemoryRelease } from './memory-release';
 import { createAppServer } from './http/app-server';
+import { startDimseListener } from './dimse/dimse-listener';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -274,6 +275,16 @@ async function serve(config: AppConfig): Promise<void> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   app.logger.info({ host: config.host, port, database: app.db.kind, blobs: app.blobs.kind }, 'imaging-lake listening');
+  // DIMSE C-STORE SCP beside the HTTP server (DIMSE_PORT); its stores take STOW-RS's path.
+  const dimse = config.dimse
+    ? await startDimseListener({
+        config: config.dimse,
+        store: app.store,
+        auditSource: app.auth.audit.source,
+        dicomwebBaseUrl: `${config.publicBaseUrl ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`}/dicomweb`,
+        logger: app.logger,
+      })
+    : undefined;
   try {
     fs.mkdirSync(config.auth.keyDir, { recursive: true });
     fs.writeFileSync(issuerFile(config.auth.keyDir), `${config.auth.issuer}\n`);
@@ -289,6 +300,7 @@ async function serve(config: AppConfig): Promise<void> {
     server.close();
     server.closeIdleConnections();
     setTimeout(() => server.closeAllConnections(), 10_000).unref();
+    await dimse?.close().catch((err) => app.logger.error({ err }, 'DIMSE listener shutdown failed'));
     await shutdownApp(app).catch((err) => app.logger.error({ err }, 'shutdown failed'));
     process.exit(0);
   };

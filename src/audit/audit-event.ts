@@ -70,7 +70,8 @@ export interface AuditAgent {
 
 /** The facts of one access, protocol-neutral. */
 export interface AuditInput {
-  protocol: 'fhir' | 'dicomweb' | 'auth';
+  /** `dimse`: a DICOM network service (a C-STORE received by src/dimse), recorded as DICOMweb's equivalent. */
+  protocol: 'fhir' | 'dicomweb' | 'dimse' | 'auth';
   action: AuditAction;
   resourceType?: string;
   resourceId?: string;
@@ -145,7 +146,7 @@ function eventType(input: AuditInput): { type: Coding; subtype: Coding[] } {
   if (input.protocol === 'auth') {
     return { type: { system: DCM, code: '110114', display: 'User Authentication' }, subtype: [{ system: DCM, code: '110122', display: 'Login' }] };
   }
-  if (input.protocol === 'dicomweb') {
+  if (input.protocol === 'dicomweb' || input.protocol === 'dimse') {
     const subtype = [restSubtype({ ...input, resourceType: input.resourceType ?? 'ImagingStudy' })];
     if (input.action === 'search') return { type: { system: DCM, code: '110112', display: 'Query' }, subtype };
     if (input.action === 'delete') return { type: { system: DCM, code: '110105', display: 'DICOM Study Deleted' }, subtype };

@@ -12,7 +12,8 @@ export interface Project {
   facility?: string;
 }
 
-const PROJECT_ID_RE = /^[\w.-]{1,64}$/;
+/** A project id: 1-64 of letters, digits and ._- */
+export const PROJECT_ID_RE = /^[\w.-]{1,64}$/;
 
 /** Creates a project (idempotent: an existing id is left as it is). */
 export async function createProject(knex: Knex, project: Project): Promise<void> {

@@ -49,6 +49,11 @@ export interface StoreRequest {
    */
   admit?: InstanceAdmission;
   /**
+   * The SOP Class and Instance UIDs the instance must carry (a DIMSE C-STORE names them in its
+   * command, PS3.7 9.1.1.1): another data set is refused (FailureReason A900H) and not kept.
+   */
+  expected?: { sopClassUID: string; sopInstanceUID: string };
+  /**
    * The request's AuditEvent (naming the studies stored, and `refusal` when `admit` refused
    * some instances) as an INSERT that the index transaction sends within its first statement,
    * so nothing is kept when the audit trail cannot be written.
@@ -110,7 +115,7 @@ async function storeReceived(services: StoreServices, req: StoreRequest, mediaTy
     const boundary = mediaType.params.boundary;
     if (!boundary) throw refused(400, 'multipart/related Content-Type has no boundary parameter');
     try {
-      await readMultipart(body, boundary, (part) => pending.push(processPart(services, part, req.studyInstanceUID, req.admit)));
+      await readMultipart(body, boundary, (part) => pending.push(processPart(services, part, req)));
     } catch (err) {
       await abandon(services, pending);
       if (limiter.exceeded) throw tooLarge(limiter.limit);
@@ -121,7 +126,7 @@ async function storeReceived(services: StoreServices, req: StoreRequest, mediaTy
     }
   } else if (DICOM_TYPES.has(mediaType.type)) {
     const single = Readable.from(body, { objectMode: false });
-    pending.push(processPart(services, { headers: { 'content-type': mediaType.type }, body: single, index: 0 }, req.studyInstanceUID, req.admit));
+    pending.push(processPart(services, { headers: { 'content-type': mediaType.type }, body: single, index: 0 }, req));
   } else {
     throw refused(415, `Content-Type ${mediaType.type} is not supported; use multipart/related; type="application/dicom"`);
   }
@@ -161,8 +166,12 @@ interface PartResult {
   unavailable?: string;
 }
 
-async function processPart(services: StoreServices, part: MultipartPart, targetStudy?: string, admit?: InstanceAdmission): Promise<PartResult> {
+/** What each part of a request is checked against. */
+type PartChecks = Pick<StoreRequest, 'studyInstanceUID' | 'admit' | 'expected'>;
+
+async function processPart(services: StoreServices, part: MultipartPart, checks: PartChecks): Promise<PartResult> {
   const { blobs, db } = services;
+  const { studyInstanceUID: targetStudy, admit, expected } = checks;
   const partType = parseMediaType(part.headers['content-type'])?.type ?? 'application/dicom';
   if (!DICOM_TYPES.has(partType)) {
     part.body.resume();
@@ -199,6 +208,8 @@ async function processPart(services: StoreServices, part: MultipartPart, targetS
       `part ${part.index + 1}: StudyInstanceUID ${scanned.attributes.studyInstanceUID} does not match the target study ${targetStudy}`,
     );
   }
+  const mismatch = expected && mismatchOf(scanned, expected);
+  if (mismatch) return fail(StatusCode.DataSetDoesNotMatchSopClass, `part ${part.index + 1}: ${mismatch}`);
   // Granular scopes (SMART 2.2): an instance they refuse is dropped before its blob is named or claimed.
   const denial = admit?.(scanned);
   if (denial !== undefined) return { ...(await fail(StatusCode.NotAuthorized, `part ${part.index + 1}: ${denial}`)), refused: denial };
@@ -221,6 +232,14 @@ async function processPart(services: StoreServices, part: MultipartPart, targetS
     services.logger.error({ err: claimError }, 'blob ledger claim failed');
     return { index: part.index, scanned, unavailable: 'the index database is unavailable' };
   }
+}
+
+/** How the data set differs from the UIDs its sender announced, or undefined when it does not. */
+function mismatchOf(scanned: ScannedInstance, expected: NonNullable<StoreRequest['expected']>): string | undefined {
+  const a = scanned.attributes;
+  if (a.sopClassUID !== expected.sopClassUID) return `the data set's SOPClassUID ${a.sopClassUID} is not the announced ${expected.sopClassUID}`;
+  if (a.sopInstanceUID !== expected.sopInstanceUID) return `the data set's SOPInstanceUID ${a.sopInstanceUID} is not the announced ${expected.sopInstanceUID}`;
+  return undefined;
 }
 
 async function storageFailure(

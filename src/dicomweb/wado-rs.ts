@@ -966,21 +966,28 @@ export const IMPLEMENTATION_VERSION_NAME = 'IMAGING_LAKE_1';
 
 /**
  * Preamble, "DICM" and the File Meta Information group (PS3.10 7.1) for an instance stored as a
- * raw data set, computed from the index, so it is served as a valid Part 10 file.
+ * raw data set, computed from the index, so it is served as a valid Part 10 file; with
+ * `sourceAETitle`, the Source Application Entity Title (0002,0016) of a data set received over
+ * the network (a DIMSE C-STORE).
  */
-export function buildFileMeta(instance: Pick<StoredInstance, 'sopClassUID' | 'sopInstanceUID' | 'transferSyntaxUID'>): Buffer {
+export function buildFileMeta(instance: Pick<StoredInstance, 'sopClassUID' | 'sopInstanceUID' | 'transferSyntaxUID'>, sourceAETitle?: string): Buffer {
   const elements = [
     metaElement(0x0001, 'OB', Buffer.from([0x00, 0x01])),
     metaElement(0x0002, 'UI', uidValue(instance.sopClassUID)),
     metaElement(0x0003, 'UI', uidValue(instance.sopInstanceUID)),
     metaElement(0x0010, 'UI', uidValue(instance.transferSyntaxUID)),
     metaElement(0x0012, 'UI', uidValue(IMPLEMENTATION_CLASS_UID)),
-    metaElement(0x0013, 'SH', Buffer.from(IMPLEMENTATION_VERSION_NAME.length % 2 ? `${IMPLEMENTATION_VERSION_NAME} ` : IMPLEMENTATION_VERSION_NAME, 'latin1')),
+    metaElement(0x0013, 'SH', spacePadded(IMPLEMENTATION_VERSION_NAME)),
   ];
+  if (sourceAETitle) elements.push(metaElement(0x0016, 'AE', spacePadded(sourceAETitle)));
   const body = Buffer.concat(elements);
   const groupLength = Buffer.alloc(4);
   groupLength.writeUInt32LE(body.length);
   return Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1'), metaElement(0x0000, 'UL', groupLength), body]);
+}
+
+function spacePadded(text: string): Buffer {
+  return Buffer.from(text.length % 2 ? `${text} ` : text, 'latin1');
 }
 
 function uidValue(uid: string): Buffer {

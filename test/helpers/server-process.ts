@@ -8,6 +8,8 @@ const ROOT = path.resolve(__dirname, '../..');
 export interface ServerProcess {
   child: ChildProcess;
   baseUrl: string;
+  /** The DIMSE listener's port, when DIMSE_PORT was set. */
+  dimsePort?: number;
   pid: number;
   /** Sends SIGKILL and waits for the exit. */
   kill(): Promise<void>;
@@ -25,16 +27,23 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
   const stderr: string[] = [];
   child.stderr!.on('data', (d) => stderr.push(String(d)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let dimsePort: number | undefined;
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr.join('')}`)), timeoutMs);
     const lines = readline.createInterface({ input: child.stdout! });
+    let httpPort: number | undefined;
+    // With DIMSE_PORT the DIMSE listener starts after the HTTP server: wait for both.
+    const ready = () => {
+      if (httpPort === undefined || (env.DIMSE_PORT !== undefined && dimsePort === undefined)) return;
+      clearTimeout(timer);
+      resolve(httpPort);
+    };
     lines.on('line', (line) => {
       try {
         const entry = JSON.parse(line);
-        if (entry.msg === 'imaging-lake listening') {
-          clearTimeout(timer);
-          resolve(entry.port);
-        }
+        if (entry.msg === 'imaging-lake listening') httpPort = entry.port;
+        if (entry.msg === 'DIMSE C-STORE SCP listening') dimsePort = entry.port;
+        ready();
       } catch {
         // not a log line
       }
@@ -48,6 +57,7 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
     child,
     pid: child.pid!,
     baseUrl: `http://127.0.0.1:${port}`,
+    dimsePort,
     async kill() {
       child.kill('SIGKILL');
       await exited;

@@ -50,6 +50,30 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ QIDO_STUDY_CACHE_SIZE: '-1' })).toThrow(/QIDO_STUDY_CACHE_SIZE/);
   });
 
+  test('DIMSE: off without DIMSE_PORT; with it, its host (HOST by default), AE title and peers from DIMSE_PEERS', () => {
+    expect(loadConfig({}).dimse).toBeUndefined();
+    expect(loadConfig({ DIMSE_PORT: '11112', HOST: '0.0.0.0' }).dimse).toEqual({ port: 11112, host: '0.0.0.0', aeTitle: 'IMAGING_LAKE', peers: [] });
+    const peers = '[{"aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"]}, {"aeTitle": "PACS"}]';
+    expect(loadConfig({ DIMSE_PORT: '104', DIMSE_HOST: '10.0.0.1', DIMSE_AE_TITLE: 'LAKE', DIMSE_PEERS: peers }).dimse).toEqual({
+      port: 104,
+      host: '10.0.0.1',
+      aeTitle: 'LAKE',
+      peers: [
+        { aeTitle: 'OCT_1', host: '10.0.0.5', projects: ['glaucoma'] },
+        { aeTitle: 'PACS', projects: [] },
+      ],
+    });
+  });
+
+  test('DIMSE: bad AE titles and peer lists fail fast naming the variable', () => {
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_AE_TITLE: 'A_TITLE_LONGER_THAN_16' })).toThrow(/DIMSE_AE_TITLE/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_AE_TITLE: 'BACK\\SLASH' })).toThrow(/DIMSE_AE_TITLE/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: 'OCT_1' })).toThrow(/DIMSE_PEERS: not JSON/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": ""}]' })).toThrow(/DIMSE_PEERS: 0.aeTitle/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": "OCT", "project": "x"}]' })).toThrow(/DIMSE_PEERS/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": "OCT", "projects": ["../x"]}]' })).toThrow(/DIMSE_PEERS: 0.projects.0/);
+  });
+
   test('byte sizes', () => {
     expect(parseByteSize('512MB')).toBe(512 * 1024 ** 2);
     expect(parseByteSize('4GiB')).toBe(4 * 1024 ** 3);
