@@ -228,6 +228,8 @@ class StoreScp extends Scp {
   async finish(): Promise<void> {
     await Promise.allSettled([...this.receipts.values()].map((r) => r.status));
     this.socketOf.end();
+    // A peer that keeps its half of the connection open does not hold the shutdown up.
+    setTimeout(() => this.socketOf.destroy(), 5_000).unref();
   }
 
   /** Data sets still arriving end in an error: nothing of them is kept. */
