@@ -14,6 +14,7 @@ import { createPrivacyService } from './privacy/privacy-service';
 import { checkGenerateOptions, GenerateError, runGenerate, type GenerateOptions } from './generate/generate';
 import { startMemoryRelease } from './memory-release';
 import { createAppServer } from './http/app-server';
+import { originOf } from './http/base-url';
 import { startDimseListener } from './dimse/dimse-listener';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -281,7 +282,7 @@ async function serve(config: AppConfig): Promise<void> {
         config: config.dimse,
         store: app.store,
         auditSource: app.auth.audit.source,
-        dicomwebBaseUrl: `${config.publicBaseUrl ?? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`}/dicomweb`,
+        dicomwebBaseUrl: `${config.publicBaseUrl ?? originOf(config.host, port)}/dicomweb`,
         logger: app.logger,
       })
     : undefined;

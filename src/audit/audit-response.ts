@@ -78,9 +78,25 @@ export function auditInputFromRequest(req: Request, res: Response, extra: Partia
 export async function auditInTransaction(trx: Knex.Transaction | Knex, recorder: Pick<AuditRecorder, 'source'>, req: Request, res: Response, extra: Partial<AuditInput> = {}): Promise<void> {
   const input = auditInputFromRequest(req, res, { status: 200, ...extra });
   await writeAuditEvent(trx, buildAuditEvent(input, recorder.source));
+  res.locals.audit = { ...(res.locals.audit ?? {}), committed: transactionCommitted(trx) };
+}
+
+/** Resolves true once `trx` committed, false if it rolled back; a bare Knex (no transaction) counts as committed. */
+export function transactionCommitted(trx: Knex.Transaction | Knex): Promise<boolean> {
   const execution = (trx as Knex.Transaction).executionPromise as Promise<unknown> | undefined;
-  const committed = execution ? execution.then(() => true, () => false) : Promise.resolve(true);
-  res.locals.audit = { ...(res.locals.audit ?? {}), committed };
+  return execution ? execution.then(() => true, () => false) : Promise.resolve(true);
+}
+
+/**
+ * `event` as an INSERT a write runs within its own first statement in its transaction;
+ * `onWritten` gets whether that transaction committed, once the statement has succeeded.
+ */
+export function auditStatementOf(event: AuditEvent, onWritten: (committed: Promise<boolean>) => void): TransactionAuditStatement {
+  return {
+    ...auditInsertFor(event),
+    written: (trx) => onWritten(transactionCommitted(trx)),
+    isFailure: isAuditWriteFailure,
+  };
 }
 
 /**
@@ -95,15 +111,9 @@ export function auditStatementInTransaction(
   extra: Partial<AuditInput> = {},
 ): TransactionAuditStatement {
   const input = auditInputFromRequest(req, res, { status: 200, ...extra });
-  return {
-    ...auditInsertFor(buildAuditEvent(input, recorder.source)),
-    written(trx) {
-      const execution = (trx as Knex.Transaction).executionPromise as Promise<unknown> | undefined;
-      const committed = execution ? execution.then(() => true, () => false) : Promise.resolve(true);
-      res.locals.audit = { ...(res.locals.audit ?? {}), committed };
-    },
-    isFailure: isAuditWriteFailure,
-  };
+  return auditStatementOf(buildAuditEvent(input, recorder.source), (committed) => {
+    res.locals.audit = { ...(res.locals.audit ?? {}), committed };
+  });
 }
 
 /** An AuditEvent INSERT to run in a write's own statement (auditStatementInTransaction). */

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { isRole, type Role } from './roles';
+import { originOf } from '../http/base-url';
 
 /**
  * Typed configuration of the access layer (tokens, SAML, OIDC, keys). `loadAuthConfig(env)` is
@@ -146,7 +147,7 @@ export function loadAuthConfig(env: Record<string, string | undefined>): AuthCon
     throw new AuthConfigError(`invalid access configuration: ${problems}`);
   }
   const e = parsed.data;
-  const issuer = (e.AUTH_ISSUER ?? e.PUBLIC_BASE_URL ?? `http://${e.HOST.includes(':') ? `[${e.HOST}]` : e.HOST}:${e.PORT}`).replace(/\/+$/, '');
+  const issuer = (e.AUTH_ISSUER ?? e.PUBLIC_BASE_URL ?? originOf(e.HOST, e.PORT)).replace(/\/+$/, '');
   const config: AuthConfig = {
     issuer,
     audience: e.AUTH_AUDIENCE ?? issuer,

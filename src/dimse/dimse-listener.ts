@@ -15,10 +15,10 @@ import { PassThrough, Writable } from 'node:stream';
 import { Dataset, Implementation, Scp, constants, log as dimseLog, responses, type association, type requests } from 'dcmjs-dimse';
 import type { DimseConfig, DimsePeer } from '../config';
 import { buildAuditEvent, type AuditInput, type AuditSource } from '../audit/audit-event';
-import { auditInsertFor, isAuditWriteFailure } from '../audit/audit-store';
+import { auditStatementOf } from '../audit/audit-response';
 import { auditWriterFor } from '../audit/audit-writer';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, buildFileMeta } from '../dicomweb/wado-rs';
-import { storeInstances, type StoreAuditStatement, type StoreServices } from '../dicomweb/stow-rs';
+import { storeInstances, type StoreServices } from '../dicomweb/stow-rs';
 import type { Logger } from '../logger';
 import { judgeAssociation, judgeContext } from './negotiation';
 import { auditOutcomeOf, storeStatusOf, storeStatusOfError, type StoreStatus } from './store-status';
@@ -116,7 +116,7 @@ class StoreScp extends Scp {
       this.deps.logger.warn({ callingAETitle: this.callingAETitle, address, reason: verdict.message }, 'DIMSE association rejected');
       const reason = verdict.reason === 'called-ae-not-recognized' ? RejectReason.CalledAeNotRecognized : RejectReason.CallingAeNotRecognized;
       // A refused association is a failed sign-in: recorded as one (IHE BALP / DICOM 110114).
-      void this.audit({ protocol: 'auth', action: 'login', status: 401, outcome: '4', outcomeDescription: `DIMSE association rejected: ${verdict.message}`, details: this.details(assoc) })
+      void this.audit({ protocol: 'auth', action: 'login', outcome: '4', outcomeDescription: `DIMSE association rejected: ${verdict.message}`, details: this.details(assoc) })
         .catch((err: unknown) => this.deps.logger.error({ err }, 'audit of a rejected DIMSE association failed'))
         .finally(() => {
           try {
@@ -252,14 +252,8 @@ class StoreScp extends Scp {
         // A peer tied to projects adds only to their studies, as a data manager's STOW-RS does.
         studyScope: peer.projects.length > 0 ? 'projects' : 'all',
         expected,
-        auditStatement: (studyUids): StoreAuditStatement => ({
-          ...auditInsertFor(buildAuditEvent(this.auditInput({ protocol: 'dimse', action: 'create', studyUids, status: 200, details }), this.deps.auditSource)),
-          written(trx) {
-            const execution = trx.executionPromise as Promise<unknown> | undefined;
-            committed = execution ? execution.then(() => true, () => false) : Promise.resolve(true);
-          },
-          isFailure: isAuditWriteFailure,
-        }),
+        auditStatement: (studyUids) =>
+          auditStatementOf(buildAuditEvent(this.auditInput({ protocol: 'dimse', action: 'create', studyUids, status: 200, details }), this.deps.auditSource), (c) => (committed = c)),
       });
       status = storeStatusOf(response);
     } catch (err) {

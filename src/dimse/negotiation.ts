@@ -4,6 +4,7 @@
  */
 import { isIP } from 'node:net';
 import type { DimseConfig, DimsePeer } from '../config';
+import { TransferSyntaxUid } from '../dicom/transfer-syntax';
 
 /** Verification SOP Class (PS3.4 A.4): C-ECHO. */
 export const VERIFICATION_SOP_CLASS = '1.2.840.10008.1.1';
@@ -34,18 +35,16 @@ export function isStorageSopClass(uid: string): boolean {
  */
 export function isStorableTransferSyntax(uid: string): boolean {
   return (
-    uid === '1.2.840.10008.1.2' ||
-    uid === '1.2.840.10008.1.2.1' ||
-    uid === '1.2.840.10008.1.2.1.99' ||
-    uid === '1.2.840.10008.1.2.2' ||
+    uid === TransferSyntaxUid.ImplicitVRLittleEndian ||
+    uid === TransferSyntaxUid.ExplicitVRLittleEndian ||
+    uid === TransferSyntaxUid.DeflatedExplicitVRLittleEndian ||
+    uid === TransferSyntaxUid.ExplicitVRBigEndian ||
     uid === '1.2.840.10008.1.2.5' ||
     uid === '1.2.840.10008.1.2.8.1' ||
     /^1\.2\.840\.10008\.1\.2\.4\.\d+$/.test(uid)
   );
 }
 
-/** Verification needs no data set encoding of ours: the default syntax is enough (PS3.7 A.4). */
-const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2';
 
 /** The answer to one proposed presentation context (PS3.8 9.3.3.2 result/reason). */
 export type ContextVerdict =
@@ -60,7 +59,8 @@ export type ContextVerdict =
  */
 export function judgeContext(abstractSyntaxUID: string, proposed: readonly string[]): ContextVerdict {
   if (abstractSyntaxUID === VERIFICATION_SOP_CLASS) {
-    const ts = proposed.find((t) => t === IMPLICIT_VR_LITTLE_ENDIAN) ?? proposed.find(isStorableTransferSyntax);
+    // Verification carries no data set: the default syntax is enough (PS3.7 A.4).
+    const ts = proposed.find((t) => t === TransferSyntaxUid.ImplicitVRLittleEndian) ?? proposed.find(isStorableTransferSyntax);
     return ts ? { result: 'accept', transferSyntaxUID: ts } : { result: 'transfer-syntaxes-not-supported' };
   }
   if (!isStorageSopClass(abstractSyntaxUID)) return { result: 'abstract-syntax-not-supported' };

@@ -1,5 +1,10 @@
 import type { Request } from 'express';
 
+/** `http://host:port` of a listening address (an IPv6 host in brackets, RFC 3986 3.2.2). */
+export function originOf(host: string, port: number | string): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /**
  * The externally visible base URL of this server for links in responses (RetrieveURL,
  * BulkDataURI, FHIR links): PUBLIC_BASE_URL when configured, else rebuilt from the request,
