@@ -26,10 +26,21 @@ const DimsePeerSchema = z
     aeTitle: z.string().trim().regex(AE_TITLE, 'an AE title: 1-16 characters, no backslash or control characters'),
     /** The peer's IP address; absent: any address. */
     host: z.string().min(1).optional(),
-    /** Projects whatever it stores is linked to; absent or empty: none, and it may add to any study (as an admin's STOW). */
+    /**
+     * Projects the peer works within: what it stores is linked to them, and it queries and retrieves
+     * their studies only. Absent or empty: none, and it may add to any study (as an admin's STOW)
+     * and, when given `find`, `get` or `move`, query and retrieve every study.
+     */
     projects: z.array(z.string().regex(PROJECT_ID_RE, 'a project id: 1-64 of letters, digits and ._-')).default([]),
+    /** DIMSE services the peer may use (C-STORE, C-FIND, C-GET, C-MOVE); absent: store only. C-ECHO is always answered. */
+    services: z.array(z.enum(['store', 'find', 'get', 'move'])).default(['store']),
+    /** The port of the peer's own C-STORE SCP: with `host`, it makes the peer a C-MOVE destination. */
+    port: z.number().int().min(1).max(65535).optional(),
   })
   .strict();
+
+/** A DIMSE service a peer may be allowed. */
+export type DimseService = 'store' | 'find' | 'get' | 'move';
 
 const EnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
@@ -232,7 +243,7 @@ export function parsePrivacyKey(text: string, name = 'privacy key'): Buffer {
   return key;
 }
 
-/** DIMSE_PEERS: a JSON array of `{ "aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"] }`. */
+/** DIMSE_PEERS: a JSON array of `{ "aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"], "services": ["store"] }`. */
 function parseDimsePeers(text: string): DimsePeer[] {
   let json: unknown;
   try {

@@ -16,6 +16,7 @@ import { startMemoryRelease } from './memory-release';
 import { createAppServer } from './http/app-server';
 import { originOf } from './http/base-url';
 import { startDimseListener } from './dimse/dimse-listener';
+import { createTranscodeHook } from './dicom/transcode-hook';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -276,13 +277,14 @@ async function serve(config: AppConfig): Promise<void> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   app.logger.info({ host: config.host, port, database: app.db.kind, blobs: app.blobs.kind }, 'imaging-lake listening');
-  // DIMSE C-STORE SCP beside the HTTP server (DIMSE_PORT); its stores take STOW-RS's path.
+  // DIMSE listener beside the HTTP server (DIMSE_PORT): its stores take STOW-RS's path, its queries QIDO-RS's.
   const dimse = config.dimse
     ? await startDimseListener({
         config: config.dimse,
         store: app.store,
         auditSource: app.auth.audit.source,
         dicomwebBaseUrl: `${config.publicBaseUrl ?? originOf(config.host, port)}/dicomweb`,
+        transcoder: createTranscodeHook({ db: app.db, blobs: app.blobs }),
         logger: app.logger,
       })
     : undefined;

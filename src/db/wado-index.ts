@@ -129,6 +129,30 @@ export async function findStoredInstances(knex: Knex, target: RetrieveTarget, re
   return rows.map(toStoredInstance);
 }
 
+/** What a DIMSE retrieve (C-GET, C-MOVE) names: its unique keys; every list given must match. */
+export interface RetrieveKeyTarget {
+  patientID?: string;
+  issuerOfPatientID?: string;
+  studyInstanceUIDs: readonly string[];
+  seriesInstanceUIDs: readonly string[];
+  sopInstanceUIDs: readonly string[];
+}
+
+/** The instances a DIMSE retrieve names, within the restriction, in study, series and instance order. */
+export async function findInstancesByKeys(knex: Knex, keys: RetrieveKeyTarget, restrict?: StudyRestriction): Promise<StoredInstance[]> {
+  const qb = knex('instances as i').join('series as se', 'se.id', 'i.series_pk').join('studies as st', 'st.id', 'i.study_pk');
+  if (keys.patientID !== undefined) qb.where('st.patient_id', keys.patientID);
+  if (keys.issuerOfPatientID !== undefined) qb.where('st.issuer_of_patient_id', keys.issuerOfPatientID);
+  if (keys.studyInstanceUIDs.length > 0) qb.whereIn('st.study_uid', [...keys.studyInstanceUIDs]);
+  if (keys.seriesInstanceUIDs.length > 0) qb.whereIn('se.series_uid', [...keys.seriesInstanceUIDs]);
+  if (keys.sopInstanceUIDs.length > 0) qb.whereIn('i.sop_instance_uid', [...keys.sopInstanceUIDs]);
+  if (restrict) applyStudyRestriction(knex, qb, 'st.id', restrict);
+  const rows = await qb
+    .select(LOCATION_COLUMNS)
+    .orderBy(['st.id', { column: 'se.series_number', nulls: 'last' }, 'se.id', { column: 'i.instance_number', nulls: 'last' }, 'i.id']);
+  return rows.map(toStoredInstance);
+}
+
 /** unrestrictedInstances' texts by WHERE clause (one per target level). */
 const instanceStatements = new Map<string, string>();
 

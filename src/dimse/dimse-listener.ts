@@ -8,7 +8,13 @@
  * The upper layer (PDUs, association negotiation, DIMSE messages) is dcmjs-dimse; this module
  * decides who may associate (negotiation.ts), streams each received data set into the store
  * with a File Meta Information header built from the command, and maps the store's outcome onto
- * a C-STORE status. Verification (C-ECHO) is answered; other services are not offered.
+ * a C-STORE status. Verification (C-ECHO) is answered.
+ *
+ * Query/Retrieve (PS3.4 Annex C, Patient and Study Root) for the peers allowed it: C-FIND runs
+ * the QIDO-RS search (query-retrieve.ts), C-GET sends the instances back on the same association
+ * and C-MOVE to a configured destination, as stored or transcoded (sub-operations.ts). A peer
+ * tied to projects finds and retrieves their studies only. Every query and retrieve is audited
+ * before anything is answered.
  */
 import net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
@@ -20,8 +26,16 @@ import { auditWriterFor } from '../audit/audit-writer';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, buildFileMeta } from '../dicomweb/wado-rs';
 import { storeInstances, type StoreServices } from '../dicomweb/stow-rs';
 import type { Logger } from '../logger';
+import type { TranscodeHook } from '../dicomweb/wado-rs';
+import { restrictStudiesToProjects } from '../auth/project-filters';
+import type { DicomJson } from '../dicom/types';
+import type { StoredInstance } from '../db/wado-index';
+import { isRetryableDbError } from '../db/database';
 import { judgeAssociation, judgeContext } from './negotiation';
 import { auditOutcomeOf, storeStatusOf, storeStatusOfError, type StoreStatus } from './store-status';
+import { IdentifierError, QUERY_RETRIEVE_SOP_CLASSES, parseFindIdentifier, type InformationModel } from './query';
+import { ACCEPTED, checkQuery, datasetOf, findRetrieveInstances, identifierOf, openMoveAssociation, runFind } from './query-retrieve';
+import { acceptedSyntaxes, chooseTransferSyntax, countStatus, readDataSet, sendInstance, type MoveOriginator, type SubOperationCounts } from './sub-operations';
 
 const { PresentationContextResult, RejectResult, RejectSource, RejectReason } = constants;
 
@@ -39,6 +53,8 @@ export interface DimseListenerDeps {
   auditSource: AuditSource;
   /** Base of the DICOMweb RetrieveURLs of what is stored (the index queue is per base). */
   dicomwebBaseUrl: string;
+  /** Converts instances for a C-GET/C-MOVE receiver that does not accept the stored transfer syntax. */
+  transcoder?: TranscodeHook;
   logger: Logger;
 }
 
@@ -57,10 +73,10 @@ const ASSOCIATION_TIMEOUT_MS = 30_000;
 
 /** Starts the DIMSE listener on `config.host`:`config.port`. */
 export async function startDimseListener(deps: DimseListenerDeps): Promise<DimseListener> {
-  const open = new Set<StoreScp>();
+  const open = new Set<PeerScp>();
   const server = net.createServer((socket) => {
     socket.on('error', (err) => deps.logger.debug({ err }, 'DIMSE connection error'));
-    const scp = new StoreScp(socket, deps);
+    const scp = new PeerScp(socket, deps);
     open.add(scp);
     socket.once('close', () => open.delete(scp));
   });
@@ -71,7 +87,7 @@ export async function startDimseListener(deps: DimseListenerDeps): Promise<Dimse
   server.on('error', (err) => deps.logger.error({ err }, 'DIMSE listener error'));
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : deps.config.port;
-  deps.logger.info({ host: deps.config.host, port, aeTitle: deps.config.aeTitle, peers: deps.config.peers.length }, 'DIMSE C-STORE SCP listening');
+  deps.logger.info({ host: deps.config.host, port, aeTitle: deps.config.aeTitle, peers: deps.config.peers.length }, 'DIMSE listener listening');
   return {
     port,
     async close() {
@@ -89,11 +105,16 @@ interface Receipt {
 }
 
 /** One association. */
-class StoreScp extends Scp {
+class PeerScp extends Scp {
   private peer: DimsePeer | undefined;
   private callingAETitle = '';
+  private assoc: association.Association | undefined;
   /** C-STOREs whose data set is being received or stored, by their request. */
   private readonly receipts = new Map<requests.CStoreRequest, Receipt>();
+  /** Query/retrieve operations under way (finish waits for them). */
+  private readonly operations = new Set<Promise<void>>();
+  /** Message IDs of C-FIND/C-GET/C-MOVE requests the peer cancelled (C-CANCEL, PS3.7 9.3.2.3). */
+  private readonly cancelled = new Set<number>();
 
   constructor(
     private readonly socketOf: net.Socket,
@@ -128,9 +149,10 @@ class StoreScp extends Scp {
       return;
     }
     this.peer = verdict.peer;
+    this.assoc = assoc;
     for (const { id } of assoc.getPresentationContexts()) {
       const context = assoc.getPresentationContext(id);
-      const judged = judgeContext(context.getAbstractSyntaxUid(), context.getTransferSyntaxUids());
+      const judged = judgeContext(context.getAbstractSyntaxUid(), context.getTransferSyntaxUids(), verdict.peer.services);
       if (judged.result === 'accept') context.setResult(PresentationContextResult.Accept, judged.transferSyntaxUID);
       else if (judged.result === 'abstract-syntax-not-supported') context.setResult(PresentationContextResult.RejectAbstractSyntaxNotSupported);
       else context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
@@ -160,7 +182,11 @@ class StoreScp extends Scp {
     body.write(buildFileMeta({ ...expected, transferSyntaxUID: context.getAcceptedTransferSyntaxUid() ?? '' }, this.callingAETitle));
     let settled = false;
     // Data without an accepted association (a protocol violation) is never stored.
-    const storing = this.peer ? this.store(body, expected, this.peer) : Promise.resolve<StoreStatus>({ status: 0x0124, comment: 'no association was accepted' });
+    const storing = !this.peer
+      ? Promise.resolve<StoreStatus>({ status: 0x0124, comment: 'no association was accepted' })
+      : this.peer.services.includes('store')
+        ? this.store(body, expected, this.peer)
+        : this.refuseStore(expected.sopInstanceUID);
     const status = storing.finally(() => {
       // The store has read all it will: later bytes of this data set are dropped.
       settled = true;
@@ -216,7 +242,21 @@ class StoreScp extends Scp {
     });
   }
 
-  override cCancelRequest(): void {}
+  override cCancelRequest(request: requests.CCancelRequest): void {
+    this.cancelled.add(request.getMessageIdBeingRespondedTo());
+  }
+
+  override cFindRequest(request: requests.CFindRequest, respond: (responses: responses.CFindResponse[]) => void): void {
+    this.track(this.find(request, respond));
+  }
+
+  override cGetRequest(request: requests.CGetRequest, respond: (responses: responses.CGetResponse[]) => void): void {
+    this.track(this.retrieve('get', request, (r) => respond([r as responses.CGetResponse])));
+  }
+
+  override cMoveRequest(request: requests.CMoveRequest, respond: (responses: responses.CMoveResponse[]) => void): void {
+    this.track(this.retrieve('move', request, (r) => respond([r as responses.CMoveResponse])));
+  }
 
   /** A-ABORT from the peer (PS3.8 7.3): what is still arriving is dropped, and the connection closed. */
   override abort(): void {
@@ -227,9 +267,219 @@ class StoreScp extends Scp {
   /** Waits for the stores under way, then ends the connection. */
   async finish(): Promise<void> {
     await Promise.allSettled([...this.receipts.values()].map((r) => r.status));
+    await Promise.allSettled([...this.operations]);
     this.socketOf.end();
     // A peer that keeps its half of the connection open does not hold the shutdown up.
     setTimeout(() => this.socketOf.destroy(), 5_000).unref();
+  }
+
+  /** A C-STORE from a peer allowed to retrieve but not to store (it proposed storage classes for C-GET). */
+  private async refuseStore(sopInstanceUID: string): Promise<StoreStatus> {
+    const status: StoreStatus = { status: 0x0124, comment: 'this peer is not allowed to store' };
+    await this.audit({ protocol: 'dimse', action: 'create', outcome: '4', outcomeDescription: status.comment, details: { ...this.details(), sopInstanceUID } }).catch((err: unknown) =>
+      this.deps.logger.error({ err }, 'audit of a refused DIMSE C-STORE failed'),
+    );
+    return status;
+  }
+
+  private track(operation: Promise<void>): void {
+    const tracked = operation.catch((err: unknown) => this.deps.logger.error({ err }, 'DIMSE query/retrieve failed'));
+    this.operations.add(tracked);
+    void tracked.finally(() => this.operations.delete(tracked));
+  }
+
+  /**
+   * Sends a response. dcmjs-dimse's responder callback may be called once per request (it is
+   * its event emitter's continuation), so pending responses go out through sendResponse and the
+   * final one through the callback.
+   */
+  private answer(request: requests.Request, response: responses.Response, final?: () => void): void {
+    try {
+      if (final) final();
+      else this.sendResponse(request, response);
+    } catch (err) {
+      // The association ended while the operation ran: nobody is left to tell.
+      this.deps.logger.debug({ err }, 'DIMSE response not sent');
+    }
+  }
+
+  /** The studies this peer may find and retrieve: its projects', or every study for a peer tied to none. */
+  private restriction() {
+    const projects = this.peer?.projects ?? [];
+    return projects.length > 0 ? restrictStudiesToProjects(projects) : undefined;
+  }
+
+  /** The transfer syntax of the presentation context a request came on (its identifier is encoded in it). */
+  private contextSyntax(request: requests.Request): string {
+    const context = this.assoc?.getAcceptedPresentationContextFromRequest(request);
+    return context?.getAcceptedTransferSyntaxUid() ?? '1.2.840.10008.1.2';
+  }
+
+  /** C-FIND (PS3.4 C.4.1): pending responses with each match, then the final status. */
+  private async find(request: requests.CFindRequest, respond: (responses: responses.CFindResponse[]) => void): Promise<void> {
+    const ts = this.contextSyntax(request);
+    const reply = (status: number, identifier?: DicomJson, comment?: string) => {
+      const response = responses.CFindResponse.fromRequest(request);
+      response.setAffectedSopClassUid(request.getAffectedSopClassUid());
+      response.setStatus(status);
+      if (identifier) response.setDataset(datasetOf(identifier, ts));
+      if (comment) response.setErrorComment(comment.slice(0, 64));
+      this.answer(request, response, status === 0xff00 ? undefined : () => respond([response]));
+    };
+    const model = QUERY_RETRIEVE_SOP_CLASSES.get(request.getAffectedSopClassUid());
+    const details = this.details(this.assoc, 'DIMSE C-FIND');
+    let parsed;
+    try {
+      if (!model || model.operation !== 'find' || !this.peer?.services.includes('find')) throw new IdentifierError(0x0124, 'this peer is not allowed to query');
+      parsed = parseFindIdentifier(model.model, identifierOf(request.getDataset()));
+      checkQuery(parsed);
+    } catch (err) {
+      if (!(err instanceof IdentifierError)) throw err;
+      await this.audit({ protocol: 'dimse', action: 'search', outcome: '4', outcomeDescription: err.message, details }).catch(() => undefined);
+      return reply(err.status, undefined, err.message);
+    }
+    // The query is on the trail before anything is answered (IHE BALP Query; 110112).
+    try {
+      await this.audit({ protocol: 'dimse', action: 'search', query: parsed.text, details });
+    } catch (err) {
+      this.deps.logger.error({ err }, 'audit of a DIMSE C-FIND failed');
+      return reply(0xa700, undefined, 'the audit trail is unavailable');
+    }
+    const messageId = request.getMessageId();
+    try {
+      const outcome = await runFind(
+        {
+          search: { db: this.deps.store.db },
+          restrictStudies: this.restriction(),
+          dicomwebBaseUrl: this.deps.dicomwebBaseUrl,
+          aeTitle: this.deps.config.aeTitle,
+          cancelled: () => this.cancelled.has(messageId),
+        },
+        parsed,
+        (identifier) => reply(0xff00, identifier),
+      );
+      if (outcome === 'cancelled') reply(0xfe00, undefined, 'cancelled');
+      else if (outcome === 'truncated') reply(0xa700, undefined, 'too many studies for a Patient level answer');
+      else reply(0x0000);
+    } catch (err) {
+      this.deps.logger.error({ err }, 'DIMSE C-FIND failed');
+      reply(isRetryableDbError(err) ? 0xa700 : 0xc000, undefined, isRetryableDbError(err) ? 'the index database is unavailable' : 'the query could not be run');
+    } finally {
+      this.cancelled.delete(messageId);
+    }
+  }
+
+  /**
+   * C-GET (PS3.4 C.4.3) and C-MOVE (C.4.2): the instances the identifier names go to the requester
+   * on this association, or to the move destination on a new one, each as a C-STORE
+   * sub-operation; a pending response after each, then the final counts.
+   */
+  private async retrieve(operation: 'get' | 'move', request: requests.CGetRequest | requests.CMoveRequest, respond: (response: responses.CGetResponse | responses.CMoveResponse) => void): Promise<void> {
+    const counts: SubOperationCounts = { remaining: 0, completed: 0, failed: 0, warning: 0, failedUids: [] };
+    const ts = this.contextSyntax(request);
+    const reply = (status: number, comment?: string, final = true) => {
+      const response = operation === 'get' ? responses.CGetResponse.fromRequest(request as requests.CGetRequest) : responses.CMoveResponse.fromRequest(request as requests.CMoveRequest);
+      response.setAffectedSopClassUid(request.getAffectedSopClassUid());
+      response.setStatus(status);
+      // PS3.4 C.4.2.1.6: Remaining only while pending or in a cancel; the others always.
+      if (!final || status === 0xfe00) response.setRemaining(counts.remaining);
+      response.setCompleted(counts.completed);
+      response.setFailures(counts.failed);
+      response.setWarnings(counts.warning);
+      if (final && counts.failedUids.length > 0) response.setDataset(datasetOf({ '00080058': { vr: 'UI', Value: counts.failedUids } }, ts));
+      if (comment) response.setErrorComment(comment.slice(0, 64));
+      this.answer(request, response, final ? () => respond(response) : undefined);
+    };
+    const service = `DIMSE C-${operation.toUpperCase()}`;
+    const details = this.details(this.assoc, service);
+    const model = QUERY_RETRIEVE_SOP_CLASSES.get(request.getAffectedSopClassUid());
+    let instances: StoredInstance[];
+    let destination: (DimsePeer & { host: string; port: number }) | undefined;
+    try {
+      if (!model || model.operation !== operation || !this.peer?.services.includes(operation)) throw new IdentifierError(0x0124, `this peer is not allowed to C-${operation.toUpperCase()}`);
+      if (operation === 'move') {
+        const name = String(request.getCommandDataset().getElement('MoveDestination') ?? '').trim();
+        details.moveDestination = name;
+        destination = this.deps.config.peers.find((p): p is DimsePeer & { host: string; port: number } => p.aeTitle === name && p.host !== undefined && p.port !== undefined);
+        // PS3.4 C.4.2.1.5: an AE title this server has no address for.
+        if (!destination) throw new IdentifierError(0xa801, `move destination "${name}" is unknown`);
+      }
+      instances = await this.findInstances(model.model, request);
+    } catch (err) {
+      const refused = err instanceof IdentifierError ? err : undefined;
+      if (!refused) this.deps.logger.error({ err }, `${service} look-up failed`);
+      const status = refused?.status ?? 0xa701;
+      const comment = refused?.message ?? 'the index database is unavailable';
+      await this.audit({ protocol: 'dimse', action: 'read', outcome: refused ? '4' : '8', outcomeDescription: comment, details }).catch(() => undefined);
+      return reply(status, comment);
+    }
+    const studyUids = [...new Set(instances.map((i) => i.studyInstanceUID))];
+    // The transfer is on the trail before the first instance leaves (110104, action R).
+    try {
+      await this.audit({ protocol: 'dimse', action: 'read', studyUids, details: { ...details, instances: String(instances.length) } });
+    } catch (err) {
+      this.deps.logger.error({ err }, `audit of a ${service} failed`);
+      return reply(0xa702, 'the audit trail is unavailable');
+    }
+    counts.remaining = instances.length;
+    if (instances.length === 0) return reply(0x0000);
+
+    let link: { network: Scp; association: association.Association; release(): Promise<void> };
+    if (destination) {
+      try {
+        link = await openMoveAssociation(destination, this.deps.config.aeTitle, instances);
+      } catch (err) {
+        this.deps.logger.warn({ err, destination: destination.aeTitle }, 'C-MOVE destination association failed');
+        counts.failed = instances.length;
+        counts.remaining = 0;
+        return reply(0xa702, (err as Error).message);
+      }
+    } else {
+      link = { network: this, association: this.assoc!, release: async () => undefined };
+    }
+    const originator: MoveOriginator | undefined = destination ? { aeTitle: this.callingAETitle, messageId: request.getMessageId() } : undefined;
+    const messageId = request.getMessageId();
+    let cancelled = false;
+    try {
+      for (const instance of instances) {
+        if (this.cancelled.has(messageId)) {
+          cancelled = true;
+          break;
+        }
+        const outcome = await this.sendOne(link, instance, originator);
+        countStatus(counts, instance.sopInstanceUID, outcome);
+        if (counts.remaining > 0) reply(0xff00, undefined, false);
+      }
+    } finally {
+      this.cancelled.delete(messageId);
+      await link.release();
+    }
+    if (cancelled) return reply(0xfe00, 'cancelled');
+    // PS3.4 C.4.2.1.5/C.4.3.1.4: B000 when any sub-operation failed or warned.
+    reply(counts.failed + counts.warning > 0 ? 0xb000 : 0x0000);
+  }
+
+  private findInstances(model: InformationModel, request: requests.Request): Promise<StoredInstance[]> {
+    return findRetrieveInstances({ db: this.deps.store.db }, model, identifierOf(request.getDataset()), this.restriction());
+  }
+
+  /** One C-STORE sub-operation: the instance in a syntax the receiver accepted, and the receiver's status. */
+  private async sendOne(link: { network: Scp; association: association.Association }, instance: StoredInstance, originator?: MoveOriginator): Promise<number> {
+    const transcoder = this.deps.transcoder;
+    const ts = chooseTransferSyntax(instance.transferSyntaxUID, acceptedSyntaxes(link.association, instance.sopClassUID, ACCEPTED), transcoder ? (from, to) => transcoder.canTranscode(from, to) : undefined);
+    if (!ts) {
+      this.deps.logger.info({ sopInstanceUID: instance.sopInstanceUID, sopClassUID: instance.sopClassUID, storedAs: instance.transferSyntaxUID }, 'no accepted presentation context for a retrieved instance');
+      return 0xa702;
+    }
+    let dataSet: Buffer;
+    try {
+      dataSet = await readDataSet({ blobs: this.deps.store.blobs, transcoder }, instance, ts);
+    } catch (err) {
+      this.deps.logger.error({ err, sopInstanceUID: instance.sopInstanceUID }, 'a retrieved instance could not be read');
+      return 0xa702;
+    }
+    const { status } = await sendInstance(link.network, instance, dataSet, ts, originator);
+    return status;
   }
 
   /** Data sets still arriving end in an error: nothing of them is kept. */
@@ -285,9 +535,9 @@ class StoreScp extends Scp {
     return auditWriterFor(this.deps.store.db.knex).write(buildAuditEvent(this.auditInput(input), this.deps.auditSource), { now: true });
   }
 
-  private details(assoc?: association.Association): Record<string, string> {
+  private details(assoc?: association.Association, service = 'DIMSE C-STORE'): Record<string, string> {
     return {
-      service: 'DIMSE C-STORE',
+      service,
       callingAETitle: this.callingAETitle,
       calledAETitle: (assoc?.getCalledAeTitle() ?? this.deps.config.aeTitle).trim(),
     };

@@ -3,7 +3,8 @@
  * which presentation contexts are accepted. Pure code: the listener applies the verdicts.
  */
 import { isIP } from 'node:net';
-import type { DimseConfig, DimsePeer } from '../config';
+import type { DimseConfig, DimsePeer, DimseService } from '../config';
+import { QUERY_RETRIEVE_SOP_CLASSES } from './query';
 import { TransferSyntaxUid } from '../dicom/transfer-syntax';
 
 /** Verification SOP Class (PS3.4 A.4): C-ECHO. */
@@ -52,18 +53,31 @@ export type ContextVerdict =
   | { result: 'abstract-syntax-not-supported' }
   | { result: 'transfer-syntaxes-not-supported' };
 
+/** Transfer syntaxes a query/retrieve identifier is exchanged in (no pixel data: the uncompressed ones). */
+function isIdentifierTransferSyntax(uid: string): boolean {
+  return uid === TransferSyntaxUid.ImplicitVRLittleEndian || uid === TransferSyntaxUid.ExplicitVRLittleEndian || uid === TransferSyntaxUid.ExplicitVRBigEndian;
+}
+
 /**
- * Accepts Verification and the storage SOP Classes. For storage, the first transfer syntax the
- * requester proposed that is stored unchanged wins (its own order of preference): nothing is
- * transcoded on the way in.
+ * Accepts Verification always; the Query/Retrieve SOP Classes (Patient and Study Root FIND, GET,
+ * MOVE) the peer is allowed; and the storage SOP Classes when the peer may store or C-GET (a C-GET
+ * requester proposes the storage classes it receives, in the SCP role, PS3.4 C.4.3.3). For
+ * storage, the first transfer syntax the requester proposed that is stored unchanged wins (its
+ * own order of preference): nothing is transcoded on the way in.
  */
-export function judgeContext(abstractSyntaxUID: string, proposed: readonly string[]): ContextVerdict {
+export function judgeContext(abstractSyntaxUID: string, proposed: readonly string[], services: readonly DimseService[] = ['store']): ContextVerdict {
   if (abstractSyntaxUID === VERIFICATION_SOP_CLASS) {
     // Verification carries no data set: the default syntax is enough (PS3.7 A.4).
     const ts = proposed.find((t) => t === TransferSyntaxUid.ImplicitVRLittleEndian) ?? proposed.find(isStorableTransferSyntax);
     return ts ? { result: 'accept', transferSyntaxUID: ts } : { result: 'transfer-syntaxes-not-supported' };
   }
-  if (!isStorageSopClass(abstractSyntaxUID)) return { result: 'abstract-syntax-not-supported' };
+  const queryRetrieve = QUERY_RETRIEVE_SOP_CLASSES.get(abstractSyntaxUID);
+  if (queryRetrieve) {
+    if (!services.includes(queryRetrieve.operation)) return { result: 'abstract-syntax-not-supported' };
+    const ts = proposed.find(isIdentifierTransferSyntax);
+    return ts ? { result: 'accept', transferSyntaxUID: ts } : { result: 'transfer-syntaxes-not-supported' };
+  }
+  if (!isStorageSopClass(abstractSyntaxUID) || !(services.includes('store') || services.includes('get'))) return { result: 'abstract-syntax-not-supported' };
   const ts = proposed.find(isStorableTransferSyntax);
   return ts ? { result: 'accept', transferSyntaxUID: ts } : { result: 'transfer-syntaxes-not-supported' };
 }

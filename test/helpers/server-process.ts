@@ -42,7 +42,7 @@ export async function startServerProcess(env: Record<string, string>, timeoutMs 
       try {
         const entry = JSON.parse(line);
         if (entry.msg === 'imaging-lake listening') httpPort = entry.port;
-        if (entry.msg === 'DIMSE C-STORE SCP listening') dimsePort = entry.port;
+        if (entry.msg === 'DIMSE listener listening') dimsePort = entry.port;
         ready();
       } catch {
         // not a log line

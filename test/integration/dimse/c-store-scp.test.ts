@@ -176,9 +176,9 @@ describe('DIMSE C-STORE SCP', () => {
         host: '127.0.0.1',
         aeTitle: AE,
         peers: [
-          { aeTitle: 'STORESCU', projects: [] },
-          { aeTitle: 'OCT_DEVICE', projects: [PROJECT] },
-          { aeTitle: 'ELSEWHERE', host: '10.1.2.3', projects: [] },
+          { aeTitle: 'STORESCU', projects: [], services: ['store'] },
+          { aeTitle: 'OCT_DEVICE', projects: [PROJECT], services: ['store'] },
+          { aeTitle: 'ELSEWHERE', host: '10.1.2.3', projects: [], services: ['store'] },
         ],
       },
       store: t.app.store,

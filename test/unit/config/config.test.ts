@@ -53,14 +53,15 @@ describe('loadConfig', () => {
   test('DIMSE: off without DIMSE_PORT; with it, its host (HOST by default), AE title and peers from DIMSE_PEERS', () => {
     expect(loadConfig({}).dimse).toBeUndefined();
     expect(loadConfig({ DIMSE_PORT: '11112', HOST: '0.0.0.0' }).dimse).toEqual({ port: 11112, host: '0.0.0.0', aeTitle: 'IMAGING_LAKE', peers: [] });
-    const peers = '[{"aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"]}, {"aeTitle": "PACS"}]';
+    const peers = '[{"aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"]}, {"aeTitle": "PACS", "host": "10.0.0.9", "port": 104, "services": ["find", "move"]}]';
     expect(loadConfig({ DIMSE_PORT: '104', DIMSE_HOST: '10.0.0.1', DIMSE_AE_TITLE: 'LAKE', DIMSE_PEERS: peers }).dimse).toEqual({
       port: 104,
       host: '10.0.0.1',
       aeTitle: 'LAKE',
       peers: [
-        { aeTitle: 'OCT_1', host: '10.0.0.5', projects: ['glaucoma'] },
-        { aeTitle: 'PACS', projects: [] },
+        // Store only unless the peer is given other services.
+        { aeTitle: 'OCT_1', host: '10.0.0.5', projects: ['glaucoma'], services: ['store'] },
+        { aeTitle: 'PACS', host: '10.0.0.9', port: 104, projects: [], services: ['find', 'move'] },
       ],
     });
   });
@@ -72,6 +73,8 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": ""}]' })).toThrow(/DIMSE_PEERS: 0.aeTitle/);
     expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": "OCT", "project": "x"}]' })).toThrow(/DIMSE_PEERS/);
     expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": "OCT", "projects": ["../x"]}]' })).toThrow(/DIMSE_PEERS: 0.projects.0/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": "OCT", "services": ["delete"]}]' })).toThrow(/DIMSE_PEERS: 0.services.0/);
+    expect(() => loadConfig({ DIMSE_PORT: '104', DIMSE_PEERS: '[{"aeTitle": "OCT", "port": 70000}]' })).toThrow(/DIMSE_PEERS: 0.port/);
   });
 
   test('byte sizes', () => {

@@ -16,7 +16,20 @@ describe('presentation contexts (PS3.8 9.3.3.2)', () => {
     expect(judgeContext(OPT, ['1.2.840.10008.1.2.99', '1.2.3.4'])).toEqual({ result: 'transfer-syntaxes-not-supported' });
   });
 
-  test('query/retrieve, worklist and other services are not offered; Verification is', () => {
+  test('query/retrieve classes are accepted for the peers allowed the operation, in an uncompressed syntax', () => {
+    const STUDY_FIND = '1.2.840.10008.5.1.4.1.2.2.1';
+    const PATIENT_GET = '1.2.840.10008.5.1.4.1.2.1.3';
+    const STUDY_MOVE = '1.2.840.10008.5.1.4.1.2.2.2';
+    expect(judgeContext(STUDY_FIND, [J2K_LOSSLESS, EXPLICIT], ['find'])).toEqual({ result: 'accept', transferSyntaxUID: EXPLICIT });
+    expect(judgeContext(PATIENT_GET, [IMPLICIT], ['get'])).toEqual({ result: 'accept', transferSyntaxUID: IMPLICIT });
+    expect(judgeContext(STUDY_MOVE, [IMPLICIT], ['find', 'get'])).toEqual({ result: 'abstract-syntax-not-supported' });
+    expect(judgeContext(STUDY_FIND, [J2K_LOSSLESS], ['find'])).toEqual({ result: 'transfer-syntaxes-not-supported' });
+    // A C-GET requester proposes the storage classes it receives: accepted without the store service.
+    expect(judgeContext(OPT, [EXPLICIT], ['get'])).toEqual({ result: 'accept', transferSyntaxUID: EXPLICIT });
+    expect(judgeContext(OPT, [EXPLICIT], ['find'])).toEqual({ result: 'abstract-syntax-not-supported' });
+  });
+
+  test('query/retrieve (without the service), worklist and other services are not offered; Verification is', () => {
     expect(judgeContext('1.2.840.10008.5.1.4.1.2.2.1', [IMPLICIT])).toEqual({ result: 'abstract-syntax-not-supported' }); // Study Root FIND
     expect(judgeContext('1.2.840.10008.5.1.4.31', [IMPLICIT])).toEqual({ result: 'abstract-syntax-not-supported' }); // Modality Worklist
     expect(judgeContext('1.2.840.10008.1.3.10', [EXPLICIT])).toEqual({ result: 'abstract-syntax-not-supported' }); // DICOMDIR
@@ -44,8 +57,8 @@ describe('association acceptance (PS3.8 7.1.1.9 called and calling AE titles)', 
   const config = {
     aeTitle: 'IMAGING_LAKE',
     peers: [
-      { aeTitle: 'OCT_1', projects: ['glaucoma'] },
-      { aeTitle: 'PACS', host: '10.0.0.5', projects: [] },
+      { aeTitle: 'OCT_1', projects: ['glaucoma'], services: ['store' as const] },
+      { aeTitle: 'PACS', host: '10.0.0.5', projects: [], services: ['store' as const] },
     ],
   };
 

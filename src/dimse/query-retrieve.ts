@@ -1,0 +1,201 @@
+/**
+ * Query/Retrieve over DIMSE (PS3.4 Annex C): C-FIND answered by the QIDO-RS search over the same
+ * index, and the instances a C-GET or C-MOVE names, with the outbound association a C-MOVE
+ * sends them over. The listener (dimse-listener.ts) does the messaging and the audit.
+ */
+import net from 'node:net';
+import { Dataset, Scp, association as dimseAssociation, constants } from 'dcmjs-dimse';
+import type { DimsePeer } from '../config';
+import type { DicomJson } from '../dicom/types';
+import { findInstancesByKeys, type StoredInstance, type StudyRestriction } from '../db/wado-index';
+import { prepareSearch, searchForInstances, searchForSeries, searchForStudies, type SearchServices } from '../dicomweb/qido-rs';
+import { MAX_LIMIT } from '../dicomweb/query-params';
+import { HttpError } from '../http/errors';
+import { IdentifierError, parseRetrieveIdentifier, patientKeyOf, patientSearchOf, responseIdentifier, type InformationModel, type ParsedQuery } from './query';
+import { proposedSyntaxes } from './sub-operations';
+
+// dcmjs ships no type declarations.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { DicomMetaDictionary } = require('dcmjs').data as { DicomMetaDictionary: { naturalizeDataset(d: unknown): Record<string, unknown>; denaturalizeDataset(d: unknown): DicomJson } };
+
+const { PresentationContextResult } = constants;
+
+/** Matches read per search page. */
+const PAGE = MAX_LIMIT;
+/** Responses sent between two looks for a C-CANCEL. */
+const CANCEL_CHECK_EVERY = 64;
+/** Studies a Patient level C-FIND groups at most (the answer is then cut short with a warning status). */
+const MAX_PATIENT_STUDIES = 100_000;
+
+/** A C-FIND/C-GET/C-MOVE identifier (the request's data set) as DICOM JSON. */
+export function identifierOf(dataset: Dataset | undefined): DicomJson {
+  if (!dataset) throw new IdentifierError(0xa900, 'the request carries no identifier');
+  try {
+    return DicomMetaDictionary.denaturalizeDataset(dataset.getElements());
+  } catch (err) {
+    throw new IdentifierError(0xc000, `the identifier cannot be read: ${(err as Error).message}`);
+  }
+}
+
+/** A response identifier as a data set in the context's transfer syntax. */
+export function datasetOf(identifier: DicomJson, transferSyntaxUID: string): Dataset {
+  return new Dataset(DicomMetaDictionary.naturalizeDataset(identifier), transferSyntaxUID);
+}
+
+/** What a C-FIND search runs with. */
+export interface FindContext {
+  search: SearchServices;
+  restrictStudies?: StudyRestriction;
+  dicomwebBaseUrl: string;
+  aeTitle: string;
+  /** True once the requester sent C-CANCEL. */
+  cancelled(): boolean;
+}
+
+/** Checks a query's values before anything runs: a malformed one is a C000 with the reason. */
+export function checkQuery(parsed: ParsedQuery): void {
+  const level = parsed.level === 'IMAGE' ? 'instance' : parsed.level === 'SERIES' ? 'series' : 'study';
+  const query = parsed.level === 'PATIENT' ? patientSearchOf(parsed) : parsed.query;
+  try {
+    prepareSearch(level, { query, dicomwebBaseUrl: '' });
+  } catch (err) {
+    if (err instanceof HttpError) throw new IdentifierError(0xc000, err.message);
+    throw err;
+  }
+}
+
+/**
+ * Runs a C-FIND: each match becomes a response identifier handed to `emit`, page by page.
+ * Resolves 'cancelled' when the requester cancelled between pages, 'truncated' when a Patient
+ * level search met its bound.
+ */
+export async function runFind(ctx: FindContext, parsed: ParsedQuery, emit: (identifier: DicomJson) => void): Promise<'done' | 'cancelled' | 'truncated'> {
+  const options = { restrictStudies: ctx.restrictStudies };
+  if (parsed.level === 'PATIENT') return runPatientFind(ctx, parsed, emit);
+  const search = parsed.level === 'STUDY' ? searchForStudies : parsed.level === 'SERIES' ? searchForSeries : searchForInstances;
+  for (let offset = 0; ; offset += PAGE) {
+    if (ctx.cancelled()) return 'cancelled';
+    const page = await search(ctx.search, { query: { ...parsed.query, limit: String(PAGE), offset: String(offset) }, dicomwebBaseUrl: ctx.dicomwebBaseUrl }, options);
+    for (let k = 0; k < page.body.length; k++) {
+      // Now and then the event loop reads the socket, so that a C-CANCEL is seen mid-page.
+      if (k % CANCEL_CHECK_EVERY === CANCEL_CHECK_EVERY - 1) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (ctx.cancelled()) return 'cancelled';
+      }
+      emit(responseIdentifier(parsed.level, parsed.keys, page.body[k], ctx.aeTitle));
+    }
+    if (page.body.length < PAGE) return 'done';
+  }
+}
+
+/** The Patient level: studies matching the patient keys, one answer per patient (PatientID with its issuer). */
+async function runPatientFind(ctx: FindContext, parsed: ParsedQuery, emit: (identifier: DicomJson) => void): Promise<'done' | 'cancelled' | 'truncated'> {
+  const query = patientSearchOf(parsed);
+  const patients = new Map<string, { match: DicomJson; studies: number }>();
+  let truncated = false;
+  for (let offset = 0; ; offset += PAGE) {
+    if (ctx.cancelled()) return 'cancelled';
+    const page = await searchForStudies(ctx.search, { query: { ...query, limit: String(PAGE), offset: String(offset) }, dicomwebBaseUrl: ctx.dicomwebBaseUrl }, { restrictStudies: ctx.restrictStudies });
+    for (const match of page.body) {
+      const key = patientKeyOf(match);
+      const seen = patients.get(key);
+      if (seen) seen.studies++;
+      else patients.set(key, { match, studies: 1 });
+    }
+    if (page.body.length < PAGE) break;
+    if (offset + PAGE >= MAX_PATIENT_STUDIES) {
+      truncated = true;
+      break;
+    }
+  }
+  for (const { match, studies } of patients.values()) {
+    emit(responseIdentifier('PATIENT', parsed.keys, match, ctx.aeTitle, { '00201200': { vr: 'IS', Value: [studies] } }));
+  }
+  return truncated ? 'truncated' : 'done';
+}
+
+/** The instances a C-GET/C-MOVE identifier names, within the peer's studies. */
+export async function findRetrieveInstances(search: SearchServices, model: InformationModel, identifier: DicomJson, restrict?: StudyRestriction): Promise<StoredInstance[]> {
+  const keys = parseRetrieveIdentifier(model, identifier);
+  return findInstancesByKeys(search.db.knex, keys, restrict);
+}
+
+/** An outbound association to a C-MOVE destination, established. */
+export interface MoveAssociation {
+  network: Scp;
+  association: dimseAssociation.Association;
+  /** Releases the association (A-RELEASE), or cuts it after a few seconds without an answer. */
+  release(): Promise<void>;
+}
+
+/** Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2): at most 128 per association. */
+const MAX_CONTEXTS = 128;
+
+/**
+ * Opens an association from `aeTitle` to a move destination, proposing one presentation context
+ * per SOP Class and transfer syntax of the instances (stored syntaxes and Explicit VR Little
+ * Endian). Rejects with a message when the destination cannot be reached or refuses.
+ *
+ * dcmjs-dimse exports no bare network class: an Scp on a socket we connected drives the
+ * association as its requester (sendAssociationRequest, sendRequests), which is all it is used for.
+ */
+export function openMoveAssociation(destination: DimsePeer & { host: string; port: number }, aeTitle: string, instances: readonly StoredInstance[], timeoutMs = 30_000): Promise<MoveAssociation> {
+  const assoc = new dimseAssociation.Association(aeTitle, destination.aeTitle);
+  const syntaxesByClass = new Map<string, Set<string>>();
+  for (const i of instances) {
+    const set = syntaxesByClass.get(i.sopClassUID) ?? new Set<string>();
+    set.add(i.transferSyntaxUID);
+    syntaxesByClass.set(i.sopClassUID, set);
+  }
+  let count = 0;
+  for (const [sopClass, stored] of syntaxesByClass) {
+    for (const ts of proposedSyntaxes([...stored])) {
+      if (count++ >= MAX_CONTEXTS) break;
+      const pcId = assoc.addPresentationContext(sopClass);
+      assoc.addTransferSyntaxToPresentationContext(pcId, ts);
+    }
+  }
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: destination.host, port: destination.port });
+    const network = new Scp(socket, { connectTimeout: timeoutMs, associationTimeout: timeoutMs });
+    const timer = setTimeout(() => fail(`${destination.aeTitle} did not answer the association request in time`), timeoutMs);
+    const fail = (message: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new Error(message));
+    };
+    socket.once('error', (err) => fail(`${destination.aeTitle} at ${destination.host}:${destination.port} cannot be reached: ${err.message}`));
+    socket.once('connect', () => network.sendAssociationRequest(assoc));
+    network.once('associationRejected', () => fail(`${destination.aeTitle} rejected the association`));
+    network.once('associationAccepted', (accepted: dimseAssociation.Association) => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      socket.on('error', () => undefined);
+      resolve({
+        network,
+        association: accepted,
+        release: () =>
+          new Promise<void>((done) => {
+            const cut = setTimeout(() => {
+              socket.destroy();
+              done();
+            }, 5_000);
+            cut.unref();
+            socket.once('close', () => {
+              clearTimeout(cut);
+              done();
+            });
+            network.once('associationReleaseResponse', () => socket.end());
+            try {
+              network.sendAssociationReleaseRequest();
+            } catch {
+              socket.destroy();
+            }
+          }),
+      });
+    });
+  });
+}
+
+/** Accepted presentation-context result, for acceptedSyntaxes. */
+export const ACCEPTED = PresentationContextResult.Accept;
