@@ -36,7 +36,8 @@ const WALK_LIMITS = { maxDepth: 64, maxElements: 5_000_000 };
 /** Gaps up to this size between a frame's fragments are read through rather than split into several requests. */
 const MERGE_GAP = 64 * 1024;
 
-async function collect(stream: Readable): Promise<Buffer> {
+/** A stream's bytes in one buffer; the stream is destroyed afterwards. */
+export async function collect(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   try {
     for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);

@@ -35,7 +35,7 @@ import { judgeAssociation, judgeContext } from './negotiation';
 import { auditOutcomeOf, storeStatusOf, storeStatusOfError, type StoreStatus } from './store-status';
 import { IdentifierError, QUERY_RETRIEVE_SOP_CLASSES, parseFindIdentifier, type InformationModel } from './query';
 import { ACCEPTED, checkQuery, datasetOf, findRetrieveInstances, identifierOf, openMoveAssociation, runFind } from './query-retrieve';
-import { acceptedSyntaxes, chooseTransferSyntax, countStatus, readDataSet, sendInstance, type MoveOriginator, type SubOperationCounts } from './sub-operations';
+import { acceptedSyntaxes, chooseTransferSyntax, countStatus, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
 
 const { PresentationContextResult, RejectResult, RejectSource, RejectReason } = constants;
 
@@ -424,7 +424,7 @@ class PeerScp extends Scp {
     counts.remaining = instances.length;
     if (instances.length === 0) return reply(0x0000);
 
-    let link: { network: Scp; association: association.Association; release(): Promise<void> };
+    let link: SendLink & { release(): Promise<void> };
     if (destination) {
       try {
         link = await openMoveAssociation(destination, this.deps.config.aeTitle, instances);
@@ -435,7 +435,7 @@ class PeerScp extends Scp {
         return reply(0xa702, (err as Error).message);
       }
     } else {
-      link = { network: this, association: this.assoc!, release: async () => undefined };
+      link = { network: this, socket: this.socketOf, association: this.assoc!, release: async () => undefined };
     }
     const originator: MoveOriginator | undefined = destination ? { aeTitle: this.callingAETitle, messageId: request.getMessageId() } : undefined;
     const messageId = request.getMessageId();
@@ -446,6 +446,8 @@ class PeerScp extends Scp {
           cancelled = true;
           break;
         }
+        // The association is gone: the rest cannot be sent (counted as failed below).
+        if (link.socket.destroyed) break;
         const outcome = await this.sendOne(link, instance, originator);
         countStatus(counts, instance.sopInstanceUID, outcome);
         if (counts.remaining > 0) reply(0xff00, undefined, false);
@@ -455,6 +457,7 @@ class PeerScp extends Scp {
       await link.release();
     }
     if (cancelled) return reply(0xfe00, 'cancelled');
+    for (const instance of instances.slice(instances.length - counts.remaining)) countStatus(counts, instance.sopInstanceUID, 0x0110);
     // PS3.4 C.4.2.1.5/C.4.3.1.4: B000 when any sub-operation failed or warned.
     reply(counts.failed + counts.warning > 0 ? 0xb000 : 0x0000);
   }
@@ -464,7 +467,7 @@ class PeerScp extends Scp {
   }
 
   /** One C-STORE sub-operation: the instance in a syntax the receiver accepted, and the receiver's status. */
-  private async sendOne(link: { network: Scp; association: association.Association }, instance: StoredInstance, originator?: MoveOriginator): Promise<number> {
+  private async sendOne(link: SendLink, instance: StoredInstance, originator?: MoveOriginator): Promise<number> {
     const transcoder = this.deps.transcoder;
     const ts = chooseTransferSyntax(instance.transferSyntaxUID, acceptedSyntaxes(link.association, instance.sopClassUID, ACCEPTED), transcoder ? (from, to) => transcoder.canTranscode(from, to) : undefined);
     if (!ts) {
@@ -478,7 +481,7 @@ class PeerScp extends Scp {
       this.deps.logger.error({ err, sopInstanceUID: instance.sopInstanceUID }, 'a retrieved instance could not be read');
       return 0xa702;
     }
-    const { status } = await sendInstance(link.network, instance, dataSet, ts, originator);
+    const { status } = await sendInstance(link, instance, dataSet, ts, originator);
     return status;
   }
 

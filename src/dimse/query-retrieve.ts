@@ -12,7 +12,7 @@ import { prepareSearch, searchForInstances, searchForSeries, searchForStudies, t
 import { MAX_LIMIT } from '../dicomweb/query-params';
 import { HttpError } from '../http/errors';
 import { IdentifierError, parseRetrieveIdentifier, patientKeyOf, patientSearchOf, responseIdentifier, type InformationModel, type ParsedQuery } from './query';
-import { proposedSyntaxes } from './sub-operations';
+import { proposedSyntaxes, type SendLink } from './sub-operations';
 
 // dcmjs ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -121,9 +121,7 @@ export async function findRetrieveInstances(search: SearchServices, model: Infor
 }
 
 /** An outbound association to a C-MOVE destination, established. */
-export interface MoveAssociation {
-  network: Scp;
-  association: dimseAssociation.Association;
+export interface MoveAssociation extends SendLink {
   /** Releases the association (A-RELEASE), or cuts it after a few seconds without an answer. */
   release(): Promise<void>;
 }
@@ -173,9 +171,11 @@ export function openMoveAssociation(destination: DimsePeer & { host: string; por
       socket.on('error', () => undefined);
       resolve({
         network,
+        socket,
         association: accepted,
         release: () =>
           new Promise<void>((done) => {
+            if (socket.destroyed) return done();
             const cut = setTimeout(() => {
               socket.destroy();
               done();

@@ -5,9 +5,10 @@
  * instead; otherwise that sub-operation fails. Stored bytes are sent as they are: the data set
  * is never parsed and re-encoded on the way out.
  */
-import type { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
 import { Dataset, requests, type Scp, type association, type responses } from 'dcmjs-dimse';
 import { DataSetWalker } from '../dicom/data-set-walker';
+import { collect } from '../dicom/pixel-source';
 import { EXPLICIT_LITTLE, TransferSyntaxUid } from '../dicom/transfer-syntax';
 import type { StoredInstance } from '../db/wado-index';
 import type { TranscodeHook } from '../dicomweb/wado-rs';
@@ -98,17 +99,20 @@ export interface MoveOriginator {
   messageId: number;
 }
 
+/** An established association instances are sent over: the network driving it, its socket, and what was accepted. */
+export interface SendLink {
+  network: Scp;
+  socket: Socket;
+  association: association.Association;
+}
+
 /**
  * Sends one instance over an established association and resolves with the receiver's C-STORE
- * status; 0xA700-like failure (0x0110) when the association ends first.
+ * status, or 0x0110 (processing failure) when the association is or becomes closed first.
  */
-export function sendInstance(
-  network: Scp,
-  instance: StoredInstance,
-  dataSet: Buffer,
-  transferSyntaxUID: string,
-  originator?: MoveOriginator,
-): Promise<{ status: number; comment?: string }> {
+export function sendInstance(link: SendLink, instance: StoredInstance, dataSet: Buffer, transferSyntaxUID: string, originator?: MoveOriginator): Promise<{ status: number; comment?: string }> {
+  const closed = { status: 0x0110, comment: 'the association ended before the instance was acknowledged' };
+  if (link.socket.destroyed) return Promise.resolve(closed);
   const request = new requests.CStoreRequest(new EncodedDataSet(dataSet, transferSyntaxUID, instance));
   if (originator) {
     const command = request.getCommandDataset();
@@ -116,14 +120,14 @@ export function sendInstance(
     command.setElement('MoveOriginatorMessageID', originator.messageId as unknown as string);
   }
   return new Promise((resolve) => {
-    const ended = () => resolve({ status: 0x0110, comment: 'the association ended before the instance was acknowledged' });
-    network.once('close', ended);
+    const ended = () => resolve(closed);
+    link.socket.once('close', ended);
     request.on('response', (response: responses.CStoreResponse) => {
-      network.off('close', ended);
+      link.socket.off('close', ended);
       const comment = response.getErrorComment?.();
       resolve({ status: response.getStatus(), comment: comment || undefined });
     });
-    network.sendRequests(request);
+    link.network.sendRequests(request);
   });
 }
 
@@ -145,14 +149,4 @@ export function countStatus(counts: SubOperationCounts, sopInstanceUID: string, 
  */
 export function proposedSyntaxes(stored: readonly string[]): string[] {
   return [...new Set([...stored, TransferSyntaxUid.ExplicitVRLittleEndian])];
-}
-
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  try {
-    for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
-  } finally {
-    stream.destroy();
-  }
-  return Buffer.concat(chunks);
 }

@@ -4,7 +4,6 @@
  * Instances take STOW-RS's path (same index, projects, audit in the index transaction), so these
  * tests check what DIMSE adds: negotiation, the status sent back, and what was kept.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
@@ -17,6 +16,7 @@ import { startDimseListener, type DimseListener } from '../../../src/dimse/dimse
 import { createSyntheticInstance } from '../../../src/generate/synthetic-dicom';
 import { binaryBody } from '../../helpers/binary-body';
 import { buildMultipart } from '../../helpers/multipart-body';
+import { dcmtk } from '../../helpers/dcmtk';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 
 // dcmjs ships no type declarations.
@@ -26,21 +26,6 @@ const dcmjs = require('dcmjs');
 const AE = 'IMAGING_LAKE';
 const PROJECT = `dimse-${randomUUID().slice(0, 8)}`;
 const OTHER_PROJECT = `other-${randomUUID().slice(0, 8)}`;
-
-interface Run {
-  code: number;
-  output: string;
-}
-
-/** Runs a dcmtk tool; resolves with its exit code and output (never rejects on a non-zero exit). */
-function dcmtk(tool: string, args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(tool, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, output: `${stdout}${stderr}` });
-    });
-  });
-}
 
 /** Sends one file with dcmjs-dimse; `edit` may change the request's command first. Resolves with the C-STORE status. */
 function cStore(port: number, callingAE: string, file: string, edit?: (r: dimseRequests.CStoreRequest) => void): Promise<{ status: number; comment?: string }> {

@@ -3,17 +3,18 @@
  * storescp as a C-MOVE destination, and dcmjs-dimse's Client for identifiers dcmtk will not send.
  * Instances are loaded with storescu; what comes back is compared with what was sent.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Client, Dataset, requests as dimseRequests, type responses } from 'dcmjs-dimse';
+import { Client, Dataset, Scp, Server, association as dimseAssociation, constants as dimseConstants, requests as dimseRequests, responses as dimseResponses, type responses } from 'dcmjs-dimse';
 import type { AuditEvent } from '../../../src/audit/audit-event';
 import { startDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createTranscodeHook } from '../../../src/dicom/transcode-hook';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
+import { dcmtk } from '../../helpers/dcmtk';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 
 // dcmjs ships no type declarations.
@@ -24,20 +25,6 @@ const AE = 'IMAGING_LAKE';
 const PROJECT = `qr-${randomUUID().slice(0, 8)}`;
 const JPEG_LOSSLESS_FILE = 'transfer-syntax/wg04__CT1_JPLL.dcm';
 const EXPLICIT_LE = '1.2.840.10008.1.2.1';
-
-interface Run {
-  code: number;
-  output: string;
-}
-
-function dcmtk(tool: string, args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(tool, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, output: `${stdout}${stderr}` });
-    });
-  });
-}
 
 function parse(bytes: Buffer): { meta: Record<string, unknown>; dict: Record<string, unknown> } {
   const data = dcmjs.data.DicomMessage.readFile(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
@@ -82,6 +69,7 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
   let scp: DimseListener;
   let dir: string;
   let destPort: number;
+  let flakyPort: number;
   let storescp: ChildProcess | undefined;
   const patientID = `QR-${randomUUID().slice(0, 8)}`;
   const study = newUid();
@@ -108,6 +96,7 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
     t = await startTestApp();
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'il-qr-'));
     destPort = await freePort();
+    flakyPort = await freePort();
     scp = await startDimseListener({
       config: {
         port: 0,
@@ -120,6 +109,7 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
           { aeTitle: 'PROJ_VIEWER', projects: [PROJECT], services: ['find', 'get'] },
           { aeTitle: 'DEST', host: '127.0.0.1', port: destPort, projects: [], services: [] },
           { aeTitle: 'NOWHERE', host: '127.0.0.1', port: 9, projects: [], services: [] },
+          { aeTitle: 'FLAKY', host: '127.0.0.1', port: flakyPort, projects: [], services: [] },
         ],
       },
       store: t.app.store,
@@ -347,6 +337,39 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
     const events = await auditEvents((e) => e.type.code === '110104' && detail(e, 'service') === 'DIMSE C-MOVE' && detail(e, 'moveDestination') === 'DEST');
     expect(events).toHaveLength(1);
     expect(events[0].outcome).toBe('0');
+  });
+
+  test('C-MOVE to a destination that drops the association after one instance: the rest are counted failed (B000)', async () => {
+    // A destination that accepts everything, acknowledges the first C-STORE and then cuts the connection.
+    let stored = 0;
+    class Flaky extends Scp {
+      override associationRequested(a: dimseAssociation.Association): void {
+        for (const { id } of a.getPresentationContexts()) {
+          const c = a.getPresentationContext(id);
+          c.setResult(dimseConstants.PresentationContextResult.Accept, c.getTransferSyntaxUids()[0]);
+        }
+        this.sendAssociationAccept();
+      }
+      override cStoreRequest(request: dimseRequests.CStoreRequest, respond: (r: responses.CStoreResponse) => void): void {
+        stored++;
+        if (stored > 1) {
+          (this as unknown as { socket: net.Socket }).socket.destroy();
+          return;
+        }
+        const r = dimseResponses.CStoreResponse.fromRequest(request);
+        r.setStatus(0);
+        respond(r);
+      }
+    }
+    const server = new Server(Flaky);
+    server.listen(flakyPort);
+    try {
+      const run = await dcmtk('movescu', ['-v', '-S', '-aet', 'WORKSTATION', '-aec', AE, '-aem', 'FLAKY', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${study}`, '127.0.0.1', port()]);
+      expect(run.output).toMatch(/Received Final Move Response \(Warning: SubOperationsCompleteOneOrMoreFailures\)/);
+      expect(stored).toBe(2);
+    } finally {
+      server.close();
+    }
   });
 
   test('a peer may not C-MOVE without the service: the context is refused', async () => {
