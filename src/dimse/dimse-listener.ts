@@ -18,7 +18,7 @@
  */
 import net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
-import { Dataset, Implementation, Scp, constants, log as dimseLog, responses, type association, type requests } from 'dcmjs-dimse';
+import { Dataset, Implementation, Scp, constants, log as dimseLog, requests, responses, type association } from 'dcmjs-dimse';
 import type { DimseConfig, DimsePeer } from '../config';
 import { buildAuditEvent, type AuditInput, type AuditSource } from '../audit/audit-event';
 import { auditStatementOf } from '../audit/audit-response';
@@ -35,7 +35,17 @@ import { judgeAssociation, judgeContext } from './negotiation';
 import { auditOutcomeOf, storeStatusOf, storeStatusOfError, type StoreStatus } from './store-status';
 import { IdentifierError, QUERY_RETRIEVE_SOP_CLASSES, parseFindIdentifier, type InformationModel } from './query';
 import { ACCEPTED, checkQuery, datasetOf, findRetrieveInstances, identifierOf, openMoveAssociation, runFind } from './query-retrieve';
-import { acceptedSyntaxes, chooseTransferSyntax, countStatus, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
+import { acceptedSyntaxes, chooseTransferSyntax, countStatus, exchange, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
+import { isReachable, openAssociation, type ReachablePeer } from './outbound-association';
+import {
+  CommitmentRequestError,
+  STORAGE_COMMITMENT_SOP_CLASS,
+  STORAGE_COMMITMENT_SOP_INSTANCE,
+  checkCommitment,
+  eventReportOf,
+  parseCommitmentRequest,
+  type CommitmentResult,
+} from './storage-commitment';
 
 const { PresentationContextResult, RejectResult, RejectSource, RejectReason } = constants;
 
@@ -258,6 +268,10 @@ class PeerScp extends Scp {
     this.track(this.retrieve('move', request, (r) => respond([r as responses.CMoveResponse])));
   }
 
+  override nActionRequest(request: requests.NActionRequest, respond: (response: responses.NActionResponse) => void): void {
+    this.track(this.commit(request, respond));
+  }
+
   /** A-ABORT from the peer (PS3.8 7.3): what is still arriving is dropped, and the connection closed. */
   override abort(): void {
     this.dropReceipts('the association was aborted');
@@ -394,13 +408,13 @@ class PeerScp extends Scp {
     const details = this.details(this.assoc, service);
     const model = QUERY_RETRIEVE_SOP_CLASSES.get(request.getAffectedSopClassUid());
     let instances: StoredInstance[];
-    let destination: (DimsePeer & { host: string; port: number }) | undefined;
+    let destination: ReachablePeer | undefined;
     try {
       if (!model || model.operation !== operation || !this.peer?.services.includes(operation)) throw new IdentifierError(0x0124, `this peer is not allowed to C-${operation.toUpperCase()}`);
       if (operation === 'move') {
         const name = String(request.getCommandDataset().getElement('MoveDestination') ?? '').trim();
         details.moveDestination = name;
-        destination = this.deps.config.peers.find((p): p is DimsePeer & { host: string; port: number } => p.aeTitle === name && p.host !== undefined && p.port !== undefined);
+        destination = this.deps.config.peers.find((p): p is ReachablePeer => p.aeTitle === name && isReachable(p));
         // PS3.4 C.4.2.1.5: an AE title this server has no address for.
         if (!destination) throw new IdentifierError(0xa801, `move destination "${name}" is unknown`);
       }
@@ -460,6 +474,87 @@ class PeerScp extends Scp {
     for (const instance of instances.slice(instances.length - counts.remaining)) countStatus(counts, instance.sopInstanceUID, 0x0110);
     // PS3.4 C.4.2.1.5/C.4.3.1.4: B000 when any sub-operation failed or warned.
     reply(counts.failed + counts.warning > 0 ? 0xb000 : 0x0000);
+  }
+
+  /**
+   * Storage Commitment (PS3.4 J.3.2): the referenced instances are checked first, then the
+   * N-ACTION response and the N-EVENT-REPORT with the result go out back to back, on this
+   * association; when it has ended before the report is acknowledged, on a new one to the peer
+   * (when it has a host and port).
+   */
+  private async commit(request: requests.NActionRequest, respond: (response: responses.NActionResponse) => void): Promise<void> {
+    const reply = (status: number, comment?: string) => {
+      const response = responses.NActionResponse.fromRequest(request);
+      response.setStatus(status);
+      if (comment) response.setErrorComment(comment.slice(0, 64));
+      this.answer(request, response, () => respond(response));
+    };
+    const details = this.details(this.assoc, 'DIMSE Storage Commitment');
+    let result: CommitmentResult;
+    try {
+      if (request.getRequestedSopClassUid() !== STORAGE_COMMITMENT_SOP_CLASS) throw new CommitmentRequestError(0x0118, 'no such SOP Class');
+      if (request.getRequestedSopInstanceUid() !== STORAGE_COMMITMENT_SOP_INSTANCE) throw new CommitmentRequestError(0x0112, `Requested SOP Instance is not ${STORAGE_COMMITMENT_SOP_INSTANCE}`);
+      if (request.getActionTypeId() !== 1) throw new CommitmentRequestError(0x0123, 'no such action type (1 is Request Storage Commitment)');
+      if (!this.peer?.services.includes('store')) throw new CommitmentRequestError(0x0124, 'this peer is not allowed to store');
+      let parsed;
+      try {
+        parsed = parseCommitmentRequest(identifierOf(request.getDataset()));
+      } catch (err) {
+        if (err instanceof IdentifierError) throw new CommitmentRequestError(0x0120, err.message);
+        throw err;
+      }
+      details.transactionUID = parsed.transactionUID;
+      result = await checkCommitment(this.deps.store.db.knex, this.deps.store.blobs, parsed, this.restriction());
+    } catch (err) {
+      const refused = err instanceof CommitmentRequestError ? err : undefined;
+      if (!refused) this.deps.logger.error({ err }, 'DIMSE storage commitment failed');
+      await this.audit({ protocol: 'dimse', action: 'search', outcome: refused ? '4' : '8', outcomeDescription: refused?.message ?? 'processing failure', details }).catch(() => undefined);
+      return reply(refused?.status ?? 0x0110, refused?.message ?? 'the commitment could not be checked');
+    }
+    // Which of the peer's instances are kept is on the trail before it is told.
+    try {
+      await this.audit({
+        protocol: 'dimse',
+        action: 'search',
+        query: `storage-commitment?transaction=${result.transactionUID}&committed=${result.committed.length}&failed=${result.failed.length}`,
+        details,
+      });
+    } catch (err) {
+      this.deps.logger.error({ err }, 'audit of a DIMSE storage commitment failed');
+      return reply(0x0110, 'the audit trail is unavailable');
+    }
+    reply(0x0000);
+    await this.reportCommitment(result);
+  }
+
+  /** Sends the N-EVENT-REPORT of a commitment (PS3.4 J.3.3), here or on a new association. */
+  private async reportCommitment(result: CommitmentResult): Promise<void> {
+    const { eventTypeId, dataSet } = eventReportOf(result, this.deps.config.aeTitle);
+    const report = (link: SendLink) => {
+      const event = new requests.NEventReportRequest(STORAGE_COMMITMENT_SOP_CLASS, STORAGE_COMMITMENT_SOP_INSTANCE, eventTypeId);
+      event.setDataset(datasetOf(dataSet, acceptedSyntaxes(link.association, STORAGE_COMMITMENT_SOP_CLASS, ACCEPTED)[0] ?? '1.2.840.10008.1.2'));
+      return exchange<responses.NEventReportResponse>(link, event);
+    };
+    const here: SendLink = { network: this, socket: this.socketOf, association: this.assoc! };
+    if (await report(here)) return;
+    const peer = this.peer;
+    if (!peer || !isReachable(peer)) {
+      this.deps.logger.warn({ callingAETitle: this.callingAETitle, transactionUID: result.transactionUID }, 'storage commitment report not delivered: the association ended and the peer has no host and port');
+      return;
+    }
+    try {
+      // PS3.4 J.3.3: the SCP opens the association, proposing the SCP role.
+      const link = await openAssociation(peer, this.deps.config.aeTitle, [
+        { abstractSyntaxUID: STORAGE_COMMITMENT_SOP_CLASS, transferSyntaxUIDs: ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2'], scpRole: true },
+      ]);
+      try {
+        if (!(await report(link))) this.deps.logger.warn({ peer: peer.aeTitle, transactionUID: result.transactionUID }, 'storage commitment report not acknowledged');
+      } finally {
+        await link.release();
+      }
+    } catch (err) {
+      this.deps.logger.warn({ err, peer: peer.aeTitle, transactionUID: result.transactionUID }, 'storage commitment report not delivered');
+    }
   }
 
   private findInstances(model: InformationModel, request: requests.Request): Promise<StoredInstance[]> {

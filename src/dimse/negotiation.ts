@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 import type { DimseConfig, DimsePeer, DimseService } from '../config';
 import { QUERY_RETRIEVE_SOP_CLASSES } from './query';
+import { STORAGE_COMMITMENT_SOP_CLASS } from './storage-commitment';
 import { TransferSyntaxUid } from '../dicom/transfer-syntax';
 
 /** Verification SOP Class (PS3.4 A.4): C-ECHO. */
@@ -59,7 +60,7 @@ function isIdentifierTransferSyntax(uid: string): boolean {
 }
 
 /**
- * Accepts Verification always; the Query/Retrieve SOP Classes (Patient and Study Root FIND, GET,
+ * Accepts Verification always; Storage Commitment Push Model for peers that store; the Query/Retrieve SOP Classes (Patient and Study Root FIND, GET,
  * MOVE) the peer is allowed; and the storage SOP Classes when the peer may store or C-GET (a C-GET
  * requester proposes the storage classes it receives, in the SCP role, PS3.4 C.4.3.3). For
  * storage, the first transfer syntax the requester proposed that is stored unchanged wins (its
@@ -69,6 +70,12 @@ export function judgeContext(abstractSyntaxUID: string, proposed: readonly strin
   if (abstractSyntaxUID === VERIFICATION_SOP_CLASS) {
     // Verification carries no data set: the default syntax is enough (PS3.7 A.4).
     const ts = proposed.find((t) => t === TransferSyntaxUid.ImplicitVRLittleEndian) ?? proposed.find(isStorableTransferSyntax);
+    return ts ? { result: 'accept', transferSyntaxUID: ts } : { result: 'transfer-syntaxes-not-supported' };
+  }
+  if (abstractSyntaxUID === STORAGE_COMMITMENT_SOP_CLASS) {
+    // Storage Commitment Push Model (PS3.4 J): for the peers that store.
+    if (!services.includes('store')) return { result: 'abstract-syntax-not-supported' };
+    const ts = proposed.find(isIdentifierTransferSyntax);
     return ts ? { result: 'accept', transferSyntaxUID: ts } : { result: 'transfer-syntaxes-not-supported' };
   }
   const queryRetrieve = QUERY_RETRIEVE_SOP_CLASSES.get(abstractSyntaxUID);

@@ -3,16 +3,15 @@
  * index, and the instances a C-GET or C-MOVE names, with the outbound association a C-MOVE
  * sends them over. The listener (dimse-listener.ts) does the messaging and the audit.
  */
-import net from 'node:net';
-import { Dataset, Scp, association as dimseAssociation, constants } from 'dcmjs-dimse';
-import type { DimsePeer } from '../config';
+import { Dataset, constants } from 'dcmjs-dimse';
 import type { DicomJson } from '../dicom/types';
 import { findInstancesByKeys, type StoredInstance, type StudyRestriction } from '../db/wado-index';
 import { prepareSearch, searchForInstances, searchForSeries, searchForStudies, type SearchServices } from '../dicomweb/qido-rs';
 import { MAX_LIMIT } from '../dicomweb/query-params';
 import { HttpError } from '../http/errors';
 import { IdentifierError, parseRetrieveIdentifier, patientKeyOf, patientSearchOf, responseIdentifier, type InformationModel, type ParsedQuery } from './query';
-import { proposedSyntaxes, type SendLink } from './sub-operations';
+import { openAssociation, type OutboundAssociation, type ProposedContext, type ReachablePeer } from './outbound-association';
+import { proposedSyntaxes } from './sub-operations';
 
 // dcmjs ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -120,81 +119,25 @@ export async function findRetrieveInstances(search: SearchServices, model: Infor
   return findInstancesByKeys(search.db.knex, keys, restrict);
 }
 
-/** An outbound association to a C-MOVE destination, established. */
-export interface MoveAssociation extends SendLink {
-  /** Releases the association (A-RELEASE), or cuts it after a few seconds without an answer. */
-  release(): Promise<void>;
-}
-
 /** Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2): at most 128 per association. */
 const MAX_CONTEXTS = 128;
 
 /**
- * Opens an association from `aeTitle` to a move destination, proposing one presentation context
- * per SOP Class and transfer syntax of the instances (stored syntaxes and Explicit VR Little
- * Endian). Rejects with a message when the destination cannot be reached or refuses.
- *
- * dcmjs-dimse exports no bare network class: an Scp on a socket we connected drives the
- * association as its requester (sendAssociationRequest, sendRequests), which is all it is used for.
+ * Opens an association to a move destination, proposing one presentation context per SOP Class
+ * and transfer syntax of the instances (stored syntaxes and Explicit VR Little Endian).
  */
-export function openMoveAssociation(destination: DimsePeer & { host: string; port: number }, aeTitle: string, instances: readonly StoredInstance[], timeoutMs = 30_000): Promise<MoveAssociation> {
-  const assoc = new dimseAssociation.Association(aeTitle, destination.aeTitle);
+export function openMoveAssociation(destination: ReachablePeer, aeTitle: string, instances: readonly StoredInstance[]): Promise<OutboundAssociation> {
   const syntaxesByClass = new Map<string, Set<string>>();
   for (const i of instances) {
     const set = syntaxesByClass.get(i.sopClassUID) ?? new Set<string>();
     set.add(i.transferSyntaxUID);
     syntaxesByClass.set(i.sopClassUID, set);
   }
-  let count = 0;
+  const contexts: ProposedContext[] = [];
   for (const [sopClass, stored] of syntaxesByClass) {
-    for (const ts of proposedSyntaxes([...stored])) {
-      if (count++ >= MAX_CONTEXTS) break;
-      const pcId = assoc.addPresentationContext(sopClass);
-      assoc.addTransferSyntaxToPresentationContext(pcId, ts);
-    }
+    for (const ts of proposedSyntaxes([...stored])) contexts.push({ abstractSyntaxUID: sopClass, transferSyntaxUIDs: [ts] });
   }
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: destination.host, port: destination.port });
-    const network = new Scp(socket, { connectTimeout: timeoutMs, associationTimeout: timeoutMs });
-    const timer = setTimeout(() => fail(`${destination.aeTitle} did not answer the association request in time`), timeoutMs);
-    const fail = (message: string) => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(new Error(message));
-    };
-    socket.once('error', (err) => fail(`${destination.aeTitle} at ${destination.host}:${destination.port} cannot be reached: ${err.message}`));
-    socket.once('connect', () => network.sendAssociationRequest(assoc));
-    network.once('associationRejected', () => fail(`${destination.aeTitle} rejected the association`));
-    network.once('associationAccepted', (accepted: dimseAssociation.Association) => {
-      clearTimeout(timer);
-      socket.removeAllListeners('error');
-      socket.on('error', () => undefined);
-      resolve({
-        network,
-        socket,
-        association: accepted,
-        release: () =>
-          new Promise<void>((done) => {
-            if (socket.destroyed) return done();
-            const cut = setTimeout(() => {
-              socket.destroy();
-              done();
-            }, 5_000);
-            cut.unref();
-            socket.once('close', () => {
-              clearTimeout(cut);
-              done();
-            });
-            network.once('associationReleaseResponse', () => socket.end());
-            try {
-              network.sendAssociationReleaseRequest();
-            } catch {
-              socket.destroy();
-            }
-          }),
-      });
-    });
-  });
+  return openAssociation(destination, aeTitle, contexts.slice(0, MAX_CONTEXTS));
 }
 
 /** Accepted presentation-context result, for acceptedSyntaxes. */

@@ -107,28 +107,36 @@ export interface SendLink {
 }
 
 /**
+ * Sends a request over an established association and resolves with its response, or undefined
+ * when the association is closed, or closes, before the response came.
+ */
+export function exchange<R extends responses.Response>(link: SendLink, request: requests.Request): Promise<R | undefined> {
+  if (link.socket.destroyed) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const ended = () => resolve(undefined);
+    link.socket.once('close', ended);
+    request.on('response', (response: R) => {
+      link.socket.off('close', ended);
+      resolve(response);
+    });
+    link.network.sendRequests(request);
+  });
+}
+
+/**
  * Sends one instance over an established association and resolves with the receiver's C-STORE
  * status, or 0x0110 (processing failure) when the association is or becomes closed first.
  */
-export function sendInstance(link: SendLink, instance: StoredInstance, dataSet: Buffer, transferSyntaxUID: string, originator?: MoveOriginator): Promise<{ status: number; comment?: string }> {
-  const closed = { status: 0x0110, comment: 'the association ended before the instance was acknowledged' };
-  if (link.socket.destroyed) return Promise.resolve(closed);
+export async function sendInstance(link: SendLink, instance: StoredInstance, dataSet: Buffer, transferSyntaxUID: string, originator?: MoveOriginator): Promise<{ status: number; comment?: string }> {
   const request = new requests.CStoreRequest(new EncodedDataSet(dataSet, transferSyntaxUID, instance));
   if (originator) {
     const command = request.getCommandDataset();
     command.setElement('MoveOriginatorApplicationEntityTitle', originator.aeTitle);
     command.setElement('MoveOriginatorMessageID', originator.messageId as unknown as string);
   }
-  return new Promise((resolve) => {
-    const ended = () => resolve(closed);
-    link.socket.once('close', ended);
-    request.on('response', (response: responses.CStoreResponse) => {
-      link.socket.off('close', ended);
-      const comment = response.getErrorComment?.();
-      resolve({ status: response.getStatus(), comment: comment || undefined });
-    });
-    link.network.sendRequests(request);
-  });
+  const response = await exchange<responses.CStoreResponse>(link, request);
+  if (!response) return { status: 0x0110, comment: 'the association ended before the instance was acknowledged' };
+  return { status: response.getStatus(), comment: response.getErrorComment?.() || undefined };
 }
 
 /** How a C-STORE status counts (PS3.4 B.2.3): success, warning (B000, B006, B007), or failure. */

@@ -9,12 +9,13 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Client, Dataset, Scp, Server, association as dimseAssociation, constants as dimseConstants, requests as dimseRequests, responses as dimseResponses, type responses } from 'dcmjs-dimse';
+import { Client, Dataset, Server, requests as dimseRequests, responses as dimseResponses, type responses } from 'dcmjs-dimse';
 import type { AuditEvent } from '../../../src/audit/audit-event';
 import { startDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createTranscodeHook } from '../../../src/dicom/transcode-hook';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { dcmtk } from '../../helpers/dcmtk';
+import { AcceptingScp, freePort } from '../../helpers/dimse-peer';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 
 // dcmjs ships no type declarations.
@@ -38,14 +39,6 @@ function parse(bytes: Buffer): { meta: Record<string, unknown>; dict: Record<str
 async function readDir(dir: string): Promise<Array<{ meta: Record<string, unknown>; dict: Record<string, unknown> }>> {
   const names = (await fs.readdir(dir)).sort();
   return Promise.all(names.map(async (n) => parse(await fs.readFile(path.join(dir, n)))));
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }
 
 /** A C-FIND through dcmjs-dimse with an identifier given as dcmjs naturalized elements; resolves with every response. */
@@ -342,14 +335,7 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
   test('C-MOVE to a destination that drops the association after one instance: the rest are counted failed (B000)', async () => {
     // A destination that accepts everything, acknowledges the first C-STORE and then cuts the connection.
     let stored = 0;
-    class Flaky extends Scp {
-      override associationRequested(a: dimseAssociation.Association): void {
-        for (const { id } of a.getPresentationContexts()) {
-          const c = a.getPresentationContext(id);
-          c.setResult(dimseConstants.PresentationContextResult.Accept, c.getTransferSyntaxUids()[0]);
-        }
-        this.sendAssociationAccept();
-      }
+    class Flaky extends AcceptingScp {
       override cStoreRequest(request: dimseRequests.CStoreRequest, respond: (r: responses.CStoreResponse) => void): void {
         stored++;
         if (stored > 1) {
