@@ -40,7 +40,8 @@ describe('STOW-RS: one instance per request, figures of its study and series', (
       await waitFor(async () => (await blobCount()) >= before + 1);
       const rest = parts.slice(1).map(postHere);
       await waitFor(async () => (await blobCount()) >= before + parts.length);
-      await new Promise((r) => setTimeout(r, 200)); // the last claims on to the index step
+      // The last ones on to the index step (generous: another suite may be running beside this one).
+      await new Promise((r) => setTimeout(r, 1_000));
       answers = Promise.all([first, ...rest]);
       await holder.commit();
       return await answers;
