@@ -206,9 +206,10 @@ describe('fs blob store', () => {
       let answered = false;
       const committing = putBytes(store, bytes).then((b) => ((answered = true), b));
       await parentSyncAsked;
-      await new Promise((r) => setTimeout(r, 50));
-      // The link did not wait for the parent's flush, the answer does.
-      expect((await stat(path.join(parent, key.slice(2, 4), key))).isFile()).toBe(true);
+      // The link did not wait for the parent's flush (it appears while the flush is held), the answer does.
+      const linked = path.join(parent, key.slice(2, 4), key);
+      for (let i = 0; i < 100 && !(await stat(linked).then((st) => st.isFile(), () => false)); i++) await new Promise((r) => setTimeout(r, 50));
+      expect((await stat(linked)).isFile()).toBe(true);
       expect(answered).toBe(false);
       release();
       expect((await committing).key).toBe(key);
