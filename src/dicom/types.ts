@@ -116,9 +116,11 @@ export interface ScannedInstance {
   fileMeta?: FileMetaInformation;
 }
 
-/** PS3.4 / PS3.18 status codes used as STOW FailureReason (0008,1197) and WarningReason (0008,1196). */
+/** PS3.4 / PS3.18 status codes used as Failure Reason (0008,1197, STOW-RS and Storage Commitment) and Warning Reason (0008,1196). */
 export const StatusCode = {
   ProcessingFailure: 0x0110,
+  NoSuchObjectInstance: 0x0112,
+  ClassInstanceConflict: 0x0119,
   NoSuchSopClass: 0x0122,
   NotAuthorized: 0x0124,
   OutOfResources: 0xa700,

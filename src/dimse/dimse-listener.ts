@@ -29,12 +29,13 @@ import type { Logger } from '../logger';
 import type { TranscodeHook } from '../dicomweb/wado-rs';
 import { restrictStudiesToProjects } from '../auth/project-filters';
 import type { DicomJson } from '../dicom/types';
-import type { StoredInstance } from '../db/wado-index';
+import { findInstancesByKeys, type StoredInstance } from '../db/wado-index';
+import { TransferSyntaxUid } from '../dicom/transfer-syntax';
 import { isRetryableDbError } from '../db/database';
 import { judgeAssociation, judgeContext } from './negotiation';
 import { auditOutcomeOf, storeStatusOf, storeStatusOfError, type StoreStatus } from './store-status';
-import { IdentifierError, QUERY_RETRIEVE_SOP_CLASSES, parseFindIdentifier, type InformationModel } from './query';
-import { ACCEPTED, checkQuery, datasetOf, findRetrieveInstances, identifierOf, openMoveAssociation, runFind } from './query-retrieve';
+import { IdentifierError, QUERY_RETRIEVE_SOP_CLASSES, parseFindIdentifier, parseRetrieveIdentifier, type InformationModel } from './query';
+import { checkQuery, datasetOf, identifierOf, openMoveAssociation, runFind } from './query-retrieve';
 import { acceptedSyntaxes, chooseTransferSyntax, countStatus, exchange, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
 import { isReachable, openAssociation, type ReachablePeer } from './outbound-association';
 import {
@@ -326,7 +327,7 @@ class PeerScp extends Scp {
   /** The transfer syntax of the presentation context a request came on (its identifier is encoded in it). */
   private contextSyntax(request: requests.Request): string {
     const context = this.assoc?.getAcceptedPresentationContextFromRequest(request);
-    return context?.getAcceptedTransferSyntaxUid() ?? '1.2.840.10008.1.2';
+    return context?.getAcceptedTransferSyntaxUid() ?? TransferSyntaxUid.ImplicitVRLittleEndian;
   }
 
   /** C-FIND (PS3.4 C.4.1): pending responses with each match, then the final status. */
@@ -348,9 +349,12 @@ class PeerScp extends Scp {
       parsed = parseFindIdentifier(model.model, identifierOf(request.getDataset()));
       checkQuery(parsed);
     } catch (err) {
-      if (!(err instanceof IdentifierError)) throw err;
-      await this.audit({ protocol: 'dimse', action: 'search', outcome: '4', outcomeDescription: err.message, details }).catch(() => undefined);
-      return reply(err.status, undefined, err.message);
+      // Every C-FIND gets a final response, an unexpected failure too (else the requester waits for ever).
+      const refused = err instanceof IdentifierError ? err : undefined;
+      if (!refused) this.deps.logger.error({ err }, 'DIMSE C-FIND identifier could not be read');
+      const comment = refused?.message ?? 'the identifier could not be processed';
+      await this.audit({ protocol: 'dimse', action: 'search', outcome: refused ? '4' : '8', outcomeDescription: comment, details }).catch(() => undefined);
+      return reply(refused?.status ?? 0x0110, undefined, comment);
     }
     // The query is on the trail before anything is answered (IHE BALP Query; 110112).
     try {
@@ -532,7 +536,7 @@ class PeerScp extends Scp {
     const { eventTypeId, dataSet } = eventReportOf(result, this.deps.config.aeTitle);
     const report = (link: SendLink) => {
       const event = new requests.NEventReportRequest(STORAGE_COMMITMENT_SOP_CLASS, STORAGE_COMMITMENT_SOP_INSTANCE, eventTypeId);
-      event.setDataset(datasetOf(dataSet, acceptedSyntaxes(link.association, STORAGE_COMMITMENT_SOP_CLASS, ACCEPTED)[0] ?? '1.2.840.10008.1.2'));
+      event.setDataset(datasetOf(dataSet, acceptedSyntaxes(link.association, STORAGE_COMMITMENT_SOP_CLASS)[0] ?? TransferSyntaxUid.ImplicitVRLittleEndian));
       return exchange<responses.NEventReportResponse>(link, event);
     };
     const here: SendLink = { network: this, socket: this.socketOf, association: this.assoc! };
@@ -545,7 +549,7 @@ class PeerScp extends Scp {
     try {
       // PS3.4 J.3.3: the SCP opens the association, proposing the SCP role.
       const link = await openAssociation(peer, this.deps.config.aeTitle, [
-        { abstractSyntaxUID: STORAGE_COMMITMENT_SOP_CLASS, transferSyntaxUIDs: ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2'], scpRole: true },
+        { abstractSyntaxUID: STORAGE_COMMITMENT_SOP_CLASS, transferSyntaxUIDs: [TransferSyntaxUid.ExplicitVRLittleEndian, TransferSyntaxUid.ImplicitVRLittleEndian], scpRole: true },
       ]);
       try {
         if (!(await report(link))) this.deps.logger.warn({ peer: peer.aeTitle, transactionUID: result.transactionUID }, 'storage commitment report not acknowledged');
@@ -557,14 +561,15 @@ class PeerScp extends Scp {
     }
   }
 
+  /** The instances a C-GET/C-MOVE identifier names, within the peer's studies. */
   private findInstances(model: InformationModel, request: requests.Request): Promise<StoredInstance[]> {
-    return findRetrieveInstances({ db: this.deps.store.db }, model, identifierOf(request.getDataset()), this.restriction());
+    return findInstancesByKeys(this.deps.store.db.knex, parseRetrieveIdentifier(model, identifierOf(request.getDataset())), this.restriction());
   }
 
   /** One C-STORE sub-operation: the instance in a syntax the receiver accepted, and the receiver's status. */
   private async sendOne(link: SendLink, instance: StoredInstance, originator?: MoveOriginator): Promise<number> {
     const transcoder = this.deps.transcoder;
-    const ts = chooseTransferSyntax(instance.transferSyntaxUID, acceptedSyntaxes(link.association, instance.sopClassUID, ACCEPTED), transcoder ? (from, to) => transcoder.canTranscode(from, to) : undefined);
+    const ts = chooseTransferSyntax(instance.transferSyntaxUID, acceptedSyntaxes(link.association, instance.sopClassUID), transcoder ? (from, to) => transcoder.canTranscode(from, to) : undefined);
     if (!ts) {
       this.deps.logger.info({ sopInstanceUID: instance.sopInstanceUID, sopClassUID: instance.sopClassUID, storedAs: instance.transferSyntaxUID }, 'no accepted presentation context for a retrieved instance');
       return 0xa702;

@@ -1,23 +1,20 @@
 /**
  * Query/Retrieve over DIMSE (PS3.4 Annex C): C-FIND answered by the QIDO-RS search over the same
- * index, and the instances a C-GET or C-MOVE names, with the outbound association a C-MOVE
- * sends them over. The listener (dimse-listener.ts) does the messaging and the audit.
+ * index, and the outbound association a C-MOVE sends its instances over. The listener (dimse-listener.ts) does the messaging and the audit.
  */
-import { Dataset, constants } from 'dcmjs-dimse';
+import { Dataset } from 'dcmjs-dimse';
 import type { DicomJson } from '../dicom/types';
-import { findInstancesByKeys, type StoredInstance, type StudyRestriction } from '../db/wado-index';
+import type { StoredInstance, StudyRestriction } from '../db/wado-index';
 import { prepareSearch, searchForInstances, searchForSeries, searchForStudies, type SearchServices } from '../dicomweb/qido-rs';
 import { MAX_LIMIT } from '../dicomweb/query-params';
 import { HttpError } from '../http/errors';
-import { IdentifierError, parseRetrieveIdentifier, patientKeyOf, patientSearchOf, responseIdentifier, type InformationModel, type ParsedQuery } from './query';
+import { IdentifierError, patientKeyOf, patientSearchOf, responseIdentifier, type ParsedQuery } from './query';
 import { openAssociation, type OutboundAssociation, type ProposedContext, type ReachablePeer } from './outbound-association';
 import { proposedSyntaxes } from './sub-operations';
 
 // dcmjs ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { DicomMetaDictionary } = require('dcmjs').data as { DicomMetaDictionary: { naturalizeDataset(d: unknown): Record<string, unknown>; denaturalizeDataset(d: unknown): DicomJson } };
-
-const { PresentationContextResult } = constants;
 
 /** Matches read per search page. */
 const PAGE = MAX_LIMIT;
@@ -113,12 +110,6 @@ async function runPatientFind(ctx: FindContext, parsed: ParsedQuery, emit: (iden
   return truncated ? 'truncated' : 'done';
 }
 
-/** The instances a C-GET/C-MOVE identifier names, within the peer's studies. */
-export async function findRetrieveInstances(search: SearchServices, model: InformationModel, identifier: DicomJson, restrict?: StudyRestriction): Promise<StoredInstance[]> {
-  const keys = parseRetrieveIdentifier(model, identifier);
-  return findInstancesByKeys(search.db.knex, keys, restrict);
-}
-
 /** Presentation context IDs are odd numbers 1-255 (PS3.8 9.3.2.2): at most 128 per association. */
 const MAX_CONTEXTS = 128;
 
@@ -139,6 +130,3 @@ export function openMoveAssociation(destination: ReachablePeer, aeTitle: string,
   }
   return openAssociation(destination, aeTitle, contexts.slice(0, MAX_CONTEXTS));
 }
-
-/** Accepted presentation-context result, for acceptedSyntaxes. */
-export const ACCEPTED = PresentationContextResult.Accept;

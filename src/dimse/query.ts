@@ -23,16 +23,16 @@ export const QUERY_RETRIEVE_SOP_CLASSES: ReadonlyMap<string, { model: Informatio
   ['1.2.840.10008.5.1.4.1.2.2.3', { model: 'study', operation: 'get' }],
 ] as const);
 
-export const QUERY_RETRIEVE_LEVEL = '00080052';
+const QUERY_RETRIEVE_LEVEL = '00080052';
 const SPECIFIC_CHARACTER_SET = '00080005';
 const RETRIEVE_AE_TITLE = '00080054';
 const INSTANCE_AVAILABILITY = '00080056';
 const NUMBER_OF_PATIENT_RELATED_STUDIES = '00201200';
-export const PATIENT_ID = '00100020';
-export const ISSUER_OF_PATIENT_ID = '00100021';
-export const STUDY_INSTANCE_UID = '0020000D';
-export const SERIES_INSTANCE_UID = '0020000E';
-export const SOP_INSTANCE_UID = '00080018';
+const PATIENT_ID = '00100020';
+const ISSUER_OF_PATIENT_ID = '00100021';
+const STUDY_INSTANCE_UID = '0020000D';
+const SERIES_INSTANCE_UID = '0020000E';
+const SOP_INSTANCE_UID = '00080018';
 
 /** Attributes of the Patient level (PS3.4 C.6.1.1.2, Table C.6-1), the ones a patient search keeps. */
 const PATIENT_LEVEL_TAGS = new Set(['00100010', PATIENT_ID, ISSUER_OF_PATIENT_ID, '00100030', '00100040', '00101000', '00101001', '00102160', '00104000', '00100032']);
@@ -73,7 +73,7 @@ export interface ParsedQuery {
 }
 
 /** The Query/Retrieve Level of an identifier, checked against the model. */
-export function levelOf(model: InformationModel, identifier: DicomJson): QueryLevel {
+function levelOf(model: InformationModel, identifier: DicomJson): QueryLevel {
   const value = firstText(identifier[QUERY_RETRIEVE_LEVEL])?.trim().toUpperCase();
   if (!value) throw new IdentifierError(0xa900, 'Query/Retrieve Level (0008,0052) is missing');
   if (!(LEVELS[model] as readonly string[]).includes(value)) {

@@ -5,7 +5,7 @@
  * committed when it is indexed under the SOP Class given and its bytes are in the blob store.
  */
 import type { Knex } from 'knex';
-import type { DicomJson, DicomJsonElement } from '../dicom/types';
+import { StatusCode, type DicomJson, type DicomJsonElement } from '../dicom/types';
 import { findInstancesByKeys, type StudyRestriction } from '../db/wado-index';
 import type { BlobStore } from '../storage/blob-store';
 
@@ -20,13 +20,6 @@ const REFERENCED_SOP_CLASS_UID = '00081150';
 const REFERENCED_SOP_INSTANCE_UID = '00081155';
 const FAILURE_REASON = '00081197';
 const RETRIEVE_AE_TITLE = '00080054';
-
-/** Failure Reasons of PS3.4 J.3.2.1.1.2 (Table J.3-2). */
-export const FailureReason = {
-  ProcessingFailure: 0x0110,
-  NoSuchObjectInstance: 0x0112,
-  ClassInstanceConflict: 0x0119,
-} as const;
 
 /** One referenced instance. */
 export interface SopReference {
@@ -92,27 +85,34 @@ export async function checkCommitment(knex: Knex, blobs: BlobStore, request: Com
       i,
     ]),
   );
-  const present = new Map<string, Promise<boolean>>();
-  const blobPresent = (key: string) => {
-    let p = present.get(key);
-    if (!p) {
-      p = blobs.stat(key).then(
-        (s) => s !== null,
-        () => false,
-      );
-      present.set(key, p);
-    }
-    return p;
-  };
+  const present = await blobsPresent(blobs, [...new Set([...stored.values()].map((i) => i.blobKey))]);
   const result: CommitmentResult = { transactionUID: request.transactionUID, committed: [], failed: [] };
   for (const ref of request.references) {
     const instance = stored.get(ref.sopInstanceUID);
-    if (!instance) result.failed.push({ ...ref, reason: FailureReason.NoSuchObjectInstance });
-    else if (instance.sopClassUID !== ref.sopClassUID) result.failed.push({ ...ref, reason: FailureReason.ClassInstanceConflict });
-    else if (!(await blobPresent(instance.blobKey))) result.failed.push({ ...ref, reason: FailureReason.ProcessingFailure });
+    // Failure Reasons of PS3.4 J.3.2.1.1.2.
+    if (!instance) result.failed.push({ ...ref, reason: StatusCode.NoSuchObjectInstance });
+    else if (instance.sopClassUID !== ref.sopClassUID) result.failed.push({ ...ref, reason: StatusCode.ClassInstanceConflict });
+    else if (!present.has(instance.blobKey)) result.failed.push({ ...ref, reason: StatusCode.ProcessingFailure });
     else result.committed.push(ref);
   }
   return result;
+}
+
+/** Blob stats in flight at once: a request of thousands of instances on S3 is not thousands of HEADs in a row. */
+const STAT_CONCURRENCY = 16;
+
+/** The keys among `keys` whose blob is present (a store error counts as absent). */
+async function blobsPresent(blobs: BlobStore, keys: readonly string[]): Promise<Set<string>> {
+  const present = new Set<string>();
+  let next = 0;
+  const worker = async () => {
+    while (next < keys.length) {
+      const key = keys[next++]!;
+      if (await blobs.stat(key).then((s) => s !== null, () => false)) present.add(key);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, keys.length) }, worker));
+  return present;
 }
 
 /**

@@ -6,7 +6,7 @@
  * is never parsed and re-encoded on the way out.
  */
 import type { Socket } from 'node:net';
-import { Dataset, requests, type Scp, type association, type responses } from 'dcmjs-dimse';
+import { Dataset, constants, requests, type Scp, type association, type responses } from 'dcmjs-dimse';
 import { DataSetWalker } from '../dicom/data-set-walker';
 import { collect } from '../dicom/pixel-source';
 import { EXPLICIT_LITTLE, TransferSyntaxUid } from '../dicom/transfer-syntax';
@@ -32,11 +32,11 @@ export interface SubOperationCounts {
 }
 
 /** The transfer syntaxes a receiver accepted for a SOP Class, from an association's accepted contexts. */
-export function acceptedSyntaxes(assoc: association.Association, sopClassUID: string, acceptResult: number): string[] {
+export function acceptedSyntaxes(assoc: association.Association, sopClassUID: string): string[] {
   const out: string[] = [];
   for (const { id } of assoc.getPresentationContexts()) {
     const context = assoc.getPresentationContext(id);
-    if (context.getAbstractSyntaxUid() !== sopClassUID || context.getResult() !== acceptResult) continue;
+    if (context.getAbstractSyntaxUid() !== sopClassUID || context.getResult() !== constants.PresentationContextResult.Accept) continue;
     const ts = context.getAcceptedTransferSyntaxUid();
     if (ts) out.push(ts);
   }
