@@ -23,7 +23,8 @@ import { createAuthRouter } from './auth/auth-router';
 import { createAuthServices, type AuthServices } from './auth/auth-services';
 import { startAuditPartitionMaintenance } from './audit/audit-store';
 import { createTransactionAuditor } from './audit/audit-response';
-import { closeAuditWriter } from './audit/audit-writer';
+import { auditWriterFor, closeAuditWriter, installAuditWriter } from './audit/audit-writer';
+import { openAuditSpool } from './audit/audit-spool';
 import { bundleEntryDenial, exportCallerFor, exportCallerOf, fhirAccessFilter, fhirSearchFilter, fhirWriteFilter, type ExportGrant, fhirCreateLinker, fieldRulesOf, fhirProjectsOf } from './auth/request-access';
 import { createLogger, loggableUrl, type Logger } from './logger';
 import { startOrphanSweeper, type OrphanSweeper } from './maintenance/orphan-sweeper';
@@ -73,10 +74,13 @@ export async function createApp(config: AppConfig, options: { logger?: Logger } 
     blobs = createBlobStore(config.blobs);
     auth = await createAuthServices({ knex: db.knex, config: config.auth, logger });
     privacy = createPrivacyService(config.privacy);
+    // AuditEvents durable on local disk before the answer, shipped to the database in batches.
+    if (config.auditSpoolDir) installAuditWriter(db.knex, await openAuditSpool(db.knex, { dir: config.auditSpoolDir, logger, shipDelayMs: config.auditSpoolShipDelayMs }));
     // Studies linked before the privacy tables existed, or outside the ingest hook: one anti-join when none is missing.
     const backfilled = await privacy.backfill(db.knex);
     if (backfilled.patients > 0 || backfilled.rows > 0) logger.info(backfilled, 'privacy backfill');
   } catch (err) {
+    await closeAuditWriter(db.knex).catch(() => undefined);
     await db.close().catch(() => undefined);
     throw err;
   }
@@ -231,7 +235,7 @@ function buildExpress(deps: {
       authorizeBundleEntry: bundleEntryDenial,
       auditInTransaction,
       // AuditEvent is read from the append-only audit trail; clients cannot write it (405).
-      typeHandlers: { AuditEvent: createAuditEventTypeHandler({ knex: db.knex }) },
+      typeHandlers: { AuditEvent: createAuditEventTypeHandler({ knex: db.knex, settle: () => auditWriterFor(db.knex).flush() }) },
       // Condition codes are checked against ICD-10-CM; Group members against the group type.
       resourceRules: createResourceRules({ icd10cmCodesPath: config.icd10cmCodesPath }),
       privacy,

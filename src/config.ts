@@ -75,6 +75,9 @@ const EnvSchema = z.object({
   MEMORY_RELEASE_SLACK: byteSize.prefault('16MiB'),
   QIDO_STUDY_CACHE_SIZE: byteSize.prefault('128MiB'),
   EXPORT_APPROVAL: z.enum(['researcher', 'none']).default('researcher'),
+  // The audit trail's durable outbox (src/audit/audit-spool.ts): a directory, or `off`.
+  AUDIT_SPOOL_DIR: z.string().min(1).optional(),
+  AUDIT_SPOOL_SHIP_DELAY_MS: z.coerce.number().int().min(0).max(600_000).default(50),
   // DIMSE C-STORE SCP (src/dimse): off unless DIMSE_PORT is set.
   DIMSE_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   DIMSE_HOST: z.string().min(1).optional(),
@@ -123,6 +126,14 @@ export interface AppConfig {
    * upload (src/memory-release.ts); 0 = leave it all to V8.
    */
   memoryReleaseSlackBytes: number;
+  /**
+   * Where AuditEvents are made durable before the answer and shipped to the database from
+   * (src/audit/audit-spool.ts), when AUDIT_SPOOL_DIR names one; undefined (the default, or `off`):
+   * each one is committed to the database before its answer (group commit).
+   */
+  auditSpoolDir?: string;
+  /** How long an AuditEvent durable in the spool waits to ship, so that events ship in batches (ms). */
+  auditSpoolShipDelayMs: number;
   /** Memory for study results kept between QIDO-RS requests (src/dicomweb/study-result-cache.ts); 0 = none kept. */
   qidoStudyCacheBytes: number;
   /**
@@ -214,6 +225,8 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     memoryReleaseSlackBytes: e.MEMORY_RELEASE_SLACK,
     qidoStudyCacheBytes: e.QIDO_STUDY_CACHE_SIZE,
     exportApproval: e.EXPORT_APPROVAL,
+    auditSpoolDir: auditSpoolDirOf(e.AUDIT_SPOOL_DIR),
+    auditSpoolShipDelayMs: e.AUDIT_SPOOL_SHIP_DELAY_MS,
     dimse: e.DIMSE_PORT === undefined ? undefined : { port: e.DIMSE_PORT, host: e.DIMSE_HOST ?? e.HOST, aeTitle: e.DIMSE_AE_TITLE.trim(), peers: parseDimsePeers(e.DIMSE_PEERS) },
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
@@ -227,6 +240,12 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
       withholdSopClassPrefixes: ['1.2.840.10008.5.1.4.1.1.7'],
     },
   };
+}
+
+/** AUDIT_SPOOL_DIR as given; unset or `off`: none. */
+function auditSpoolDirOf(given: string | undefined): string | undefined {
+  if (given === undefined || ['off', 'none', 'false', '0', ''].includes(given.trim().toLowerCase())) return undefined;
+  return path.resolve(given);
 }
 
 /**

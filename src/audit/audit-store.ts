@@ -47,17 +47,27 @@ const INSERT_ROWS_SQL = `INSERT INTO audit_events (${COLUMN_LIST}) SELECT ${COLU
  * connection). Larger batches use the prepared json_to_recordset statement: parsing and
  * planning a long VALUES list each time cost as much as it saved (measured at ~25 rows).
  */
-function insertRowsStatement(count: number): { name: string; text: string } {
-  let statement = VALUES_STATEMENTS[count];
+function insertRowsStatement(count: number, once = false): { name: string; text: string } {
+  const cache = once ? VALUES_ONCE_STATEMENTS : VALUES_STATEMENTS;
+  let statement = cache[count];
   if (statement) return statement;
   const tuples: string[] = [];
   for (let r = 0; r < count; r++) tuples.push(`(${ROW_COLUMNS.map(([, type], c) => `$${r * ROW_COLUMNS.length + c + 1}::${type}`).join(', ')})`);
-  statement = { name: `imaging_lake_audit_insert_${count}`, text: `INSERT INTO audit_events (${COLUMN_LIST}) VALUES ${tuples.join(', ')}` };
-  VALUES_STATEMENTS[count] = statement;
+  statement = {
+    name: `imaging_lake_audit_${once ? 'ship' : 'insert'}_${count}`,
+    text: `INSERT INTO audit_events (${COLUMN_LIST}) VALUES ${tuples.join(', ')}${once ? ' ON CONFLICT (id, recorded) DO NOTHING' : ''}`,
+  };
+  cache[count] = statement;
   return statement;
 }
 const MAX_VALUES_ROWS = 16;
 const VALUES_STATEMENTS: Array<{ name: string; text: string }> = [];
+/**
+ * Rows per statement when the outbox ships (a prepared statement per size, planned once per
+ * connection: a shipper sends the same few sizes over and over, unlike request-sized batches).
+ */
+const SHIP_VALUES_ROWS = 64;
+const VALUES_ONCE_STATEMENTS: Array<{ name: string; text: string }> = [];
 const INSERT_JSON_ROWS_STATEMENT = { name: 'imaging_lake_audit_insert_json', text: INSERT_ROWS_SQL.replace('?', '$1') };
 
 /** One node-postgres connection of knex's pool, as the prepared-statement path uses it. */
@@ -207,6 +217,55 @@ export async function correctAuditEvent(knex: Knex, event: AuditEvent, conn?: Au
   } catch (err) {
     throw err instanceof AuditWriteError ? err : new AuditWriteError(err);
   }
+}
+
+/**
+ * Appends rows that may already be in the trail (a durable outbox shipping again what it may
+ * have shipped before a crash): one statement, rows whose (id, recorded) exists are skipped.
+ */
+export async function insertAuditRowsOnce(knex: Knex, rows: readonly AuditRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  const pool = auditConnectionPool(knex);
+  if (!pool) {
+    await knex.raw(`${INSERT_ROWS_SQL} ON CONFLICT (id, recorded) DO NOTHING`, [rowsJson(rows)]);
+    return;
+  }
+  // node-postgres: typed parameters (PostgreSQL parses each resource once, not as JSON rows and
+  // then again as json), prepared per size, several statements in one transaction (one commit).
+  const conn = await pool.acquireConnection();
+  const run = (text: string) => conn.query({ name: '', text, values: [] });
+  const several = rows.length > SHIP_VALUES_ROWS;
+  try {
+    if (several) await run('BEGIN');
+    for (let i = 0; i < rows.length; i += SHIP_VALUES_ROWS) {
+      const chunk = rows.slice(i, i + SHIP_VALUES_ROWS);
+      const values: unknown[] = [];
+      for (const row of chunk) values.push(...row.columns, row.resource);
+      await conn.query({ ...insertRowsStatement(chunk.length, true), values });
+    }
+    if (several) await run('COMMIT');
+  } catch (err) {
+    if (several) await run('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    await pool.releaseConnection(conn);
+  }
+}
+
+/**
+ * Applies the correction of an early-written read event (correctAuditEvent's rule) unless it was
+ * applied already: the UPDATE touches the row only while its outcome is still the success it was
+ * written with, so shipping the same correction twice changes nothing the second time.
+ * Resolves whether a row changed; throws the database error as is.
+ */
+export async function applyAuditCorrectionOnce(knex: Knex, row: AuditRow): Promise<boolean> {
+  const id = row.columns[0] as string;
+  return knex.transaction(async (trx) => {
+    await trx.raw(`SELECT set_config('imaging_lake.audit_correction', ?, true)`, [id]);
+    const result = await trx.raw(`${CORRECT_ROW_SQL.replace(' RETURNING a.id', '')} AND a.outcome = '0' AND a.resource::jsonb IS DISTINCT FROM r.resource::jsonb RETURNING a.id`, [rowsJson([row]).slice(1, -1)]);
+    const rows = Array.isArray(result) ? result : (result?.rows ?? []);
+    return rows.length > 0;
+  });
 }
 
 /**

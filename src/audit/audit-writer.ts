@@ -82,7 +82,8 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   const queue: Waiter[] = [];
   const inFlight = new Set<Promise<void>>();
   const counters: AuditWriterStats = { events: 0, batches: 0, failed: 0, largestBatch: 0, corrected: 0 };
-  let scheduled = false;
+  // End of this event-loop turn: requests answered in the same turn share the INSERT.
+  const drainAtEndOfTurn = endOfTurn(() => drain());
   let closed = false;
   // With the node-postgres driver the writer keeps its connections between INSERTs (connection-lease.ts).
   const pool = auditConnectionPool(knex);
@@ -143,13 +144,7 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
       if (queue.length >= maxBatch) drain();
       return;
     }
-    if (scheduled) return;
-    scheduled = true;
-    // End of this event-loop turn: requests answered in the same turn share the INSERT.
-    setImmediate(() => {
-      scheduled = false;
-      drain();
-    });
+    drainAtEndOfTurn();
   };
 
   const flush = async (): Promise<void> => {
@@ -193,6 +188,19 @@ export function createAuditWriter(knex: Knex, options: AuditWriterOptions = {}):
   };
 }
 
+/** Runs `run` once at the end of the current turn of the event loop, however often asked to within it. */
+export function endOfTurn(run: () => void): () => void {
+  let scheduled = false;
+  return () => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      run();
+    });
+  };
+}
+
 /** One writer per database handle, created on first use (nothing happens at import). */
 const writers = new WeakMap<Knex, AuditWriter>();
 
@@ -204,6 +212,15 @@ export function auditWriterFor(knex: Knex): AuditWriter {
     writers.set(knex, writer);
   }
   return writer;
+}
+
+/**
+ * Makes `writer` the one `auditWriterFor(knex)` returns (the durable outbox of audit-spool.ts, set
+ * up at start). Refused once a writer of `knex` is in use: events queued on it would be orphaned.
+ */
+export function installAuditWriter(knex: Knex, writer: AuditWriter): void {
+  if (writers.has(knex)) throw new Error('an audit writer is already in use for this database');
+  writers.set(knex, writer);
 }
 
 /**

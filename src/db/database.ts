@@ -248,7 +248,8 @@ function unlockEmbeddedDirectory(dir: string): void {
   }
 }
 
-function processIsAlive(pid: number): boolean {
+/** Whether a process of this host with `pid` is running (signal 0; EPERM: running, not ours). */
+export function processIsAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import type { TransactionAuditor } from '../audit/audit-response';
 import { requestBaseUrl } from '../http/base-url';
+import { AuditWriteError } from '../audit/audit-store';
 import { isRetryableDbError } from '../db/database';
 import { HttpError, ServiceUnavailableError } from '../http/errors';
 import type { RenderedImageCache } from '../dicom/pixel-image-cache';
@@ -110,7 +111,15 @@ export function dicomwebErrorHandler(services: Pick<DicomwebServices, 'logger'>)
     const view = res.locals.deidView as { sanitize(e: unknown): unknown } | undefined;
     const err = view ? view.sanitize(raw) : raw;
     // A dropped or restarting index database is a 503 the client may retry, on every DICOMweb path.
-    const httpError = err instanceof HttpError ? err : isRetryableDbError(err) ? new ServiceUnavailableError('the index database is unavailable') : null;
+    // A change whose AuditEvent could not be written in its transaction is refused as the audit gate refuses.
+    const httpError =
+      err instanceof HttpError
+        ? err
+        : err instanceof AuditWriteError
+          ? new ServiceUnavailableError('audit trail unavailable: access refused')
+          : isRetryableDbError(err)
+            ? new ServiceUnavailableError('the index database is unavailable')
+            : null;
     const status = httpError?.status ?? 500;
     const message = httpError?.message ?? 'internal error';
     if (!httpError) services.logger.error({ err, url: loggableUrl(req.originalUrl) }, 'unhandled DICOMweb error');

@@ -16,6 +16,11 @@ import { validateOperation } from './validate-operation';
 export interface AuditEventHandlerDeps {
   /** The database holding `audit_events` (the root knex: reads never join a Bundle's transaction). */
   knex: Knex;
+  /**
+   * Resolves once the AuditEvents written so far are in `audit_events` (the outbox has shipped
+   * them), so that a search sees every access made before it; a failure is not the reader's.
+   */
+  settle?: () => Promise<void>;
 }
 
 const READ_ONLY = 'AuditEvent is written by the server only: the audit trail is append-only';
@@ -34,6 +39,7 @@ export function createAuditEventTypeHandler(deps: AuditEventHandlerDeps): FhirTy
     // filtered otherwise (granular scopes alone) sees none of the trail.
     if (ctx.access && !ctx.projects) throw fhirError(403, 'forbidden', 'The audit trail is filtered by project only: this token may not read it');
 
+    if (method === 'GET' || method === 'POST') await deps.settle?.().catch(() => undefined);
     if (second === undefined) {
       if (method !== 'GET') refuse();
       return searchResponse(deps, ctx, req, req.query);

@@ -1,4 +1,5 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
+import { AuditWriteError } from '../audit/audit-store';
 import type { Knex } from 'knex';
 import type { Resource } from '@medplum/fhirtypes';
 import type { TransactionAuditor } from '../audit/audit-response';
@@ -258,6 +259,8 @@ function send(res: Response, status: number, headers: Record<string, string>, bo
 /** Maps any failure to an OperationOutcomeError: body-parser and PostgreSQL errors get their proper 4xx/503. */
 export function toOutcomeError(err: unknown): OperationOutcomeError {
   if (err instanceof OperationOutcomeError) return err;
+  // The change's AuditEvent could not be written in its transaction: refused, as the audit gate refuses.
+  if (err instanceof AuditWriteError) return new OperationOutcomeError(503, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'transient', diagnostics: 'audit trail unavailable: access refused' }] }, { 'Retry-After': '5' });
   const e = err as { type?: string; status?: number; code?: string; message?: string };
   if (e?.type === 'entity.parse.failed') return fhirError(400, 'structure', `The body is not valid JSON: ${e.message ?? ''}`);
   if (e?.type === 'entity.too.large') return fhirError(413, 'too-costly', `The body is larger than ${MAX_JSON_BYTES}`);

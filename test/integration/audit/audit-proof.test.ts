@@ -3,11 +3,17 @@
  * writes exactly the AuditEvent it should (IHE BALP 1.1 shapes: type and subtype, action,
  * outcome, the requestor with role and client, the study or resource, the X-Request-Id), and an
  * audit store that cannot be written fails the request with 503 without serving or keeping
- * anything.
+ * anything. Twice: each AuditEvent committed to the database before its answer, and through the
+ * durable outbox (src/audit/audit-spool.ts, with AUDIT_SPOOL_DIR set), where an
+ * event is durable on local disk before the answer and in `audit_events` shortly after.
  */
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import request from 'supertest';
 import type { AuditEvent } from '../../../src/audit/audit-event';
+import { auditWriterFor } from '../../../src/audit/audit-writer';
 import { registerClient } from '../../../src/auth/client-registry';
 import { createProject } from '../../../src/auth/project-store';
 import { createSyntheticInstance } from '../../../src/generate/synthetic-dicom';
@@ -18,8 +24,14 @@ import { makeClientAssertion, makeClientKey, tokenForm, type ClientKey } from '.
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
 const ROLE_SYSTEM = 'urn:imaging-lake:role';
 
-describe('audit proof: every access to the real app leaves exactly its AuditEvent', () => {
+const MODES = [
+  { mode: 'committed before each answer', spool: false },
+  { mode: 'through the durable outbox', spool: true },
+];
+
+describe.each(MODES)('audit proof ($mode): every access to the real app leaves exactly its AuditEvent', ({ spool }) => {
   let t: TestApp;
+  let spoolDir: string | undefined;
   const project = `audit-${randomUUID().slice(0, 8)}`;
   const clientId = `audit-client-${randomUUID().slice(0, 8)}`;
   let clientKey: ClientKey;
@@ -32,6 +44,8 @@ describe('audit proof: every access to the real app leaves exactly its AuditEven
 
   const rid = () => `audit-${randomUUID()}`;
   const eventsOf = async (requestId: string): Promise<AuditEvent[]> => {
+    // Through the outbox, what was written so far is shipped first (as the AuditEvent endpoint does).
+    await auditWriterFor(t.app.db.knex).flush();
     const rows = await t.app.db.knex('audit_events').where({ request_id: requestId }).select('resource');
     return rows.map((r: { resource: AuditEvent | string }) => (typeof r.resource === 'string' ? JSON.parse(r.resource) : r.resource));
   };
@@ -59,7 +73,8 @@ describe('audit proof: every access to the real app leaves exactly its AuditEven
   };
 
   beforeAll(async () => {
-    t = await startTestApp();
+    spoolDir = spool ? await fs.mkdtemp(path.join(os.tmpdir(), 'il-audit-spool-')) : undefined;
+    t = await startTestApp(spoolDir ? { AUDIT_SPOOL_DIR: spoolDir } : {});
     dm = await t.token('data-manager', [project]);
     researcher = await t.token('researcher', [project]);
     clientKey = await makeClientKey('ES384');
@@ -68,6 +83,7 @@ describe('audit proof: every access to the real app leaves exactly its AuditEven
   });
   afterAll(async () => {
     await t?.close();
+    if (spoolDir) await fs.rm(spoolDir, { recursive: true, force: true });
   });
 
   test('STOW-RS: 110104 create, the stored study as entity, the data manager as requestor', async () => {
@@ -196,7 +212,51 @@ describe('audit proof: every access to the real app leaves exactly its AuditEven
     expect(e.entity).toEqual(expect.arrayContaining([expect.objectContaining({ what: { reference: `Patient/${patientId}` } })]));
   });
 
-  describe('with the audit table unwritable', () => {
+  if (spool) {
+    describe('with the audit table unwritable, through the outbox', () => {
+      const knex = () => t.app.db.knex;
+      test('reads are served (their events are durable in the spool) and reach the trail, once, when the table is back', async () => {
+        const ids = [rid(), rid()];
+        await knex().raw('ALTER TABLE audit_events RENAME TO audit_events_offline');
+        try {
+          const read = await request(t.app.express).get(`/fhir/Patient/${patientId}`).set('Authorization', `Bearer ${researcher}`).set('X-Request-Id', ids[0]);
+          expect(read.status).toBe(200);
+          const search = await request(t.app.express).get(`/dicomweb/studies?StudyInstanceUID=${study.study}`).set('Authorization', `Bearer ${researcher}`).set('X-Request-Id', ids[1]);
+          expect(search.status).toBe(200);
+          await expect(auditWriterFor(knex()).flush()).rejects.toThrow();
+        } finally {
+          await knex().raw('ALTER TABLE audit_events_offline RENAME TO audit_events');
+        }
+        expect(await onlyEvent(ids[0])).toMatchObject({ subtype: [{ code: 'read' }], outcome: '0' });
+        expect(queryEntity(await onlyEvent(ids[1]))).toContain(study.study);
+      });
+
+      test('a write, audited in its own transaction, still answers 503 and keeps nothing', async () => {
+        const family = `Unaudited${randomUUID().slice(0, 8)}`;
+        await knex().raw('ALTER TABLE audit_events RENAME TO audit_events_offline');
+        try {
+          const res = await request(t.app.express).post('/fhir/Patient').set('Authorization', `Bearer ${dm}`).set('Content-Type', 'application/fhir+json').send({ resourceType: 'Patient', name: [{ family }] });
+          expect(res.status).toBe(503);
+        } finally {
+          await knex().raw('ALTER TABLE audit_events_offline RENAME TO audit_events');
+        }
+        expect(await knex()('fhir_resource').where({ resource_type: 'Patient' }).whereRaw(`content::text LIKE ?`, [`%${family}%`]).first()).toBeUndefined();
+      });
+
+      test('a DICOMweb delete, audited in its own transaction, still answers 503 and the study stays', async () => {
+        await knex().raw('ALTER TABLE audit_events RENAME TO audit_events_offline');
+        try {
+          const res = await request(t.app.express).delete(`/dicomweb/studies/${study.study}`).set('Authorization', `Bearer ${t.adminToken}`);
+          expect(res.status).toBe(503);
+        } finally {
+          await knex().raw('ALTER TABLE audit_events_offline RENAME TO audit_events');
+        }
+        expect(await knex()('studies').where({ study_uid: study.study }).first('id')).toBeDefined();
+      });
+    });
+  }
+
+  if (!spool) describe('with the audit table unwritable', () => {
     const knex = () => t.app.db.knex;
     beforeEach(async () => {
       await knex().raw('ALTER TABLE audit_events RENAME TO audit_events_offline');

@@ -24,6 +24,16 @@ describe('loadConfig', () => {
     expect(c.blobs).toMatchObject({ kind: 's3', bucket: 'lake-blobs', endpoint: 'http://minio:9000', forcePathStyle: true });
   });
 
+  test('AUDIT_SPOOL_DIR: none by default (group-commit INSERTs), the directory when given, off turns it off', () => {
+    expect(loadConfig({}).auditSpoolDir).toBeUndefined();
+    expect(loadConfig({ AUDIT_SPOOL_DIR: '/var/spool/lake' }).auditSpoolDir).toBe('/var/spool/lake');
+    expect(loadConfig({ S3_BUCKET: 'lake', AUDIT_SPOOL_DIR: 'spool' }).auditSpoolDir).toBe(path.resolve('spool'));
+    expect(loadConfig({ AUDIT_SPOOL_DIR: 'off' }).auditSpoolDir).toBeUndefined();
+    expect(loadConfig({}).auditSpoolShipDelayMs).toBe(50);
+    expect(loadConfig({ AUDIT_SPOOL_SHIP_DELAY_MS: '0' }).auditSpoolShipDelayMs).toBe(0);
+    expect(() => loadConfig({ AUDIT_SPOOL_SHIP_DELAY_MS: '-1' })).toThrow(ConfigError);
+  });
+
   test('DB_POOL_IDLE_SECONDS sets how long an idle PostgreSQL connection is kept', () => {
     const url = 'postgres://u@db:5432/lake';
     expect(loadConfig({ DATABASE_URL: url, DB_POOL_IDLE_SECONDS: '30' }).database).toMatchObject({ poolIdleSeconds: 30 });
