@@ -244,7 +244,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
 
 /** AUDIT_SPOOL_DIR as given; unset or `off`: none. */
 function auditSpoolDirOf(given: string | undefined): string | undefined {
-  if (given === undefined || ['off', 'none', 'false', '0', ''].includes(given.trim().toLowerCase())) return undefined;
+  if (given === undefined || ['off', 'none', 'false', '0'].includes(given.trim().toLowerCase())) return undefined;
   return path.resolve(given);
 }
 

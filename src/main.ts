@@ -15,8 +15,7 @@ import { checkGenerateOptions, GenerateError, runGenerate, type GenerateOptions 
 import { startMemoryRelease } from './memory-release';
 import { createAppServer } from './http/app-server';
 import { originOf } from './http/base-url';
-import { startDimseListener } from './dimse/dimse-listener';
-import { createTranscodeHook } from './dicom/transcode-hook';
+import { startAppDimseListener } from './dimse/dimse-listener';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -279,14 +278,7 @@ async function serve(config: AppConfig): Promise<void> {
   app.logger.info({ host: config.host, port, database: app.db.kind, blobs: app.blobs.kind }, 'imaging-lake listening');
   // DIMSE listener beside the HTTP server (DIMSE_PORT): its stores take STOW-RS's path, its queries QIDO-RS's.
   const dimse = config.dimse
-    ? await startDimseListener({
-        config: config.dimse,
-        store: app.store,
-        auditSource: app.auth.audit.source,
-        dicomwebBaseUrl: `${config.publicBaseUrl ?? originOf(config.host, port)}/dicomweb`,
-        transcoder: createTranscodeHook({ db: app.db, blobs: app.blobs }),
-        logger: app.logger,
-      })
+    ? await startAppDimseListener(app, config.dimse, `${config.publicBaseUrl ?? originOf(config.host, port)}/dicomweb`)
     : undefined;
   try {
     fs.mkdirSync(config.auth.keyDir, { recursive: true });

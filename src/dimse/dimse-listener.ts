@@ -28,6 +28,8 @@ import { storeInstances, type StoreServices } from '../dicomweb/stow-rs';
 import type { Logger } from '../logger';
 import type { TranscodeHook } from '../dicomweb/wado-rs';
 import { restrictStudiesToProjects } from '../auth/project-filters';
+import type { AppHandle } from '../app';
+import { createTranscodeHook } from '../dicom/transcode-hook';
 import type { DicomJson } from '../dicom/types';
 import { findInstancesByKeys, type StoredInstance } from '../db/wado-index';
 import { TransferSyntaxUid } from '../dicom/transfer-syntax';
@@ -81,6 +83,21 @@ export interface DimseListener {
 const PDU_TIMEOUT_MS = 5 * 60_000;
 /** Time from connection to A-ASSOCIATE-RQ. */
 const ASSOCIATION_TIMEOUT_MS = 30_000;
+
+/**
+ * The DIMSE listener of a running app: stores take its STOW-RS services, audits name its source,
+ * C-GET/C-MOVE receivers that refuse the stored transfer syntax get WADO-RS's transcoder.
+ */
+export function startAppDimseListener(app: Pick<AppHandle, 'store' | 'auth' | 'db' | 'blobs' | 'logger'>, config: DimseConfig, dicomwebBaseUrl: string): Promise<DimseListener> {
+  return startDimseListener({
+    config,
+    store: app.store,
+    auditSource: app.auth.audit.source,
+    dicomwebBaseUrl,
+    transcoder: createTranscodeHook({ db: app.db, blobs: app.blobs }),
+    logger: app.logger,
+  });
+}
 
 /** Starts the DIMSE listener on `config.host`:`config.port`. */
 export async function startDimseListener(deps: DimseListenerDeps): Promise<DimseListener> {

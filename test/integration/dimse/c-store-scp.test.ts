@@ -12,7 +12,7 @@ import path from 'node:path';
 import request from 'supertest';
 import { Client, requests as dimseRequests, type responses } from 'dcmjs-dimse';
 import type { AuditEvent } from '../../../src/audit/audit-event';
-import { startDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
+import { startAppDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createSyntheticInstance } from '../../../src/generate/synthetic-dicom';
 import { binaryBody } from '../../helpers/binary-body';
 import { buildMultipart } from '../../helpers/multipart-body';
@@ -155,8 +155,9 @@ describe('DIMSE C-STORE SCP', () => {
   beforeAll(async () => {
     t = await startTestApp();
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'il-dimse-'));
-    scp = await startDimseListener({
-      config: {
+    scp = await startAppDimseListener(
+      t.app,
+      {
         port: 0,
         host: '127.0.0.1',
         aeTitle: AE,
@@ -166,11 +167,8 @@ describe('DIMSE C-STORE SCP', () => {
           { aeTitle: 'ELSEWHERE', host: '10.1.2.3', projects: [], services: ['store'] },
         ],
       },
-      store: t.app.store,
-      auditSource: t.app.auth.audit.source,
-      dicomwebBaseUrl: 'http://imaging-lake.test/dicomweb',
-      logger: t.app.logger,
-    });
+      'http://imaging-lake.test/dicomweb',
+    );
   }, 120_000);
 
   afterAll(async () => {

@@ -11,8 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Dataset, Server, requests as dimseRequests, responses as dimseResponses, type responses } from 'dcmjs-dimse';
 import type { AuditEvent } from '../../../src/audit/audit-event';
-import { startDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
-import { createTranscodeHook } from '../../../src/dicom/transcode-hook';
+import { startAppDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { dcmtk } from '../../helpers/dcmtk';
 import { AcceptingScp, freePort } from '../../helpers/dimse-peer';
@@ -90,8 +89,9 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'il-qr-'));
     destPort = await freePort();
     flakyPort = await freePort();
-    scp = await startDimseListener({
-      config: {
+    scp = await startAppDimseListener(
+      t.app,
+      {
         port: 0,
         host: '127.0.0.1',
         aeTitle: AE,
@@ -105,12 +105,8 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
           { aeTitle: 'FLAKY', host: '127.0.0.1', port: flakyPort, projects: [], services: [] },
         ],
       },
-      store: t.app.store,
-      auditSource: t.app.auth.audit.source,
-      dicomwebBaseUrl: 'http://imaging-lake.test/dicomweb',
-      transcoder: createTranscodeHook({ db: t.app.db, blobs: t.app.blobs }),
-      logger: t.app.logger,
-    });
+      'http://imaging-lake.test/dicomweb',
+    );
 
     // One patient, one study of two series (three instances), loaded over C-STORE.
     const files: string[] = [];

@@ -18,7 +18,7 @@ import {
   type responses,
 } from 'dcmjs-dimse';
 import type { AuditEvent } from '../../../src/audit/audit-event';
-import { startDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
+import { startAppDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { dcmtk } from '../../helpers/dcmtk';
 import { AcceptingScp, freePort } from '../../helpers/dimse-peer';
@@ -92,8 +92,9 @@ describe('DIMSE Storage Commitment Push Model SCP', () => {
     t = await startTestApp();
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'il-sc-'));
     modalityPort = await freePort();
-    scp = await startDimseListener({
-      config: {
+    scp = await startAppDimseListener(
+      t.app,
+      {
         port: 0,
         host: '127.0.0.1',
         aeTitle: AE,
@@ -103,11 +104,8 @@ describe('DIMSE Storage Commitment Push Model SCP', () => {
           { aeTitle: 'VIEWER', projects: [], services: ['find'] },
         ],
       },
-      store: t.app.store,
-      auditSource: t.app.auth.audit.source,
-      dicomwebBaseUrl: 'http://imaging-lake.test/dicomweb',
-      logger: t.app.logger,
-    });
+      'http://imaging-lake.test/dicomweb',
+    );
     const files: string[] = [];
     for (let i = 0; i < 3; i++) {
       const instance = createSyntheticInstance({ patientID: `SC-${i}`, rows: 8, columns: 8, bitsAllocated: 8, seed: i });
