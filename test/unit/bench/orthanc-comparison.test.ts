@@ -113,6 +113,22 @@ describe('Orthanc comparison: the QIDO growth curve', () => {
     expect(why).toContain('Orthanc 138 inst/s');
   });
 
+  it('projects a growth both servers take at once by the slower server, once its rates are known', () => {
+    const load = newFigure({ id: 'load', title: 'bulk load', unit: 'inst/s', better: 'higher', phase: 'load', cpuPer: 'inst' });
+    load.samples[IL] = [sample(400)];
+    load.samples[ORTHANC] = [sample(400)];
+    const growth = newFigure({ id: 'growth', title: 'growth', unit: 'inst/s', better: 'higher', phase: 'load', cpuPer: 'inst' });
+    const servers = [{ name: IL }, { name: ORTHANC }];
+    // No growth measured yet: one server after the other, 900,000 / 400 twice = 75 min.
+    expect(loadOutOfReach(load, servers, 900_000, 1200, 1200, growth)).toMatch(/would take at least 75 min at this run's bulk-load rates/);
+    growth.samples[IL] = [sample(300)];
+    growth.samples[ORTHANC] = [sample(150)];
+    // Together: the slower server's 900,000 / 150 = 100 min (1.7 h), within three times 40 min.
+    expect(loadOutOfReach(load, servers, 900_000, 2400, 2400, growth)).toBeUndefined();
+    const why = loadOutOfReach(load, servers, 900_000, 1800, 1800, growth);
+    expect(why).toMatch(/would take at least 1\.7 h at this run's growth rates \(imaging-lake 300 inst\/s, Orthanc 150 inst\/s\)/);
+  });
+
   it('prints the whole table with the unreached scale marked as not measured', () => {
     const f = qidoP95();
     f.samples[ORTHANC] = [sample(40)];
