@@ -10,10 +10,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Dataset, Server, requests as dimseRequests, responses as dimseResponses, type responses } from 'dcmjs-dimse';
+import request from 'supertest';
 import type { AuditEvent } from '../../../src/audit/audit-event';
 import { startAppDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { dcmtk } from '../../helpers/dcmtk';
+import { buildMultipart } from '../../helpers/multipart-body';
 import { AcceptingScp, freePort } from '../../helpers/dimse-peer';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 
@@ -295,7 +297,10 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
     expect(refused.output).toMatch(/DataSetDoesNotMatchSOPClass/i);
   });
 
-  test('C-MOVE sends a series to a configured destination (storescp), naming the move originator; an unknown or unreachable destination fails', async () => {
+  /** storescp as the move destination DEST, started once: the directory it writes into and what it logged. */
+  let destination: { received: string; log: () => string } | undefined;
+  const startDestination = async () => {
+    if (destination) return destination;
     const received = await outDir();
     storescp = spawn('storescp', ['-d', '-aet', 'DEST', '-od', received, String(destPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let destLog = '';
@@ -309,14 +314,20 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
       if (ok) break;
       await new Promise((r) => setTimeout(r, 100));
     }
+    destination = { received, log: () => destLog };
+    return destination;
+  };
+
+  test('C-MOVE sends a series to a configured destination (storescp), naming the move originator; an unknown or unreachable destination fails', async () => {
+    const { received, log } = await startDestination();
     const run = await dcmtk('movescu', ['-v', '-S', '-aet', 'WORKSTATION', '-aec', AE, '-aem', 'DEST', '-k', 'QueryRetrieveLevel=SERIES', '-k', `StudyInstanceUID=${study}`, '-k', `SeriesInstanceUID=${seriesA}`, '127.0.0.1', port()]);
     expect(run.code).toBe(0);
     expect(run.output).toMatch(/Received Final Move Response \(Success\)/);
-    const files = await readDir(received);
+    const files = (await readDir(received)).filter((f) => f.dict.StudyInstanceUID === study);
     expect(files.map((f) => f.dict.SOPInstanceUID).sort()).toEqual(sent.filter((s) => s.seriesInstanceUID === seriesA).map((s) => s.sopInstanceUID).sort());
     expect(files.every((f) => f.dict.PatientID === patientID)).toBe(true);
     // Each sub-operation names the requester and its C-MOVE (PS3.7 9.1.1.1, Move Originator).
-    expect(destLog).toMatch(/Move Originator AE Title\s*:\s*WORKSTATION/);
+    expect(log()).toMatch(/Move Originator AE Title\s*:\s*WORKSTATION/);
 
     const unknown = await dcmtk('movescu', ['-v', '-S', '-aet', 'WORKSTATION', '-aec', AE, '-aem', 'NOBODY', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${study}`, '127.0.0.1', port()]);
     expect(unknown.output).toMatch(/Final Move Response \(Refused: MoveDestinationUnknown\)/);
@@ -359,5 +370,53 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
     // The Move context was refused at association: movescu finds no context to send on.
     expect(run.output).toMatch(/No valid Presentation Context/i);
     expect(run.output).not.toMatch(/Move Response/);
+  });
+
+  describe('C-CANCEL (PS3.7 9.3.2.3)', () => {
+    // Enough matches that the listener is still answering when the cancel arrives: it looks for one
+    // every 64 responses of a C-FIND and before every sub-operation of a C-MOVE.
+    const FIND_MATCHES = 2000;
+    const MOVE_INSTANCES = 40;
+    const cancelStudy = newUid();
+    const findSeries = newUid();
+    const moveSeries = newUid();
+
+    beforeAll(async () => {
+      const files: Buffer[] = [];
+      for (const [series, count] of [
+        [findSeries, FIND_MATCHES],
+        [moveSeries, MOVE_INSTANCES],
+      ] as const) {
+        for (let n = 1; n <= count; n++) {
+          files.push(
+            createSyntheticInstance({ studyInstanceUID: cancelStudy, seriesInstanceUID: series, instanceNumber: n, patientID: `${patientID}-C`, patientName: 'QUERY^CANCEL', rows: 8, columns: 8, bitsAllocated: 8, seed: n }).bytes,
+          );
+        }
+      }
+      const { body, contentType } = buildMultipart(files);
+      const res = await request(t.http).post('/dicomweb/studies').set('Content-Type', contentType).send(body);
+      expect(res.status).toBe(200);
+    }, 120_000);
+
+    test('a C-FIND cancelled after its first match ends with FE00 and no more matches', async () => {
+      const { run, results } = await find('WORKSTATION', ['--cancel', '1', '-S', '-k', 'QueryRetrieveLevel=IMAGE', '-k', `StudyInstanceUID=${cancelStudy}`, '-k', `SeriesInstanceUID=${findSeries}`, '-k', 'SOPInstanceUID']);
+      expect(run.output).toMatch(/Sending Cancel Request/i);
+      expect(run.output).toMatch(/Received Final Find Response \(Cancel/);
+      expect(results.length).toBeGreaterThanOrEqual(1);
+      expect(results.length).toBeLessThan(FIND_MATCHES);
+      // The listener takes the next query on the same port as before.
+      const after = await find('WORKSTATION', ['-S', '-k', 'QueryRetrieveLevel=SERIES', '-k', `StudyInstanceUID=${cancelStudy}`, '-k', 'SeriesInstanceUID', '-k', 'NumberOfSeriesRelatedInstances']);
+      expect(after.results.map((r) => Number(r.dict.NumberOfSeriesRelatedInstances)).sort((a, b) => a - b)).toEqual([MOVE_INSTANCES, FIND_MATCHES]);
+    });
+
+    test('a C-MOVE cancelled after its first sub-operation stops sending and ends with FE00', async () => {
+      const { received } = await startDestination();
+      const run = await dcmtk('movescu', ['-v', '--cancel', '1', '-S', '-aet', 'WORKSTATION', '-aec', AE, '-aem', 'DEST', '-k', 'QueryRetrieveLevel=SERIES', '-k', `StudyInstanceUID=${cancelStudy}`, '-k', `SeriesInstanceUID=${moveSeries}`, '127.0.0.1', port()]);
+      expect(run.output).toMatch(/Sending Cancel Request/i);
+      expect(run.output).toMatch(/Received Final Move Response \(Cancel/);
+      const moved = (await readDir(received)).filter((f) => f.dict.SeriesInstanceUID === moveSeries);
+      expect(moved.length).toBeGreaterThanOrEqual(1);
+      expect(moved.length).toBeLessThan(MOVE_INSTANCES);
+    });
   });
 });
