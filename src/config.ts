@@ -36,6 +36,8 @@ const DimsePeerSchema = z
     services: z.array(z.enum(['store', 'find', 'get', 'move'])).default(['store']),
     /** The port of the peer's own C-STORE SCP: with `host`, it makes the peer a C-MOVE destination. */
     port: z.number().int().min(1).max(65535).optional(),
+    /** Whether associations this server opens to the peer use TLS; absent: as the listener does (DIMSE_TLS_CERT). */
+    tls: z.boolean().optional(),
   })
   .strict();
 
@@ -83,6 +85,11 @@ const EnvSchema = z.object({
   DIMSE_HOST: z.string().min(1).optional(),
   DIMSE_AE_TITLE: z.string().regex(AE_TITLE, 'an AE title: 1-16 characters, no backslash or control characters').default('IMAGING_LAKE'),
   DIMSE_PEERS: z.string().default('[]'),
+  // DICOM TLS (PS3.15 B.9, BCP 195): PEM files of the listener's certificate and key; with a CA,
+  // peers must present a certificate it signed, and called peers are checked against it.
+  DIMSE_TLS_CERT: z.string().min(1).optional(),
+  DIMSE_TLS_KEY: z.string().min(1).optional(),
+  DIMSE_TLS_CA: z.string().min(1).optional(),
 });
 
 export interface AppConfig {
@@ -151,6 +158,16 @@ export interface DimseConfig {
   host: string;
   aeTitle: string;
   peers: DimsePeer[];
+  /** TLS of the listener and of the associations it opens (PEM file paths); undefined: plain TCP. */
+  tls?: DimseTlsFiles;
+}
+
+/** DIMSE_TLS_CERT, DIMSE_TLS_KEY and DIMSE_TLS_CA, resolved to absolute paths. */
+export interface DimseTlsFiles {
+  certFile: string;
+  keyFile: string;
+  /** Certificates of the CAs whose peers are trusted; set: peers must present a certificate (mutual TLS). */
+  caFile?: string;
 }
 
 export type DimsePeer = z.infer<typeof DimsePeerSchema>;
@@ -227,7 +244,7 @@ export function loadConfig(env: Record<string, string | undefined>): AppConfig {
     exportApproval: e.EXPORT_APPROVAL,
     auditSpoolDir: auditSpoolDirOf(e.AUDIT_SPOOL_DIR),
     auditSpoolShipDelayMs: e.AUDIT_SPOOL_SHIP_DELAY_MS,
-    dimse: e.DIMSE_PORT === undefined ? undefined : { port: e.DIMSE_PORT, host: e.DIMSE_HOST ?? e.HOST, aeTitle: e.DIMSE_AE_TITLE.trim(), peers: parseDimsePeers(e.DIMSE_PEERS) },
+    dimse: e.DIMSE_PORT === undefined ? undefined : { port: e.DIMSE_PORT, host: e.DIMSE_HOST ?? e.HOST, aeTitle: e.DIMSE_AE_TITLE.trim(), peers: parseDimsePeers(e.DIMSE_PEERS), tls: dimseTlsOf(e) },
     auth,
     icd10cmCodesPath: e.ICD10CM_CODES_PATH ? path.resolve(e.ICD10CM_CODES_PATH) : undefined,
     corsOrigins: e.CORS_ORIGINS.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
@@ -260,6 +277,16 @@ export function parsePrivacyKey(text: string, name = 'privacy key'): Buffer {
   if (!key) throw new ConfigError(`invalid configuration: ${name}: not hex or base64`);
   if (key.length < 32) throw new ConfigError(`invalid configuration: ${name}: ${key.length} bytes, at least 32 needed`);
   return key;
+}
+
+/** DIMSE_TLS_*: a certificate and its key together, a CA only with them. */
+function dimseTlsOf(e: { DIMSE_TLS_CERT?: string; DIMSE_TLS_KEY?: string; DIMSE_TLS_CA?: string }): DimseTlsFiles | undefined {
+  if (!e.DIMSE_TLS_CERT && !e.DIMSE_TLS_KEY) {
+    if (e.DIMSE_TLS_CA) throw new ConfigError('invalid configuration: DIMSE_TLS_CA: needs DIMSE_TLS_CERT and DIMSE_TLS_KEY (the listener\'s own certificate)');
+    return undefined;
+  }
+  if (!e.DIMSE_TLS_CERT || !e.DIMSE_TLS_KEY) throw new ConfigError('invalid configuration: DIMSE_TLS_CERT and DIMSE_TLS_KEY: give both (PEM files of a certificate and its private key)');
+  return { certFile: path.resolve(e.DIMSE_TLS_CERT), keyFile: path.resolve(e.DIMSE_TLS_KEY), caFile: e.DIMSE_TLS_CA ? path.resolve(e.DIMSE_TLS_CA) : undefined };
 }
 
 /** DIMSE_PEERS: a JSON array of `{ "aeTitle": "OCT_1", "host": "10.0.0.5", "projects": ["glaucoma"], "services": ["store"] }`. */

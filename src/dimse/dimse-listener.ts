@@ -18,6 +18,7 @@
  */
 import net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
+import tls from 'node:tls';
 import { Dataset, Implementation, Scp, constants, log as dimseLog, requests, responses, type association } from 'dcmjs-dimse';
 import type { DimseConfig, DimsePeer } from '../config';
 import { buildAuditEvent, type AuditInput, type AuditSource } from '../audit/audit-event';
@@ -40,6 +41,7 @@ import { IdentifierError, QUERY_RETRIEVE_SOP_CLASSES, parseFindIdentifier, parse
 import { checkQuery, datasetOf, identifierOf, openMoveAssociation, runFind } from './query-retrieve';
 import { acceptedSyntaxes, chooseTransferSyntax, countStatus, exchange, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
 import { isReachable, openAssociation, type ReachablePeer } from './outbound-association';
+import { loadDimseTls, outboundTls, type DimseTls } from './dimse-tls';
 import {
   CommitmentRequestError,
   STORAGE_COMMITMENT_SOP_CLASS,
@@ -99,15 +101,36 @@ export function startAppDimseListener(app: Pick<AppHandle, 'store' | 'auth' | 'd
   });
 }
 
-/** Starts the DIMSE listener on `config.host`:`config.port`. */
+/**
+ * Starts the DIMSE listener on `config.host`:`config.port`: plain TCP, or TLS only when
+ * `config.tls` names a certificate (a peer that fails the handshake never reaches association).
+ */
 export async function startDimseListener(deps: DimseListenerDeps): Promise<DimseListener> {
   const open = new Set<PeerScp>();
-  const server = net.createServer((socket) => {
+  const secure = deps.config.tls ? await loadDimseTls(deps.config.tls) : undefined;
+  const accept = (socket: net.Socket) => {
     socket.on('error', (err) => deps.logger.debug({ err }, 'DIMSE connection error'));
-    const scp = new PeerScp(socket, deps);
+    const scp = new PeerScp(socket, deps, secure);
     open.add(scp);
     socket.once('close', () => open.delete(scp));
-  });
+  };
+  // Not TLS at all, no certificate, or one the CA did not sign: a failed sign-in (IHE BALP / DICOM 110114).
+  const refuse = (address: string | undefined, reason: string) => {
+    deps.logger.warn({ address, reason }, 'DIMSE TLS connection refused');
+    const input: AuditInput = { protocol: 'auth', action: 'login', outcome: '4', outcomeDescription: `DICOM TLS handshake failed: ${reason}`, agent: { address }, details: { service: 'DIMSE TLS', calledAETitle: deps.config.aeTitle } };
+    auditWriterFor(deps.store.db.knex)
+      .write(buildAuditEvent(input, deps.auditSource), { now: true })
+      .catch((err: unknown) => deps.logger.error({ err }, 'audit of a refused DIMSE TLS connection failed'));
+  };
+  const server = secure
+    ? tls.createServer(secure.server, (socket) => {
+        const refusal = secure.refusal(socket);
+        if (refusal === undefined) return accept(socket);
+        refuse(socket.remoteAddress, refusal);
+        socket.destroy();
+      })
+    : net.createServer(accept);
+  if (secure) server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => refuse(socket.remoteAddress, err.message));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(deps.config.port, deps.config.host, () => resolve());
@@ -115,7 +138,7 @@ export async function startDimseListener(deps: DimseListenerDeps): Promise<Dimse
   server.on('error', (err) => deps.logger.error({ err }, 'DIMSE listener error'));
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : deps.config.port;
-  deps.logger.info({ host: deps.config.host, port, aeTitle: deps.config.aeTitle, peers: deps.config.peers.length }, 'DIMSE listener listening');
+  deps.logger.info({ host: deps.config.host, port, aeTitle: deps.config.aeTitle, peers: deps.config.peers.length, tls: secure ? (deps.config.tls?.caFile ? 'mutual' : 'server') : 'off' }, 'DIMSE listener listening');
   return {
     port,
     async close() {
@@ -147,6 +170,8 @@ class PeerScp extends Scp {
   constructor(
     private readonly socketOf: net.Socket,
     private readonly deps: DimseListenerDeps,
+    /** The listener's TLS material: associations this one opens to its peers use it. */
+    private readonly secure: DimseTls | undefined,
   ) {
     super(socketOf, { associationTimeout: ASSOCIATION_TIMEOUT_MS, pduTimeout: PDU_TIMEOUT_MS });
     this.on('networkError', (err: unknown) => {
@@ -462,7 +487,7 @@ class PeerScp extends Scp {
     let link: SendLink & { release(): Promise<void> };
     if (destination) {
       try {
-        link = await openMoveAssociation(destination, this.deps.config.aeTitle, instances);
+        link = await openMoveAssociation(destination, this.deps.config.aeTitle, instances, outboundTls(destination, this.secure));
       } catch (err) {
         this.deps.logger.warn({ err, destination: destination.aeTitle }, 'C-MOVE destination association failed');
         counts.failed = instances.length;
@@ -567,7 +592,7 @@ class PeerScp extends Scp {
       // PS3.4 J.3.3: the SCP opens the association, proposing the SCP role.
       const link = await openAssociation(peer, this.deps.config.aeTitle, [
         { abstractSyntaxUID: STORAGE_COMMITMENT_SOP_CLASS, transferSyntaxUIDs: [TransferSyntaxUid.ExplicitVRLittleEndian, TransferSyntaxUid.ImplicitVRLittleEndian], scpRole: true },
-      ]);
+      ], outboundTls(peer, this.secure));
       try {
         if (!(await report(link))) this.deps.logger.warn({ peer: peer.aeTitle, transactionUID: result.transactionUID }, 'storage commitment report not acknowledged');
       } finally {

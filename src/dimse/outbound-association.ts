@@ -3,6 +3,7 @@
  * Commitment requester whose association has ended before its N-EVENT-REPORT could be sent.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { Scp, association as dimseAssociation } from 'dcmjs-dimse';
 import type { DimsePeer } from '../config';
 import type { SendLink } from './sub-operations';
@@ -29,13 +30,14 @@ export interface OutboundAssociation extends SendLink {
 }
 
 /**
- * Opens an association from `aeTitle` to `peer` with the given presentation contexts. Rejects
- * with a message when the peer cannot be reached, refuses, or does not answer in time.
+ * Opens an association from `aeTitle` to `peer` with the given presentation contexts, over TLS
+ * when `secure` gives its options (dimse-tls.ts). Rejects with a message when the peer cannot be
+ * reached, fails the TLS handshake, refuses, or does not answer in time.
  *
  * dcmjs-dimse exports no bare network class: an Scp on a socket we connected drives the
  * association as its requester (sendAssociationRequest, sendRequests), which is all it is used for.
  */
-export function openAssociation(peer: ReachablePeer, aeTitle: string, contexts: readonly ProposedContext[], timeoutMs = 30_000): Promise<OutboundAssociation> {
+export function openAssociation(peer: ReachablePeer, aeTitle: string, contexts: readonly ProposedContext[], secure?: tls.ConnectionOptions, timeoutMs = 30_000): Promise<OutboundAssociation> {
   const assoc = new dimseAssociation.Association(aeTitle, peer.aeTitle);
   for (const c of contexts) {
     const pcId = assoc.addPresentationContext(c.abstractSyntaxUID);
@@ -47,7 +49,7 @@ export function openAssociation(peer: ReachablePeer, aeTitle: string, contexts: 
     }
   }
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: peer.host, port: peer.port });
+    const socket = secure ? tls.connect({ ...secure, host: peer.host, port: peer.port }) : net.connect({ host: peer.host, port: peer.port });
     const network = new Scp(socket, { connectTimeout: timeoutMs, associationTimeout: timeoutMs });
     const timer = setTimeout(() => fail(`${peer.aeTitle} did not answer the association request in time`), timeoutMs);
     const fail = (message: string) => {
@@ -56,7 +58,7 @@ export function openAssociation(peer: ReachablePeer, aeTitle: string, contexts: 
       reject(new Error(message));
     };
     socket.once('error', (err) => fail(`${peer.aeTitle} at ${peer.host}:${peer.port} cannot be reached: ${err.message}`));
-    socket.once('connect', () => network.sendAssociationRequest(assoc));
+    socket.once(secure ? 'secureConnect' : 'connect', () => network.sendAssociationRequest(assoc));
     network.once('associationRejected', () => fail(`${peer.aeTitle} rejected the association`));
     network.once('associationAccepted', (accepted: dimseAssociation.Association) => {
       clearTimeout(timer);

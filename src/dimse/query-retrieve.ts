@@ -2,6 +2,7 @@
  * Query/Retrieve over DIMSE (PS3.4 Annex C): C-FIND answered by the QIDO-RS search over the same
  * index, and the outbound association a C-MOVE sends its instances over. The listener (dimse-listener.ts) does the messaging and the audit.
  */
+import type tls from 'node:tls';
 import { Dataset } from 'dcmjs-dimse';
 import type { DicomJson } from '../dicom/types';
 import type { StoredInstance, StudyRestriction } from '../db/wado-index';
@@ -117,7 +118,7 @@ const MAX_CONTEXTS = 128;
  * Opens an association to a move destination, proposing one presentation context per SOP Class
  * and transfer syntax of the instances (stored syntaxes and Explicit VR Little Endian).
  */
-export function openMoveAssociation(destination: ReachablePeer, aeTitle: string, instances: readonly StoredInstance[]): Promise<OutboundAssociation> {
+export function openMoveAssociation(destination: ReachablePeer, aeTitle: string, instances: readonly StoredInstance[], secure?: tls.ConnectionOptions): Promise<OutboundAssociation> {
   const syntaxesByClass = new Map<string, Set<string>>();
   for (const i of instances) {
     const set = syntaxesByClass.get(i.sopClassUID) ?? new Set<string>();
@@ -128,5 +129,5 @@ export function openMoveAssociation(destination: ReachablePeer, aeTitle: string,
   for (const [sopClass, stored] of syntaxesByClass) {
     for (const ts of proposedSyntaxes([...stored])) contexts.push({ abstractSyntaxUID: sopClass, transferSyntaxUIDs: [ts] });
   }
-  return openAssociation(destination, aeTitle, contexts.slice(0, MAX_CONTEXTS));
+  return openAssociation(destination, aeTitle, contexts.slice(0, MAX_CONTEXTS), secure);
 }
