@@ -14,6 +14,19 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Resolves once something accepts TCP connections on `port` of 127.0.0.1 (a peer started as a process); rejects after 10 s. */
+export async function listening(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1', () => (s.end(), r(true)));
+      s.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on port ${port}`);
+}
+
 /** An SCP accepting whatever is proposed; subclasses answer the messages a test needs. */
 export class AcceptingScp extends Scp {
   override associationRequested(a: association.Association): void {

@@ -7,7 +7,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,7 +17,7 @@ import { loadConfig } from '../../../src/config';
 import { startAppDimseListener, type DimseListener } from '../../../src/dimse/dimse-listener';
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { dcmtk } from '../../helpers/dcmtk';
-import { freePort } from '../../helpers/dimse-peer';
+import { freePort, listening } from '../../helpers/dimse-peer';
 import { startTestApp, type TestApp } from '../../helpers/test-app';
 
 const run = promisify(execFile);
@@ -57,19 +56,6 @@ function cMoveOverTls(port: number, callingAE: string, destination: string, stud
       reject,
     );
   });
-}
-
-/** Resolves once something accepts TCP connections on `port`. */
-async function listening(port: number): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.end(), r(true)));
-      s.on('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing listens on ${port}`);
 }
 
 describe('DIMSE over TLS (DIMSE_TLS_CERT, DIMSE_TLS_KEY, DIMSE_TLS_CA)', () => {

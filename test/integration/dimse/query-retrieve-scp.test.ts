@@ -16,7 +16,7 @@ import { startAppDimseListener, type DimseListener } from '../../../src/dimse/di
 import { createSyntheticInstance, newUid } from '../../../src/generate/synthetic-dicom';
 import { dcmtk } from '../../helpers/dcmtk';
 import { buildMultipart } from '../../helpers/multipart-body';
-import { AcceptingScp, freePort } from '../../helpers/dimse-peer';
+import { AcceptingScp, freePort, listening } from '../../helpers/dimse-peer';
 import { sharedData, startTestApp, type TestApp } from '../../helpers/test-app';
 
 // dcmjs ships no type declarations.
@@ -306,14 +306,7 @@ describe('DIMSE Query/Retrieve SCP (C-FIND, C-GET, C-MOVE)', () => {
     let destLog = '';
     storescp.stdout!.on('data', (c: Buffer) => (destLog += c.toString()));
     storescp.stderr!.on('data', (c: Buffer) => (destLog += c.toString()));
-    for (let i = 0; i < 50; i++) {
-      const ok = await new Promise<boolean>((r) => {
-        const s = net.connect(destPort, '127.0.0.1', () => (s.end(), r(true)));
-        s.on('error', () => r(false));
-      });
-      if (ok) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await listening(destPort);
     destination = { received, log: () => destLog };
     return destination;
   };
