@@ -250,7 +250,7 @@ function buildExpress(deps: {
   // De-identification options, burned-in clearances, re-identification workflow, overlap counts.
   app.use('/privacy', createPrivacyRouter({ knex: db.knex, privacy, auditSource: auth.audit.source, logger }));
   // Projects, their members, and the approval of cohort exports.
-  app.use('/admin', createAdminRouter({ knex: db.knex, exports, logger, privacy }));
+  app.use('/admin', createAdminRouter({ knex: db.knex, exports, logger, privacy, configuredDimsePeers: config.dimse?.peers }));
 
   app.use((req: Request, res: Response) => {
     res.status(404).json({ error: 'not found', path: req.path });

@@ -21,7 +21,7 @@ const byteSize = z
 const AE_TITLE = /^(?=.*[^ ])[\x20-\x5b\x5d-\x7e]{1,16}$/;
 
 /** One DIMSE peer allowed to associate (DIMSE_PEERS is a JSON array of these). */
-const DimsePeerSchema = z
+export const DimsePeerSchema = z
   .object({
     aeTitle: z.string().trim().regex(AE_TITLE, 'an AE title: 1-16 characters, no backslash or control characters'),
     /** The peer's IP address; absent: any address. */

@@ -7,7 +7,8 @@
  *   `POST /projects/{id}/members/{subject}/approve|refuse`: members and their approval;
  * - `PUT|DELETE /projects/{id}/studies/{StudyInstanceUID}`: which projects hold a stored study;
  * - `GET /exports[?state=]`, `GET /exports/{id}`, `POST /exports/{id}/approve|refuse`: the
- *   approval of cohort exports (FHIR Bulk Data kick-offs of researchers).
+ *   approval of cohort exports (FHIR Bulk Data kick-offs of researchers);
+ * - `GET /dimse/peers`, `GET|PUT|DELETE /dimse/peers/{AE title}`: the DIMSE peers (admins only).
  *
  * Each route parses, calls one service and answers JSON; errors are FHIR OperationOutcomes.
  * The audit gate records an AuditEvent for every request.
@@ -36,6 +37,8 @@ import {
   updateProject,
 } from './project-admin';
 import { linkStudy, unlinkStudy, type StudyLinker } from './project-studies';
+import { deleteDimsePeer, getDimsePeer, listDimsePeers, putDimsePeer } from './dimse-peers';
+import type { DimsePeer } from '../config';
 
 /** What the router needs. */
 export interface AdminRouterDeps {
@@ -44,6 +47,8 @@ export interface AdminRouterDeps {
   logger: Logger;
   /** Records a linked study's de-identified UIDs for its new project. */
   privacy?: PrivacyService;
+  /** The DIMSE peers of DIMSE_PEERS (shown, not changed, by /dimse/peers). */
+  configuredDimsePeers?: readonly DimsePeer[];
 }
 
 type Answer = { status: number; body?: unknown; location?: string };
@@ -74,6 +79,24 @@ export function createAdminRouter(deps: AdminRouterDeps): Router {
     }, next);
   };
   const p = (req: Request, name: string) => String(req.params[name]);
+
+  const configured = deps.configuredDimsePeers ?? [];
+  router.get('/dimse/peers', route(async () => ({ status: 200, body: { peers: await listDimsePeers(knex, configured) } })));
+  router.get('/dimse/peers/:ae', route(async (req) => ({ status: 200, body: await getDimsePeer(knex, configured, p(req, 'ae')) })));
+  router.put(
+    '/dimse/peers/:ae',
+    route(async (req, res) => {
+      const { created, peer } = await putDimsePeer(knex, configured, p(req, 'ae'), req.body, actorOf(res).subject);
+      return { status: created ? 201 : 200, body: peer, location: created ? `/admin/dimse/peers/${encodeURIComponent(peer.aeTitle)}` : undefined };
+    }),
+  );
+  router.delete(
+    '/dimse/peers/:ae',
+    route(async (req) => {
+      await deleteDimsePeer(knex, configured, p(req, 'ae'));
+      return { status: 204 };
+    }),
+  );
 
   router.get('/projects', route(async (_req, res) => ({ status: 200, body: { projects: await listProjects(knex, actorOf(res)) } })));
   router.post(

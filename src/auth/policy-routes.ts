@@ -174,7 +174,7 @@ export function classifyPrivacyRequest(method: string, path: string): RouteAcces
 
 /**
  * Classifies a governance request (`path` relative to /admin, no query string): projects, their
- * members and studies, and cohort export approvals (src/admin). Every one is audited; anything else under
+ * members and studies, cohort export approvals and DIMSE peers (src/admin). Every one is audited; anything else under
  * /admin is administration (admin only).
  */
 export function classifyAdminRequest(method: string, path: string): RouteAccess {
@@ -207,6 +207,12 @@ export function classifyAdminRequest(method: string, path: string): RouteAccess 
       r.studyUids = [fourth];
       return r;
     }
+  }
+  if (first === 'dimse' && second === 'peers') {
+    if (seg.length === 2 && read) return governed('DimsePeer', 'search', 'search');
+    if (seg.length === 3 && read) return governed('DimsePeer', 'read', 'read', third);
+    if (seg.length === 3 && m === 'PUT') return governed('DimsePeer', 'update', 'update', third);
+    if (seg.length === 3 && m === 'DELETE') return governed('DimsePeer', 'delete', 'delete', third);
   }
   if (first === 'exports') {
     if (seg.length === 1 && read) return governed('ExportApproval', 'search', 'search');

@@ -162,6 +162,8 @@ const GOVERNANCE_RULES: Record<string, Record<Role, readonly Interaction[]>> = {
   },
   ProjectStudy: { admin: ['update', 'delete'], 'data-manager': ['update', 'delete'], pi: [], researcher: [] },
   ExportApproval: { admin: ['read', 'search', 'approve'], 'data-manager': [], pi: ['read', 'search', 'approve'], researcher: [] },
+  // Who may associate over DIMSE, and with which projects: server administration.
+  DimsePeer: { admin: ['read', 'search', 'update', 'delete'], 'data-manager': [], pi: [], researcher: [] },
 };
 
 function allowedInteractions(role: Role, resourceType: string): readonly Interaction[] {

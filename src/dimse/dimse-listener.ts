@@ -42,6 +42,7 @@ import { checkQuery, datasetOf, identifierOf, openMoveAssociation, runFind } fro
 import { acceptedSyntaxes, chooseTransferSyntax, countStatus, exchange, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
 import { isReachable, openAssociation, type ReachablePeer } from './outbound-association';
 import { loadDimseTls, outboundTls, type DimseTls } from './dimse-tls';
+import { createPeerDirectory, fixedPeers, type PeerDirectory } from './peer-directory';
 import {
   CommitmentRequestError,
   STORAGE_COMMITMENT_SOP_CLASS,
@@ -70,6 +71,8 @@ export interface DimseListenerDeps {
   dicomwebBaseUrl: string;
   /** Converts instances for a C-GET/C-MOVE receiver that does not accept the stored transfer syntax. */
   transcoder?: TranscodeHook;
+  /** Who may associate and where C-MOVE sends; absent: `config.peers` only. */
+  peers?: PeerDirectory;
   logger: Logger;
 }
 
@@ -97,6 +100,7 @@ export function startAppDimseListener(app: Pick<AppHandle, 'store' | 'auth' | 'd
     auditSource: app.auth.audit.source,
     dicomwebBaseUrl,
     transcoder: createTranscodeHook({ db: app.db, blobs: app.blobs }),
+    peers: createPeerDirectory(app.db.knex, config.peers, app.logger),
     logger: app.logger,
   });
 }
@@ -108,9 +112,10 @@ export function startAppDimseListener(app: Pick<AppHandle, 'store' | 'auth' | 'd
 export async function startDimseListener(deps: DimseListenerDeps): Promise<DimseListener> {
   const open = new Set<PeerScp>();
   const secure = deps.config.tls ? await loadDimseTls(deps.config.tls) : undefined;
+  const peers = deps.peers ?? fixedPeers(deps.config.peers);
   const accept = (socket: net.Socket) => {
     socket.on('error', (err) => deps.logger.debug({ err }, 'DIMSE connection error'));
-    const scp = new PeerScp(socket, deps, secure);
+    const scp = new PeerScp(socket, deps, peers, secure);
     open.add(scp);
     socket.once('close', () => open.delete(scp));
   };
@@ -170,6 +175,7 @@ class PeerScp extends Scp {
   constructor(
     private readonly socketOf: net.Socket,
     private readonly deps: DimseListenerDeps,
+    private readonly peers: PeerDirectory,
     /** The listener's TLS material: associations this one opens to its peers use it. */
     private readonly secure: DimseTls | undefined,
   ) {
@@ -184,8 +190,12 @@ class PeerScp extends Scp {
 
   override associationRequested(assoc: association.Association): void {
     this.callingAETitle = assoc.getCallingAeTitle().trim();
+    void this.peers.list().then((peers) => this.judge(assoc, peers));
+  }
+
+  private judge(assoc: association.Association, peers: readonly DimsePeer[]): void {
     const address = this.socketOf.remoteAddress;
-    const verdict = judgeAssociation(this.deps.config, assoc.getCalledAeTitle(), assoc.getCallingAeTitle(), address);
+    const verdict = judgeAssociation({ aeTitle: this.deps.config.aeTitle, peers }, assoc.getCalledAeTitle(), assoc.getCallingAeTitle(), address);
     if (!verdict.accept) {
       this.deps.logger.warn({ callingAETitle: this.callingAETitle, address, reason: verdict.message }, 'DIMSE association rejected');
       const reason = verdict.reason === 'called-ae-not-recognized' ? RejectReason.CalledAeNotRecognized : RejectReason.CallingAeNotRecognized;
@@ -211,7 +221,11 @@ class PeerScp extends Scp {
       else context.setResult(PresentationContextResult.RejectTransferSyntaxesNotSupported);
     }
     this.deps.logger.info({ callingAETitle: this.callingAETitle, address }, 'DIMSE association accepted');
-    this.sendAssociationAccept();
+    try {
+      this.sendAssociationAccept();
+    } catch (err) {
+      this.deps.logger.debug({ err }, 'DIMSE association accept not sent (the peer went away)');
+    }
   }
 
   override associationReleaseRequested(): void {
@@ -460,7 +474,7 @@ class PeerScp extends Scp {
       if (operation === 'move') {
         const name = String(request.getCommandDataset().getElement('MoveDestination') ?? '').trim();
         details.moveDestination = name;
-        destination = this.deps.config.peers.find((p): p is ReachablePeer => p.aeTitle === name && isReachable(p));
+        destination = (await this.peers.list()).find((p): p is ReachablePeer => p.aeTitle === name && isReachable(p));
         // PS3.4 C.4.2.1.5: an AE title this server has no address for.
         if (!destination) throw new IdentifierError(0xa801, `move destination "${name}" is unknown`);
       }

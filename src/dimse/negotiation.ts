@@ -3,7 +3,7 @@
  * which presentation contexts are accepted. Pure code: the listener applies the verdicts.
  */
 import { isIP } from 'node:net';
-import type { DimseConfig, DimsePeer, DimseService } from '../config';
+import type { DimsePeer, DimseService } from '../config';
 import { QUERY_RETRIEVE_SOP_CLASSES } from './query';
 import { STORAGE_COMMITMENT_SOP_CLASS } from './storage-commitment';
 import { TransferSyntaxUid } from '../dicom/transfer-syntax';
@@ -99,7 +99,7 @@ export type AssociationVerdict =
  * its AE title, and its address when the peer names one. AE titles compare without their
  * leading and trailing spaces (PS3.5 6.2, AE), case-sensitively.
  */
-export function judgeAssociation(config: Pick<DimseConfig, 'aeTitle' | 'peers'>, calledAETitle: string, callingAETitle: string, address: string | undefined): AssociationVerdict {
+export function judgeAssociation(config: { aeTitle: string; peers: readonly DimsePeer[] }, calledAETitle: string, callingAETitle: string, address: string | undefined): AssociationVerdict {
   const called = calledAETitle.trim();
   const calling = callingAETitle.trim();
   if (called !== config.aeTitle) {
