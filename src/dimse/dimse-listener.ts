@@ -135,7 +135,13 @@ export async function startDimseListener(deps: DimseListenerDeps): Promise<Dimse
         socket.destroy();
       })
     : net.createServer(accept);
-  if (secure) server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => refuse(socket.remoteAddress, err.message));
+  if (secure) {
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      // Closed before any TLS was spoken (a load balancer's or a monitor's TCP check): no credentials were offered.
+      if (err.code === 'ECONNRESET') return deps.logger.debug({ err, address: socket.remoteAddress }, 'DIMSE TLS connection closed before the handshake');
+      refuse(socket.remoteAddress, err.message);
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(deps.config.port, deps.config.host, () => resolve());

@@ -7,6 +7,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -129,7 +130,7 @@ describe('DIMSE over TLS (DIMSE_TLS_CERT, DIMSE_TLS_KEY, DIMSE_TLS_CA)', () => {
     expect(res.body).toHaveLength(3);
   });
 
-  test('plain TCP, TLS without a certificate, and a certificate the CA did not sign are all refused before association, nothing is stored, and each is audited as a failed sign-in', async () => {
+  test('plain TCP, TLS without a certificate, and a certificate the CA did not sign are all refused before association, nothing is stored, and each is audited as a failed sign-in (a bare TCP check is not)', async () => {
     const before = Date.now();
     const extra = path.join(dir, 'refused.dcm');
     const sop = newUid();
@@ -142,6 +143,12 @@ describe('DIMSE over TLS (DIMSE_TLS_CERT, DIMSE_TLS_KEY, DIMSE_TLS_CA)', () => {
     const untrusted = await dcmtk('storescu', [...tlsArgs(stranger), '-aet', 'OCT_1', '-aec', AE, '127.0.0.1', port(), extra]);
     expect(untrusted.code).not.toBe(0);
     expect(await stored(sop)).toBe('0');
+    // A TCP check that connects and closes (a load balancer's) offers no credentials: not a failed sign-in.
+    await new Promise<void>((resolve) => {
+      const probe = net.connect(scp.port, '127.0.0.1', () => probe.destroy());
+      probe.on('close', () => resolve());
+    });
+    await new Promise((r) => setTimeout(r, 300));
 
     let events: AuditEvent[] = [];
     for (let i = 0; i < 50 && events.length < 3; i++) {
