@@ -42,7 +42,7 @@ import { checkQuery, datasetOf, identifierOf, openMoveAssociation, runFind } fro
 import { acceptedSyntaxes, chooseTransferSyntax, countStatus, exchange, readDataSet, sendInstance, type MoveOriginator, type SendLink, type SubOperationCounts } from './sub-operations';
 import { isReachable, openAssociation, type ReachablePeer } from './outbound-association';
 import { loadDimseTls, outboundTls, type DimseTls } from './dimse-tls';
-import { createPeerDirectory, fixedPeers, type PeerDirectory } from './peer-directory';
+import { createPeerDirectory, type PeerDirectory } from './peer-directory';
 import {
   CommitmentRequestError,
   STORAGE_COMMITMENT_SOP_CLASS,
@@ -71,8 +71,8 @@ export interface DimseListenerDeps {
   dicomwebBaseUrl: string;
   /** Converts instances for a C-GET/C-MOVE receiver that does not accept the stored transfer syntax. */
   transcoder?: TranscodeHook;
-  /** Who may associate and where C-MOVE sends; absent: `config.peers` only. */
-  peers?: PeerDirectory;
+  /** Who may associate and where C-MOVE sends: `config.peers` and the managed ones. */
+  peers: PeerDirectory;
   logger: Logger;
 }
 
@@ -112,10 +112,9 @@ export function startAppDimseListener(app: Pick<AppHandle, 'store' | 'auth' | 'd
 export async function startDimseListener(deps: DimseListenerDeps): Promise<DimseListener> {
   const open = new Set<PeerScp>();
   const secure = deps.config.tls ? await loadDimseTls(deps.config.tls) : undefined;
-  const peers = deps.peers ?? fixedPeers(deps.config.peers);
   const accept = (socket: net.Socket) => {
     socket.on('error', (err) => deps.logger.debug({ err }, 'DIMSE connection error'));
-    const scp = new PeerScp(socket, deps, peers, secure);
+    const scp = new PeerScp(socket, deps, secure);
     open.add(scp);
     socket.once('close', () => open.delete(scp));
   };
@@ -181,7 +180,6 @@ class PeerScp extends Scp {
   constructor(
     private readonly socketOf: net.Socket,
     private readonly deps: DimseListenerDeps,
-    private readonly peers: PeerDirectory,
     /** The listener's TLS material: associations this one opens to its peers use it. */
     private readonly secure: DimseTls | undefined,
   ) {
@@ -196,7 +194,7 @@ class PeerScp extends Scp {
 
   override associationRequested(assoc: association.Association): void {
     this.callingAETitle = assoc.getCallingAeTitle().trim();
-    void this.peers.list().then((peers) => this.judge(assoc, peers));
+    void this.deps.peers.list().then((peers) => this.judge(assoc, peers));
   }
 
   private judge(assoc: association.Association, peers: readonly DimsePeer[]): void {
@@ -480,7 +478,7 @@ class PeerScp extends Scp {
       if (operation === 'move') {
         const name = String(request.getCommandDataset().getElement('MoveDestination') ?? '').trim();
         details.moveDestination = name;
-        destination = (await this.peers.list()).find((p): p is ReachablePeer => p.aeTitle === name && isReachable(p));
+        destination = (await this.deps.peers.list()).find((p): p is ReachablePeer => p.aeTitle === name && isReachable(p));
         // PS3.4 C.4.2.1.5: an AE title this server has no address for.
         if (!destination) throw new IdentifierError(0xa801, `move destination "${name}" is unknown`);
       }

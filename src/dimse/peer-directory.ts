@@ -17,11 +17,6 @@ export interface PeerDirectory {
 /** How long a read of the managed peers is used before the next. */
 const MAX_AGE_MS = 1_000;
 
-/** Only the configured peers (a listener without a database, as in unit tests). */
-export function fixedPeers(peers: readonly DimsePeer[]): PeerDirectory {
-  return { list: () => Promise.resolve(peers) };
-}
-
 /**
  * Configured plus managed peers. A managed row that no longer parses is left out (and logged);
  * when the table cannot be read, the last list read is used (the configured peers at first), so
